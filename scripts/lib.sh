@@ -1,0 +1,205 @@
+# shellcheck shell=bash
+# Shared helpers for scripts/test.sh, scripts/dev.sh and .ci/run. Source it:
+#
+#   . "$(dirname "$0")/lib.sh"
+#
+# Functions (each safe under `set -euo pipefail`, each idempotent):
+#   ensure_rust_tools   cargo present; rustfmt + clippy components installed
+#   ensure_postgres     something answers on $GSB_PG_HOST:$GSB_PG_PORT
+#   ensure_openstack    loopback Keystone + Glance installed, started, seeded;
+#                       exports everything in $OS_STATE/env.sh and seed.env
+#
+# Settings (environment):
+#   GSB_STATE_DIR   runtime state (default ${TMPDIR:-/tmp}/glance-share-broker)
+#   GSB_PG_HOST     default 127.0.0.1
+#   GSB_PG_PORT     default 5432
+#   GSB_PG_MODE     auto (default): running server, else the Debian cluster
+#                   (pg_ctlcluster), else apt-get install postgresql, else initdb;
+#                   initdb: skip the Debian cluster/apt steps and use a private
+#                   cluster in $GSB_STATE_DIR/postgres
+#   GSB_PG_WAIT     seconds to wait for Postgres to answer (default 60)
+
+GSB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+GSB_STATE_DIR=${GSB_STATE_DIR:-${TMPDIR:-/tmp}/glance-share-broker}
+export GSB_ROOT GSB_STATE_DIR
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf '==> ERROR: %s\n' "$*" >&2; exit 1; }
+
+# Run "$@" as a numbered step; stop the whole script with a clear message if it fails.
+run_step() { # label, command...
+  local label=$1 t0 rc=0
+  shift
+  log "$label: $*"
+  t0=$(date +%s)
+  "$@" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    die "$label FAILED (exit $rc, after $(( $(date +%s) - t0 ))s): $*"
+  fi
+  log "$label: ok ($(( $(date +%s) - t0 ))s)"
+}
+
+# ---------------------------------------------------------------- Rust tools
+ensure_rust_tools() {
+  command -v cargo >/dev/null 2>&1 \
+    || die "cargo not found on PATH; install Rust (https://rustup.rs) or add ~/.cargo/bin to PATH"
+  local missing=()
+  cargo fmt --version >/dev/null 2>&1 || missing+=(rustfmt)
+  cargo clippy --version >/dev/null 2>&1 || missing+=(clippy)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    command -v rustup >/dev/null 2>&1 \
+      || die "cargo ${missing[*]} missing and rustup not found; install the ${missing[*]} component(s)"
+    log "rustup component add ${missing[*]}"
+    rustup component add "${missing[@]}" || die "rustup component add ${missing[*]} failed"
+  fi
+  log "rust: $(cargo --version), $(cargo fmt --version 2>/dev/null), $(cargo clippy --version 2>/dev/null)"
+}
+
+# ------------------------------------------------------------------ Postgres
+GSB_PG_HOST=${GSB_PG_HOST:-127.0.0.1}
+GSB_PG_PORT=${GSB_PG_PORT:-5432}
+GSB_PG_MODE=${GSB_PG_MODE:-auto}
+GSB_PG_WAIT=${GSB_PG_WAIT:-60}
+
+# newest binary of that name in PATH or in Debian's /usr/lib/postgresql/<ver>/bin
+_pg_bin() { # name
+  if command -v "$1" >/dev/null 2>&1; then command -v "$1"; return 0; fi
+  local f
+  f=$(printf '%s\n' /usr/lib/postgresql/*/bin/"$1" | sort -V | tail -n 1)
+  [ -n "$f" ] && [ -x "$f" ] && { printf '%s\n' "$f"; return 0; }
+  return 1
+}
+
+_pg_ready() {
+  local isready
+  if isready=$(_pg_bin pg_isready); then
+    "$isready" -q -h "$GSB_PG_HOST" -p "$GSB_PG_PORT" -t 2 >/dev/null 2>&1
+  else # no client tools yet: is anything listening?
+    (exec 3<>"/dev/tcp/$GSB_PG_HOST/$GSB_PG_PORT") >/dev/null 2>&1
+  fi
+}
+
+_pg_wait() { # seconds -> 0 when ready
+  local deadline=$(( $(date +%s) + $1 ))
+  until _pg_ready; do
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
+    sleep 0.5
+  done
+}
+
+# Debian clusters (pg_lsclusters) configured for $GSB_PG_PORT, as "<ver> <name>" lines
+_pg_debian_clusters() {
+  command -v pg_lsclusters >/dev/null 2>&1 || return 0
+  pg_lsclusters -h 2>/dev/null | awk -v p="$GSB_PG_PORT" '$3 == p { print $1, $2 }' || true
+}
+
+_pg_start_debian() { # -> 0 if a cluster was started and answers
+  command -v pg_ctlcluster >/dev/null 2>&1 || return 1
+  local clusters ver name
+  clusters=$(_pg_debian_clusters)
+  [ -n "$clusters" ] || return 1
+  while read -r ver name; do
+    log "postgres: pg_ctlcluster --skip-systemctl-redirect $ver $name start"
+    pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" start \
+      || log "postgres: pg_ctlcluster $ver $name start failed (see /var/log/postgresql/postgresql-$ver-$name.log)"
+    if _pg_wait 20; then return 0; fi
+  done <<<"$clusters"
+  return 1
+}
+
+_pg_apt_install() {
+  command -v apt-get >/dev/null 2>&1 || { log "postgres: no apt-get; cannot install postgresql"; return 1; }
+  [ "$(id -u)" -eq 0 ] || { log "postgres: not root; cannot apt-get install postgresql"; return 1; }
+  log "postgres: apt-get update && apt-get install -y postgresql"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq || return 1
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null || return 1
+}
+
+# Private cluster: initdb (trust auth, superuser postgres) into $GSB_STATE_DIR/postgres,
+# listening on $GSB_PG_HOST:$GSB_PG_PORT, socket in the data dir.
+_pg_start_initdb() {
+  local initdb pgctl data="$GSB_STATE_DIR/postgres" logf="$GSB_STATE_DIR/postgres.log"
+  local -a as_user=()
+  initdb=$(_pg_bin initdb) || { log "postgres: initdb not found"; return 1; }
+  pgctl=$(dirname "$initdb")/pg_ctl
+  [ -x "$pgctl" ] || pgctl=$(_pg_bin pg_ctl) || { log "postgres: pg_ctl not found"; return 1; }
+  mkdir -p "$GSB_STATE_DIR"
+  if [ "$(id -u)" -eq 0 ]; then # initdb/postgres refuse to run as root
+    if ! id postgres >/dev/null 2>&1; then
+      log "postgres: creating system user postgres"
+      useradd --system --no-create-home --shell /usr/sbin/nologin postgres || return 1
+    fi
+    as_user=(runuser -u postgres --)
+    chmod o+x "$GSB_STATE_DIR" 2>/dev/null || true
+  fi
+  if [ ! -s "$data/PG_VERSION" ]; then
+    log "postgres: initdb $data (trust auth, superuser postgres)"
+    rm -rf "$data"
+    mkdir -p "$data"
+    [ "${#as_user[@]}" -eq 0 ] || chown postgres: "$data"
+    chmod 700 "$data"
+    "${as_user[@]}" "$initdb" -D "$data" -U postgres --auth=trust -E UTF8 --no-locale \
+      >"$GSB_STATE_DIR/initdb.log" 2>&1 \
+      || { log "postgres: initdb failed; see $GSB_STATE_DIR/initdb.log"; return 1; }
+  fi
+  [ "${#as_user[@]}" -eq 0 ] || { touch "$logf"; chown postgres: "$logf"; }
+  log "postgres: pg_ctl start -D $data on $GSB_PG_HOST:$GSB_PG_PORT (log $logf)"
+  "${as_user[@]}" "$pgctl" -D "$data" -l "$logf" -w -t "$GSB_PG_WAIT" \
+    -o "-c listen_addresses=$GSB_PG_HOST -p $GSB_PG_PORT -c unix_socket_directories=$data" start \
+    >/dev/null || { log "postgres: pg_ctl start failed; see $logf"; return 1; }
+  _pg_wait "$GSB_PG_WAIT"
+}
+
+ensure_postgres() {
+  if _pg_ready; then
+    log "postgres: answering on $GSB_PG_HOST:$GSB_PG_PORT"
+    return 0
+  fi
+  log "postgres: nothing on $GSB_PG_HOST:$GSB_PG_PORT (mode $GSB_PG_MODE); starting one"
+  local started=0
+  case "$GSB_PG_MODE" in
+    auto)
+      if _pg_start_debian; then
+        started=1
+      elif [ -z "$(_pg_debian_clusters)" ] && ! _pg_bin initdb >/dev/null; then
+        # no Debian cluster and no server binaries: install them (creates cluster 15/main)
+        if _pg_apt_install && _pg_start_debian; then started=1; fi
+      fi
+      if [ "$started" = 0 ] && ! _pg_ready; then
+        if _pg_start_initdb; then started=1; fi
+      fi
+      ;;
+    initdb)
+      if _pg_start_initdb; then started=1; fi
+      ;;
+    *) die "GSB_PG_MODE=$GSB_PG_MODE: expected auto or initdb" ;;
+  esac
+  if ! _pg_wait "$GSB_PG_WAIT"; then
+    die "postgres: nothing answers on $GSB_PG_HOST:$GSB_PG_PORT after ${GSB_PG_WAIT}s (tried: $GSB_PG_MODE); see /var/log/postgresql/ or $GSB_STATE_DIR/postgres.log"
+  fi
+  log "postgres: answering on $GSB_PG_HOST:$GSB_PG_PORT"
+}
+
+# ------------------------------------------------------- Keystone + Glance rig
+ensure_openstack() {
+  local dir="$GSB_ROOT/scripts/openstack" t0
+  t0=$(date +%s)
+  log "openstack: install.sh"
+  "$dir/install.sh" || die "openstack: scripts/openstack/install.sh failed"
+  log "openstack: start.sh"
+  "$dir/start.sh" || die "openstack: scripts/openstack/start.sh failed (logs in \$OS_STATE/log)"
+  log "openstack: seed.sh"
+  "$dir/seed.sh" >/dev/null || die "openstack: scripts/openstack/seed.sh failed"
+  # OS_VENV, OS_STATE, URLs, ports, passwords (same defaults the scripts used)
+  # shellcheck source=scripts/openstack/common.sh
+  . "$dir/common.sh"
+  { [ -f "$OS_STATE/env.sh" ] && [ -f "$OS_STATE/seed.env" ]; } \
+    || die "openstack: $OS_STATE/env.sh or seed.env missing after start.sh/seed.sh"
+  set -a
+  # shellcheck disable=SC1091
+  . "$OS_STATE/env.sh"
+  # shellcheck disable=SC1091
+  . "$OS_STATE/seed.env"
+  set +a
+  log "openstack: keystone $KEYSTONE_URL, glance $GLANCE_URL, image $IMAGE_ID, clouds $OS_CLIENT_CONFIG_FILE ($(( $(date +%s) - t0 ))s)"
+}

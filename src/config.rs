@@ -1,0 +1,254 @@
+//! The command line and the environment: every setting, typed and checked before anything
+//! starts. A bad value stops the process with a message naming the setting.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sqlx::postgres::PgConnectOptions;
+
+use crate::domain::{Limits, Role};
+use crate::http::ApiConfig;
+
+#[derive(Debug, Parser)]
+#[command(name = "glance-share-broker", version, about = "Brokers OpenStack Glance image shares between projects")]
+pub struct Cli {
+    /// Log format: `json` (one object per line) or `text`.
+    #[arg(long, env = "GSB_LOG_FORMAT", default_value = "json", global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API and the worker (the default). Applies pending migrations first.
+    Serve(ServeArgs),
+    /// Run only the worker (to scale it apart from the API).
+    Worker(WorkerCommandArgs),
+    /// Apply the embedded database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// Postgres URL, e.g. postgres://broker:secret@db:5432/broker
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+
+    /// Most connections the pool opens.
+    #[arg(long, env = "GSB_DB_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_max_connections: u32,
+}
+
+impl DatabaseArgs {
+    /// The connection options; the URL (which may hold a password) never appears in the error.
+    pub fn connect_options(&self) -> anyhow::Result<PgConnectOptions> {
+        PgConnectOptions::from_str(&self.database_url)
+            .map_err(|_| anyhow!("DATABASE_URL is not a valid Postgres URL (postgres://user:password@host:port/database)"))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Address the API listens on.
+    #[arg(long, env = "GSB_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Longest a request may run before it is answered 503.
+    #[arg(long, env = "GSB_REQUEST_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout_secs: u64,
+
+    /// Most target projects in one request (keep at or below Glance's image_member_quota).
+    #[arg(long, env = "GSB_MAX_TARGETS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub max_targets: u32,
+
+    /// Region of requests that name none.
+    #[arg(long, env = "GSB_DEFAULT_REGION", default_value = "RegionOne")]
+    pub default_region: String,
+
+    /// How long an Idempotency-Key's response is kept and replayed (at least 24 hours).
+    #[arg(long, env = "GSB_IDEMPOTENCY_TTL_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u32).range(24..=8760))]
+    pub idempotency_ttl_hours: u32,
+
+    /// This instance's name in the audit log (default: the host name).
+    #[arg(long, env = "GSB_INSTANCE")]
+    pub instance: Option<String>,
+
+    /// Serve the API only; run the worker elsewhere (`glance-share-broker worker`).
+    #[arg(long, env = "GSB_NO_WORKER")]
+    pub no_worker: bool,
+
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerCommandArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// This instance's name in the audit log (default: the host name).
+    #[arg(long, env = "GSB_INSTANCE")]
+    pub instance: Option<String>,
+
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+/// How the worker runs and reaches OpenStack. Credentials come from `clouds.yaml`
+/// (`OS_CLOUD`, `OS_CLIENT_CONFIG_FILE`) or `OS_*` variables, as for every OpenStack tool.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Jobs run at once by one process.
+    #[arg(long, env = "GSB_WORKER_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub worker_concurrency: u32,
+
+    /// How long a claimed job is held without a heartbeat before another worker may take it.
+    #[arg(long, env = "GSB_LEASE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub lease_secs: u64,
+
+    /// How often an idle worker looks for due jobs (it is also woken by LISTEN/NOTIFY).
+    #[arg(long, env = "GSB_IDLE_POLL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60000))]
+    pub idle_poll_ms: u64,
+
+    /// Tries of a failing Glance call before the share is `failed`.
+    #[arg(long, env = "GSB_MAX_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(i32).range(1..=100))]
+    pub max_attempts: i32,
+
+    /// First retry delay; it doubles each time (with jitter).
+    #[arg(long, env = "GSB_RETRY_BASE_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=600000))]
+    pub retry_base_ms: u64,
+
+    /// Longest retry delay.
+    #[arg(long, env = "GSB_RETRY_MAX_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub retry_max_secs: u64,
+
+    /// First wait before checking whether the consumer accepted; it doubles each time.
+    #[arg(long, env = "GSB_ACCEPT_POLL_FIRST_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub accept_poll_first_secs: u64,
+
+    /// Longest wait between acceptance checks.
+    #[arg(long, env = "GSB_ACCEPT_POLL_MAX_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub accept_poll_max_secs: u64,
+
+    /// Timeout of one call to Keystone or Glance.
+    #[arg(long, env = "GSB_OPENSTACK_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub openstack_timeout_secs: u64,
+
+    /// Send Glance calls here instead of the catalog's image endpoint.
+    #[arg(long, env = "GSB_GLANCE_URL")]
+    pub glance_url: Option<String>,
+}
+
+impl Default for WorkerArgs {
+    /// The defaults above (and any GSB_* variables set).
+    fn default() -> Self {
+        use clap::{FromArgMatches, CommandFactory};
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            worker: WorkerArgs,
+        }
+        let matches = Only::command().get_matches_from(["worker"]);
+        Only::from_arg_matches(&matches).expect("the defaults are valid").worker
+    }
+}
+
+impl WorkerArgs {
+    pub fn worker_config(&self, instance: String) -> crate::worker::WorkerConfig {
+        crate::worker::WorkerConfig {
+            concurrency: self.worker_concurrency as usize,
+            lease: Duration::from_secs(self.lease_secs),
+            idle_poll: Duration::from_millis(self.idle_poll_ms),
+            max_attempts: self.max_attempts,
+            retry_base: Duration::from_millis(self.retry_base_ms),
+            retry_max: Duration::from_secs(self.retry_max_secs),
+            accept_poll_first: Duration::from_secs(self.accept_poll_first_secs),
+            accept_poll_max: Duration::from_secs(self.accept_poll_max_secs),
+            instance,
+        }
+    }
+
+    /// The OpenStack client, from clouds.yaml or OS_* variables.
+    pub fn openstack(&self) -> anyhow::Result<crate::openstack::OpenStack> {
+        let cloud = crate::openstack::CloudConfig::from_env()
+            .map_err(|e| anyhow!("OpenStack credentials (OS_CLOUD / clouds.yaml or OS_* variables): {e:#}"))?;
+        let client = crate::openstack::OpenStack::new(cloud, Duration::from_secs(self.openstack_timeout_secs))?;
+        Ok(match &self.glance_url {
+            Some(url) => client.with_glance_url(url),
+            None => client,
+        })
+    }
+}
+
+impl ServeArgs {
+    pub fn api_config(&self) -> ApiConfig {
+        ApiConfig {
+            limits: Limits { max_targets: self.max_targets as usize, default_region: self.default_region.clone() },
+            idempotency_ttl_hours: i64::from(self.idempotency_ttl_hours),
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            instance: instance_name(&self.instance),
+        }
+    }
+}
+
+/// The instance name: as configured, else the host name.
+pub fn instance_name(configured: &Option<String>) -> String {
+    configured.clone().unwrap_or_else(default_instance)
+}
+
+fn default_instance() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "glance-share-broker".to_owned())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key. The key is printed once, alone on the last line.
+    Create {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// A unique name for the key's holder, e.g. `service-portal`.
+        #[arg(long)]
+        name: String,
+        /// requester, approver, auditor or admin.
+        #[arg(long)]
+        role: Role,
+        /// A project the key acts for (repeat for more).
+        #[arg(long = "project")]
+        projects: Vec<String>,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Revoke a key by name.
+    Revoke {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[arg(long)]
+        name: String,
+    },
+}

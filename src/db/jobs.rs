@@ -1,0 +1,187 @@
+//! The worker's queue. A job is claimed (state `running`, a fresh lease token, a lease
+//! expiry) in one committed statement before any call to OpenStack; everything the worker
+//! writes afterwards is accepted only with that token, so a worker whose lease lapsed and
+//! was taken over cannot complete the job a second time.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// Channel the API and the worker use to wake workers when a job is queued.
+pub const CHANNEL: &str = "gsb_jobs";
+
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Add the share's project as a member of the image.
+    Grant,
+    /// Check whether the consumer accepted or rejected.
+    Poll,
+    /// Set the member's status to `accepted` for the consumer.
+    Accept,
+    /// Set the member's status to `rejected` for the consumer.
+    Reject,
+    /// Remove the member.
+    Revoke,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Grant => "grant",
+            Kind::Poll => "poll",
+            Kind::Accept => "accept",
+            Kind::Reject => "reject",
+            Kind::Revoke => "revoke",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Kind> {
+        [Kind::Grant, Kind::Poll, Kind::Accept, Kind::Reject, Kind::Revoke].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// A claimed job: the worker holds it until `lease_expires_at`, renewable.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: Uuid,
+    pub kind: Kind,
+    pub share_id: Uuid,
+    pub image_id: Uuid,
+    pub attempts: i32,
+    pub lease_token: Uuid,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    kind: String,
+    share_id: Option<Uuid>,
+    image_id: Option<Uuid>,
+    attempts: i32,
+    lease_token: Option<Uuid>,
+}
+
+/// Queues a job for a share unless an active one of the same kind exists. Wakes workers
+/// when the transaction commits.
+pub async fn enqueue(
+    tx: &mut PgConnection,
+    kind: Kind,
+    share_id: Uuid,
+    image_id: Uuid,
+    run_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into jobs (id, kind, share_id, image_id, run_at) values ($1, $2, $3, $4, $5)
+         on conflict (kind, coalesce(share_id, request_id)) where state in ('queued', 'running') do nothing",
+    )
+    .bind(Uuid::now_v7())
+    .bind(kind.as_str())
+    .bind(share_id)
+    .bind(image_id)
+    .bind(run_at)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("select pg_notify($1, '')").bind(CHANNEL).execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// Claims the next due job (or one whose lease lapsed), skipping images another job is
+/// writing to. Commits at once: the lease is visible to every replica before Glance is called.
+pub async fn claim(pool: &PgPool, lease: Duration) -> Result<Option<Claimed>, sqlx::Error> {
+    let result = sqlx::query_as::<_, Row>(
+        "update jobs set state = 'running', lease_token = $1, attempts = attempts + 1,
+                lease_expires_at = now() + make_interval(secs => $2)
+         where id = (
+            select j.id from jobs j
+            where ((j.state = 'queued' and j.run_at <= now())
+                   or (j.state = 'running' and j.lease_expires_at < now()))
+              and not exists (select 1 from jobs r
+                              where r.image_id = j.image_id and r.state = 'running' and r.id <> j.id)
+            order by j.run_at
+            limit 1
+            for update skip locked)
+         returning id, kind, share_id, image_id, attempts, lease_token",
+    )
+    .bind(Uuid::new_v4())
+    .bind(lease.as_secs_f64())
+    .fetch_optional(pool)
+    .await;
+    let row = match result {
+        Ok(row) => row,
+        // Another worker claimed a job on the same image at the same moment.
+        Err(e) if e.as_database_error().and_then(|d| d.constraint()) == Some("jobs_one_running_per_image_idx") => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(row.and_then(|r| {
+        Some(Claimed {
+            id: r.id,
+            kind: Kind::parse(&r.kind)?,
+            share_id: r.share_id?,
+            image_id: r.image_id?,
+            attempts: r.attempts,
+            lease_token: r.lease_token?,
+        })
+    }))
+}
+
+/// Extends the lease; `false` when the job is no longer ours.
+pub async fn heartbeat(pool: &PgPool, job: &Claimed, lease: Duration) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "update jobs set lease_expires_at = now() + make_interval(secs => $3)
+         where id = $1 and lease_token = $2 and state = 'running'",
+    )
+    .bind(job.id)
+    .bind(job.lease_token)
+    .bind(lease.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// How a job ends (or pauses).
+#[derive(Debug, Clone)]
+pub enum Finish<'a> {
+    Done,
+    Failed(&'a str),
+    /// Run again at this time (a retry, or the next poll).
+    Later(DateTime<Utc>, Option<&'a str>),
+}
+
+/// Ends the claim inside `tx`; `false` means the lease was lost and `tx` must be rolled back.
+pub async fn finish(tx: &mut PgConnection, job: &Claimed, how: Finish<'_>) -> Result<bool, sqlx::Error> {
+    let (state, run_at, error) = match how {
+        Finish::Done => ("done", None, None),
+        Finish::Failed(e) => ("failed", None, Some(e)),
+        Finish::Later(at, e) => ("queued", Some(at), e),
+    };
+    let done = sqlx::query(
+        "update jobs set state = $3, run_at = coalesce($4, run_at), last_error = coalesce($5, last_error),
+                lease_token = null, lease_expires_at = null,
+                finished_at = case when $3 in ('done', 'failed') then now() end
+         where id = $1 and lease_token = $2 and state = 'running'",
+    )
+    .bind(job.id)
+    .bind(job.lease_token)
+    .bind(state)
+    .bind(run_at)
+    .bind(error)
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Whether this worker still holds `job`; locks the job row until `tx` ends.
+pub async fn holds(tx: &mut PgConnection, job: &Claimed) -> Result<bool, sqlx::Error> {
+    let row: Option<Uuid> =
+        sqlx::query_scalar("select id from jobs where id = $1 and lease_token = $2 and state = 'running' for update")
+            .bind(job.id)
+            .bind(job.lease_token)
+            .fetch_optional(tx)
+            .await?;
+    Ok(row.is_some())
+}

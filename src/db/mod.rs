@@ -1,0 +1,35 @@
+//! Everything the broker keeps in Postgres: one module per table family.
+//! Queries are checked at run time (`query_as`), so building needs no database.
+//! Imports `domain`; never `http`, `worker` or `openstack`.
+
+pub mod api_keys;
+pub mod audit;
+pub mod idempotency;
+pub mod jobs;
+pub mod share_requests;
+pub mod shares;
+
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: Migrator = sqlx::migrate!();
+
+/// A pool that fails fast when Postgres is away, so callers answer 503 instead of hanging.
+pub fn pool(options: PgConnectOptions, max_connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_lazy_with(options)
+}
+
+/// Whether every embedded migration has been applied.
+pub async fn migrations_applied(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let applied: Option<i64> =
+        sqlx::query_scalar("select max(version) from _sqlx_migrations where success").fetch_one(pool).await?;
+    Ok(applied.unwrap_or(0) >= latest)
+}

@@ -1,0 +1,251 @@
+//! Share requests and their shares: one request, one share per target project.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::domain::{NewShareRequest, RequestStatus, ShareState};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ShareRequest {
+    pub id: Uuid,
+    pub image_id: Uuid,
+    pub region: String,
+    pub reason: String,
+    pub requested_by: String,
+    #[sqlx(try_from = "String")]
+    pub status: RequestStatus,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub auto_accept: bool,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub decision_comment: Option<String>,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Share {
+    pub id: Uuid,
+    pub request_id: Uuid,
+    pub image_id: Uuid,
+    pub region: String,
+    pub target: String,
+    pub project_id: Option<String>,
+    #[sqlx(try_from = "String")]
+    pub state: ShareState,
+    pub last_error: Option<String>,
+    /// When the member was created in Glance.
+    pub granted_at: Option<DateTime<Utc>>,
+    pub revoked_by: Option<String>,
+    pub revoke_reason: Option<String>,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The unique index that keeps one live share per image, region and project.
+pub const ONE_LIVE_GRANT: &str = "shares_one_live_grant_idx";
+
+/// Inserts a request in `pending_approval` with one `awaiting_approval` share per target.
+pub async fn insert(
+    tx: &mut PgConnection,
+    new: &NewShareRequest,
+    requested_by: &str,
+) -> Result<(ShareRequest, Vec<Share>), sqlx::Error> {
+    let request = sqlx::query_as::<_, ShareRequest>(
+        "insert into share_requests (id, image_id, region, reason, requested_by, status, expires_at, auto_accept)
+         values ($1, $2, $3, $4, $5, $6, $7, $8) returning *",
+    )
+    .bind(Uuid::now_v7())
+    .bind(new.image_id)
+    .bind(&new.region)
+    .bind(&new.reason)
+    .bind(requested_by)
+    .bind(RequestStatus::PendingApproval.as_str())
+    .bind(new.expires_at)
+    .bind(new.auto_accept)
+    .fetch_one(&mut *tx)
+    .await?;
+
+    let ids: Vec<Uuid> = new.targets.iter().map(|_| Uuid::now_v7()).collect();
+    let targets: Vec<&str> = new.targets.iter().map(|t| t.as_str()).collect();
+    let project_ids: Vec<Option<&str>> = new.targets.iter().map(|t| t.project_id()).collect();
+    let shares = sqlx::query_as::<_, Share>(
+        "insert into shares (id, request_id, image_id, region, target, project_id, state)
+         select id, $2, $3, $4, target, project_id, $5
+         from unnest($1::uuid[], $6::text[], $7::text[]) as t (id, target, project_id)
+         returning *",
+    )
+    .bind(&ids)
+    .bind(request.id)
+    .bind(request.image_id)
+    .bind(&request.region)
+    .bind(ShareState::AwaitingApproval.as_str())
+    .bind(&targets)
+    .bind(&project_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok((request, sort_shares(shares)))
+}
+
+fn sort_shares(mut shares: Vec<Share>) -> Vec<Share> {
+    shares.sort_by_key(|s| s.id);
+    shares
+}
+
+pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<ShareRequest>, sqlx::Error> {
+    sqlx::query_as("select * from share_requests where id = $1").bind(id).fetch_optional(db).await
+}
+
+/// Locks a request for a decision made in this transaction.
+pub async fn find_for_update(tx: &mut PgConnection, id: Uuid) -> Result<Option<ShareRequest>, sqlx::Error> {
+    sqlx::query_as("select * from share_requests where id = $1 for update").bind(id).fetch_optional(tx).await
+}
+
+/// The shares of the given requests, in creation order.
+pub async fn shares_of(db: impl PgExecutor<'_>, request_ids: &[Uuid]) -> Result<Vec<Share>, sqlx::Error> {
+    sqlx::query_as("select * from shares where request_id = any($1) order by id")
+        .bind(request_ids)
+        .fetch_all(db)
+        .await
+}
+
+pub async fn find_share(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Share>, sqlx::Error> {
+    sqlx::query_as("select * from shares where id = $1").bind(id).fetch_optional(db).await
+}
+
+/// Moves a request to a decided status and its undecided shares with it.
+pub async fn decide(
+    tx: &mut PgConnection,
+    id: Uuid,
+    status: RequestStatus,
+    decided_by: &str,
+    comment: Option<&str>,
+) -> Result<(ShareRequest, Vec<Share>), sqlx::Error> {
+    let request = sqlx::query_as::<_, ShareRequest>(
+        "update share_requests
+         set status = $2, decided_by = $3, decided_at = now(), decision_comment = $4,
+             version = version + 1, updated_at = now()
+         where id = $1 returning *",
+    )
+    .bind(id)
+    .bind(status.as_str())
+    .bind(decided_by)
+    .bind(comment)
+    .fetch_one(&mut *tx)
+    .await?;
+    let shares = sqlx::query_as::<_, Share>(
+        "update shares set state = $3, version = version + 1, updated_at = now()
+         where request_id = $1 and state = $2 returning *",
+    )
+    .bind(id)
+    .bind(ShareState::AwaitingApproval.as_str())
+    .bind(status.share_state().as_str())
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok((request, sort_shares(shares)))
+}
+
+/// Filters for listing requests; `None` means "any".
+#[derive(Debug, Default, Clone)]
+pub struct RequestFilter {
+    pub status: Option<RequestStatus>,
+    pub image_id: Option<Uuid>,
+    pub project_id: Option<String>,
+    pub requested_by: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+/// Newest first. `before` is the keyset cursor: the id of the last row already seen.
+/// Ids are UUIDv7, so id order is creation order and rows inserted while a caller pages
+/// land ahead of its cursor: nothing already there is skipped or repeated.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    filter: &RequestFilter,
+    before: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<ShareRequest>, sqlx::Error> {
+    sqlx::query_as(
+        "select * from share_requests r
+         where ($1::text is null or r.status = $1)
+           and ($2::uuid is null or r.image_id = $2)
+           and ($3::text is null or exists (select 1 from shares s
+                where s.request_id = r.id and (s.project_id = $3 or s.target = $3)))
+           and ($4::text is null or r.requested_by = $4)
+           and ($5::timestamptz is null or r.created_at >= $5)
+           and ($6::timestamptz is null or r.created_at < $6)
+           and ($7::uuid is null or r.id < $7)
+         order by r.id desc
+         limit $8",
+    )
+    .bind(filter.status.map(RequestStatus::as_str))
+    .bind(filter.image_id)
+    .bind(&filter.project_id)
+    .bind(&filter.requested_by)
+    .bind(filter.created_after)
+    .bind(filter.created_before)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Filters for listing shares; `None` means "any".
+#[derive(Debug, Default, Clone)]
+pub struct ShareFilter {
+    pub state: Option<ShareState>,
+    pub image_id: Option<Uuid>,
+    pub project_id: Option<String>,
+    pub request_id: Option<Uuid>,
+    pub requested_by: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+/// Newest first, keyset-paginated like [`list`].
+pub async fn list_shares(
+    db: impl PgExecutor<'_>,
+    filter: &ShareFilter,
+    before: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Share>, sqlx::Error> {
+    sqlx::query_as(
+        "select s.* from shares s
+         where ($1::text is null or s.state = $1)
+           and ($2::uuid is null or s.image_id = $2)
+           and ($3::text is null or s.project_id = $3 or s.target = $3)
+           and ($4::uuid is null or s.request_id = $4)
+           and ($5::text is null or exists (select 1 from share_requests r
+                where r.id = s.request_id and r.requested_by = $5))
+           and ($6::timestamptz is null or s.created_at >= $6)
+           and ($7::timestamptz is null or s.created_at < $7)
+           and ($8::uuid is null or s.id < $8)
+         order by s.id desc
+         limit $9",
+    )
+    .bind(filter.state.map(ShareState::as_str))
+    .bind(filter.image_id)
+    .bind(&filter.project_id)
+    .bind(filter.request_id)
+    .bind(&filter.requested_by)
+    .bind(filter.created_after)
+    .bind(filter.created_before)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Undecided requests whose `expires_at` has passed, locked.
+pub async fn undecided_past_expiry(tx: &mut PgConnection, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select id from share_requests where status = 'pending_approval' and expires_at <= now()
+         order by expires_at limit $1 for update skip locked",
+    )
+    .bind(limit)
+    .fetch_all(tx)
+    .await
+}

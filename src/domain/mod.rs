@@ -1,0 +1,12 @@
+//! The broker's vocabulary: principals and roles, share requests and their validation,
+//! share states. Pure data and rules: nothing here imports axum, sqlx or reqwest.
+
+mod audit;
+mod principal;
+mod share_request;
+mod states;
+
+pub use audit::Initiator;
+pub use principal::{Principal, Role};
+pub use share_request::{FieldError, Limits, MAX_REASON_CHARS, NewShareRequest, ShareRequestInput, Target};
+pub use states::{RequestStatus, ShareState};

@@ -1,0 +1,219 @@
+//! Extractors whose every rejection is a problem+json answer: JSON bodies, query strings,
+//! ids in paths, the caller's identity and the conditional/idempotency headers.
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::net::SocketAddr;
+use uuid::Uuid;
+
+use super::{ApiError, AppState};
+use crate::db;
+use crate::domain::{FieldError, Initiator, Principal, Role};
+
+/// A JSON body, checked for content type, size, syntax and shape. Keeps the parsed document
+/// so an `Idempotency-Key` can compare requests by meaning, not by whitespace.
+pub struct Json<T> {
+    pub value: T,
+    pub document: Value,
+}
+
+/// A deserialization failure as a validation problem naming the field. serde names a
+/// missing or unknown field in its message rather than in the path, so look there too.
+fn field_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>, whole: &str) -> ApiError {
+    let message = e.inner().to_string();
+    let field = match e.path().to_string() {
+        p if p == "." => message.split('`').nth(1).unwrap_or(whole).to_owned(),
+        p => p,
+    };
+    ApiError::Validation(vec![FieldError::new(field, message)])
+}
+
+/// Like [`Json`], but an empty body stands for `T::default()`.
+pub struct OptionalJson<T>(pub Json<T>);
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false)
+}
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<(HeaderMap, Bytes), ApiError> {
+    let headers = req.headers().clone();
+    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(super::BODY_LIMIT_BYTES)
+        } else {
+            ApiError::MalformedBody(rejection.body_text())
+        }
+    })?;
+    Ok((headers, bytes))
+}
+
+fn parse<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<Json<T>, ApiError> {
+    if !is_json(headers) {
+        return Err(ApiError::UnsupportedMediaType("send the body as `Content-Type: application/json`".into()));
+    }
+    let document: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::MalformedBody(format!("the body is not valid JSON: {e}")))?;
+    let value = serde_path_to_error::deserialize(&document).map_err(|e| field_error(e, "body"))?;
+    Ok(Json { value, document })
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (headers, bytes) = read_body(req, state).await?;
+        parse(&headers, &bytes)
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (headers, bytes) = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(Json { value: T::default(), document: Value::Null }));
+        }
+        parse(&headers, &bytes).map(OptionalJson)
+    }
+}
+
+/// A query string, with unknown parameters refused and bad values named.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de).map(Query).map_err(|e| field_error(e, "query"))
+    }
+}
+
+/// The resource id in the path: a UUID, or a clear 422.
+pub struct Id(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::field("id", e.body_text()))?;
+        Uuid::try_parse(&raw).map(Id).map_err(|_| ApiError::field("id", "must be a UUID"))
+    }
+}
+
+/// An authenticated caller, with what the audit log needs to know about the call.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub initiator: Initiator,
+    pub request_id: Option<String>,
+}
+
+impl Caller {
+    /// Refuses the call unless the caller holds one of `roles` (admins hold all).
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if self.principal.has_any(roles) {
+            return Ok(());
+        }
+        let wanted: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        Err(ApiError::Forbidden(format!(
+            "this needs the role {} (the key has `{}`)",
+            wanted.join(" or "),
+            self.principal.role
+        )))
+    }
+}
+
+fn header_text(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+impl<S> FromRequestParts<S> for Caller
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let authorization = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or(ApiError::Unauthorized("send an API key as `Authorization: Bearer <key>`"))?;
+        let key = authorization
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or(ApiError::Unauthorized("the Authorization header must be `Bearer <key>`"))?;
+        let principal = db::api_keys::authenticate(&state.pool, key)
+            .await?
+            .ok_or(ApiError::Unauthorized("the API key is unknown or revoked"))?;
+        let address = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip().to_string());
+        let user_agent = header_text(&parts.headers, header::USER_AGENT);
+        let request_id = header_text(&parts.headers, "x-request-id");
+        tracing::Span::current().record("principal", principal.name.as_str());
+        Ok(Caller { initiator: Initiator::caller(&principal, address, user_agent), principal, request_id })
+    }
+}
+
+/// `Idempotency-Key`, when sent.
+pub struct IdempotencyKey(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Some(raw) = parts.headers.get("idempotency-key") else {
+            return Ok(IdempotencyKey(None));
+        };
+        match raw.to_str() {
+            Ok(key) if (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) => {
+                Ok(IdempotencyKey(Some(key.to_owned())))
+            }
+            _ => Err(ApiError::field("Idempotency-Key", "must be 1 to 255 visible ASCII characters")),
+        }
+    }
+}
+
+/// `If-Match`, when sent: the ETags the caller expects the resource to have.
+pub struct IfMatch(pub Option<String>);
+
+impl IfMatch {
+    /// Refuses the change when the resource's current ETag is not among those expected.
+    pub fn check(&self, current: &str) -> Result<(), ApiError> {
+        match &self.0 {
+            None => Ok(()),
+            Some(list) if list.split(',').map(str::trim).any(|tag| tag == "*" || tag == current) => Ok(()),
+            Some(_) => Err(ApiError::PreconditionFailed),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(IfMatch(header_text(&parts.headers, header::IF_MATCH)))
+    }
+}

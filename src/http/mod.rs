@@ -1,0 +1,153 @@
+//! The HTTP API: routes, extractors, errors and the OpenAPI document they generate.
+//! Imports `domain` and `db`; nothing else in the crate imports it but `startup`.
+
+mod error;
+mod extract;
+mod health;
+mod idempotency;
+mod middleware;
+mod pagination;
+mod share_requests;
+mod shares;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, StatusCode, header};
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::{PgConnection, PgPool};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::OpenApi as Spec;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use error::{ApiError, Problem};
+
+use crate::db::{self, audit::NewEvent, share_requests::ShareRequest};
+use crate::domain::{FieldError, Limits};
+use extract::Caller;
+
+/// Largest request body the API reads.
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+/// Settings the API needs at run time.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub limits: Limits,
+    /// How long a saved `Idempotency-Key` response is replayed.
+    pub idempotency_ttl_hours: i64,
+    /// Longest time a request may take before it is answered 503.
+    pub request_timeout: Duration,
+    /// This broker instance's name, as the audit log's observer.
+    pub instance: String,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub config: Arc<ApiConfig>,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    /// An audit event about `request`, done by `caller`; callers fill in the rest.
+    fn event<'a>(caller: &'a Caller, request: &'a ShareRequest, action: &'a str) -> NewEvent<'a> {
+        NewEvent { correlation_id: caller.request_id.as_deref(), ..NewEvent::about_request(&caller.initiator, request, action) }
+    }
+
+    /// Appends `event` inside `tx`, the transaction that made the change it records.
+    pub(super) async fn audit(&self, tx: &mut PgConnection, event: NewEvent<'_>) -> Result<(), ApiError> {
+        db::audit::record(tx, &self.config.instance, event).await?;
+        Ok(())
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "glance-share-broker",
+        description = "Brokers OpenStack Glance image shares between projects: requests, approval, \
+                       grants carried out by a worker, and an audit log. Errors are RFC 9457 \
+                       `application/problem+json`."
+    ),
+    modifiers(&BearerKey),
+    components(schemas(Problem, FieldError)),
+    tags(
+        (name = "share-requests", description = "Asking for an image to be shared, and deciding"),
+        (name = "shares", description = "One image granted to one project"),
+        (name = "operations", description = "Health, readiness and metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerKey;
+
+impl Modify for BearerKey {
+    fn modify(&self, spec: &mut Spec) {
+        let components = spec.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key made with `glance-share-broker keys create`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(share_requests::create_share_request, share_requests::list_share_requests))
+        .routes(routes!(share_requests::get_share_request))
+        .routes(routes!(share_requests::cancel_share_request))
+        .routes(routes!(share_requests::approve_share_request))
+        .routes(routes!(share_requests::deny_share_request))
+        .routes(routes!(shares::list_shares))
+        .routes(routes!(shares::get_share))
+        .routes(routes!(shares::accept_share))
+        .routes(routes!(shares::reject_share))
+        .routes(routes!(shares::revoke_share))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+}
+
+/// The OpenAPI document, as generated from the routes.
+pub fn openapi() -> Spec {
+    api_routes().split_for_parts().1
+}
+
+/// The whole application: routes, docs and the middleware every request passes through.
+pub fn router(state: AppState) -> Router {
+    let (routes, spec) = api_routes().split_for_parts();
+    let request_id = HeaderName::from_static("x-request-id");
+    let timeout = state.config.request_timeout;
+    routes
+        .route_layer(axum::middleware::from_fn(middleware::record_metrics))
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
+        .fallback(|| async { ApiError::NotFound("no such route; see /openapi.json".into()) })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, HeaderName::from_static("x-auth-token")]))
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(middleware::request_span))
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(axum::middleware::from_fn(middleware::problem_for_bare_errors))
+                .layer(CatchPanicLayer::new())
+                .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout)),
+        )
+}

@@ -1,0 +1,94 @@
+//! Keyset pagination: an opaque cursor (the last id seen) and a bounded page size.
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Deserializer, de};
+use uuid::Uuid;
+
+pub const MAX_LIMIT: u32 = 200;
+const DEFAULT_LIMIT: u32 = 50;
+
+/// Where the previous page ended. Opaque to callers: they pass back what they were given.
+#[derive(Debug, Clone, Copy)]
+pub struct Cursor(pub Uuid);
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&URL_SAFE_NO_PAD.encode(self.0.as_bytes()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Cursor {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        URL_SAFE_NO_PAD
+            .decode(text.as_bytes())
+            .ok()
+            .and_then(|bytes| Uuid::from_slice(&bytes).ok())
+            .map(Cursor)
+            .ok_or_else(|| de::Error::custom("is not a cursor this API issued: pass back `next_cursor` as it came"))
+    }
+}
+
+/// A page size between 1 and [`MAX_LIMIT`].
+#[derive(Debug, Clone, Copy)]
+pub struct Limit(u32);
+
+impl Default for Limit {
+    fn default() -> Self {
+        Limit(DEFAULT_LIMIT)
+    }
+}
+
+impl<'de> Deserialize<'de> for Limit {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.parse::<u32>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(Limit(n)),
+            _ => Err(de::Error::custom(format!("must be a whole number from 1 to {MAX_LIMIT}"))),
+        }
+    }
+}
+
+impl Limit {
+    /// How many rows to fetch: one more than the page, to learn whether another page follows.
+    pub fn fetch(self) -> i64 {
+        i64::from(self.0) + 1
+    }
+
+    /// Cuts `rows` to the page and returns the last row kept when another page follows.
+    pub fn trim<T>(self, rows: &mut Vec<T>) -> Option<&T> {
+        if rows.len() > self.0 as usize {
+            rows.truncate(self.0 as usize);
+            rows.last()
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_round_trips_and_junk_is_refused() {
+        let id = Uuid::now_v7();
+        let text = Cursor(id).to_string();
+        let back: Cursor = serde_json::from_value(serde_json::json!(text)).unwrap();
+        assert_eq!(back.0, id);
+        assert!(serde_json::from_value::<Cursor>(serde_json::json!("not-a-cursor")).is_err());
+    }
+
+    #[test]
+    fn limits_outside_one_to_two_hundred_are_refused() {
+        for bad in ["0", "201", "-1", "ten"] {
+            assert!(serde_json::from_value::<Limit>(serde_json::json!(bad)).is_err(), "{bad}");
+        }
+        let mut rows = vec![1, 2, 3];
+        assert_eq!(serde_json::from_value::<Limit>(serde_json::json!("2")).unwrap().trim(&mut rows), Some(&2));
+        assert_eq!(rows, [1, 2]);
+    }
+}

@@ -1,0 +1,402 @@
+//! `/v1/share-requests`: filing, reading, cancelling and deciding share requests.
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::extract::{Caller, Id, IdempotencyKey, IfMatch, Json, OptionalJson, Query};
+use super::idempotency::{self, Begun, Saved};
+use super::pagination::{Cursor, Limit};
+use super::shares::ShareView;
+use super::{ApiError, AppState};
+use crate::db::{self, audit::NewEvent, share_requests::ShareRequest};
+use crate::domain::{NewShareRequest, RequestStatus, Role, ShareRequestInput};
+
+/// A share request with its shares.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShareRequestView {
+    pub id: Uuid,
+    pub status: RequestStatus,
+    pub image_id: Uuid,
+    pub region: String,
+    pub reason: String,
+    /// The principal that filed the request.
+    pub requested_by: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub auto_accept: bool,
+    /// Who approved, denied or cancelled the request.
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub decision_comment: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// One share per target project.
+    pub shares: Vec<ShareView>,
+}
+
+impl ShareRequestView {
+    fn new(r: ShareRequest, shares: Vec<db::share_requests::Share>) -> Self {
+        ShareRequestView {
+            id: r.id,
+            status: r.status,
+            image_id: r.image_id,
+            region: r.region,
+            reason: r.reason,
+            requested_by: r.requested_by,
+            expires_at: r.expires_at,
+            auto_accept: r.auto_accept,
+            decided_by: r.decided_by,
+            decided_at: r.decided_at,
+            decision_comment: r.decision_comment,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            shares: shares.into_iter().map(ShareView::from).collect(),
+        }
+    }
+}
+
+/// A page of share requests, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShareRequestPage {
+    pub items: Vec<ShareRequestView>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+pub fn etag(version: i64) -> String {
+    format!("\"v{version}\"")
+}
+
+fn location(id: Uuid) -> String {
+    format!("/v1/share-requests/{id}")
+}
+
+pub(super) fn saved_request(status: StatusCode, request: ShareRequest, shares: Vec<db::share_requests::Share>) -> Saved {
+    let (id, version) = (request.id, request.version);
+    Saved::json(status, &ShareRequestView::new(request, shares))
+        .header(header::LOCATION, location(id))
+        .header(header::ETAG, etag(version))
+}
+
+/// File a share request.
+///
+/// Records the ask and one `awaiting_approval` share per target. Nothing reaches Glance
+/// until the request is approved. Send an `Idempotency-Key` to retry safely.
+#[utoipa::path(
+    post, path = "/v1/share-requests", tag = "share-requests",
+    request_body = ShareRequestInput,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response to the same key and body")),
+    responses(
+        (status = 201, description = "Filed", body = ShareRequestView,
+            headers(("Location" = String), ("ETag" = String))),
+        (status = 400, description = "Malformed JSON", body = super::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a requester", body = super::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A live share of this image to a target exists, or the same key is in flight", body = super::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = super::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = super::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or a key reused with another body", body = super::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn create_share_request(
+    State(state): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    body: Json<ShareRequestInput>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Requester])?;
+    let new = NewShareRequest::parse(body.value, &state.config.limits, Utc::now()).map_err(ApiError::Validation)?;
+    let (mut tx, claim) =
+        match idempotency::begin(&state, &caller, key, &Method::POST, "/v1/share-requests", &body.document).await? {
+            Begun::Replay(response) => return Ok(response),
+            Begun::Proceed(tx, claim) => (tx, claim),
+        };
+
+    let (request, shares) = db::share_requests::insert(&mut tx, &new, &caller.principal.name)
+        .await
+        .map_err(|e| live_grant_conflict(e, &new))?;
+    let targets: Vec<&str> = new.targets.iter().map(|t| t.as_str()).collect();
+    state
+        .audit(
+            &mut tx,
+            NewEvent {
+                reason: Some(&request.reason),
+                details: json!({ "targets": targets, "expires_at": request.expires_at, "auto_accept": request.auto_accept }),
+                ..AppState::event(&caller, &request, "create")
+            },
+        )
+        .await?;
+
+    let response = saved_request(StatusCode::CREATED, request, shares);
+    idempotency::finish(&mut tx, claim, &response).await?;
+    tx.commit().await?;
+    Ok(response.into_response())
+}
+
+/// A unique violation on the live-grant index becomes a 409 naming the target.
+fn live_grant_conflict(e: sqlx::Error, new: &NewShareRequest) -> ApiError {
+    let is_live_grant = e
+        .as_database_error()
+        .and_then(|d| d.constraint())
+        .is_some_and(|c| c == db::share_requests::ONE_LIVE_GRANT);
+    if !is_live_grant {
+        return e.into();
+    }
+    ApiError::Conflict {
+        detail: "a target already has a live share of this image (undecided or in force); revoke or cancel it first"
+            .into(),
+        errors: new
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                super::FieldError::new(format!("targets[{i}]"), format!("`{}` may already hold this image", t.as_str()))
+            })
+            .collect(),
+    }
+}
+
+/// Filters for listing share requests.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListShareRequests {
+    /// Only requests in this status.
+    pub status: Option<RequestStatus>,
+    /// Only requests for this image.
+    pub image_id: Option<Uuid>,
+    /// Only requests with this target project (id or name as filed).
+    pub project_id: Option<String>,
+    /// Only requests filed by this principal.
+    pub requested_by: Option<String>,
+    /// Only requests created at or after this time (RFC 3339).
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only requests created before this time (RFC 3339).
+    pub created_before: Option<DateTime<Utc>>,
+    /// The `next_cursor` of the previous page.
+    #[param(value_type = Option<String>)]
+    pub cursor: Option<Cursor>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
+    pub limit: Option<Limit>,
+}
+
+/// List share requests, newest first.
+#[utoipa::path(
+    get, path = "/v1/share-requests", tag = "share-requests",
+    params(ListShareRequests),
+    responses(
+        (status = 200, description = "A page of requests", body = ShareRequestPage),
+        (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad filter", body = super::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn list_share_requests(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Query(q): Query<ListShareRequests>,
+) -> Result<axum::Json<ShareRequestPage>, ApiError> {
+    let filter = db::share_requests::RequestFilter {
+        status: q.status,
+        image_id: q.image_id,
+        project_id: q.project_id,
+        requested_by: q.requested_by,
+        created_after: q.created_after,
+        created_before: q.created_before,
+    };
+    let limit = q.limit.unwrap_or_default();
+    let mut rows =
+        db::share_requests::list(&state.pool, &filter, q.cursor.map(|c| c.0), limit.fetch()).await?;
+    let next_cursor = limit.trim(&mut rows).map(|last| Cursor(last.id).to_string());
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let mut shares = db::share_requests::shares_of(&state.pool, &ids).await?;
+    let items = rows
+        .into_iter()
+        .map(|r| {
+            let (mine, rest) = shares.drain(..).partition(|s| s.request_id == r.id);
+            shares = rest;
+            ShareRequestView::new(r, mine)
+        })
+        .collect();
+    Ok(axum::Json(ShareRequestPage { items, next_cursor }))
+}
+
+/// One share request, with its shares.
+#[utoipa::path(
+    get, path = "/v1/share-requests/{id}", tag = "share-requests",
+    params(("id" = Uuid, Path, description = "The request's id")),
+    responses(
+        (status = 200, description = "The request", body = ShareRequestView, headers(("ETag" = String))),
+        (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request", body = super::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn get_share_request(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Id(id): Id,
+) -> Result<Response, ApiError> {
+    let request = db::share_requests::find(&state.pool, id).await?.ok_or_else(|| ApiError::not_found("share request"))?;
+    let shares = db::share_requests::shares_of(&state.pool, &[id]).await?;
+    Ok(saved_request(StatusCode::OK, request, shares).into_response())
+}
+
+/// A decision's optional comment.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    /// Why: shown on the request and in the audit log (at most 1,000 characters).
+    pub comment: Option<String>,
+}
+
+/// Cancel a request that is still waiting for a decision (its requester, or an admin).
+#[utoipa::path(
+    post, path = "/v1/share-requests/{id}/cancel", tag = "share-requests",
+    params(("id" = Uuid, Path, description = "The request's id"),
+        ("If-Match" = Option<String>, Header, description = "Only if the request still has this ETag"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response to the same key and body")),
+    request_body(content = Option<Decision>, description = "Optional; an empty body is fine"),
+    responses(
+        (status = 200, description = "Cancelled", body = ShareRequestView, headers(("ETag" = String))),
+        (status = 403, description = "Not the requester", body = super::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request", body = super::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already decided", body = super::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn cancel_share_request(
+    state: State<AppState>,
+    caller: Caller,
+    id: Id,
+    if_match: IfMatch,
+    key: IdempotencyKey,
+    OptionalJson(body): OptionalJson<Decision>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Requester])?;
+    decide(state, caller, id, if_match, key, body, RequestStatus::Cancelled).await
+}
+
+/// Approve a request (approvers and admins; never one's own request).
+#[utoipa::path(
+    post, path = "/v1/share-requests/{id}/approve", tag = "share-requests",
+    params(("id" = Uuid, Path, description = "The request's id"),
+        ("If-Match" = Option<String>, Header, description = "Only if the request still has this ETag"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response to the same key and body")),
+    request_body(content = Option<Decision>, description = "Optional; an empty body is fine"),
+    responses(
+        (status = 200, description = "Approved", body = ShareRequestView, headers(("ETag" = String))),
+        (status = 403, description = "Not an approver, or the approver's own request", body = super::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request", body = super::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already decided", body = super::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn approve_share_request(
+    state: State<AppState>,
+    caller: Caller,
+    id: Id,
+    if_match: IfMatch,
+    key: IdempotencyKey,
+    OptionalJson(body): OptionalJson<Decision>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Approver])?;
+    decide(state, caller, id, if_match, key, body, RequestStatus::Approved).await
+}
+
+/// Deny a request (approvers and admins; never one's own request).
+#[utoipa::path(
+    post, path = "/v1/share-requests/{id}/deny", tag = "share-requests",
+    params(("id" = Uuid, Path, description = "The request's id"),
+        ("If-Match" = Option<String>, Header, description = "Only if the request still has this ETag"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response to the same key and body")),
+    request_body(content = Option<Decision>, description = "Optional; an empty body is fine"),
+    responses(
+        (status = 200, description = "Denied", body = ShareRequestView, headers(("ETag" = String))),
+        (status = 403, description = "Not an approver, or the approver's own request", body = super::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request", body = super::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already decided", body = super::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn deny_share_request(
+    state: State<AppState>,
+    caller: Caller,
+    id: Id,
+    if_match: IfMatch,
+    key: IdempotencyKey,
+    OptionalJson(body): OptionalJson<Decision>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Approver])?;
+    decide(state, caller, id, if_match, key, body, RequestStatus::Denied).await
+}
+
+/// Moves an undecided request to `to`, with its shares and its audit event, in one transaction.
+async fn decide(
+    State(state): State<AppState>,
+    caller: Caller,
+    Id(id): Id,
+    if_match: IfMatch,
+    key: IdempotencyKey,
+    body: Json<Decision>,
+    to: RequestStatus,
+) -> Result<Response, ApiError> {
+    let comment = body.value.comment.as_deref().map(str::trim).filter(|c| !c.is_empty());
+    if comment.is_some_and(|c| c.chars().count() > crate::domain::MAX_REASON_CHARS) {
+        return Err(ApiError::field("comment", "at most 1000 characters"));
+    }
+    let verb = match to {
+        RequestStatus::Approved => "approve",
+        RequestStatus::Denied => "deny",
+        _ => "cancel",
+    };
+    let path = format!("/v1/share-requests/{id}/{verb}");
+    let (mut tx, claim) = match idempotency::begin(&state, &caller, key, &Method::POST, &path, &body.document).await? {
+        Begun::Replay(response) => return Ok(response),
+        Begun::Proceed(tx, claim) => (tx, claim),
+    };
+
+    let request =
+        db::share_requests::find_for_update(&mut tx, id).await?.ok_or_else(|| ApiError::not_found("share request"))?;
+    if_match.check(&etag(request.version))?;
+    let own = request.requested_by == caller.principal.name;
+    match to {
+        RequestStatus::Cancelled if !own && caller.principal.role != Role::Admin => {
+            return Err(ApiError::Forbidden("only the requester who filed it, or an admin, may cancel a request".into()));
+        }
+        RequestStatus::Approved | RequestStatus::Denied if own => {
+            return Err(ApiError::Forbidden("nobody may decide a request they filed themselves".into()));
+        }
+        _ => {}
+    }
+    if request.status != RequestStatus::PendingApproval {
+        return Err(ApiError::Conflict {
+            detail: format!("the request is already {}; only a pending_approval request can be {verb}ed", request.status),
+            errors: Vec::new(),
+        });
+    }
+
+    let (request, decided) = db::share_requests::decide(&mut tx, id, to, &caller.principal.name, comment).await?;
+    if to == RequestStatus::Approved {
+        for share in &decided {
+            db::jobs::enqueue(&mut tx, db::jobs::Kind::Grant, share.id, share.image_id, Utc::now()).await?;
+        }
+    }
+    let action = format!("update/{verb}");
+    state.audit(&mut tx, NewEvent { reason: comment, ..AppState::event(&caller, &request, &action) }).await?;
+    let shares = db::share_requests::shares_of(&mut *tx, &[id]).await?;
+    let response = saved_request(StatusCode::OK, request, shares);
+    idempotency::finish(&mut tx, claim, &response).await?;
+    tx.commit().await?;
+    Ok(response.into_response())
+}

@@ -1,0 +1,328 @@
+//! `/v1/shares`: one image granted to one project.
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::extract::{Caller, Id, IdempotencyKey, IfMatch, Json, Query};
+use super::idempotency::{self, Begun, Saved};
+use super::pagination::{Cursor, Limit};
+use super::share_requests::etag;
+use super::{ApiError, AppState};
+use crate::db::{self, audit::NewEvent, jobs::Kind, share_requests::Share};
+use crate::domain::{Role, ShareState};
+
+/// One image granted (or to be granted) to one project.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShareView {
+    pub id: Uuid,
+    pub request_id: Uuid,
+    pub image_id: Uuid,
+    pub region: String,
+    /// The target as filed: a project id or name.
+    pub target: String,
+    /// The Keystone project id; null until a target given by name is resolved.
+    pub project_id: Option<String>,
+    pub state: ShareState,
+    /// The last error the worker met, when it met one.
+    pub last_error: Option<String>,
+    /// When the member was created in Glance.
+    pub granted_at: Option<DateTime<Utc>>,
+    /// Who revoked the share (a principal, or `expiry`).
+    pub revoked_by: Option<String>,
+    pub revoke_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Share> for ShareView {
+    fn from(s: Share) -> Self {
+        ShareView {
+            id: s.id,
+            request_id: s.request_id,
+            image_id: s.image_id,
+            region: s.region,
+            target: s.target,
+            project_id: s.project_id,
+            state: s.state,
+            last_error: s.last_error,
+            granted_at: s.granted_at,
+            revoked_by: s.revoked_by,
+            revoke_reason: s.revoke_reason,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+/// A page of shares, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SharePage {
+    pub items: Vec<ShareView>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Filters for listing shares.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListShares {
+    /// Only shares in this state.
+    pub state: Option<ShareState>,
+    /// Only shares of this image.
+    pub image_id: Option<Uuid>,
+    /// Only shares to this project (id, or name as filed).
+    pub project_id: Option<String>,
+    /// Only shares of this request.
+    pub request_id: Option<Uuid>,
+    /// Only shares whose request this principal filed.
+    pub requested_by: Option<String>,
+    /// Only shares created at or after this time (RFC 3339).
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only shares created before this time (RFC 3339).
+    pub created_before: Option<DateTime<Utc>>,
+    /// The `next_cursor` of the previous page.
+    #[param(value_type = Option<String>)]
+    pub cursor: Option<Cursor>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
+    pub limit: Option<Limit>,
+}
+
+/// List shares, newest first.
+#[utoipa::path(
+    get, path = "/v1/shares", tag = "shares",
+    params(ListShares),
+    responses(
+        (status = 200, description = "A page of shares", body = SharePage),
+        (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad filter", body = super::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn list_shares(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Query(q): Query<ListShares>,
+) -> Result<axum::Json<SharePage>, ApiError> {
+    let filter = db::share_requests::ShareFilter {
+        state: q.state,
+        image_id: q.image_id,
+        project_id: q.project_id,
+        request_id: q.request_id,
+        requested_by: q.requested_by,
+        created_after: q.created_after,
+        created_before: q.created_before,
+    };
+    let limit = q.limit.unwrap_or_default();
+    let mut rows = db::share_requests::list_shares(&state.pool, &filter, q.cursor.map(|c| c.0), limit.fetch()).await?;
+    let next_cursor = limit.trim(&mut rows).map(|last| Cursor(last.id).to_string());
+    Ok(axum::Json(SharePage { items: rows.into_iter().map(ShareView::from).collect(), next_cursor }))
+}
+
+/// One share.
+#[utoipa::path(
+    get, path = "/v1/shares/{id}", tag = "shares",
+    params(("id" = Uuid, Path, description = "The share's id")),
+    responses(
+        (status = 200, description = "The share", body = ShareView, headers(("ETag" = String))),
+        (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such share", body = super::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn get_share(State(state): State<AppState>, _caller: Caller, Id(id): Id) -> Result<Response, ApiError> {
+    let share = db::share_requests::find_share(&state.pool, id).await?.ok_or_else(|| ApiError::not_found("share"))?;
+    let version = share.version;
+    Ok(Saved::json(StatusCode::OK, &ShareView::from(share)).header(header::ETAG, etag(version)).into_response())
+}
+
+/// Why a share is being revoked.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeInput {
+    /// Required: shown on the share and in the audit log (at most 1,000 characters).
+    pub reason: String,
+}
+
+/// What a caller asks of a share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Accept,
+    Reject,
+    Revoke,
+}
+
+impl Action {
+    fn verb(self) -> &'static str {
+        match self {
+            Action::Accept => "accept",
+            Action::Reject => "reject",
+            Action::Revoke => "revoke",
+        }
+    }
+}
+
+/// Accept a share for the consumer project (its members' keys, or an admin).
+///
+/// The worker sets the Glance member to `accepted`; the share shows `accepted` once done.
+#[utoipa::path(
+    post, path = "/v1/shares/{id}/accept", tag = "shares",
+    params(("id" = Uuid, Path, description = "The share's id"),
+        ("If-Match" = Option<String>, Header, description = "Only if the share still has this ETag"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response to the same key and body")),
+    responses(
+        (status = 202, description = "Queued for the worker", body = ShareView, headers(("ETag" = String))),
+        (status = 403, description = "Not the consumer project", body = super::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such share", body = super::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The share is not granted", body = super::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn accept_share(
+    State(state): State<AppState>,
+    caller: Caller,
+    Id(id): Id,
+    if_match: IfMatch,
+    key: IdempotencyKey,
+) -> Result<Response, ApiError> {
+    act(&state, &caller, id, if_match, key, &serde_json::Value::Null, Action::Accept, None).await
+}
+
+/// Reject a share for the consumer project (its members' keys, or an admin).
+#[utoipa::path(
+    post, path = "/v1/shares/{id}/reject", tag = "shares",
+    params(("id" = Uuid, Path, description = "The share's id"),
+        ("If-Match" = Option<String>, Header, description = "Only if the share still has this ETag"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response to the same key and body")),
+    responses(
+        (status = 202, description = "Queued for the worker", body = ShareView, headers(("ETag" = String))),
+        (status = 403, description = "Not the consumer project", body = super::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such share", body = super::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The share is not granted", body = super::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn reject_share(
+    State(state): State<AppState>,
+    caller: Caller,
+    Id(id): Id,
+    if_match: IfMatch,
+    key: IdempotencyKey,
+) -> Result<Response, ApiError> {
+    act(&state, &caller, id, if_match, key, &serde_json::Value::Null, Action::Reject, None).await
+}
+
+/// Revoke a granted share (the requester who filed it, or an admin), with a reason.
+///
+/// The worker removes the member from Glance; if the broker made the image `shared` and no
+/// member is left, it makes the image `private` again.
+#[utoipa::path(
+    post, path = "/v1/shares/{id}/revoke", tag = "shares",
+    request_body = RevokeInput,
+    params(("id" = Uuid, Path, description = "The share's id"),
+        ("If-Match" = Option<String>, Header, description = "Only if the share still has this ETag"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response to the same key and body")),
+    responses(
+        (status = 202, description = "Queued for the worker", body = ShareView, headers(("ETag" = String))),
+        (status = 403, description = "Not the requester", body = super::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such share", body = super::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not revocable in its state", body = super::Problem, content_type = "application/problem+json"),
+        (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No reason", body = super::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn revoke_share(
+    State(state): State<AppState>,
+    caller: Caller,
+    Id(id): Id,
+    if_match: IfMatch,
+    key: IdempotencyKey,
+    body: Json<RevokeInput>,
+) -> Result<Response, ApiError> {
+    let reason = body.value.reason.trim();
+    if reason.is_empty() || reason.chars().count() > crate::domain::MAX_REASON_CHARS {
+        return Err(ApiError::field("reason", "is required: say why, in at most 1000 characters"));
+    }
+    act(&state, &caller, id, if_match, key, &body.document, Action::Revoke, Some(reason)).await
+}
+
+/// Checks who may do `action` to the share and whether its state allows it, then records the
+/// ask, its audit event and the worker's job in one transaction.
+#[allow(clippy::too_many_arguments)]
+async fn act(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    if_match: IfMatch,
+    key: IdempotencyKey,
+    document: &serde_json::Value,
+    action: Action,
+    reason: Option<&str>,
+) -> Result<Response, ApiError> {
+    let path = format!("/v1/shares/{id}/{}", action.verb());
+    let (mut tx, claim) = match idempotency::begin(state, caller, key, &Method::POST, &path, document).await? {
+        Begun::Replay(response) => return Ok(response),
+        Begun::Proceed(tx, claim) => (tx, claim),
+    };
+    let (share, request) = db::shares::find_for_update(&mut tx, id).await?.ok_or_else(|| ApiError::not_found("share"))?;
+    if_match.check(&etag(share.version))?;
+
+    let principal = &caller.principal;
+    let is_admin = principal.role == Role::Admin;
+    let allowed = match action {
+        Action::Accept | Action::Reject => {
+            is_admin || share.project_id.as_ref().is_some_and(|p| principal.projects.contains(p))
+        }
+        Action::Revoke => is_admin || request.requested_by == principal.name,
+    };
+    if !allowed {
+        return Err(ApiError::Forbidden(match action {
+            Action::Revoke => "only the requester who filed the share, or an admin, may revoke it".into(),
+            _ => "only a key for the consumer project, or an admin, may accept or reject a share".into(),
+        }));
+    }
+    let granted = matches!(share.state, ShareState::PendingAcceptance | ShareState::Accepted | ShareState::Rejected);
+    let revocable = granted || share.state == ShareState::Failed;
+    if !(granted || (action == Action::Revoke && revocable)) {
+        let hint = match share.state {
+            ShareState::AwaitingApproval => "; cancel or deny its request instead",
+            ShareState::Queued | ShareState::Granting => "; retry once it is granted",
+            _ => "",
+        };
+        return Err(ApiError::Conflict {
+            detail: format!("a share in state {} cannot be {}ed{hint}", share.state, action.verb().trim_end_matches('e')),
+            errors: Vec::new(),
+        });
+    }
+
+    let (share, kind) = match action {
+        Action::Revoke => {
+            let reason = reason.unwrap_or_default();
+            (db::shares::start_revoke(&mut tx, id, &principal.name, reason).await?, Kind::Revoke)
+        }
+        Action::Accept => (share, Kind::Accept),
+        Action::Reject => (share, Kind::Reject),
+    };
+    let event = NewEvent {
+        reason,
+        correlation_id: caller.request_id.as_deref(),
+        ..NewEvent::about_share(&caller.initiator, &share, action.verb(), "pending")
+    };
+    state.audit(&mut tx, event).await?;
+    db::jobs::enqueue(&mut tx, kind, share.id, share.image_id, Utc::now()).await?;
+
+    let version = share.version;
+    let response = Saved::json(StatusCode::ACCEPTED, &ShareView::from(share)).header(header::ETAG, etag(version));
+    idempotency::finish(&mut tx, claim, &response).await?;
+    tx.commit().await?;
+    Ok(response.into_response())
+}

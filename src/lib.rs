@@ -1,0 +1,13 @@
+//! glance-share-broker: brokers OpenStack Glance image shares between projects.
+//!
+//! `domain` holds the vocabulary and rules; `db` the Postgres state; `http` the API;
+//! `startup` wires them together from `config`.
+
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod http;
+pub mod openstack;
+pub mod startup;
+pub mod telemetry;
+pub mod worker;

@@ -1,0 +1,14 @@
+//! A small OpenStack client over reqwest: Keystone v3 authentication and project lookups,
+//! Glance v2 images and members. Every call's outcome is classified once, here, into what
+//! the worker needs to know: done, retry later, or give up with a plain message.
+//! Imports nothing from the rest of the crate.
+
+mod client;
+mod clouds;
+mod error;
+pub mod glance;
+pub mod keystone;
+
+pub use client::OpenStack;
+pub use clouds::{CloudConfig, Credentials};
+pub use error::CallError;

@@ -1,0 +1,170 @@
+//! The one place that sees everything: it turns settings into a running broker.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+use tokio::sync::watch;
+
+use crate::config::{Cli, Command, KeysCommand, ServeArgs, instance_name};
+use crate::worker::Worker;
+use crate::{db, http, telemetry};
+
+/// Runs one command of the command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let worker = match args.no_worker {
+                true => None,
+                false => Some((args.worker.openstack()?, args.worker.worker_config(instance_name(&args.instance)))),
+            };
+            let app = Application::build(&args).await?;
+            tracing::info!(listen = %app.local_addr(), worker = worker.is_some(), "serving");
+            let (stop, stopped) = watch::channel(false);
+            let worker = worker.map(|(cloud, config)| tokio::spawn(Worker::new(app.pool.clone(), cloud, config).run(stopped)));
+            app.run_until(async move {
+                shutdown_signal().await;
+                let _ = stop.send(true);
+            })
+            .await?;
+            if let Some(worker) = worker {
+                worker.await?;
+            }
+            Ok(())
+        }
+        Command::Worker(args) => {
+            let cloud = args.worker.openstack()?;
+            let pool = db::pool(args.database.connect_options()?, args.database.db_max_connections);
+            migrate(&pool).await?;
+            let (stop, stopped) = watch::channel(false);
+            let worker = tokio::spawn(Worker::new(pool, cloud, args.worker.worker_config(instance_name(&args.instance))).run(stopped));
+            tracing::info!("worker running");
+            shutdown_signal().await;
+            let _ = stop.send(true);
+            worker.await?;
+            Ok(())
+        }
+        Command::Migrate(database) => {
+            let pool = db::pool(database.connect_options()?, 1);
+            migrate(&pool).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Keys(command) => keys(command).await,
+        Command::Openapi => {
+            println!("{}", openapi_json());
+            Ok(())
+        }
+    }
+}
+
+/// The OpenAPI document as committed in `openapi/openapi.json`.
+pub fn openapi_json() -> String {
+    http::openapi().to_pretty_json().expect("the OpenAPI document always serializes")
+}
+
+async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    db::MIGRATOR.run(pool).await.context("applying database migrations (is DATABASE_URL right, and Postgres up?)")
+}
+
+async fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    match command {
+        KeysCommand::Create { database, name, role, projects } => {
+            let pool = db::pool(database.connect_options()?, 1);
+            migrate(&pool).await?;
+            let (key, secret) = db::api_keys::create(&pool, &name, role, &projects)
+                .await
+                .with_context(|| format!("creating key `{name}` (names are unique, even once revoked)"))?;
+            println!("created key `{}` with role {} (store it now: it is not shown again):", key.name, role);
+            println!("{secret}");
+        }
+        KeysCommand::List { database } => {
+            let pool = db::pool(database.connect_options()?, 1);
+            for key in db::api_keys::list(&pool).await? {
+                let state = key.revoked_at.map_or("active".to_owned(), |at| format!("revoked {}", at.to_rfc3339()));
+                println!("{}\t{}\t{}\t{}\t{}", key.name, key.role.0, key.projects.join(","), key.created_at.to_rfc3339(), state);
+            }
+        }
+        KeysCommand::Revoke { database, name } => {
+            let pool = db::pool(database.connect_options()?, 1);
+            anyhow::ensure!(db::api_keys::revoke(&pool, &name).await?, "no active key named `{name}`");
+            println!("revoked key `{name}`");
+        }
+    }
+    Ok(())
+}
+
+/// A broker bound to its port, ready to serve.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    pub pool: PgPool,
+}
+
+impl Application {
+    /// Connects, migrates and binds. `--listen` with port 0 picks a free port (tests do).
+    pub async fn build(args: &ServeArgs) -> anyhow::Result<Self> {
+        let pool = db::pool(args.database.connect_options()?, args.database.db_max_connections);
+        migrate(&pool).await?;
+        let config = args.api_config();
+        spawn_idempotency_purge(pool.clone(), config.idempotency_ttl_hours);
+        let state = http::AppState { pool: pool.clone(), config: Arc::new(config), metrics: telemetry::metrics_handle() };
+        let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding --listen {}", args.listen))?;
+        Ok(Application { listener, router: http::router(state), pool })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Forgets idempotency keys past their time, hourly.
+fn spawn_idempotency_purge(pool: PgPool, ttl_hours: i64) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            match db::idempotency::purge(&pool, ttl_hours).await {
+                Ok(n) if n > 0 => tracing::info!(purged = n, "expired idempotency keys purged"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+            }
+        }
+    });
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown signal received: finishing requests in flight");
+}

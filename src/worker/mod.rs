@@ -1,0 +1,529 @@
+//! The background worker: carries approved shares out against Glance, tracks acceptance,
+//! revokes and expires. Imports `domain`, `db` and `openstack`; never `http`.
+//!
+//! Each job runs in three steps, and no transaction is open across a network call:
+//! 1. claim: one committed statement gives this worker a lease on the job;
+//! 2. execute: the Glance and Keystone calls, with the lease renewed by a heartbeat;
+//! 3. settle: one transaction records the outcome, its audit event and the job's end,
+//!    and is committed only if the lease is still ours.
+
+mod retry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::json;
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::{Notify, watch};
+use uuid::Uuid;
+
+use crate::db::audit::NewEvent;
+use crate::db::jobs::{self, Claimed, Finish, Kind};
+use crate::db::share_requests::{Share, ShareRequest};
+use crate::db::{self};
+use crate::domain::{Initiator, RequestStatus, ShareState};
+use crate::openstack::{CallError, OpenStack};
+
+pub use retry::{backoff, next_delay, poll_delay};
+
+/// How the worker paces itself.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Jobs run at once by this process.
+    pub concurrency: usize,
+    /// How long a claim lasts without a heartbeat.
+    pub lease: Duration,
+    /// How often an idle worker looks for due jobs when no notification comes.
+    pub idle_poll: Duration,
+    /// Tries of a Glance call that keeps failing transiently before the share fails.
+    pub max_attempts: i32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// First and longest wait between acceptance checks.
+    pub accept_poll_first: Duration,
+    pub accept_poll_max: Duration,
+    /// This instance's name in the audit log.
+    pub instance: String,
+}
+
+/// What one pass found to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing was due.
+    Idle,
+    /// A job ran (whatever its result).
+    Ran,
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    pool: PgPool,
+    cloud: OpenStack,
+    config: Arc<WorkerConfig>,
+    actor: Arc<Initiator>,
+}
+
+/// What Glance said, once a job's calls are done.
+#[derive(Debug)]
+enum Effect {
+    /// The share no longer needs this job.
+    Nothing,
+    /// The request expired before the grant.
+    Expired,
+    Granted { project_id: String, accepted: bool },
+    Seen(Seen),
+    StatusSet(ShareState),
+    Revoked,
+}
+
+/// A member's status as observed in Glance.
+#[derive(Debug)]
+enum Seen {
+    Pending,
+    Decided(ShareState),
+    MemberGone,
+    ImageGone,
+}
+
+impl Worker {
+    pub fn new(pool: PgPool, cloud: OpenStack, config: WorkerConfig) -> Self {
+        Worker { pool, cloud, config: Arc::new(config), actor: Arc::new(Initiator::service("worker")) }
+    }
+
+    /// Runs until `shutdown` turns true: stops claiming, lets running jobs finish, returns.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let wake = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen(self.pool.clone(), wake.clone()));
+        let mut loops = Vec::new();
+        for _ in 0..self.config.concurrency.max(1) {
+            let (worker, wake, mut shutdown) = (self.clone(), wake.clone(), shutdown.clone());
+            loops.push(tokio::spawn(async move {
+                while !*shutdown.borrow() {
+                    let outcome = worker.run_once().await.unwrap_or_else(|e| {
+                        tracing::error!(error = ?e, "worker pass failed");
+                        Outcome::Idle
+                    });
+                    if outcome == Outcome::Idle {
+                        tokio::select! {
+                            () = wake.notified() => {}
+                            () = tokio::time::sleep(worker.config.idle_poll) => {}
+                            _ = shutdown.changed() => {}
+                        }
+                    }
+                }
+            }));
+        }
+        let sweeper = {
+            let worker = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Err(e) = worker.sweep_expired().await {
+                        tracing::warn!(error = %e, "expiry sweep failed");
+                    }
+                    tokio::time::sleep(worker.config.idle_poll).await;
+                }
+            })
+        };
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        tracing::info!("worker stopping: no new claims; finishing jobs in hand");
+        for handle in loops {
+            let _ = handle.await;
+        }
+        sweeper.abort();
+        listener.abort();
+    }
+
+    /// Claims and runs one due job. Tests call this until it returns [`Outcome::Idle`].
+    pub async fn run_once(&self) -> anyhow::Result<Outcome> {
+        let Some(job) = jobs::claim(&self.pool, self.config.lease).await? else {
+            return Ok(Outcome::Idle);
+        };
+        let span = tracing::info_span!("job", job.id = %job.id, job.kind = job.kind.as_str(), share.id = %job.share_id, attempt = job.attempts);
+        let _enter = span.enter();
+        drop(_enter);
+        let heartbeat = self.spawn_heartbeat(job.clone());
+        let result = self.execute(&job).await;
+        heartbeat.abort();
+        match result {
+            Ok(result) => self.settle(&job, result).await?,
+            Err(e) => tracing::warn!(job.id = %job.id, error = ?e, "job abandoned; its lease will lapse and it will be retried"),
+        }
+        Ok(Outcome::Ran)
+    }
+
+    fn spawn_heartbeat(&self, job: Claimed) -> tokio::task::JoinHandle<()> {
+        let (pool, lease) = (self.pool.clone(), self.config.lease);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                match jobs::heartbeat(&pool, &job, lease).await {
+                    Ok(true) => {}
+                    Ok(false) => return tracing::warn!(job.id = %job.id, "lease lost"),
+                    Err(e) => tracing::warn!(job.id = %job.id, error = %e, "heartbeat failed"),
+                }
+            }
+        })
+    }
+
+    /// The network part. The outer error is ours (database, lost lease): the job is left
+    /// for its lease to lapse. The inner one is OpenStack's answer.
+    async fn execute(&self, job: &Claimed) -> anyhow::Result<Result<Effect, CallError>> {
+        let share = db::share_requests::find_share(&self.pool, job.share_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("share {} is gone", job.share_id))?;
+        let request = db::share_requests::find(&self.pool, share.request_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("request {} is gone", share.request_id))?;
+        let rid = format!("req-{}", Uuid::new_v4());
+        Ok(match job.kind {
+            Kind::Grant => self.grant(job, &share, &request, &rid).await?,
+            Kind::Poll => self.poll(&share, &rid).await,
+            Kind::Accept => self.set_status(&share, ShareState::Accepted, &rid).await,
+            Kind::Reject => self.set_status(&share, ShareState::Rejected, &rid).await,
+            Kind::Revoke => self.revoke(job, &share, &rid).await?,
+        })
+    }
+
+    async fn grant(
+        &self,
+        job: &Claimed,
+        share: &Share,
+        request: &ShareRequest,
+        rid: &str,
+    ) -> anyhow::Result<Result<Effect, CallError>> {
+        if !matches!(share.state, ShareState::Queued | ShareState::Granting) {
+            return Ok(Ok(Effect::Nothing));
+        }
+        if request.expires_at.is_some_and(|at| at <= Utc::now()) {
+            return Ok(Ok(Effect::Expired));
+        }
+        if share.state == ShareState::Queued {
+            self.in_lease(job, |tx, actor, instance| {
+                Box::pin(async move {
+                    let share = db::shares::set_state(tx, job.share_id, ShareState::Granting, None).await?;
+                    db::audit::record(tx, instance, NewEvent::about_share(actor, &share, "update/grant", "pending")).await?;
+                    Ok(())
+                })
+            })
+            .await?;
+        }
+        let project_id = match self.resolve_target(share, rid).await {
+            Ok(id) => id,
+            Err(e) => return Ok(Err(e)),
+        };
+        let image_id = share.image_id.to_string();
+        let image = match self.cloud.image(&image_id, rid).await {
+            Ok(Some(image)) => image,
+            Ok(None) => {
+                return Ok(Err(CallError::permanent(
+                    Some(404),
+                    format!("image {image_id} does not exist in region {} (or the broker cannot see it)", share.region),
+                )));
+            }
+            Err(e) => return Ok(Err(e)),
+        };
+        if image.owner.as_deref() == Some(project_id.as_str()) {
+            return Ok(Err(CallError::permanent(None, "the target project owns the image: nothing to share")));
+        }
+        match image.visibility.as_str() {
+            "shared" => {}
+            "private" => {
+                // Remember first, so the last revoke puts it back even if we crash right after.
+                self.in_lease(job, |tx, _, _| {
+                    Box::pin(async move { Ok(db::shares::mark_made_image_shared(tx, job.share_id).await?) })
+                })
+                .await?;
+                if let Err(e) = self.cloud.set_visibility(&image_id, "shared", rid).await {
+                    return Ok(Err(e));
+                }
+                self.record_visibility(job, "private", "shared").await?;
+            }
+            other => {
+                return Ok(Err(CallError::permanent(
+                    Some(403),
+                    format!("a {other} image cannot have members; only private or shared images can be shared"),
+                )));
+            }
+        }
+        if let Err(e) = self.cloud.add_member(&image_id, &project_id, rid).await {
+            return Ok(Err(e));
+        }
+        let accepted = request.auto_accept;
+        if accepted && let Err(e) = self.cloud.set_member_status(&image_id, &project_id, "accepted", rid).await {
+            return Ok(Err(e));
+        }
+        Ok(Ok(Effect::Granted { project_id, accepted }))
+    }
+
+    /// The target's Keystone project id: checked when given as an id, looked up when a name.
+    async fn resolve_target(&self, share: &Share, rid: &str) -> Result<String, CallError> {
+        if let Some(id) = &share.project_id {
+            return match self.cloud.project(id, rid).await? {
+                Some(project) => Ok(project.id),
+                None => Err(CallError::permanent(Some(404), format!("Keystone has no project with id {id}"))),
+            };
+        }
+        let mut found = self.cloud.projects_named(&share.target, rid).await?;
+        match found.len() {
+            1 => Ok(found.remove(0).id),
+            0 => Err(CallError::permanent(Some(404), format!("Keystone has no project named `{}`", share.target))),
+            n => Err(CallError::permanent(
+                None,
+                format!("{n} projects are named `{}` (in different domains): give the project id", share.target),
+            )),
+        }
+    }
+
+    async fn poll(&self, share: &Share, rid: &str) -> Result<Effect, CallError> {
+        let (ShareState::PendingAcceptance, Some(project_id)) = (share.state, &share.project_id) else {
+            return Ok(Effect::Nothing);
+        };
+        let image_id = share.image_id.to_string();
+        Ok(Effect::Seen(match self.cloud.member(&image_id, project_id, rid).await? {
+            Some(member) if member.status == "accepted" => Seen::Decided(ShareState::Accepted),
+            Some(member) if member.status == "rejected" => Seen::Decided(ShareState::Rejected),
+            Some(_) => Seen::Pending,
+            None if self.cloud.image(&image_id, rid).await?.is_none() => Seen::ImageGone,
+            None => Seen::MemberGone,
+        }))
+    }
+
+    async fn set_status(&self, share: &Share, to: ShareState, rid: &str) -> Result<Effect, CallError> {
+        let live = matches!(share.state, ShareState::PendingAcceptance | ShareState::Accepted | ShareState::Rejected);
+        let (true, Some(project_id)) = (live, &share.project_id) else {
+            return Ok(Effect::Nothing);
+        };
+        let status = if to == ShareState::Accepted { "accepted" } else { "rejected" };
+        self.cloud.set_member_status(&share.image_id.to_string(), project_id, status, rid).await?;
+        Ok(Effect::StatusSet(to))
+    }
+
+    async fn revoke(&self, job: &Claimed, share: &Share, rid: &str) -> anyhow::Result<Result<Effect, CallError>> {
+        if share.state != ShareState::Revoking {
+            return Ok(Ok(Effect::Nothing));
+        }
+        let image_id = share.image_id.to_string();
+        if let Some(project_id) = &share.project_id
+            && let Err(e) = self.cloud.remove_member(&image_id, project_id, rid).await
+        {
+            return Ok(Err(e));
+        }
+        // Leave the image as the broker found it: private, once the last member is gone.
+        if db::shares::broker_made_image_shared(&self.pool, share.image_id, &share.region).await? {
+            match self.cloud.members(&image_id, rid).await {
+                Ok(members) if members.is_empty() => {
+                    if let Err(e) = self.cloud.set_visibility(&image_id, "private", rid).await {
+                        return Ok(Err(e));
+                    }
+                    self.record_visibility(job, "shared", "private").await?;
+                }
+                Ok(_) => {}
+                // The image was deleted, or made private by its owner: nothing to restore.
+                Err(CallError::Permanent { .. }) => {}
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        Ok(Ok(Effect::Revoked))
+    }
+
+    /// Records a visibility change the broker made, and (to private) that it owes none.
+    async fn record_visibility(&self, job: &Claimed, from: &'static str, to: &'static str) -> anyhow::Result<()> {
+        self.in_lease(job, move |tx, actor, instance| {
+            Box::pin(async move {
+                let share = db::share_requests::find_share(&mut *tx, job.share_id).await?.expect("the share exists");
+                if to == "private" {
+                    db::shares::clear_made_image_shared(tx, share.image_id, &share.region).await?;
+                }
+                let event = NewEvent {
+                    details: json!({ "visibility": { "from": from, "to": to } }),
+                    ..NewEvent::about_share(actor, &share, "update/visibility", "success")
+                };
+                db::audit::record(tx, instance, event).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Runs `work` in a transaction that commits only while this worker still holds `job`.
+    async fn in_lease<F>(&self, job: &Claimed, work: F) -> anyhow::Result<()>
+    where
+        F: for<'t> FnOnce(
+            &'t mut PgConnection,
+            &'t Initiator,
+            &'t str,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + 't>>,
+    {
+        let mut tx = self.pool.begin().await?;
+        anyhow::ensure!(jobs::holds(&mut tx, job).await?, "lease lost on job {}", job.id);
+        work(&mut tx, &self.actor, &self.config.instance).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records the outcome of a job in one transaction with its audit events.
+    async fn settle(&self, job: &Claimed, result: Result<Effect, CallError>) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let Some((share, _request)) = db::shares::find_for_update(&mut tx, job.share_id).await? else {
+            anyhow::bail!("share {} is gone", job.share_id);
+        };
+        let now = Utc::now();
+        let (actor, instance) = (&*self.actor, self.config.instance.as_str());
+        let finish = match result {
+            Ok(Effect::Nothing) => Finish::Done,
+            Ok(Effect::Expired) => {
+                let share = db::shares::set_state(&mut tx, share.id, ShareState::Expired, None).await?;
+                db::audit::record(&mut tx, instance, NewEvent::about_share(actor, &share, "update/expire", "success")).await?;
+                Finish::Done
+            }
+            Ok(Effect::Granted { project_id, accepted }) => {
+                let state = if accepted { ShareState::Accepted } else { ShareState::PendingAcceptance };
+                let share = db::shares::set_granted(&mut tx, share.id, &project_id, state).await?;
+                db::audit::record(&mut tx, instance, NewEvent::about_share(actor, &share, "allow", "success")).await?;
+                if accepted {
+                    let event = NewEvent {
+                        details: json!({ "auto_accept": true }),
+                        ..NewEvent::about_share(actor, &share, "accept", "success")
+                    };
+                    db::audit::record(&mut tx, instance, event).await?;
+                } else {
+                    let first = now + self.config.accept_poll_first;
+                    jobs::enqueue(&mut tx, Kind::Poll, share.id, share.image_id, first).await?;
+                }
+                Finish::Done
+            }
+            Ok(Effect::Seen(Seen::Pending)) => {
+                let next = retry::poll_delay(job.attempts - 1, self.config.accept_poll_first, self.config.accept_poll_max);
+                Finish::Later(now + next, None)
+            }
+            Ok(Effect::Seen(seen)) => {
+                let (state, action) = match seen {
+                    Seen::Decided(ShareState::Accepted) => (ShareState::Accepted, "accept"),
+                    Seen::Decided(_) => (ShareState::Rejected, "reject"),
+                    Seen::MemberGone => (ShareState::RemovedOutside, "revoke"),
+                    Seen::ImageGone | Seen::Pending => (ShareState::ImageDeleted, "revoke"),
+                };
+                let share = db::shares::set_state(&mut tx, share.id, state, None).await?;
+                let event = NewEvent {
+                    details: json!({ "observed_in_glance": true }),
+                    ..NewEvent::about_share(actor, &share, action, "success")
+                };
+                db::audit::record(&mut tx, instance, event).await?;
+                Finish::Done
+            }
+            Ok(Effect::StatusSet(state)) => {
+                let share = db::shares::set_state(&mut tx, share.id, state, None).await?;
+                let action = if state == ShareState::Accepted { "accept" } else { "reject" };
+                db::audit::record(&mut tx, instance, NewEvent::about_share(actor, &share, action, "success")).await?;
+                Finish::Done
+            }
+            Ok(Effect::Revoked) => {
+                let share = db::shares::set_state(&mut tx, share.id, ShareState::Revoked, None).await?;
+                let event = NewEvent {
+                    reason: share.revoke_reason.as_deref(),
+                    details: json!({ "revoked_by": share.revoked_by }),
+                    ..NewEvent::about_share(actor, &share, "revoke", "success")
+                };
+                db::audit::record(&mut tx, instance, event).await?;
+                Finish::Done
+            }
+            Err(e) => return self.settle_error(tx, job, share, e).await,
+        };
+        self.commit_if_ours(tx, job, finish).await
+    }
+
+    async fn settle_error(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        job: &Claimed,
+        share: Share,
+        error: CallError,
+    ) -> anyhow::Result<()> {
+        let message = error.to_string();
+        let retry_after = match &error {
+            CallError::Transient { retry_after, .. } => *retry_after,
+            CallError::Permanent { .. } => None,
+        };
+        let gives_up = !error.is_transient() || job.attempts >= self.config.max_attempts;
+        tracing::warn!(error = %message, gives_up, "OpenStack call failed");
+        let finish = if job.kind == Kind::Poll {
+            // Tracking never gives up: the next check may well succeed.
+            let next = retry::poll_delay(job.attempts - 1, self.config.accept_poll_first, self.config.accept_poll_max);
+            db::shares::set_state(&mut tx, share.id, share.state, Some(&message)).await?;
+            Finish::Later(Utc::now() + next.max(retry_after.unwrap_or_default()), Some(&message))
+        } else if !gives_up {
+            let jitter: f64 = rand::random();
+            let delay =
+                retry::next_delay(job.attempts - 1, self.config.retry_base, self.config.retry_max, retry_after, jitter);
+            db::shares::set_state(&mut tx, share.id, share.state, Some(&message)).await?;
+            Finish::Later(Utc::now() + delay, Some(&message))
+        } else {
+            let (state, action) = match job.kind {
+                Kind::Grant => (ShareState::Failed, "allow"),
+                Kind::Revoke => (ShareState::Failed, "revoke"),
+                Kind::Accept => (share.state, "accept"),
+                Kind::Reject | Kind::Poll => (share.state, "reject"),
+            };
+            let share = db::shares::set_state(&mut tx, share.id, state, Some(&message)).await?;
+            let event = NewEvent { reason: Some(&message), ..NewEvent::about_share(&self.actor, &share, action, "failure") };
+            db::audit::record(&mut tx, &self.config.instance, event).await?;
+            Finish::Failed(&message)
+        };
+        self.commit_if_ours(tx, job, finish).await
+    }
+
+    async fn commit_if_ours(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        job: &Claimed,
+        finish: Finish<'_>,
+    ) -> anyhow::Result<()> {
+        if jobs::finish(&mut tx, job, finish).await? {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+            tracing::warn!(job.id = %job.id, "lease lost before completion: outcome discarded, another worker owns the job");
+        }
+        Ok(())
+    }
+
+    /// Starts revoking shares whose request expired, and expires undecided requests.
+    pub async fn sweep_expired(&self) -> anyhow::Result<usize> {
+        let expiry = Initiator::service("expiry");
+        let mut tx = self.pool.begin().await?;
+        let instance = self.config.instance.as_str();
+        let shares = db::shares::expired_in_force(&mut tx, 100).await?;
+        for share in &shares {
+            let share = db::shares::start_revoke(&mut tx, share.id, "expiry", "the share expired").await?;
+            let event = NewEvent { reason: share.revoke_reason.as_deref(), ..NewEvent::about_share(&expiry, &share, "revoke", "pending") };
+            db::audit::record(&mut tx, instance, event).await?;
+            jobs::enqueue(&mut tx, Kind::Revoke, share.id, share.image_id, Utc::now()).await?;
+        }
+        let requests = db::share_requests::undecided_past_expiry(&mut tx, 100).await?;
+        for id in &requests {
+            let (request, _) = db::share_requests::decide(&mut tx, *id, RequestStatus::Expired, "expiry", None).await?;
+            db::audit::record(&mut tx, instance, NewEvent::about_request(&expiry, &request, "update/expire")).await?;
+        }
+        tx.commit().await?;
+        Ok(shares.len() + requests.len())
+    }
+}
+
+/// Wakes idle loops when a job is queued anywhere; falls back to polling if it cannot listen.
+async fn listen(pool: PgPool, wake: Arc<Notify>) {
+    loop {
+        match PgListener::connect_with(&pool).await {
+            Ok(mut listener) => {
+                if listener.listen(jobs::CHANNEL).await.is_ok() {
+                    while listener.recv().await.is_ok() {
+                        wake.notify_waiters();
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot LISTEN for jobs; polling only"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

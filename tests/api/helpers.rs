@@ -1,0 +1,122 @@
+//! `spawn_app()`: a broker on a free port with a database of its own, and typed helpers.
+
+use std::net::SocketAddr;
+
+use glance_share_broker::config::{DatabaseArgs, ServeArgs};
+use glance_share_broker::db;
+use glance_share_broker::domain::Role;
+use glance_share_broker::startup::Application;
+use reqwest::{RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use uuid::Uuid;
+
+/// The server the tests create their databases on (`scripts/test.sh` sets it).
+pub fn admin_database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Creates an empty database and returns its URL.
+pub async fn fresh_database() -> String {
+    let admin = admin_database_url();
+    let name = format!("gsb_test_{}", Uuid::new_v4().simple());
+    let pool = PgPoolOptions::new().max_connections(1).connect(&admin).await.expect("Postgres answers at DATABASE_URL");
+    sqlx::query(&format!("create database {name}")).execute(&pool).await.expect("create a test database");
+    pool.close().await;
+    let (base, _) = admin.rsplit_once('/').expect("DATABASE_URL names a database");
+    format!("{base}/{name}")
+}
+
+pub fn serve_args(database_url: &str) -> ServeArgs {
+    ServeArgs {
+        database: DatabaseArgs { database_url: database_url.to_owned(), db_max_connections: 20 },
+        listen: "127.0.0.1:0".parse().unwrap(),
+        request_timeout_secs: 30,
+        max_targets: 128,
+        default_region: "RegionOne".into(),
+        idempotency_ttl_hours: 24,
+        instance: Some("test-broker".into()),
+        no_worker: true,
+        worker: Default::default(),
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub pool: PgPool,
+    pub client: reqwest::Client,
+    pub requester: String,
+    pub approver: String,
+    pub auditor: String,
+    pub admin: String,
+}
+
+pub async fn spawn_app() -> TestApp {
+    let url = fresh_database().await;
+    let app = Application::build(&serve_args(&url)).await.expect("the broker starts");
+    let addr = app.local_addr();
+    tokio::spawn(app.run_until(std::future::pending()));
+    let pool = PgPoolOptions::new().max_connections(5).connect(&url).await.unwrap();
+    let mut keys = Vec::new();
+    for (name, role) in [("portal", Role::Requester), ("workflow", Role::Approver), ("auditor", Role::Auditor), ("ops", Role::Admin)] {
+        keys.push(db::api_keys::create(&pool, name, role, &[]).await.unwrap().1);
+    }
+    let [requester, approver, auditor, admin] = keys.try_into().unwrap();
+    TestApp { addr, pool, client: reqwest::Client::new(), requester, approver, auditor, admin }
+}
+
+pub const IMAGE: &str = "7a5c5b6e-3f5d-4a57-9b0e-51c6a3b7f0aa";
+pub const PROJ_B: &str = "2f0c6b8a9d3e4c1f8a7b6c5d4e3f2a1b";
+
+/// A valid request body for `image` to `targets`.
+pub fn request_body(image: &str, targets: &[&str]) -> Value {
+    json!({ "image_id": image, "targets": targets, "reason": "CI runners need the golden image" })
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn get(&self, key: &str, path: &str) -> RequestBuilder {
+        self.client.get(self.url(path)).bearer_auth(key)
+    }
+
+    pub fn post(&self, key: &str, path: &str, body: &Value) -> RequestBuilder {
+        self.client.post(self.url(path)).bearer_auth(key).json(body)
+    }
+
+    /// Files a request as the requester and returns the created body.
+    pub async fn file(&self, image: &str, targets: &[&str]) -> Value {
+        let response = self.post(&self.requester, "/v1/share-requests", &request_body(image, targets)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "{:?}", response.text().await);
+        response.json().await.unwrap()
+    }
+
+    /// How many share requests the database holds.
+    pub async fn request_count(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from share_requests").fetch_one(&self.pool).await.unwrap()
+    }
+
+    /// The audit actions recorded for a request, oldest first.
+    pub async fn audit_actions(&self, request_id: &str) -> Vec<String> {
+        db::audit::for_request(&self.pool, request_id.parse().unwrap()).await.unwrap().into_iter().map(|e| e.action).collect()
+    }
+}
+
+/// Asserts a problem+json response with `status`, and returns its body.
+pub async fn problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status.as_u16());
+    assert!(body["type"].as_str().unwrap().starts_with("urn:glance-share-broker:problem:"), "{body}");
+    assert!(body["title"].is_string() && body["detail"].is_string(), "{body}");
+    body
+}
+
+/// The fields a validation problem names.
+pub fn fields(problem: &Value) -> Vec<String> {
+    problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap().to_owned()).collect()
+}
