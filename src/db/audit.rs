@@ -10,7 +10,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::share_requests::{Share, ShareRequest};
-use crate::domain::Initiator;
+use crate::domain::{Initiator, canonical_json};
 
 /// Advisory lock key that serializes appends to the chain ("audit" in ASCII).
 const CHAIN_LOCK: i64 = 0x6175_6469_74;
@@ -112,40 +112,7 @@ impl Event {
             "details": self.details,
             "prev_hash": hex::encode(&self.prev_hash),
         });
-        let mut canonical = Vec::new();
-        write_canonical(&body, &mut canonical);
-        Sha256::digest(&canonical).to_vec()
-    }
-}
-
-/// JSON with object keys sorted at every level: the same bytes whatever order jsonb keeps.
-fn write_canonical(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push(b'{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend(Value::String(key.clone()).to_string().as_bytes());
-                out.push(b':');
-                write_canonical(&map[key], out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(b']');
-        }
-        scalar => out.extend(scalar.to_string().as_bytes()),
+        Sha256::digest(canonical_json(&body)).to_vec()
     }
 }
 

@@ -2,11 +2,13 @@
 //! share states. Pure data and rules: nothing here imports axum, sqlx or reqwest.
 
 mod audit;
+mod canonical;
 mod principal;
 mod share_request;
 mod states;
 
 pub use audit::Initiator;
+pub use canonical::canonical_json;
 pub use principal::{Principal, Role};
 pub use share_request::{FieldError, Limits, MAX_REASON_CHARS, NewShareRequest, ShareRequestInput, Target};
 pub use states::{RequestStatus, ShareState};

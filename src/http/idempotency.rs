@@ -12,6 +12,7 @@ use sqlx::{PgConnection, Postgres, Transaction};
 use super::extract::{Caller, IdempotencyKey};
 use super::{ApiError, AppState};
 use crate::db;
+use crate::domain::canonical_json;
 
 /// A JSON response the API can also save and replay.
 #[derive(Debug, Clone)]
@@ -69,7 +70,7 @@ fn fingerprint(method: &Method, path: &str, document: &Value) -> Vec<u8> {
         .chain_update([0])
         .chain_update(path)
         .chain_update([0])
-        .chain_update(document.to_string())
+        .chain_update(canonical_json(document))
         .finalize()
         .to_vec()
 }

@@ -1,5 +1,7 @@
 //! `/v1/share-requests`: filing, reading, cancelling and deciding share requests.
 
+use std::collections::HashMap;
+
 use axum::extract::State;
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -216,13 +218,15 @@ pub async fn list_share_requests(
         db::share_requests::list(&state.pool, &filter, q.cursor.map(|c| c.0), limit.fetch()).await?;
     let next_cursor = limit.trim(&mut rows).map(|last| Cursor(last.id).to_string());
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let mut shares = db::share_requests::shares_of(&state.pool, &ids).await?;
+    let mut by_request: HashMap<Uuid, Vec<db::share_requests::Share>> = HashMap::new();
+    for share in db::share_requests::shares_of(&state.pool, &ids).await? {
+        by_request.entry(share.request_id).or_default().push(share);
+    }
     let items = rows
         .into_iter()
         .map(|r| {
-            let (mine, rest) = shares.drain(..).partition(|s| s.request_id == r.id);
-            shares = rest;
-            ShareRequestView::new(r, mine)
+            let shares = by_request.remove(&r.id).unwrap_or_default();
+            ShareRequestView::new(r, shares)
         })
         .collect();
     Ok(axum::Json(ShareRequestPage { items, next_cursor }))
@@ -263,7 +267,7 @@ pub struct Decision {
     params(("id" = Uuid, Path, description = "The request's id"),
         ("If-Match" = Option<String>, Header, description = "Only if the request still has this ETag"),
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response to the same key and body")),
-    request_body(content = Option<Decision>, description = "Optional; an empty body is fine"),
+    request_body(content = Decision, description = "Optional; an empty body is fine"),
     responses(
         (status = 200, description = "Cancelled", body = ShareRequestView, headers(("ETag" = String))),
         (status = 403, description = "Not the requester", body = super::Problem, content_type = "application/problem+json"),
@@ -291,7 +295,7 @@ pub async fn cancel_share_request(
     params(("id" = Uuid, Path, description = "The request's id"),
         ("If-Match" = Option<String>, Header, description = "Only if the request still has this ETag"),
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response to the same key and body")),
-    request_body(content = Option<Decision>, description = "Optional; an empty body is fine"),
+    request_body(content = Decision, description = "Optional; an empty body is fine"),
     responses(
         (status = 200, description = "Approved", body = ShareRequestView, headers(("ETag" = String))),
         (status = 403, description = "Not an approver, or the approver's own request", body = super::Problem, content_type = "application/problem+json"),
@@ -319,7 +323,7 @@ pub async fn approve_share_request(
     params(("id" = Uuid, Path, description = "The request's id"),
         ("If-Match" = Option<String>, Header, description = "Only if the request still has this ETag"),
         ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response to the same key and body")),
-    request_body(content = Option<Decision>, description = "Optional; an empty body is fine"),
+    request_body(content = Decision, description = "Optional; an empty body is fine"),
     responses(
         (status = 200, description = "Denied", body = ShareRequestView, headers(("ETag" = String))),
         (status = 403, description = "Not an approver, or the approver's own request", body = super::Problem, content_type = "application/problem+json"),

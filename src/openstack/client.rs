@@ -17,7 +17,7 @@ use super::error::{CallError, retry_after};
 /// A token is renewed this long before Keystone says it expires.
 const TOKEN_MARGIN: chrono::Duration = chrono::Duration::minutes(5);
 
-#[derive(Debug)]
+/// A Keystone token. Deliberately not `Debug`: it is a secret.
 struct Token {
     value: String,
     expires_at: DateTime<Utc>,
@@ -77,10 +77,6 @@ impl OpenStack {
     pub fn with_glance_url(mut self, url: impl Into<String>) -> Self {
         self.glance_override = Some(url.into().trim_end_matches('/').to_owned());
         self
-    }
-
-    pub fn region(&self) -> &str {
-        &self.cloud.region
     }
 
     fn auth_body(&self) -> Value {

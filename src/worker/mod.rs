@@ -15,14 +15,15 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::json;
 use sqlx::postgres::PgListener;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::db::audit::NewEvent;
 use crate::db::jobs::{self, Claimed, Finish, Kind};
 use crate::db::share_requests::{Share, ShareRequest};
-use crate::db::{self};
+use crate::db;
 use crate::domain::{Initiator, RequestStatus, ShareState};
 use crate::openstack::{CallError, OpenStack};
 
@@ -73,16 +74,18 @@ enum Effect {
     /// The request expired before the grant.
     Expired,
     Granted { project_id: String, accepted: bool },
+    /// The consumer has not decided yet.
+    StillPending,
     Seen(Seen),
     StatusSet(ShareState),
     Revoked,
 }
 
-/// A member's status as observed in Glance.
+/// A change observed in Glance.
 #[derive(Debug)]
 enum Seen {
-    Pending,
-    Decided(ShareState),
+    Accepted,
+    Rejected,
     MemberGone,
     ImageGone,
 }
@@ -141,13 +144,11 @@ impl Worker {
             return Ok(Outcome::Idle);
         };
         let span = tracing::info_span!("job", job.id = %job.id, job.kind = job.kind.as_str(), share.id = %job.share_id, attempt = job.attempts);
-        let _enter = span.enter();
-        drop(_enter);
         let heartbeat = self.spawn_heartbeat(job.clone());
-        let result = self.execute(&job).await;
+        let result = self.execute(&job).instrument(span.clone()).await;
         heartbeat.abort();
         match result {
-            Ok(result) => self.settle(&job, result).await?,
+            Ok(result) => self.settle(&job, result).instrument(span).await?,
             Err(e) => tracing::warn!(job.id = %job.id, error = ?e, "job abandoned; its lease will lapse and it will be retried"),
         }
         Ok(Outcome::Ran)
@@ -160,7 +161,10 @@ impl Worker {
                 tokio::time::sleep(lease / 3).await;
                 match jobs::heartbeat(&pool, &job, lease).await {
                     Ok(true) => {}
-                    Ok(false) => return tracing::warn!(job.id = %job.id, "lease lost"),
+                    Ok(false) => {
+                        tracing::warn!(job.id = %job.id, "lease lost");
+                        return;
+                    }
                     Err(e) => tracing::warn!(job.id = %job.id, error = %e, "heartbeat failed"),
                 }
             }
@@ -200,14 +204,11 @@ impl Worker {
             return Ok(Ok(Effect::Expired));
         }
         if share.state == ShareState::Queued {
-            self.in_lease(job, |tx, actor, instance| {
-                Box::pin(async move {
-                    let share = db::shares::set_state(tx, job.share_id, ShareState::Granting, None).await?;
-                    db::audit::record(tx, instance, NewEvent::about_share(actor, &share, "update/grant", "pending")).await?;
-                    Ok(())
-                })
-            })
-            .await?;
+            let mut tx = self.lease_tx(job).await?;
+            let share = db::shares::set_state(&mut tx, job.share_id, ShareState::Granting, None).await?;
+            let event = NewEvent::about_share(&self.actor, &share, "update/grant", "pending");
+            db::audit::record(&mut tx, &self.config.instance, event).await?;
+            tx.commit().await?;
         }
         let project_id = match self.resolve_target(share, rid).await {
             Ok(id) => id,
@@ -231,10 +232,9 @@ impl Worker {
             "shared" => {}
             "private" => {
                 // Remember first, so the last revoke puts it back even if we crash right after.
-                self.in_lease(job, |tx, _, _| {
-                    Box::pin(async move { Ok(db::shares::mark_made_image_shared(tx, job.share_id).await?) })
-                })
-                .await?;
+                let mut tx = self.lease_tx(job).await?;
+                db::shares::mark_made_image_shared(&mut tx, job.share_id).await?;
+                tx.commit().await?;
                 if let Err(e) = self.cloud.set_visibility(&image_id, "shared", rid).await {
                     return Ok(Err(e));
                 }
@@ -281,13 +281,13 @@ impl Worker {
             return Ok(Effect::Nothing);
         };
         let image_id = share.image_id.to_string();
-        Ok(Effect::Seen(match self.cloud.member(&image_id, project_id, rid).await? {
-            Some(member) if member.status == "accepted" => Seen::Decided(ShareState::Accepted),
-            Some(member) if member.status == "rejected" => Seen::Decided(ShareState::Rejected),
-            Some(_) => Seen::Pending,
-            None if self.cloud.image(&image_id, rid).await?.is_none() => Seen::ImageGone,
-            None => Seen::MemberGone,
-        }))
+        Ok(match self.cloud.member(&image_id, project_id, rid).await? {
+            Some(member) if member.status == "accepted" => Effect::Seen(Seen::Accepted),
+            Some(member) if member.status == "rejected" => Effect::Seen(Seen::Rejected),
+            Some(_) => Effect::StillPending,
+            None if self.cloud.image(&image_id, rid).await?.is_none() => Effect::Seen(Seen::ImageGone),
+            None => Effect::Seen(Seen::MemberGone),
+        })
     }
 
     async fn set_status(&self, share: &Share, to: ShareState, rid: &str) -> Result<Effect, CallError> {
@@ -329,38 +329,29 @@ impl Worker {
     }
 
     /// Records a visibility change the broker made, and (to private) that it owes none.
-    async fn record_visibility(&self, job: &Claimed, from: &'static str, to: &'static str) -> anyhow::Result<()> {
-        self.in_lease(job, move |tx, actor, instance| {
-            Box::pin(async move {
-                let share = db::share_requests::find_share(&mut *tx, job.share_id).await?.expect("the share exists");
-                if to == "private" {
-                    db::shares::clear_made_image_shared(tx, share.image_id, &share.region).await?;
-                }
-                let event = NewEvent {
-                    details: json!({ "visibility": { "from": from, "to": to } }),
-                    ..NewEvent::about_share(actor, &share, "update/visibility", "success")
-                };
-                db::audit::record(tx, instance, event).await?;
-                Ok(())
-            })
-        })
-        .await
-    }
-
-    /// Runs `work` in a transaction that commits only while this worker still holds `job`.
-    async fn in_lease<F>(&self, job: &Claimed, work: F) -> anyhow::Result<()>
-    where
-        F: for<'t> FnOnce(
-            &'t mut PgConnection,
-            &'t Initiator,
-            &'t str,
-        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send + 't>>,
-    {
-        let mut tx = self.pool.begin().await?;
-        anyhow::ensure!(jobs::holds(&mut tx, job).await?, "lease lost on job {}", job.id);
-        work(&mut tx, &self.actor, &self.config.instance).await?;
+    async fn record_visibility(&self, job: &Claimed, from: &str, to: &str) -> anyhow::Result<()> {
+        let mut tx = self.lease_tx(job).await?;
+        let share = db::share_requests::find_share(&mut *tx, job.share_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("share {} is gone", job.share_id))?;
+        if to == "private" {
+            db::shares::clear_made_image_shared(&mut tx, share.image_id, &share.region).await?;
+        }
+        let event = NewEvent {
+            details: json!({ "visibility": { "from": from, "to": to } }),
+            ..NewEvent::about_share(&self.actor, &share, "update/visibility", "success")
+        };
+        db::audit::record(&mut tx, &self.config.instance, event).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// A transaction that goes on only while this worker still holds `job` (the job row
+    /// stays locked until it ends, so the lease cannot be taken over meanwhile).
+    async fn lease_tx(&self, job: &Claimed) -> anyhow::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        let mut tx = self.pool.begin().await?;
+        anyhow::ensure!(jobs::holds(&mut tx, job).await?, "lease lost on job {}", job.id);
+        Ok(tx)
     }
 
     /// Records the outcome of a job in one transaction with its audit events.
@@ -394,16 +385,16 @@ impl Worker {
                 }
                 Finish::Done
             }
-            Ok(Effect::Seen(Seen::Pending)) => {
+            Ok(Effect::StillPending) => {
                 let next = retry::poll_delay(job.attempts - 1, self.config.accept_poll_first, self.config.accept_poll_max);
                 Finish::Later(now + next, None)
             }
             Ok(Effect::Seen(seen)) => {
                 let (state, action) = match seen {
-                    Seen::Decided(ShareState::Accepted) => (ShareState::Accepted, "accept"),
-                    Seen::Decided(_) => (ShareState::Rejected, "reject"),
+                    Seen::Accepted => (ShareState::Accepted, "accept"),
+                    Seen::Rejected => (ShareState::Rejected, "reject"),
                     Seen::MemberGone => (ShareState::RemovedOutside, "revoke"),
-                    Seen::ImageGone | Seen::Pending => (ShareState::ImageDeleted, "revoke"),
+                    Seen::ImageGone => (ShareState::ImageDeleted, "revoke"),
                 };
                 let share = db::shares::set_state(&mut tx, share.id, state, None).await?;
                 let event = NewEvent {

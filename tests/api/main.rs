@@ -2,9 +2,13 @@
 
 mod auth;
 mod cli;
+mod fake_glance;
+mod faults;
 mod helpers;
 mod idempotency;
+mod openstack;
 mod operations;
 mod pagination;
 mod share_requests;
 mod spec;
+mod worker;

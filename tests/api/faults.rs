@@ -1,0 +1,160 @@
+//! The worker against a Glance that fails: each failure Glance can answer with is either
+//! retried until it passes or ends the share `failed` with a plain error.
+
+use std::time::Duration;
+
+use glance_share_broker::worker::Worker;
+use reqwest::Method;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::fake_glance::{FakeGlance, Fault};
+use crate::helpers::{TestApp, spawn_app};
+use crate::openstack::{broker_cloud_with_glance, drain, drive_until, env, worker_config};
+
+struct Setup {
+    app: TestApp,
+    fake: FakeGlance,
+    worker: Worker,
+    image: String,
+    proj_b: String,
+}
+
+async fn setup(visibility: &str) -> Setup {
+    let app = spawn_app().await;
+    let (fake, url) = FakeGlance::start().await;
+    let image = Uuid::new_v4().to_string();
+    fake.add_image(&image, &env("PROJ_A_ID"), visibility);
+    let worker = Worker::new(app.pool.clone(), broker_cloud_with_glance(&url, Duration::from_millis(1500)), worker_config());
+    Setup { app, fake, worker, image, proj_b: env("PROJ_B_ID") }
+}
+
+/// Files and approves a share of the setup's image to proj-b; returns the share id.
+async fn approve_one(s: &Setup) -> String {
+    let body = json!({"image_id": s.image, "targets": [s.proj_b], "reason": "faults"});
+    let filed: Value = s.app.post(&s.app.requester, "/v1/share-requests", &body).send().await.unwrap().json().await.unwrap();
+    let path = format!("/v1/share-requests/{}/approve", filed["id"].as_str().unwrap());
+    assert!(s.app.post(&s.app.approver, &path, &json!({})).send().await.unwrap().status().is_success());
+    filed["shares"][0]["id"].as_str().unwrap().to_owned()
+}
+
+async fn share(app: &TestApp, id: &str) -> Value {
+    app.get(&app.auditor, &format!("/v1/shares/{id}")).send().await.unwrap().json().await.unwrap()
+}
+
+async fn until_state(s: &Setup, id: &str, state: &'static str) -> Value {
+    let id2 = id.to_owned();
+    drive_until(&s.worker, &s.app.pool, state, async move |pool: &PgPool| {
+        let now: String = sqlx::query_scalar("select state from shares where id = $1::uuid").bind(&id2).fetch_one(pool).await.unwrap();
+        now == state
+    })
+    .await;
+    share(&s.app, id).await
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_until_glance_answers() {
+    let s = setup("shared").await;
+    s.fake.inject(Method::POST, "add_member", [Fault::Status(503, None), Fault::Status(500, None)]);
+    let id = approve_one(&s).await;
+    let view = until_state(&s, &id, "pending_acceptance").await;
+    assert_eq!(s.fake.calls(Method::POST, "add_member"), 3);
+    assert_eq!(s.fake.member_status(&s.image, &s.proj_b).as_deref(), Some("pending"));
+    assert_eq!(view["last_error"], Value::Null, "success clears the error");
+}
+
+#[tokio::test]
+async fn a_hung_call_times_out_and_is_retried() {
+    let s = setup("shared").await;
+    s.fake.inject(Method::POST, "add_member", [Fault::Hang(Duration::from_secs(5))]);
+    let id = approve_one(&s).await;
+    until_state(&s, &id, "pending_acceptance").await;
+    assert_eq!(s.fake.calls(Method::POST, "add_member"), 2);
+}
+
+#[tokio::test]
+async fn too_many_requests_waits_as_long_as_retry_after_says() {
+    let s = setup("shared").await;
+    s.fake.inject(Method::POST, "add_member", [Fault::Status(429, Some(2))]);
+    let id = approve_one(&s).await;
+    drain(&s.worker).await;
+    let view = share(&s.app, &id).await;
+    assert_eq!(view["state"], "granting");
+    assert!(view["last_error"].as_str().unwrap().contains("429"), "{view}");
+    let wait: f64 = sqlx::query_scalar(
+        "select extract(epoch from run_at - now())::float8 from jobs where share_id = $1::uuid and kind = 'grant'",
+    )
+    .bind(&id)
+    .fetch_one(&s.app.pool)
+    .await
+    .unwrap();
+    assert!(wait > 1.0, "the retry waits for Retry-After (2 s), not the 10 ms backoff: {wait}");
+    until_state(&s, &id, "pending_acceptance").await;
+    assert_eq!(s.fake.calls(Method::POST, "add_member"), 2);
+}
+
+#[tokio::test]
+async fn the_member_quota_fails_the_share_with_a_plain_error() {
+    let s = setup("shared").await;
+    s.fake.set_quota(0);
+    let id = approve_one(&s).await;
+    let view = until_state(&s, &id, "failed").await;
+    assert!(view["last_error"].as_str().unwrap().contains("member quota"), "{view}");
+    assert_eq!(s.fake.calls(Method::POST, "add_member"), 1, "a permanent error is not retried");
+}
+
+#[tokio::test]
+async fn a_public_image_cannot_be_shared() {
+    let s = setup("public").await;
+    let id = approve_one(&s).await;
+    let view = until_state(&s, &id, "failed").await;
+    assert!(view["last_error"].as_str().unwrap().contains("public image cannot have members"), "{view}");
+    assert_eq!(s.fake.calls(Method::POST, "add_member"), 0);
+}
+
+#[tokio::test]
+async fn a_forbidden_add_fails_the_share() {
+    let s = setup("shared").await;
+    s.fake.inject(Method::POST, "add_member", [Fault::Status(403, None)]);
+    let id = approve_one(&s).await;
+    let view = until_state(&s, &id, "failed").await;
+    assert!(view["last_error"].as_str().unwrap().contains("403"), "{view}");
+}
+
+#[tokio::test]
+async fn an_existing_member_counts_as_granted_and_a_missing_one_as_revoked() {
+    let s = setup("shared").await;
+    s.fake.add_existing_member(&s.image, &s.proj_b);
+    let id = approve_one(&s).await;
+    until_state(&s, &id, "pending_acceptance").await;
+
+    // Someone removed the member behind the broker's back; the revoke still completes.
+    s.fake.inject(Method::DELETE, "delete_member", [Fault::Status(404, None)]);
+    let path = format!("/v1/shares/{id}/revoke");
+    let response = s.app.post(&s.app.requester, &path, &json!({"reason": "done"})).send().await.unwrap();
+    assert_eq!(response.status(), 202);
+    until_state(&s, &id, "revoked").await;
+}
+
+#[tokio::test]
+async fn a_call_that_keeps_failing_fails_the_share_after_the_last_attempt() {
+    let s = setup("shared").await;
+    s.fake.inject(Method::POST, "add_member", std::iter::repeat_n(Fault::Status(502, None), 10));
+    let id = approve_one(&s).await;
+    let view = until_state(&s, &id, "failed").await;
+    assert_eq!(s.fake.calls(Method::POST, "add_member"), 3, "max_attempts in the test config");
+    assert!(view["last_error"].as_str().unwrap().contains("502"), "{view}");
+}
+
+#[tokio::test]
+async fn a_private_image_is_made_shared_and_back() {
+    let s = setup("private").await;
+    let id = approve_one(&s).await;
+    until_state(&s, &id, "pending_acceptance").await;
+    assert_eq!(s.fake.visibility(&s.image), "shared");
+    let path = format!("/v1/shares/{id}/revoke");
+    s.app.post(&s.app.requester, &path, &json!({"reason": "done"})).send().await.unwrap();
+    until_state(&s, &id, "revoked").await;
+    assert_eq!(s.fake.visibility(&s.image), "private");
+}
