@@ -20,6 +20,11 @@ ensure_postgres
 ensure_openstack
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 log "DATABASE_URL=$DATABASE_URL"
+# Each test makes its own database; forget those of earlier runs.
+if command -v psql >/dev/null 2>&1; then
+  psql "$DATABASE_URL" -Atqc "select datname from pg_database where datname like 'gsb_test_%'" \
+    | while read -r db; do psql "$DATABASE_URL" -qc "drop database if exists \"$db\" with (force)" >/dev/null; done
+fi
 
 run_step "cargo fmt" cargo fmt --all -- --check
 run_step "cargo clippy" cargo clippy --all-targets -- -D warnings

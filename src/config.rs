@@ -13,7 +13,11 @@ use crate::domain::{Limits, Role};
 use crate::http::ApiConfig;
 
 #[derive(Debug, Parser)]
-#[command(name = "glance-share-broker", version, about = "Brokers OpenStack Glance image shares between projects")]
+#[command(
+    name = "glance-share-broker",
+    version,
+    about = "Brokers OpenStack Glance image shares between projects"
+)]
 pub struct Cli {
     /// Log format: `json` (one object per line) or `text`.
     #[arg(long, env = "GSB_LOG_FORMAT", default_value = "json", global = true)]
@@ -58,8 +62,9 @@ pub struct DatabaseArgs {
 impl DatabaseArgs {
     /// The connection options; the URL (which may hold a password) never appears in the error.
     pub fn connect_options(&self) -> anyhow::Result<PgConnectOptions> {
-        PgConnectOptions::from_str(&self.database_url)
-            .map_err(|_| anyhow!("DATABASE_URL is not a valid Postgres URL (postgres://user:password@host:port/database)"))
+        PgConnectOptions::from_str(&self.database_url).map_err(|_| {
+            anyhow!("DATABASE_URL is not a valid Postgres URL (postgres://user:password@host:port/database)")
+        })
     }
 }
 
@@ -161,7 +166,7 @@ pub struct WorkerArgs {
 impl Default for WorkerArgs {
     /// The defaults above (and any GSB_* variables set).
     fn default() -> Self {
-        use clap::{FromArgMatches, CommandFactory};
+        use clap::{CommandFactory, FromArgMatches};
         #[derive(Parser)]
         struct Only {
             #[command(flatten)]
@@ -202,7 +207,10 @@ impl WorkerArgs {
 impl ServeArgs {
     pub fn api_config(&self) -> ApiConfig {
         ApiConfig {
-            limits: Limits { max_targets: self.max_targets as usize, default_region: self.default_region.clone() },
+            limits: Limits {
+                max_targets: self.max_targets as usize,
+                default_region: self.default_region.clone(),
+            },
             idempotency_ttl_hours: i64::from(self.idempotency_ttl_hours),
             request_timeout: Duration::from_secs(self.request_timeout_secs),
             instance: instance_name(&self.instance),
@@ -218,7 +226,11 @@ pub fn instance_name(configured: &Option<String>) -> String {
 fn default_instance() -> String {
     std::env::var("HOSTNAME")
         .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "glance-share-broker".to_owned())
 }

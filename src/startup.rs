@@ -21,12 +21,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let worker = match args.no_worker {
                 true => None,
-                false => Some((args.worker.openstack()?, args.worker.worker_config(instance_name(&args.instance)))),
+                false => Some((
+                    args.worker.openstack()?,
+                    args.worker.worker_config(instance_name(&args.instance)),
+                )),
             };
             let app = Application::build(&args).await?;
             tracing::info!(listen = %app.local_addr(), worker = worker.is_some(), "serving");
             let (stop, stopped) = watch::channel(false);
-            let worker = worker.map(|(cloud, config)| tokio::spawn(Worker::new(app.pool.clone(), cloud, config).run(stopped)));
+            let worker =
+                worker.map(|(cloud, config)| tokio::spawn(Worker::new(app.pool.clone(), cloud, config).run(stopped)));
             app.run_until(async move {
                 shutdown_signal().await;
                 let _ = stop.send(true);
@@ -42,7 +46,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = db::pool(args.database.connect_options()?, args.database.db_max_connections);
             migrate(&pool).await?;
             let (stop, stopped) = watch::channel(false);
-            let worker = tokio::spawn(Worker::new(pool, cloud, args.worker.worker_config(instance_name(&args.instance))).run(stopped));
+            let worker = tokio::spawn(
+                Worker::new(pool, cloud, args.worker.worker_config(instance_name(&args.instance))).run(stopped),
+            );
             tracing::info!("worker running");
             shutdown_signal().await;
             let _ = stop.send(true);
@@ -65,34 +71,59 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// The OpenAPI document as committed in `openapi/openapi.json`.
 pub fn openapi_json() -> String {
-    http::openapi().to_pretty_json().expect("the OpenAPI document always serializes")
+    http::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document always serializes")
 }
 
 async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    db::MIGRATOR.run(pool).await.context("applying database migrations (is DATABASE_URL right, and Postgres up?)")
+    db::MIGRATOR
+        .run(pool)
+        .await
+        .context("applying database migrations (is DATABASE_URL right, and Postgres up?)")
 }
 
 async fn keys(command: KeysCommand) -> anyhow::Result<()> {
     match command {
-        KeysCommand::Create { database, name, role, projects } => {
+        KeysCommand::Create {
+            database,
+            name,
+            role,
+            projects,
+        } => {
             let pool = db::pool(database.connect_options()?, 1);
             migrate(&pool).await?;
             let (key, secret) = db::api_keys::create(&pool, &name, role, &projects)
                 .await
                 .with_context(|| format!("creating key `{name}` (names are unique, even once revoked)"))?;
-            println!("created key `{}` with role {} (store it now: it is not shown again):", key.name, role);
+            println!(
+                "created key `{}` with role {} (store it now: it is not shown again):",
+                key.name, role
+            );
             println!("{secret}");
         }
         KeysCommand::List { database } => {
             let pool = db::pool(database.connect_options()?, 1);
             for key in db::api_keys::list(&pool).await? {
-                let state = key.revoked_at.map_or("active".to_owned(), |at| format!("revoked {}", at.to_rfc3339()));
-                println!("{}\t{}\t{}\t{}\t{}", key.name, key.role.0, key.projects.join(","), key.created_at.to_rfc3339(), state);
+                let state = key
+                    .revoked_at
+                    .map_or("active".to_owned(), |at| format!("revoked {}", at.to_rfc3339()));
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    key.name,
+                    key.role.0,
+                    key.projects.join(","),
+                    key.created_at.to_rfc3339(),
+                    state
+                );
             }
         }
         KeysCommand::Revoke { database, name } => {
             let pool = db::pool(database.connect_options()?, 1);
-            anyhow::ensure!(db::api_keys::revoke(&pool, &name).await?, "no active key named `{name}`");
+            anyhow::ensure!(
+                db::api_keys::revoke(&pool, &name).await?,
+                "no active key named `{name}`"
+            );
             println!("revoked key `{name}`");
         }
     }
@@ -113,9 +144,19 @@ impl Application {
         migrate(&pool).await?;
         let config = args.api_config();
         spawn_idempotency_purge(pool.clone(), config.idempotency_ttl_hours);
-        let state = http::AppState { pool: pool.clone(), config: Arc::new(config), metrics: telemetry::metrics_handle() };
-        let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding --listen {}", args.listen))?;
-        Ok(Application { listener, router: http::router(state), pool })
+        let state = http::AppState {
+            pool: pool.clone(),
+            config: Arc::new(config),
+            metrics: telemetry::metrics_handle(),
+        };
+        let listener = TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("binding --listen {}", args.listen))?;
+        Ok(Application {
+            listener,
+            router: http::router(state),
+            pool,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -125,7 +166,9 @@ impl Application {
     /// Serves until `shutdown` completes, then finishes the requests in flight.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await?;
+        axum::serve(self.listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await?;
         tracing::info!("stopped");
         Ok(())
     }

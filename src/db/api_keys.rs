@@ -41,7 +41,12 @@ fn hash(key: &str) -> Vec<u8> {
 }
 
 /// Creates a key and returns it with the only copy of its secret.
-pub async fn create(pool: &PgPool, name: &str, role: Role, projects: &[String]) -> Result<(ApiKey, String), sqlx::Error> {
+pub async fn create(
+    pool: &PgPool,
+    name: &str,
+    role: Role,
+    projects: &[String],
+) -> Result<(ApiKey, String), sqlx::Error> {
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut secret);
     let key = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(secret));
@@ -86,5 +91,9 @@ pub async fn authenticate(pool: &PgPool, key: &str) -> Result<Option<Principal>,
     .bind(hash(key))
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|k| Principal { name: k.name, role: k.role.0, projects: k.projects }))
+    Ok(row.map(|k| Principal {
+        name: k.name,
+        role: k.role.0,
+        projects: k.projects,
+    }))
 }

@@ -121,9 +121,13 @@ pub const GENESIS: [u8; 32] = [0; 32];
 
 /// Appends an event inside `tx`. The chain lock is held until `tx` ends.
 pub async fn record(tx: &mut PgConnection, observer: &str, event: NewEvent<'_>) -> Result<Event, sqlx::Error> {
-    sqlx::query("select pg_advisory_xact_lock($1)").bind(CHAIN_LOCK).execute(&mut *tx).await?;
-    let tail: Option<(i64, Vec<u8>)> =
-        sqlx::query_as("select seq, hash from audit_events order by seq desc limit 1").fetch_optional(&mut *tx).await?;
+    sqlx::query("select pg_advisory_xact_lock($1)")
+        .bind(CHAIN_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let tail: Option<(i64, Vec<u8>)> = sqlx::query_as("select seq, hash from audit_events order by seq desc limit 1")
+        .fetch_optional(&mut *tx)
+        .await?;
     let (seq, prev_hash) = tail.map_or((1, GENESIS.to_vec()), |(seq, hash)| (seq + 1, hash));
 
     let mut target = Map::new();
@@ -189,5 +193,8 @@ pub async fn record(tx: &mut PgConnection, observer: &str, event: NewEvent<'_>) 
 
 /// Every event about one share request, oldest first.
 pub async fn for_request(pool: &PgPool, request_id: Uuid) -> Result<Vec<Event>, sqlx::Error> {
-    sqlx::query_as("select * from audit_events where request_id = $1 order by seq").bind(request_id).fetch_all(pool).await
+    sqlx::query_as("select * from audit_events where request_id = $1 order by seq")
+        .bind(request_id)
+        .fetch_all(pool)
+        .await
 }

@@ -17,7 +17,11 @@ pub struct Saved {
 }
 
 fn lock_key(principal: &str, key: &str) -> i64 {
-    let digest = Sha256::new().chain_update(principal).chain_update([0]).chain_update(key).finalize();
+    let digest = Sha256::new()
+        .chain_update(principal)
+        .chain_update([0])
+        .chain_update(key)
+        .finalize();
     i64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 digest has 8 bytes to spare"))
 }
 

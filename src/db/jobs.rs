@@ -39,7 +39,9 @@ impl Kind {
     }
 
     fn parse(s: &str) -> Option<Kind> {
-        [Kind::Grant, Kind::Poll, Kind::Accept, Kind::Reject, Kind::Revoke].into_iter().find(|k| k.as_str() == s)
+        [Kind::Grant, Kind::Poll, Kind::Accept, Kind::Reject, Kind::Revoke]
+            .into_iter()
+            .find(|k| k.as_str() == s)
     }
 }
 
@@ -84,7 +86,10 @@ pub async fn enqueue(
     .bind(run_at)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("select pg_notify($1, '')").bind(CHANNEL).execute(&mut *tx).await?;
+    sqlx::query("select pg_notify($1, '')")
+        .bind(CHANNEL)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 

@@ -96,12 +96,18 @@ fn sort_shares(mut shares: Vec<Share>) -> Vec<Share> {
 }
 
 pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<ShareRequest>, sqlx::Error> {
-    sqlx::query_as("select * from share_requests where id = $1").bind(id).fetch_optional(db).await
+    sqlx::query_as("select * from share_requests where id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
 }
 
 /// Locks a request for a decision made in this transaction.
 pub async fn find_for_update(tx: &mut PgConnection, id: Uuid) -> Result<Option<ShareRequest>, sqlx::Error> {
-    sqlx::query_as("select * from share_requests where id = $1 for update").bind(id).fetch_optional(tx).await
+    sqlx::query_as("select * from share_requests where id = $1 for update")
+        .bind(id)
+        .fetch_optional(tx)
+        .await
 }
 
 /// The shares of the given requests, in creation order.
@@ -113,7 +119,10 @@ pub async fn shares_of(db: impl PgExecutor<'_>, request_ids: &[Uuid]) -> Result<
 }
 
 pub async fn find_share(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Share>, sqlx::Error> {
-    sqlx::query_as("select * from shares where id = $1").bind(id).fetch_optional(db).await
+    sqlx::query_as("select * from shares where id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
 }
 
 /// Moves a request to a decided status and its undecided shares with it.

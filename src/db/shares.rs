@@ -60,7 +60,10 @@ pub async fn start_revoke(tx: &mut PgConnection, id: Uuid, by: &str, reason: &st
 
 /// Remembers that the broker made the image `shared` for this share, before it does so.
 pub async fn mark_made_image_shared(tx: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("update shares set made_image_shared = true where id = $1").bind(id).execute(tx).await?;
+    sqlx::query("update shares set made_image_shared = true where id = $1")
+        .bind(id)
+        .execute(tx)
+        .await?;
     Ok(())
 }
 
@@ -75,11 +78,13 @@ pub async fn broker_made_image_shared(pool: &PgPool, image_id: Uuid, region: &st
 
 /// Forgets that the broker made the image `shared`: it is private again.
 pub async fn clear_made_image_shared(tx: &mut PgConnection, image_id: Uuid, region: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("update shares set made_image_shared = false where image_id = $1 and region = $2 and made_image_shared")
-        .bind(image_id)
-        .bind(region)
-        .execute(tx)
-        .await?;
+    sqlx::query(
+        "update shares set made_image_shared = false where image_id = $1 and region = $2 and made_image_shared",
+    )
+    .bind(image_id)
+    .bind(region)
+    .execute(tx)
+    .await?;
     Ok(())
 }
 

@@ -31,6 +31,12 @@ impl Initiator {
 
     /// The broker acting on its own (the worker, the expiry sweep).
     pub fn service(name: &str) -> Self {
-        Initiator { kind: "service", name: name.to_owned(), role: None, address: None, user_agent: None }
+        Initiator {
+            kind: "service",
+            name: name.to_owned(),
+            role: None,
+            address: None,
+            user_agent: None,
+        }
     }
 }

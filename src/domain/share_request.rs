@@ -39,7 +39,10 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        FieldError { field: field.into(), reason: reason.into() }
+        FieldError {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -132,7 +135,10 @@ impl NewShareRequest {
         } else if input.targets.len() > limits.max_targets {
             errors.push(FieldError::new(
                 "targets",
-                format!("at most {} projects per request (Glance's member quota)", limits.max_targets),
+                format!(
+                    "at most {} projects per request (Glance's member quota)",
+                    limits.max_targets
+                ),
             ));
         }
         let mut seen = HashSet::new();
@@ -141,7 +147,10 @@ impl NewShareRequest {
             match Target::parse(raw) {
                 Err(reason) => errors.push(FieldError::new(format!("targets[{i}]"), reason)),
                 Ok(_) if !seen.insert(raw.as_str()) => {
-                    errors.push(FieldError::new(format!("targets[{i}]"), format!("`{raw}` is listed twice")));
+                    errors.push(FieldError::new(
+                        format!("targets[{i}]"),
+                        format!("`{raw}` is listed twice"),
+                    ));
                 }
                 Ok(target) => targets.push(target),
             }
@@ -151,13 +160,19 @@ impl NewShareRequest {
         if reason.is_empty() {
             errors.push(FieldError::new("reason", "is required: say why the share is needed"));
         } else if reason.chars().count() > MAX_REASON_CHARS {
-            errors.push(FieldError::new("reason", format!("at most {MAX_REASON_CHARS} characters")));
+            errors.push(FieldError::new(
+                "reason",
+                format!("at most {MAX_REASON_CHARS} characters"),
+            ));
         }
 
         let region = match input.region {
             None => limits.default_region.clone(),
             Some(r) if r.trim().is_empty() || r.len() > MAX_REGION_CHARS || r.chars().any(char::is_control) => {
-                errors.push(FieldError::new("region", "must be a region name (1 to 255 printable characters)"));
+                errors.push(FieldError::new(
+                    "region",
+                    "must be a region name (1 to 255 printable characters)",
+                ));
                 String::new()
             }
             Some(r) => r,
@@ -190,7 +205,10 @@ mod tests {
     use super::*;
 
     fn limits() -> Limits {
-        Limits { max_targets: 3, default_region: "RegionOne".into() }
+        Limits {
+            max_targets: 3,
+            default_region: "RegionOne".into(),
+        }
     }
 
     fn input(targets: &[&str]) -> ShareRequestInput {
@@ -240,7 +258,10 @@ mod tests {
 
     #[test]
     fn targets_are_bounded() {
-        assert_eq!(fields(NewShareRequest::parse(input(&[]), &limits(), Utc::now())), ["targets"]);
+        assert_eq!(
+            fields(NewShareRequest::parse(input(&[]), &limits(), Utc::now())),
+            ["targets"]
+        );
         let four = input(&["a", "b", "c", "d"]);
         assert_eq!(fields(NewShareRequest::parse(four, &limits(), Utc::now())), ["targets"]);
     }

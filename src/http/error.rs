@@ -100,7 +100,11 @@ impl From<sqlx::Error> for ApiError {
 
 /// Builds a problem response for a status with no more specific story (404 route, 405, 408...).
 pub fn problem_for_status(status: StatusCode, detail: String) -> Response {
-    let slug = status.canonical_reason().unwrap_or("error").to_ascii_lowercase().replace(' ', "-");
+    let slug = status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_ascii_lowercase()
+        .replace(' ', "-");
     problem_response(status, &slug, detail, Vec::new())
 }
 
@@ -113,7 +117,9 @@ fn problem_response(status: StatusCode, slug: &str, detail: String, errors: Vec<
         errors,
     };
     let mut response = (status, axum::Json(problem)).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     response
 }
 
@@ -134,9 +140,10 @@ impl IntoResponse for ApiError {
         };
         let mut response = problem_response(status, slug, detail, errors);
         if unauthorized {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer realm="glance-share-broker""#));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer realm="glance-share-broker""#),
+            );
         }
         response
     }

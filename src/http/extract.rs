@@ -61,7 +61,9 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<(HeaderMap
 
 fn parse<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<Json<T>, ApiError> {
     if !is_json(headers) {
-        return Err(ApiError::UnsupportedMediaType("send the body as `Content-Type: application/json`".into()));
+        return Err(ApiError::UnsupportedMediaType(
+            "send the body as `Content-Type: application/json`".into(),
+        ));
     }
     let document: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::MalformedBody(format!("the body is not valid JSON: {e}")))?;
@@ -84,7 +86,10 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let (headers, bytes) = read_body(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(OptionalJson(Json { value: T::default(), document: Value::Null }));
+            return Ok(OptionalJson(Json {
+                value: T::default(),
+                document: Value::Null,
+            }));
         }
         parse(&headers, &bytes).map(OptionalJson)
     }
@@ -99,7 +104,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
         let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(de).map(Query).map_err(|e| field_error(e, "query"))
+        serde_path_to_error::deserialize(de)
+            .map(Query)
+            .map_err(|e| field_error(e, "query"))
     }
 }
 
@@ -113,7 +120,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
         let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::field("id", e.body_text()))?;
-        Uuid::try_parse(&raw).map(Id).map_err(|_| ApiError::field("id", "must be a UUID"))
+        Uuid::try_parse(&raw)
+            .map(Id)
+            .map_err(|_| ApiError::field("id", "must be a UUID"))
     }
 }
 
@@ -153,16 +162,17 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
-        let authorization = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized("send an API key as `Authorization: Bearer <key>`"))?;
+        let authorization = parts.headers.get(header::AUTHORIZATION).ok_or(ApiError::Unauthorized(
+            "send an API key as `Authorization: Bearer <key>`",
+        ))?;
         let key = authorization
             .to_str()
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
-            .ok_or(ApiError::Unauthorized("the Authorization header must be `Bearer <key>`"))?;
+            .ok_or(ApiError::Unauthorized(
+                "the Authorization header must be `Bearer <key>`",
+            ))?;
         let principal = db::api_keys::authenticate(&state.pool, key)
             .await?
             .ok_or(ApiError::Unauthorized("the API key is unknown or revoked"))?;
@@ -173,7 +183,11 @@ where
         let user_agent = header_text(&parts.headers, header::USER_AGENT);
         let request_id = header_text(&parts.headers, "x-request-id");
         tracing::Span::current().record("principal", principal.name.as_str());
-        Ok(Caller { initiator: Initiator::caller(&principal, address, user_agent), principal, request_id })
+        Ok(Caller {
+            initiator: Initiator::caller(&principal, address, user_agent),
+            principal,
+            request_id,
+        })
     }
 }
 
@@ -191,7 +205,10 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
             Ok(key) if (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) => {
                 Ok(IdempotencyKey(Some(key.to_owned())))
             }
-            _ => Err(ApiError::field("Idempotency-Key", "must be 1 to 255 visible ASCII characters")),
+            _ => Err(ApiError::field(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters",
+            )),
         }
     }
 }

@@ -23,7 +23,10 @@ pub struct Health {
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "Alive", body = Health)))]
 pub async fn healthz() -> axum::Json<Health> {
-    axum::Json(Health { status: "ok", detail: None })
+    axum::Json(Health {
+        status: "ok",
+        detail: None,
+    })
 }
 
 /// Ready for traffic: the database answers and every migration is applied.
@@ -33,9 +36,23 @@ pub async fn healthz() -> axum::Json<Health> {
         (status = 503, description = "Not ready", body = Health),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Health>) {
-    let unavailable = |detail: String| (StatusCode::SERVICE_UNAVAILABLE, axum::Json(Health { status: "unavailable", detail: Some(detail) }));
+    let unavailable = |detail: String| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(Health {
+                status: "unavailable",
+                detail: Some(detail),
+            }),
+        )
+    };
     match db::migrations_applied(&state.pool).await {
-        Ok(true) => (StatusCode::OK, axum::Json(Health { status: "ok", detail: None })),
+        Ok(true) => (
+            StatusCode::OK,
+            axum::Json(Health {
+                status: "ok",
+                detail: None,
+            }),
+        ),
         Ok(false) => unavailable("database migrations are not all applied; run `glance-share-broker migrate`".into()),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
@@ -53,5 +70,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::gauge!("db_pool_connections", "state" => "idle").set(f64::from(idle));
     metrics::gauge!("db_pool_connections", "state" => "in_use").set(f64::from(size.saturating_sub(idle)));
     metrics::gauge!("db_pool_max_connections").set(f64::from(state.pool.options().get_max_connections()));
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
 }

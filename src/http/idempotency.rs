@@ -25,7 +25,11 @@ pub struct Saved {
 impl Saved {
     pub fn json(status: StatusCode, body: &impl Serialize) -> Self {
         let body = serde_json::to_vec(body).expect("response bodies always serialize");
-        Saved { status, headers: Vec::new(), body }
+        Saved {
+            status,
+            headers: Vec::new(),
+            body,
+        }
     }
 
     pub fn header(mut self, name: HeaderName, value: impl Into<String>) -> Self {
@@ -108,16 +112,26 @@ fn replay(saved: db::idempotency::Saved) -> Response {
         .filter_map(|(name, value)| Some((HeaderName::try_from(name.as_str()).ok()?, value.as_str()?.to_owned())))
         .collect();
     let status = StatusCode::from_u16(saved.response_status as u16).unwrap_or(StatusCode::OK);
-    let mut response = Saved { status, headers, body: saved.response_body }.into_response();
-    response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    let mut response = Saved {
+        status,
+        headers,
+        body: saved.response_body,
+    }
+    .into_response();
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
     response
 }
 
 /// Saves `response` under the claimed key, inside the transaction that did the work.
 pub async fn finish(tx: &mut PgConnection, claim: Option<Claim>, response: &Saved) -> Result<(), ApiError> {
     let Some(claim) = claim else { return Ok(()) };
-    let headers: Map<String, Value> =
-        response.headers.iter().map(|(n, v)| (n.as_str().to_owned(), Value::String(v.clone()))).collect();
+    let headers: Map<String, Value> = response
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), Value::String(v.clone())))
+        .collect();
     db::idempotency::save(
         tx,
         &claim.principal,

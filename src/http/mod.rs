@@ -62,7 +62,10 @@ pub struct AppState {
 impl AppState {
     /// An audit event about `request`, done by `caller`; callers fill in the rest.
     fn event<'a>(caller: &'a Caller, request: &'a ShareRequest, action: &'a str) -> NewEvent<'a> {
-        NewEvent { correlation_id: caller.request_id.as_deref(), ..NewEvent::about_request(&caller.initiator, request, action) }
+        NewEvent {
+            correlation_id: caller.request_id.as_deref(),
+            ..NewEvent::about_request(&caller.initiator, request, action)
+        }
     }
 
     /// Appends `event` inside `tx`, the transaction that made the change it records.
@@ -109,7 +112,10 @@ impl Modify for BearerKey {
 
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(share_requests::create_share_request, share_requests::list_share_requests))
+        .routes(routes!(
+            share_requests::create_share_request,
+            share_requests::list_share_requests
+        ))
         .routes(routes!(share_requests::get_share_request))
         .routes(routes!(share_requests::cancel_share_request))
         .routes(routes!(share_requests::approve_share_request))
@@ -142,7 +148,10 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(
             ServiceBuilder::new()
-                .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, HeaderName::from_static("x-auth-token")]))
+                .layer(SetSensitiveRequestHeadersLayer::new([
+                    header::AUTHORIZATION,
+                    HeaderName::from_static("x-auth-token"),
+                ]))
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
                 .layer(TraceLayer::new_for_http().make_span_with(middleware::request_span))
                 .layer(PropagateRequestIdLayer::new(request_id))

@@ -47,7 +47,9 @@ impl<'de> Deserialize<'de> for Limit {
         let text = String::deserialize(d)?;
         match text.parse::<u32>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(Limit(n)),
-            _ => Err(de::Error::custom(format!("must be a whole number from 1 to {MAX_LIMIT}"))),
+            _ => Err(de::Error::custom(format!(
+                "must be a whole number from 1 to {MAX_LIMIT}"
+            ))),
         }
     }
 }
@@ -85,10 +87,18 @@ mod tests {
     #[test]
     fn limits_outside_one_to_two_hundred_are_refused() {
         for bad in ["0", "201", "-1", "ten"] {
-            assert!(serde_json::from_value::<Limit>(serde_json::json!(bad)).is_err(), "{bad}");
+            assert!(
+                serde_json::from_value::<Limit>(serde_json::json!(bad)).is_err(),
+                "{bad}"
+            );
         }
         let mut rows = vec![1, 2, 3];
-        assert_eq!(serde_json::from_value::<Limit>(serde_json::json!("2")).unwrap().trim(&mut rows), Some(&2));
+        assert_eq!(
+            serde_json::from_value::<Limit>(serde_json::json!("2"))
+                .unwrap()
+                .trim(&mut rows),
+            Some(&2)
+        );
         assert_eq!(rows, [1, 2]);
     }
 }

@@ -78,7 +78,11 @@ fn location(id: Uuid) -> String {
     format!("/v1/share-requests/{id}")
 }
 
-pub(super) fn saved_request(status: StatusCode, request: ShareRequest, shares: Vec<db::share_requests::Share>) -> Saved {
+pub(super) fn saved_request(
+    status: StatusCode,
+    request: ShareRequest,
+    shares: Vec<db::share_requests::Share>,
+) -> Saved {
     let (id, version) = (request.id, request.version);
     Saved::json(status, &ShareRequestView::new(request, shares))
         .header(header::LOCATION, location(id))
@@ -114,11 +118,19 @@ pub async fn create_share_request(
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Requester])?;
     let new = NewShareRequest::parse(body.value, &state.config.limits, Utc::now()).map_err(ApiError::Validation)?;
-    let (mut tx, claim) =
-        match idempotency::begin(&state, &caller, key, &Method::POST, "/v1/share-requests", &body.document).await? {
-            Begun::Replay(response) => return Ok(response),
-            Begun::Proceed(tx, claim) => (tx, claim),
-        };
+    let (mut tx, claim) = match idempotency::begin(
+        &state,
+        &caller,
+        key,
+        &Method::POST,
+        "/v1/share-requests",
+        &body.document,
+    )
+    .await?
+    {
+        Begun::Replay(response) => return Ok(response),
+        Begun::Proceed(tx, claim) => (tx, claim),
+    };
 
     let (request, shares) = db::share_requests::insert(&mut tx, &new, &caller.principal.name)
         .await
@@ -158,7 +170,10 @@ fn live_grant_conflict(e: sqlx::Error, new: &NewShareRequest) -> ApiError {
             .iter()
             .enumerate()
             .map(|(i, t)| {
-                super::FieldError::new(format!("targets[{i}]"), format!("`{}` may already hold this image", t.as_str()))
+                super::FieldError::new(
+                    format!("targets[{i}]"),
+                    format!("`{}` may already hold this image", t.as_str()),
+                )
             })
             .collect(),
     }
@@ -214,8 +229,7 @@ pub async fn list_share_requests(
         created_before: q.created_before,
     };
     let limit = q.limit.unwrap_or_default();
-    let mut rows =
-        db::share_requests::list(&state.pool, &filter, q.cursor.map(|c| c.0), limit.fetch()).await?;
+    let mut rows = db::share_requests::list(&state.pool, &filter, q.cursor.map(|c| c.0), limit.fetch()).await?;
     let next_cursor = limit.trim(&mut rows).map(|last| Cursor(last.id).to_string());
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let mut by_request: HashMap<Uuid, Vec<db::share_requests::Share>> = HashMap::new();
@@ -248,7 +262,9 @@ pub async fn get_share_request(
     _caller: Caller,
     Id(id): Id,
 ) -> Result<Response, ApiError> {
-    let request = db::share_requests::find(&state.pool, id).await?.ok_or_else(|| ApiError::not_found("share request"))?;
+    let request = db::share_requests::find(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("share request"))?;
     let shares = db::share_requests::shares_of(&state.pool, &[id]).await?;
     Ok(saved_request(StatusCode::OK, request, shares).into_response())
 }
@@ -370,22 +386,30 @@ async fn decide(
         Begun::Proceed(tx, claim) => (tx, claim),
     };
 
-    let request =
-        db::share_requests::find_for_update(&mut tx, id).await?.ok_or_else(|| ApiError::not_found("share request"))?;
+    let request = db::share_requests::find_for_update(&mut tx, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("share request"))?;
     if_match.check(&etag(request.version))?;
     let own = request.requested_by == caller.principal.name;
     match to {
         RequestStatus::Cancelled if !own && caller.principal.role != Role::Admin => {
-            return Err(ApiError::Forbidden("only the requester who filed it, or an admin, may cancel a request".into()));
+            return Err(ApiError::Forbidden(
+                "only the requester who filed it, or an admin, may cancel a request".into(),
+            ));
         }
         RequestStatus::Approved | RequestStatus::Denied if own => {
-            return Err(ApiError::Forbidden("nobody may decide a request they filed themselves".into()));
+            return Err(ApiError::Forbidden(
+                "nobody may decide a request they filed themselves".into(),
+            ));
         }
         _ => {}
     }
     if request.status != RequestStatus::PendingApproval {
         return Err(ApiError::Conflict {
-            detail: format!("the request is already {}; only a pending_approval request can be {verb}ed", request.status),
+            detail: format!(
+                "the request is already {}; only a pending_approval request can be {verb}ed",
+                request.status
+            ),
             errors: Vec::new(),
         });
     }
@@ -397,7 +421,15 @@ async fn decide(
         }
     }
     let action = format!("update/{verb}");
-    state.audit(&mut tx, NewEvent { reason: comment, ..AppState::event(&caller, &request, &action) }).await?;
+    state
+        .audit(
+            &mut tx,
+            NewEvent {
+                reason: comment,
+                ..AppState::event(&caller, &request, &action)
+            },
+        )
+        .await?;
     let shares = db::share_requests::shares_of(&mut *tx, &[id]).await?;
     let response = saved_request(StatusCode::OK, request, shares);
     idempotency::finish(&mut tx, claim, &response).await?;

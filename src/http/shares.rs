@@ -122,7 +122,10 @@ pub async fn list_shares(
     let limit = q.limit.unwrap_or_default();
     let mut rows = db::share_requests::list_shares(&state.pool, &filter, q.cursor.map(|c| c.0), limit.fetch()).await?;
     let next_cursor = limit.trim(&mut rows).map(|last| Cursor(last.id).to_string());
-    Ok(axum::Json(SharePage { items: rows.into_iter().map(ShareView::from).collect(), next_cursor }))
+    Ok(axum::Json(SharePage {
+        items: rows.into_iter().map(ShareView::from).collect(),
+        next_cursor,
+    }))
 }
 
 /// One share.
@@ -137,9 +140,13 @@ pub async fn list_shares(
     security(("api_key" = []))
 )]
 pub async fn get_share(State(state): State<AppState>, _caller: Caller, Id(id): Id) -> Result<Response, ApiError> {
-    let share = db::share_requests::find_share(&state.pool, id).await?.ok_or_else(|| ApiError::not_found("share"))?;
+    let share = db::share_requests::find_share(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("share"))?;
     let version = share.version;
-    Ok(Saved::json(StatusCode::OK, &ShareView::from(share)).header(header::ETAG, etag(version)).into_response())
+    Ok(Saved::json(StatusCode::OK, &ShareView::from(share))
+        .header(header::ETAG, etag(version))
+        .into_response())
 }
 
 /// Why a share is being revoked.
@@ -192,7 +199,17 @@ pub async fn accept_share(
     if_match: IfMatch,
     key: IdempotencyKey,
 ) -> Result<Response, ApiError> {
-    act(&state, &caller, id, if_match, key, &serde_json::Value::Null, Action::Accept, None).await
+    act(
+        &state,
+        &caller,
+        id,
+        if_match,
+        key,
+        &serde_json::Value::Null,
+        Action::Accept,
+        None,
+    )
+    .await
 }
 
 /// Reject a share for the consumer project (its members' keys, or an admin).
@@ -217,7 +234,17 @@ pub async fn reject_share(
     if_match: IfMatch,
     key: IdempotencyKey,
 ) -> Result<Response, ApiError> {
-    act(&state, &caller, id, if_match, key, &serde_json::Value::Null, Action::Reject, None).await
+    act(
+        &state,
+        &caller,
+        id,
+        if_match,
+        key,
+        &serde_json::Value::Null,
+        Action::Reject,
+        None,
+    )
+    .await
 }
 
 /// Revoke a granted share (the requester who filed it, or an admin), with a reason.
@@ -250,9 +277,22 @@ pub async fn revoke_share(
 ) -> Result<Response, ApiError> {
     let reason = body.value.reason.trim();
     if reason.is_empty() || reason.chars().count() > crate::domain::MAX_REASON_CHARS {
-        return Err(ApiError::field("reason", "is required: say why, in at most 1000 characters"));
+        return Err(ApiError::field(
+            "reason",
+            "is required: say why, in at most 1000 characters",
+        ));
     }
-    act(&state, &caller, id, if_match, key, &body.document, Action::Revoke, Some(reason)).await
+    act(
+        &state,
+        &caller,
+        id,
+        if_match,
+        key,
+        &body.document,
+        Action::Revoke,
+        Some(reason),
+    )
+    .await
 }
 
 /// Checks who may do `action` to the share and whether its state allows it, then records the
@@ -273,14 +313,20 @@ async fn act(
         Begun::Replay(response) => return Ok(response),
         Begun::Proceed(tx, claim) => (tx, claim),
     };
-    let (share, request) = db::shares::find_for_update(&mut tx, id).await?.ok_or_else(|| ApiError::not_found("share"))?;
+    let (share, request) = db::shares::find_for_update(&mut tx, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("share"))?;
     if_match.check(&etag(share.version))?;
 
     let principal = &caller.principal;
     let is_admin = principal.role == Role::Admin;
     let allowed = match action {
         Action::Accept | Action::Reject => {
-            is_admin || share.project_id.as_ref().is_some_and(|p| principal.projects.contains(p))
+            is_admin
+                || share
+                    .project_id
+                    .as_ref()
+                    .is_some_and(|p| principal.projects.contains(p))
         }
         Action::Revoke => is_admin || request.requested_by == principal.name,
     };
@@ -290,7 +336,10 @@ async fn act(
             _ => "only a key for the consumer project, or an admin, may accept or reject a share".into(),
         }));
     }
-    let granted = matches!(share.state, ShareState::PendingAcceptance | ShareState::Accepted | ShareState::Rejected);
+    let granted = matches!(
+        share.state,
+        ShareState::PendingAcceptance | ShareState::Accepted | ShareState::Rejected
+    );
     let revocable = granted || share.state == ShareState::Failed;
     if !(granted || (action == Action::Revoke && revocable)) {
         let hint = match share.state {
@@ -299,7 +348,11 @@ async fn act(
             _ => "",
         };
         return Err(ApiError::Conflict {
-            detail: format!("a share in state {} cannot be {}ed{hint}", share.state, action.verb().trim_end_matches('e')),
+            detail: format!(
+                "a share in state {} cannot be {}ed{hint}",
+                share.state,
+                action.verb().trim_end_matches('e')
+            ),
             errors: Vec::new(),
         });
     }
@@ -307,7 +360,10 @@ async fn act(
     let (share, kind) = match action {
         Action::Revoke => {
             let reason = reason.unwrap_or_default();
-            (db::shares::start_revoke(&mut tx, id, &principal.name, reason).await?, Kind::Revoke)
+            (
+                db::shares::start_revoke(&mut tx, id, &principal.name, reason).await?,
+                Kind::Revoke,
+            )
         }
         Action::Accept => (share, Kind::Accept),
         Action::Reject => (share, Kind::Reject),

@@ -70,7 +70,12 @@ impl OpenStack {
             .connect_timeout(Duration::from_secs(5).min(timeout))
             .timeout(timeout)
             .build()?;
-        Ok(OpenStack { http, cloud: Arc::new(cloud), token: Arc::default(), glance_override: None })
+        Ok(OpenStack {
+            http,
+            cloud: Arc::new(cloud),
+            token: Arc::default(),
+            glance_override: None,
+        })
     }
 
     /// Sends Glance calls to `url` instead of the catalog's endpoint.
@@ -87,7 +92,12 @@ impl OpenStack {
             }
         }
         match &self.cloud.credentials {
-            Credentials::Password { username, user_domain, password, project } => {
+            Credentials::Password {
+                username,
+                user_domain,
+                password,
+                project,
+            } => {
                 let scope = match project {
                     Project::Id(id) => json!({ "project": { "id": id } }),
                     Project::Name { name, domain: d } => json!({ "project": { "name": name, "domain": domain(d) } }),
@@ -130,7 +140,11 @@ impl OpenStack {
             None => self.find_endpoint(&body.token.catalog, "image")?,
         };
         tracing::debug!(expires_at = %body.token.expires_at, "keystone token issued");
-        Ok(Arc::new(Token { value, expires_at: body.token.expires_at, glance_url }))
+        Ok(Arc::new(Token {
+            value,
+            expires_at: body.token.expires_at,
+            glance_url,
+        }))
     }
 
     fn find_endpoint(&self, catalog: &[CatalogEntry], kind: &str) -> Result<String, CallError> {
@@ -140,7 +154,8 @@ impl OpenStack {
             .flat_map(|e| &e.endpoints)
             .find(|e| {
                 e.interface == self.cloud.interface
-                    && (e.region_id.as_deref() == Some(&self.cloud.region) || e.region.as_deref() == Some(&self.cloud.region))
+                    && (e.region_id.as_deref() == Some(&self.cloud.region)
+                        || e.region.as_deref() == Some(&self.cloud.region))
             })
             .map(|e| e.url.trim_end_matches('/').to_owned())
             .ok_or_else(|| {
@@ -190,7 +205,10 @@ impl OpenStack {
                 .header("x-auth-token", &token.value)
                 .header("x-openstack-request-id", request_id)
                 .header(reqwest::header::ACCEPT, "application/json");
-            let response = build(request).send().await.map_err(|e| CallError::transport(what, &e))?;
+            let response = build(request)
+                .send()
+                .await
+                .map_err(|e| CallError::transport(what, &e))?;
             if response.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
                 tracing::info!(glance.op = what, "token refused; re-authenticating once");
                 token = self.token(Some(&token)).await?;

@@ -147,25 +147,39 @@ impl CloudEntry {
         let a = self.auth;
         let auth_url = a.auth_url.ok_or_else(|| anyhow!("auth_url (OS_AUTH_URL) is not set"))?;
         let auth_url = auth_url.trim_end_matches('/').to_owned();
-        let auth_url = if auth_url.ends_with("/v3") { auth_url } else { format!("{auth_url}/v3") };
-        let app_cred = self.auth_type.as_deref().is_some_and(|t| t.starts_with("v3applicationcredential"))
+        let auth_url = if auth_url.ends_with("/v3") {
+            auth_url
+        } else {
+            format!("{auth_url}/v3")
+        };
+        let app_cred = self
+            .auth_type
+            .as_deref()
+            .is_some_and(|t| t.starts_with("v3applicationcredential"))
             || a.application_credential_id.is_some();
         let credentials = if app_cred {
             Credentials::ApplicationCredential {
-                id: a.application_credential_id.ok_or_else(|| anyhow!("application_credential_id is not set"))?,
+                id: a
+                    .application_credential_id
+                    .ok_or_else(|| anyhow!("application_credential_id is not set"))?,
                 secret: a
                     .application_credential_secret
                     .ok_or_else(|| anyhow!("application_credential_secret is not set"))?
                     .into(),
             }
         } else {
-            let Some(username) = a.username else { bail!("username (OS_USERNAME) is not set") };
-            let Some(password) = a.password else { bail!("password (OS_PASSWORD) is not set") };
+            let Some(username) = a.username else {
+                bail!("username (OS_USERNAME) is not set")
+            };
+            let Some(password) = a.password else {
+                bail!("password (OS_PASSWORD) is not set")
+            };
             let project = match (a.project_id, a.project_name) {
                 (Some(id), _) => Project::Id(id),
-                (None, Some(name)) => {
-                    Project::Name { name, domain: domain(a.project_domain_id, a.project_domain_name.or(a.domain_name.clone())) }
-                }
+                (None, Some(name)) => Project::Name {
+                    name,
+                    domain: domain(a.project_domain_id, a.project_domain_name.or(a.domain_name.clone())),
+                },
                 (None, None) => bail!("project_name or project_id (OS_PROJECT_NAME) is not set"),
             };
             Credentials::Password {
@@ -179,7 +193,11 @@ impl CloudEntry {
             auth_url,
             credentials,
             region: self.region_name.unwrap_or_else(|| "RegionOne".into()),
-            interface: self.interface.unwrap_or_else(|| "public".into()).trim_end_matches("URL").to_owned(),
+            interface: self
+                .interface
+                .unwrap_or_else(|| "public".into())
+                .trim_end_matches("URL")
+                .to_owned(),
         })
     }
 }
@@ -210,11 +228,20 @@ mod tests {
         match cloud.credentials {
             Credentials::Password { username, project, .. } => {
                 assert_eq!(username, "admin");
-                assert_eq!(project, Project::Name { name: "admin".into(), domain: Domain::Name("Default".into()) });
+                assert_eq!(
+                    project,
+                    Project::Name {
+                        name: "admin".into(),
+                        domain: Domain::Name("Default".into())
+                    }
+                );
             }
             other => panic!("{other:?}"),
         }
-        assert!(!format!("{:?}", CloudConfig::from_lookup(env).unwrap()).contains("s3cret"), "secrets stay out of Debug");
+        assert!(
+            !format!("{:?}", CloudConfig::from_lookup(env).unwrap()).contains("s3cret"),
+            "secrets stay out of Debug"
+        );
     }
 
     #[test]

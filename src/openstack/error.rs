@@ -7,7 +7,10 @@ use reqwest::StatusCode;
 pub enum CallError {
     /// Worth another try later: 5xx, 429, timeouts, refused connections.
     #[error("{message}")]
-    Transient { message: String, retry_after: Option<Duration> },
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// Trying again will not help: the message says why, in plain words.
     #[error("{message}")]
     Permanent { status: Option<u16>, message: String },
@@ -15,7 +18,10 @@ pub enum CallError {
 
 impl CallError {
     pub fn permanent(status: Option<u16>, message: impl Into<String>) -> Self {
-        CallError::Permanent { status, message: message.into() }
+        CallError::Permanent {
+            status,
+            message: message.into(),
+        }
     }
 
     pub fn is_transient(&self) -> bool {
@@ -31,16 +37,26 @@ impl CallError {
         } else {
             "failed"
         };
-        CallError::Transient { message: format!("{what}: {kind}"), retry_after: None }
+        CallError::Transient {
+            message: format!("{what}: {kind}"),
+            retry_after: None,
+        }
     }
 
     /// Classifies an HTTP error status.
     pub fn status(what: &str, status: StatusCode, retry_after: Option<Duration>, body: &str) -> Self {
-        let message = format!("{what}: {status}{}", summary(body).map(|s| format!(": {s}")).unwrap_or_default());
-        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
+        let message = format!(
+            "{what}: {status}{}",
+            summary(body).map(|s| format!(": {s}")).unwrap_or_default()
+        );
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT
+        {
             CallError::Transient { message, retry_after }
         } else {
-            CallError::Permanent { status: Some(status.as_u16()), message }
+            CallError::Permanent {
+                status: Some(status.as_u16()),
+                message,
+            }
         }
     }
 }
@@ -49,7 +65,10 @@ impl CallError {
 /// `{"error": {"message": "..."}}`; keep the human part, short.
 fn summary(body: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(body).ok()?;
-    let message = value.get("message").or_else(|| value.get("error").and_then(|e| e.get("message")))?.as_str()?;
+    let message = value
+        .get("message")
+        .or_else(|| value.get("error").and_then(|e| e.get("message")))?
+        .as_str()?;
     let clean = message.split("<br").next().unwrap_or(message).trim();
     let clean: String = clean.chars().take(300).collect();
     (!clean.is_empty()).then_some(clean)
@@ -83,6 +102,9 @@ mod tests {
     fn glance_error_bodies_are_cleaned() {
         let body = r#"{"message": "Image member limit exceeded for image x<br /><br />\n\n\n", "code": "413 Request Entity Too Large", "title": "x"}"#;
         let e = CallError::status("add member", StatusCode::PAYLOAD_TOO_LARGE, None, body);
-        assert_eq!(e.to_string(), "add member: 413 Payload Too Large: Image member limit exceeded for image x");
+        assert_eq!(
+            e.to_string(),
+            "add member: 413 Payload Too Large: Image member limit exceeded for image x"
+        );
     }
 }

@@ -38,7 +38,9 @@ impl OpenStack {
     pub async fn image(&self, image_id: &str, request_id: &str) -> Result<Option<Image>, CallError> {
         let what = "get image";
         let path = format!("/v2/images/{image_id}");
-        let response = self.send(Service::Glance, Method::GET, &path, what, request_id, |r| r).await?;
+        let response = self
+            .send(Service::Glance, Method::GET, &path, what, request_id, |r| r)
+            .await?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => Ok(Some(response.json().await.map_err(|e| CallError::transport(what, &e))?)),
@@ -68,8 +70,11 @@ impl OpenStack {
         let what = "add image member";
         let path = format!("/v2/images/{image_id}/members");
         let body = json!({ "member": project_id });
-        let response =
-            self.send(Service::Glance, Method::POST, &path, what, request_id, |r| r.json(&body)).await?;
+        let response = self
+            .send(Service::Glance, Method::POST, &path, what, request_id, |r| {
+                r.json(&body)
+            })
+            .await?;
         match response.status() {
             s if s.is_success() || s == StatusCode::CONFLICT => Ok(()),
             StatusCode::PAYLOAD_TOO_LARGE => Err(CallError::permanent(
@@ -81,10 +86,17 @@ impl OpenStack {
     }
 
     /// The membership of `project_id`, or `None` when there is none (or the image is gone).
-    pub async fn member(&self, image_id: &str, project_id: &str, request_id: &str) -> Result<Option<Member>, CallError> {
+    pub async fn member(
+        &self,
+        image_id: &str,
+        project_id: &str,
+        request_id: &str,
+    ) -> Result<Option<Member>, CallError> {
         let what = "get image member";
         let path = format!("/v2/images/{image_id}/members/{project_id}");
-        let response = self.send(Service::Glance, Method::GET, &path, what, request_id, |r| r).await?;
+        let response = self
+            .send(Service::Glance, Method::GET, &path, what, request_id, |r| r)
+            .await?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => Ok(Some(response.json().await.map_err(|e| CallError::transport(what, &e))?)),
@@ -96,11 +108,17 @@ impl OpenStack {
     pub async fn members(&self, image_id: &str, request_id: &str) -> Result<Vec<Member>, CallError> {
         let what = "list image members";
         let path = format!("/v2/images/{image_id}/members");
-        let response = self.send(Service::Glance, Method::GET, &path, what, request_id, |r| r).await?;
+        let response = self
+            .send(Service::Glance, Method::GET, &path, what, request_id, |r| r)
+            .await?;
         if !response.status().is_success() {
             return Err(error_of(what, response).await);
         }
-        Ok(response.json::<Members>().await.map_err(|e| CallError::transport(what, &e))?.members)
+        Ok(response
+            .json::<Members>()
+            .await
+            .map_err(|e| CallError::transport(what, &e))?
+            .members)
     }
 
     /// Sets a member's status (`accepted` or `rejected`); needs admin credentials, since only
@@ -115,7 +133,9 @@ impl OpenStack {
         let what = "set image member status";
         let path = format!("/v2/images/{image_id}/members/{project_id}");
         let body = json!({ "status": status });
-        let response = self.send(Service::Glance, Method::PUT, &path, what, request_id, |r| r.json(&body)).await?;
+        let response = self
+            .send(Service::Glance, Method::PUT, &path, what, request_id, |r| r.json(&body))
+            .await?;
         if response.status().is_success() {
             Ok(())
         } else {
@@ -127,7 +147,9 @@ impl OpenStack {
     pub async fn remove_member(&self, image_id: &str, project_id: &str, request_id: &str) -> Result<(), CallError> {
         let what = "remove image member";
         let path = format!("/v2/images/{image_id}/members/{project_id}");
-        let response = self.send(Service::Glance, Method::DELETE, &path, what, request_id, |r| r).await?;
+        let response = self
+            .send(Service::Glance, Method::DELETE, &path, what, request_id, |r| r)
+            .await?;
         match response.status() {
             s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
             _ => Err(error_of(what, response).await),

@@ -28,12 +28,18 @@ impl OpenStack {
     pub async fn project(&self, id: &str, request_id: &str) -> Result<Option<Project>, CallError> {
         let what = "get project";
         let path = format!("/projects/{id}");
-        let response = self.send(Service::Keystone, Method::GET, &path, what, request_id, |r| r).await?;
+        let response = self
+            .send(Service::Keystone, Method::GET, &path, what, request_id, |r| r)
+            .await?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => {
-                Ok(Some(response.json::<One>().await.map_err(|e| CallError::transport(what, &e))?.project))
-            }
+            s if s.is_success() => Ok(Some(
+                response
+                    .json::<One>()
+                    .await
+                    .map_err(|e| CallError::transport(what, &e))?
+                    .project,
+            )),
             _ => Err(error_of(what, response).await),
         }
     }
@@ -41,11 +47,18 @@ impl OpenStack {
     /// Every project with this name (one per domain at most).
     pub async fn projects_named(&self, name: &str, request_id: &str) -> Result<Vec<Project>, CallError> {
         let what = "find project by name";
-        let response =
-            self.send(Service::Keystone, Method::GET, "/projects", what, request_id, |r| r.query(&[("name", name)])).await?;
+        let response = self
+            .send(Service::Keystone, Method::GET, "/projects", what, request_id, |r| {
+                r.query(&[("name", name)])
+            })
+            .await?;
         if !response.status().is_success() {
             return Err(error_of(what, response).await);
         }
-        Ok(response.json::<Many>().await.map_err(|e| CallError::transport(what, &e))?.projects)
+        Ok(response
+            .json::<Many>()
+            .await
+            .map_err(|e| CallError::transport(what, &e))?
+            .projects)
     }
 }

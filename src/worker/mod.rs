@@ -14,16 +14,16 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::json;
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
+use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::db;
 use crate::db::audit::NewEvent;
 use crate::db::jobs::{self, Claimed, Finish, Kind};
 use crate::db::share_requests::{Share, ShareRequest};
-use crate::db;
 use crate::domain::{Initiator, RequestStatus, ShareState};
 use crate::openstack::{CallError, OpenStack};
 
@@ -73,7 +73,10 @@ enum Effect {
     Nothing,
     /// The request expired before the grant.
     Expired,
-    Granted { project_id: String, accepted: bool },
+    Granted {
+        project_id: String,
+        accepted: bool,
+    },
     /// The consumer has not decided yet.
     StillPending,
     Seen(Seen),
@@ -92,7 +95,12 @@ enum Seen {
 
 impl Worker {
     pub fn new(pool: PgPool, cloud: OpenStack, config: WorkerConfig) -> Self {
-        Worker { pool, cloud, config: Arc::new(config), actor: Arc::new(Initiator::service("worker")) }
+        Worker {
+            pool,
+            cloud,
+            config: Arc::new(config),
+            actor: Arc::new(Initiator::service("worker")),
+        }
     }
 
     /// Runs until `shutdown` turns true: stops claiming, lets running jobs finish, returns.
@@ -149,7 +157,9 @@ impl Worker {
         heartbeat.abort();
         match result {
             Ok(result) => self.settle(&job, result).instrument(span).await?,
-            Err(e) => tracing::warn!(job.id = %job.id, error = ?e, "job abandoned; its lease will lapse and it will be retried"),
+            Err(e) => {
+                tracing::warn!(job.id = %job.id, error = ?e, "job abandoned; its lease will lapse and it will be retried")
+            }
         }
         Ok(Outcome::Ran)
     }
@@ -220,13 +230,19 @@ impl Worker {
             Ok(None) => {
                 return Ok(Err(CallError::permanent(
                     Some(404),
-                    format!("image {image_id} does not exist in region {} (or the broker cannot see it)", share.region),
+                    format!(
+                        "image {image_id} does not exist in region {} (or the broker cannot see it)",
+                        share.region
+                    ),
                 )));
             }
             Err(e) => return Ok(Err(e)),
         };
         if image.owner.as_deref() == Some(project_id.as_str()) {
-            return Ok(Err(CallError::permanent(None, "the target project owns the image: nothing to share")));
+            return Ok(Err(CallError::permanent(
+                None,
+                "the target project owns the image: nothing to share",
+            )));
         }
         match image.visibility.as_str() {
             "shared" => {}
@@ -251,7 +267,12 @@ impl Worker {
             return Ok(Err(e));
         }
         let accepted = request.auto_accept;
-        if accepted && let Err(e) = self.cloud.set_member_status(&image_id, &project_id, "accepted", rid).await {
+        if accepted
+            && let Err(e) = self
+                .cloud
+                .set_member_status(&image_id, &project_id, "accepted", rid)
+                .await
+        {
             return Ok(Err(e));
         }
         Ok(Ok(Effect::Granted { project_id, accepted }))
@@ -262,16 +283,25 @@ impl Worker {
         if let Some(id) = &share.project_id {
             return match self.cloud.project(id, rid).await? {
                 Some(project) => Ok(project.id),
-                None => Err(CallError::permanent(Some(404), format!("Keystone has no project with id {id}"))),
+                None => Err(CallError::permanent(
+                    Some(404),
+                    format!("Keystone has no project with id {id}"),
+                )),
             };
         }
         let mut found = self.cloud.projects_named(&share.target, rid).await?;
         match found.len() {
             1 => Ok(found.remove(0).id),
-            0 => Err(CallError::permanent(Some(404), format!("Keystone has no project named `{}`", share.target))),
+            0 => Err(CallError::permanent(
+                Some(404),
+                format!("Keystone has no project named `{}`", share.target),
+            )),
             n => Err(CallError::permanent(
                 None,
-                format!("{n} projects are named `{}` (in different domains): give the project id", share.target),
+                format!(
+                    "{n} projects are named `{}` (in different domains): give the project id",
+                    share.target
+                ),
             )),
         }
     }
@@ -291,12 +321,21 @@ impl Worker {
     }
 
     async fn set_status(&self, share: &Share, to: ShareState, rid: &str) -> Result<Effect, CallError> {
-        let live = matches!(share.state, ShareState::PendingAcceptance | ShareState::Accepted | ShareState::Rejected);
+        let live = matches!(
+            share.state,
+            ShareState::PendingAcceptance | ShareState::Accepted | ShareState::Rejected
+        );
         let (true, Some(project_id)) = (live, &share.project_id) else {
             return Ok(Effect::Nothing);
         };
-        let status = if to == ShareState::Accepted { "accepted" } else { "rejected" };
-        self.cloud.set_member_status(&share.image_id.to_string(), project_id, status, rid).await?;
+        let status = if to == ShareState::Accepted {
+            "accepted"
+        } else {
+            "rejected"
+        };
+        self.cloud
+            .set_member_status(&share.image_id.to_string(), project_id, status, rid)
+            .await?;
         Ok(Effect::StatusSet(to))
     }
 
@@ -366,13 +405,27 @@ impl Worker {
             Ok(Effect::Nothing) => Finish::Done,
             Ok(Effect::Expired) => {
                 let share = db::shares::set_state(&mut tx, share.id, ShareState::Expired, None).await?;
-                db::audit::record(&mut tx, instance, NewEvent::about_share(actor, &share, "update/expire", "success")).await?;
+                db::audit::record(
+                    &mut tx,
+                    instance,
+                    NewEvent::about_share(actor, &share, "update/expire", "success"),
+                )
+                .await?;
                 Finish::Done
             }
             Ok(Effect::Granted { project_id, accepted }) => {
-                let state = if accepted { ShareState::Accepted } else { ShareState::PendingAcceptance };
+                let state = if accepted {
+                    ShareState::Accepted
+                } else {
+                    ShareState::PendingAcceptance
+                };
                 let share = db::shares::set_granted(&mut tx, share.id, &project_id, state).await?;
-                db::audit::record(&mut tx, instance, NewEvent::about_share(actor, &share, "allow", "success")).await?;
+                db::audit::record(
+                    &mut tx,
+                    instance,
+                    NewEvent::about_share(actor, &share, "allow", "success"),
+                )
+                .await?;
                 if accepted {
                     let event = NewEvent {
                         details: json!({ "auto_accept": true }),
@@ -386,7 +439,11 @@ impl Worker {
                 Finish::Done
             }
             Ok(Effect::StillPending) => {
-                let next = retry::poll_delay(job.attempts - 1, self.config.accept_poll_first, self.config.accept_poll_max);
+                let next = retry::poll_delay(
+                    job.attempts - 1,
+                    self.config.accept_poll_first,
+                    self.config.accept_poll_max,
+                );
                 Finish::Later(now + next, None)
             }
             Ok(Effect::Seen(seen)) => {
@@ -406,8 +463,17 @@ impl Worker {
             }
             Ok(Effect::StatusSet(state)) => {
                 let share = db::shares::set_state(&mut tx, share.id, state, None).await?;
-                let action = if state == ShareState::Accepted { "accept" } else { "reject" };
-                db::audit::record(&mut tx, instance, NewEvent::about_share(actor, &share, action, "success")).await?;
+                let action = if state == ShareState::Accepted {
+                    "accept"
+                } else {
+                    "reject"
+                };
+                db::audit::record(
+                    &mut tx,
+                    instance,
+                    NewEvent::about_share(actor, &share, action, "success"),
+                )
+                .await?;
                 Finish::Done
             }
             Ok(Effect::Revoked) => {
@@ -441,13 +507,22 @@ impl Worker {
         tracing::warn!(error = %message, gives_up, "OpenStack call failed");
         let finish = if job.kind == Kind::Poll {
             // Tracking never gives up: the next check may well succeed.
-            let next = retry::poll_delay(job.attempts - 1, self.config.accept_poll_first, self.config.accept_poll_max);
+            let next = retry::poll_delay(
+                job.attempts - 1,
+                self.config.accept_poll_first,
+                self.config.accept_poll_max,
+            );
             db::shares::set_state(&mut tx, share.id, share.state, Some(&message)).await?;
             Finish::Later(Utc::now() + next.max(retry_after.unwrap_or_default()), Some(&message))
         } else if !gives_up {
             let jitter: f64 = rand::random();
-            let delay =
-                retry::next_delay(job.attempts - 1, self.config.retry_base, self.config.retry_max, retry_after, jitter);
+            let delay = retry::next_delay(
+                job.attempts - 1,
+                self.config.retry_base,
+                self.config.retry_max,
+                retry_after,
+                jitter,
+            );
             db::shares::set_state(&mut tx, share.id, share.state, Some(&message)).await?;
             Finish::Later(Utc::now() + delay, Some(&message))
         } else {
@@ -458,7 +533,10 @@ impl Worker {
                 Kind::Reject | Kind::Poll => (share.state, "reject"),
             };
             let share = db::shares::set_state(&mut tx, share.id, state, Some(&message)).await?;
-            let event = NewEvent { reason: Some(&message), ..NewEvent::about_share(&self.actor, &share, action, "failure") };
+            let event = NewEvent {
+                reason: Some(&message),
+                ..NewEvent::about_share(&self.actor, &share, action, "failure")
+            };
             db::audit::record(&mut tx, &self.config.instance, event).await?;
             Finish::Failed(&message)
         };
@@ -488,14 +566,22 @@ impl Worker {
         let shares = db::shares::expired_in_force(&mut tx, 100).await?;
         for share in &shares {
             let share = db::shares::start_revoke(&mut tx, share.id, "expiry", "the share expired").await?;
-            let event = NewEvent { reason: share.revoke_reason.as_deref(), ..NewEvent::about_share(&expiry, &share, "revoke", "pending") };
+            let event = NewEvent {
+                reason: share.revoke_reason.as_deref(),
+                ..NewEvent::about_share(&expiry, &share, "revoke", "pending")
+            };
             db::audit::record(&mut tx, instance, event).await?;
             jobs::enqueue(&mut tx, Kind::Revoke, share.id, share.image_id, Utc::now()).await?;
         }
         let requests = db::share_requests::undecided_past_expiry(&mut tx, 100).await?;
         for id in &requests {
             let (request, _) = db::share_requests::decide(&mut tx, *id, RequestStatus::Expired, "expiry", None).await?;
-            db::audit::record(&mut tx, instance, NewEvent::about_request(&expiry, &request, "update/expire")).await?;
+            db::audit::record(
+                &mut tx,
+                instance,
+                NewEvent::about_request(&expiry, &request, "update/expire"),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(shares.len() + requests.len())

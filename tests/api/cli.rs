@@ -14,12 +14,20 @@ const BIN: &str = env!("CARGO_BIN_EXE_glance-share-broker");
 
 fn run(db: &str, args: &[&str]) -> String {
     let out = Command::new(BIN).args(args).env("DATABASE_URL", db).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn serve(db: &str, port: u16) -> Child {
@@ -52,7 +60,19 @@ fn stop(mut child: Child) {
 async fn data_survives_a_restart_of_the_broker() {
     let db = fresh_database().await;
     assert!(run(&db, &["migrate"]).contains("migrations applied"));
-    let out = run(&db, &["keys", "create", "--name", "portal", "--role", "requester", "--project", PROJ_B]);
+    let out = run(
+        &db,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "portal",
+            "--role",
+            "requester",
+            "--project",
+            PROJ_B,
+        ],
+    );
     let key = out.lines().last().unwrap().to_owned();
     assert!(key.starts_with("gsb_"));
     assert!(run(&db, &["keys", "list"]).contains("portal\trequester"));
@@ -72,29 +92,58 @@ async fn data_survives_a_restart_of_the_broker() {
     stop(broker);
 
     let broker = serve(&db, port).await;
-    let url = format!("http://127.0.0.1:{port}/v1/share-requests/{}", created["id"].as_str().unwrap());
-    let fetched: Value = client.get(url).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    let url = format!(
+        "http://127.0.0.1:{port}/v1/share-requests/{}",
+        created["id"].as_str().unwrap()
+    );
+    let fetched: Value = client
+        .get(url)
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(fetched, created);
 
     assert!(run(&db, &["keys", "revoke", "--name", "portal"]).contains("revoked"));
-    let refused = client.get(format!("http://127.0.0.1:{port}/v1/shares")).bearer_auth(&key).send().await.unwrap();
+    let refused = client
+        .get(format!("http://127.0.0.1:{port}/v1/shares"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     stop(broker);
 }
 
 #[test]
 fn a_bad_setting_is_named_and_the_secret_is_not_printed() {
-    let out = Command::new(BIN).args(["migrate"]).env("DATABASE_URL", "mysql://u:hunter2@x/db").output().unwrap();
+    let out = Command::new(BIN)
+        .args(["migrate"])
+        .env("DATABASE_URL", "mysql://u:hunter2@x/db")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("DATABASE_URL"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "{stderr}");
 
-    let out = Command::new(BIN).args(["serve", "--listen", "nowhere"]).env("DATABASE_URL", "postgres://x@127.0.0.1/x").output().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "nowhere"])
+        .env("DATABASE_URL", "postgres://x@127.0.0.1/x")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
 
-    let out = Command::new(BIN).args(["serve"]).env("DATABASE_URL", "postgres://x@127.0.0.1/x").env("GSB_MAX_TARGETS", "0").output().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve"])
+        .env("DATABASE_URL", "postgres://x@127.0.0.1/x")
+        .env("GSB_MAX_TARGETS", "0")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("max-targets"));
 }

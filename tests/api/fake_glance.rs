@@ -47,7 +47,10 @@ impl FakeGlance {
         let app = Router::new()
             .route("/v2/images/{image}", get(image).patch(patch_image))
             .route("/v2/images/{image}/members", get(list_members).post(add_member))
-            .route("/v2/images/{image}/members/{member}", get(get_member).put(put_member).delete(delete_member))
+            .route(
+                "/v2/images/{image}/members/{member}",
+                get(get_member).put(put_member).delete(delete_member),
+            )
             .with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
@@ -56,11 +59,19 @@ impl FakeGlance {
     }
 
     pub fn add_image(&self, id: &str, owner: &str, visibility: &str) {
-        self.inner.lock().unwrap().images.insert(id.into(), (owner.into(), visibility.into()));
+        self.inner
+            .lock()
+            .unwrap()
+            .images
+            .insert(id.into(), (owner.into(), visibility.into()));
     }
 
     pub fn add_existing_member(&self, image: &str, member: &str) {
-        self.inner.lock().unwrap().members.insert((image.into(), member.into()), "pending".into());
+        self.inner
+            .lock()
+            .unwrap()
+            .members
+            .insert((image.into(), member.into()), "pending".into());
     }
 
     pub fn set_quota(&self, quota: usize) {
@@ -70,15 +81,32 @@ impl FakeGlance {
     /// The next calls of `op` (`add_member`, `delete_member`, `get_image`, ...) by `method`
     /// get these faults, in order.
     pub fn inject(&self, method: Method, op: &'static str, faults: impl IntoIterator<Item = Fault>) {
-        self.inner.lock().unwrap().faults.entry((method, op)).or_default().extend(faults);
+        self.inner
+            .lock()
+            .unwrap()
+            .faults
+            .entry((method, op))
+            .or_default()
+            .extend(faults);
     }
 
     pub fn calls(&self, method: Method, op: &'static str) -> usize {
-        self.inner.lock().unwrap().calls.get(&(method, op)).copied().unwrap_or(0)
+        self.inner
+            .lock()
+            .unwrap()
+            .calls
+            .get(&(method, op))
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn member_status(&self, image: &str, member: &str) -> Option<String> {
-        self.inner.lock().unwrap().members.get(&(image.to_owned(), member.to_owned())).cloned()
+        self.inner
+            .lock()
+            .unwrap()
+            .members
+            .get(&(image.to_owned(), member.to_owned()))
+            .cloned()
     }
 
     pub fn visibility(&self, image: &str) -> String {
@@ -94,9 +122,11 @@ impl FakeGlance {
         };
         match next? {
             Fault::Status(status, retry_after) => {
-                let mut response =
-                    (StatusCode::from_u16(status).unwrap(), Json(json!({"message": "injected fault", "code": status})))
-                        .into_response();
+                let mut response = (
+                    StatusCode::from_u16(status).unwrap(),
+                    Json(json!({"message": "injected fault", "code": status})),
+                )
+                    .into_response();
                 if let Some(secs) = retry_after {
                     response.headers_mut().insert("retry-after", HeaderValue::from(secs));
                 }
@@ -168,15 +198,25 @@ async fn add_member(State(fake): State<FakeGlance>, Path(id): Path<String>, Json
     }
     let member = body["member"].as_str().unwrap().to_owned();
     let mut inner = fake.inner.lock().unwrap();
-    let Some((_, visibility)) = inner.images.get(&id) else { return not_found() };
+    let Some((_, visibility)) = inner.images.get(&id) else {
+        return not_found();
+    };
     if visibility != "shared" {
-        return (StatusCode::FORBIDDEN, Json(json!({"message": "Only shared images have members."}))).into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({"message": "Only shared images have members."})),
+        )
+            .into_response();
     }
     if inner.members.contains_key(&(id.clone(), member.clone())) {
         return (StatusCode::CONFLICT, Json(json!({"message": "duplicated"}))).into_response();
     }
     if inner.members.keys().filter(|(image, _)| *image == id).count() >= inner.quota {
-        return (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({"message": "Image member limit exceeded"}))).into_response();
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Json(json!({"message": "Image member limit exceeded"})),
+        )
+            .into_response();
     }
     inner.members.insert((id.clone(), member.clone()), "pending".into());
     Json(member_json(&id, &member, "pending")).into_response()

@@ -26,27 +26,63 @@ async fn setup(visibility: &str) -> Setup {
     let (fake, url) = FakeGlance::start().await;
     let image = Uuid::new_v4().to_string();
     fake.add_image(&image, &env("PROJ_A_ID"), visibility);
-    let worker = Worker::new(app.pool.clone(), broker_cloud_with_glance(&url, Duration::from_millis(1500)), worker_config());
-    Setup { app, fake, worker, image, proj_b: env("PROJ_B_ID") }
+    let worker = Worker::new(
+        app.pool.clone(),
+        broker_cloud_with_glance(&url, Duration::from_millis(1500)),
+        worker_config(),
+    );
+    Setup {
+        app,
+        fake,
+        worker,
+        image,
+        proj_b: env("PROJ_B_ID"),
+    }
 }
 
 /// Files and approves a share of the setup's image to proj-b; returns the share id.
 async fn approve_one(s: &Setup) -> String {
     let body = json!({"image_id": s.image, "targets": [s.proj_b], "reason": "faults"});
-    let filed: Value = s.app.post(&s.app.requester, "/v1/share-requests", &body).send().await.unwrap().json().await.unwrap();
+    let filed: Value = s
+        .app
+        .post(&s.app.requester, "/v1/share-requests", &body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let path = format!("/v1/share-requests/{}/approve", filed["id"].as_str().unwrap());
-    assert!(s.app.post(&s.app.approver, &path, &json!({})).send().await.unwrap().status().is_success());
+    assert!(
+        s.app
+            .post(&s.app.approver, &path, &json!({}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
     filed["shares"][0]["id"].as_str().unwrap().to_owned()
 }
 
 async fn share(app: &TestApp, id: &str) -> Value {
-    app.get(&app.auditor, &format!("/v1/shares/{id}")).send().await.unwrap().json().await.unwrap()
+    app.get(&app.auditor, &format!("/v1/shares/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 async fn until_state(s: &Setup, id: &str, state: &'static str) -> Value {
     let id2 = id.to_owned();
     drive_until(&s.worker, &s.app.pool, state, async move |pool: &PgPool| {
-        let now: String = sqlx::query_scalar("select state from shares where id = $1::uuid").bind(&id2).fetch_one(pool).await.unwrap();
+        let now: String = sqlx::query_scalar("select state from shares where id = $1::uuid")
+            .bind(&id2)
+            .fetch_one(pool)
+            .await
+            .unwrap();
         now == state
     })
     .await;
@@ -56,7 +92,11 @@ async fn until_state(s: &Setup, id: &str, state: &'static str) -> Value {
 #[tokio::test]
 async fn server_errors_are_retried_until_glance_answers() {
     let s = setup("shared").await;
-    s.fake.inject(Method::POST, "add_member", [Fault::Status(503, None), Fault::Status(500, None)]);
+    s.fake.inject(
+        Method::POST,
+        "add_member",
+        [Fault::Status(503, None), Fault::Status(500, None)],
+    );
     let id = approve_one(&s).await;
     let view = until_state(&s, &id, "pending_acceptance").await;
     assert_eq!(s.fake.calls(Method::POST, "add_member"), 3);
@@ -67,7 +107,8 @@ async fn server_errors_are_retried_until_glance_answers() {
 #[tokio::test]
 async fn a_hung_call_times_out_and_is_retried() {
     let s = setup("shared").await;
-    s.fake.inject(Method::POST, "add_member", [Fault::Hang(Duration::from_secs(5))]);
+    s.fake
+        .inject(Method::POST, "add_member", [Fault::Hang(Duration::from_secs(5))]);
     let id = approve_one(&s).await;
     until_state(&s, &id, "pending_acceptance").await;
     assert_eq!(s.fake.calls(Method::POST, "add_member"), 2);
@@ -89,7 +130,10 @@ async fn too_many_requests_waits_as_long_as_retry_after_says() {
     .fetch_one(&s.app.pool)
     .await
     .unwrap();
-    assert!(wait > 1.0, "the retry waits for Retry-After (2 s), not the 10 ms backoff: {wait}");
+    assert!(
+        wait > 1.0,
+        "the retry waits for Retry-After (2 s), not the 10 ms backoff: {wait}"
+    );
     until_state(&s, &id, "pending_acceptance").await;
     assert_eq!(s.fake.calls(Method::POST, "add_member"), 2);
 }
@@ -101,7 +145,11 @@ async fn the_member_quota_fails_the_share_with_a_plain_error() {
     let id = approve_one(&s).await;
     let view = until_state(&s, &id, "failed").await;
     assert!(view["last_error"].as_str().unwrap().contains("member quota"), "{view}");
-    assert_eq!(s.fake.calls(Method::POST, "add_member"), 1, "a permanent error is not retried");
+    assert_eq!(
+        s.fake.calls(Method::POST, "add_member"),
+        1,
+        "a permanent error is not retried"
+    );
 }
 
 #[tokio::test]
@@ -109,7 +157,13 @@ async fn a_public_image_cannot_be_shared() {
     let s = setup("public").await;
     let id = approve_one(&s).await;
     let view = until_state(&s, &id, "failed").await;
-    assert!(view["last_error"].as_str().unwrap().contains("public image cannot have members"), "{view}");
+    assert!(
+        view["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("public image cannot have members"),
+        "{view}"
+    );
     assert_eq!(s.fake.calls(Method::POST, "add_member"), 0);
 }
 
@@ -130,9 +184,15 @@ async fn an_existing_member_counts_as_granted_and_a_missing_one_as_revoked() {
     until_state(&s, &id, "pending_acceptance").await;
 
     // Someone removed the member behind the broker's back; the revoke still completes.
-    s.fake.inject(Method::DELETE, "delete_member", [Fault::Status(404, None)]);
+    s.fake
+        .inject(Method::DELETE, "delete_member", [Fault::Status(404, None)]);
     let path = format!("/v1/shares/{id}/revoke");
-    let response = s.app.post(&s.app.requester, &path, &json!({"reason": "done"})).send().await.unwrap();
+    let response = s
+        .app
+        .post(&s.app.requester, &path, &json!({"reason": "done"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 202);
     until_state(&s, &id, "revoked").await;
 }
@@ -140,10 +200,18 @@ async fn an_existing_member_counts_as_granted_and_a_missing_one_as_revoked() {
 #[tokio::test]
 async fn a_call_that_keeps_failing_fails_the_share_after_the_last_attempt() {
     let s = setup("shared").await;
-    s.fake.inject(Method::POST, "add_member", std::iter::repeat_n(Fault::Status(502, None), 10));
+    s.fake.inject(
+        Method::POST,
+        "add_member",
+        std::iter::repeat_n(Fault::Status(502, None), 10),
+    );
     let id = approve_one(&s).await;
     let view = until_state(&s, &id, "failed").await;
-    assert_eq!(s.fake.calls(Method::POST, "add_member"), 3, "max_attempts in the test config");
+    assert_eq!(
+        s.fake.calls(Method::POST, "add_member"),
+        3,
+        "max_attempts in the test config"
+    );
     assert!(view["last_error"].as_str().unwrap().contains("502"), "{view}");
 }
 
@@ -154,7 +222,11 @@ async fn a_private_image_is_made_shared_and_back() {
     until_state(&s, &id, "pending_acceptance").await;
     assert_eq!(s.fake.visibility(&s.image), "shared");
     let path = format!("/v1/shares/{id}/revoke");
-    s.app.post(&s.app.requester, &path, &json!({"reason": "done"})).send().await.unwrap();
+    s.app
+        .post(&s.app.requester, &path, &json!({"reason": "done"}))
+        .send()
+        .await
+        .unwrap();
     until_state(&s, &id, "revoked").await;
     assert_eq!(s.fake.visibility(&s.image), "private");
 }

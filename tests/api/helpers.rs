@@ -21,8 +21,15 @@ pub fn admin_database_url() -> String {
 pub async fn fresh_database() -> String {
     let admin = admin_database_url();
     let name = format!("gsb_test_{}", Uuid::new_v4().simple());
-    let pool = PgPoolOptions::new().max_connections(1).connect(&admin).await.expect("Postgres answers at DATABASE_URL");
-    sqlx::query(&format!("create database {name}")).execute(&pool).await.expect("create a test database");
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&admin)
+        .await
+        .expect("Postgres answers at DATABASE_URL");
+    sqlx::query(&format!("create database {name}"))
+        .execute(&pool)
+        .await
+        .expect("create a test database");
     pool.close().await;
     let (base, _) = admin.rsplit_once('/').expect("DATABASE_URL names a database");
     format!("{base}/{name}")
@@ -30,7 +37,10 @@ pub async fn fresh_database() -> String {
 
 pub fn serve_args(database_url: &str) -> ServeArgs {
     ServeArgs {
-        database: DatabaseArgs { database_url: database_url.to_owned(), db_max_connections: 20 },
+        database: DatabaseArgs {
+            database_url: database_url.to_owned(),
+            db_max_connections: 20,
+        },
         listen: "127.0.0.1:0".parse().unwrap(),
         request_timeout_secs: 30,
         max_targets: 128,
@@ -44,6 +54,8 @@ pub fn serve_args(database_url: &str) -> ServeArgs {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The test's own database.
+    pub database_url: String,
     pub pool: PgPool,
     pub client: reqwest::Client,
     pub requester: String,
@@ -59,11 +71,25 @@ pub async fn spawn_app() -> TestApp {
     tokio::spawn(app.run_until(std::future::pending()));
     let pool = PgPoolOptions::new().max_connections(5).connect(&url).await.unwrap();
     let mut keys = Vec::new();
-    for (name, role) in [("portal", Role::Requester), ("workflow", Role::Approver), ("auditor", Role::Auditor), ("ops", Role::Admin)] {
+    for (name, role) in [
+        ("portal", Role::Requester),
+        ("workflow", Role::Approver),
+        ("auditor", Role::Auditor),
+        ("ops", Role::Admin),
+    ] {
         keys.push(db::api_keys::create(&pool, name, role, &[]).await.unwrap().1);
     }
     let [requester, approver, auditor, admin] = keys.try_into().unwrap();
-    TestApp { addr, pool, client: reqwest::Client::new(), requester, approver, auditor, admin }
+    TestApp {
+        addr,
+        database_url: url,
+        pool,
+        client: reqwest::Client::new(),
+        requester,
+        approver,
+        auditor,
+        admin,
+    }
 }
 
 pub const IMAGE: &str = "7a5c5b6e-3f5d-4a57-9b0e-51c6a3b7f0aa";
@@ -89,19 +115,31 @@ impl TestApp {
 
     /// Files a request as the requester and returns the created body.
     pub async fn file(&self, image: &str, targets: &[&str]) -> Value {
-        let response = self.post(&self.requester, "/v1/share-requests", &request_body(image, targets)).send().await.unwrap();
+        let response = self
+            .post(&self.requester, "/v1/share-requests", &request_body(image, targets))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::CREATED, "{:?}", response.text().await);
         response.json().await.unwrap()
     }
 
     /// How many share requests the database holds.
     pub async fn request_count(&self) -> i64 {
-        sqlx::query_scalar("select count(*) from share_requests").fetch_one(&self.pool).await.unwrap()
+        sqlx::query_scalar("select count(*) from share_requests")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
     }
 
     /// The audit actions recorded for a request, oldest first.
     pub async fn audit_actions(&self, request_id: &str) -> Vec<String> {
-        db::audit::for_request(&self.pool, request_id.parse().unwrap()).await.unwrap().into_iter().map(|e| e.action).collect()
+        db::audit::for_request(&self.pool, request_id.parse().unwrap())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect()
     }
 }
 
@@ -111,12 +149,23 @@ pub async fn problem(response: Response, status: StatusCode) -> Value {
     assert_eq!(response.headers()["content-type"], "application/problem+json");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], status.as_u16());
-    assert!(body["type"].as_str().unwrap().starts_with("urn:glance-share-broker:problem:"), "{body}");
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:glance-share-broker:problem:"),
+        "{body}"
+    );
     assert!(body["title"].is_string() && body["detail"].is_string(), "{body}");
     body
 }
 
 /// The fields a validation problem names.
 pub fn fields(problem: &Value) -> Vec<String> {
-    problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap().to_owned()).collect()
+    problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap().to_owned())
+        .collect()
 }

@@ -7,7 +7,11 @@ use crate::helpers::{IMAGE, PROJ_B, problem, request_body, spawn_app};
 async fn the_same_key_and_body_replay_the_first_response() {
     let app = spawn_app().await;
     let body = request_body(IMAGE, &[PROJ_B]);
-    let send = || app.post(&app.requester, "/v1/share-requests", &body).header("idempotency-key", "k-1").send();
+    let send = || {
+        app.post(&app.requester, "/v1/share-requests", &body)
+            .header("idempotency-key", "k-1")
+            .send()
+    };
 
     let first = send().await.unwrap();
     assert_eq!(first.status(), StatusCode::CREATED);
@@ -43,7 +47,9 @@ async fn the_same_key_and_body_replay_the_first_response() {
 async fn the_same_key_with_another_body_is_refused() {
     let app = spawn_app().await;
     let send = |targets: &[&str]| {
-        app.post(&app.requester, "/v1/share-requests", &request_body(IMAGE, targets)).header("idempotency-key", "k-2").send()
+        app.post(&app.requester, "/v1/share-requests", &request_body(IMAGE, targets))
+            .header("idempotency-key", "k-2")
+            .send()
     };
     assert_eq!(send(&[PROJ_B]).await.unwrap().status(), StatusCode::CREATED);
     problem(send(&["proj-c"]).await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY).await;
@@ -54,10 +60,20 @@ async fn the_same_key_with_another_body_is_refused() {
 async fn keys_belong_to_one_principal() {
     let app = spawn_app().await;
     let body = request_body(IMAGE, &[PROJ_B]);
-    let first = app.post(&app.requester, "/v1/share-requests", &body).header("idempotency-key", "shared").send().await.unwrap();
+    let first = app
+        .post(&app.requester, "/v1/share-requests", &body)
+        .header("idempotency-key", "shared")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(first.status(), StatusCode::CREATED);
     let body = request_body(IMAGE, &["proj-c"]);
-    let other = app.post(&app.admin, "/v1/share-requests", &body).header("idempotency-key", "shared").send().await.unwrap();
+    let other = app
+        .post(&app.admin, "/v1/share-requests", &body)
+        .header("idempotency-key", "shared")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(other.status(), StatusCode::CREATED);
     assert!(other.headers().get("idempotent-replayed").is_none());
     assert_eq!(app.request_count().await, 2);
@@ -67,18 +83,30 @@ async fn keys_belong_to_one_principal() {
 async fn twenty_concurrent_posts_with_one_key_create_exactly_one_request() {
     let app = spawn_app().await;
     let body = request_body(IMAGE, &[PROJ_B]);
-    let sends = (0..20).map(|_| app.post(&app.requester, "/v1/share-requests", &body).header("idempotency-key", "burst").send());
+    let sends = (0..20).map(|_| {
+        app.post(&app.requester, "/v1/share-requests", &body)
+            .header("idempotency-key", "burst")
+            .send()
+    });
     let responses = futures_util::future::join_all(sends).await;
     let mut created_ids = std::collections::HashSet::new();
     for response in responses {
         let response = response.unwrap();
         match response.status() {
             StatusCode::CREATED => {
-                created_ids.insert(response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+                created_ids.insert(
+                    response.json::<Value>().await.unwrap()["id"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                );
             }
             StatusCode::CONFLICT => {
                 let body = problem(response, StatusCode::CONFLICT).await;
-                assert!(body["type"].as_str().unwrap().ends_with("idempotency-key-in-flight"), "{body}");
+                assert!(
+                    body["type"].as_str().unwrap().ends_with("idempotency-key-in-flight"),
+                    "{body}"
+                );
             }
             other => panic!("unexpected {other}"),
         }
@@ -92,11 +120,19 @@ async fn decisions_are_idempotent_too() {
     let app = spawn_app().await;
     let filed = app.file(IMAGE, &[PROJ_B]).await;
     let path = format!("/v1/share-requests/{}/approve", filed["id"].as_str().unwrap());
-    let send = || app.post(&app.approver, &path, &json!({"comment": "fine"})).header("idempotency-key", "d-1").send();
+    let send = || {
+        app.post(&app.approver, &path, &json!({"comment": "fine"}))
+            .header("idempotency-key", "d-1")
+            .send()
+    };
     let first = send().await.unwrap();
     assert_eq!(first.status(), StatusCode::OK);
     let first: Value = first.json().await.unwrap();
     let second = send().await.unwrap();
-    assert_eq!(second.status(), StatusCode::OK, "a replay, not a 409 'already approved'");
+    assert_eq!(
+        second.status(),
+        StatusCode::OK,
+        "a replay, not a 409 'already approved'"
+    );
     assert_eq!(second.json::<Value>().await.unwrap(), first);
 }

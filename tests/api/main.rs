@@ -2,6 +2,7 @@
 
 mod auth;
 mod cli;
+mod crash;
 mod fake_glance;
 mod faults;
 mod helpers;

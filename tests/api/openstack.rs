@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 pub fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests through scripts/test.sh, which starts Keystone and Glance"))
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test.sh, which starts Keystone and Glance")
+    })
 }
 
 pub struct Rig {
@@ -20,7 +22,11 @@ pub struct Rig {
 
 impl Rig {
     pub fn from_env() -> Rig {
-        Rig { http: reqwest::Client::new(), keystone: env("KEYSTONE_URL"), glance: env("GLANCE_URL") }
+        Rig {
+            http: reqwest::Client::new(),
+            keystone: env("KEYSTONE_URL"),
+            glance: env("GLANCE_URL"),
+        }
     }
 
     /// A project-scoped token for a seeded user (alice, bob, carol) or admin.
@@ -35,8 +41,18 @@ impl Rig {
         let body = json!({"auth": {
             "identity": {"methods": ["password"], "password": {"user": {"name": user, "domain": {"name": "Default"}, "password": password}}},
             "scope": {"project": {"name": project, "domain": {"name": "Default"}}}}});
-        let response = self.http.post(format!("{}/v3/auth/tokens", self.keystone)).json(&body).send().await.unwrap();
-        assert!(response.status().is_success(), "token for {user}: {}", response.status());
+        let response = self
+            .http
+            .post(format!("{}/v3/auth/tokens", self.keystone))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "token for {user}: {}",
+            response.status()
+        );
         response.headers()["x-subject-token"].to_str().unwrap().to_owned()
     }
 
@@ -52,7 +68,10 @@ impl Rig {
             .await
             .unwrap();
         assert_eq!(response.status(), 201);
-        response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+        response.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     /// GET on Glance as `token`: the status and the JSON body (if any).
@@ -70,8 +89,14 @@ impl Rig {
     }
 
     pub async fn glance_put(&self, token: &str, path: &str, body: Value) -> u16 {
-        let response =
-            self.http.put(format!("{}{path}", self.glance)).header("x-auth-token", token).json(&body).send().await.unwrap();
+        let response = self
+            .http
+            .put(format!("{}{path}", self.glance))
+            .header("x-auth-token", token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         response.status().as_u16()
     }
 }

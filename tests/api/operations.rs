@@ -15,13 +15,19 @@ async fn health_and_readiness_need_no_key() {
     assert_eq!(spec.status(), StatusCode::OK);
     let docs = app.client.get(app.url("/docs/")).send().await.unwrap();
     assert_eq!(docs.status(), StatusCode::OK);
-    assert!(docs.text().await.unwrap().contains("swagger"), "Swagger UI is served from the binary");
+    assert!(
+        docs.text().await.unwrap().contains("swagger"),
+        "Swagger UI is served from the binary"
+    );
 }
 
 #[tokio::test]
 async fn readiness_fails_when_migrations_are_missing() {
     let app = spawn_app().await;
-    sqlx::query("update _sqlx_migrations set success = false").execute(&app.pool).await.unwrap();
+    sqlx::query("update _sqlx_migrations set success = false")
+        .execute(&app.pool)
+        .await
+        .unwrap();
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
@@ -29,19 +35,40 @@ async fn readiness_fails_when_migrations_are_missing() {
 #[tokio::test]
 async fn a_request_id_is_echoed_or_made() {
     let app = spawn_app().await;
-    let given = app.client.get(app.url("/healthz")).header("x-request-id", "trace-me-42").send().await.unwrap();
+    let given = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(given.headers()["x-request-id"], "trace-me-42");
     let made = app.client.get(app.url("/healthz")).send().await.unwrap();
-    assert_eq!(made.headers()["x-request-id"].len(), 36, "a UUID is made when none is sent");
+    assert_eq!(
+        made.headers()["x-request-id"].len(),
+        36,
+        "a UUID is made when none is sent"
+    );
 }
 
 #[tokio::test]
 async fn the_request_id_becomes_the_audit_correlation_id() {
     let app = spawn_app().await;
     let body = crate::helpers::request_body(IMAGE, &[PROJ_B]);
-    let response = app.post(&app.requester, "/v1/share-requests", &body).header("x-request-id", "corr-7").send().await.unwrap();
-    let id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().parse().unwrap();
-    let events = glance_share_broker::db::audit::for_request(&app.pool, id).await.unwrap();
+    let response = app
+        .post(&app.requester, "/v1/share-requests", &body)
+        .header("x-request-id", "corr-7")
+        .send()
+        .await
+        .unwrap();
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let events = glance_share_broker::db::audit::for_request(&app.pool, id)
+        .await
+        .unwrap();
     assert_eq!(events[0].correlation_id.as_deref(), Some("corr-7"));
     assert_eq!(events[0].initiator["name"], "portal");
     assert_eq!(events[0].observer, "test-broker");
@@ -52,8 +79,19 @@ async fn the_request_id_becomes_the_audit_correlation_id() {
 async fn metrics_count_requests_by_route_and_status() {
     let app = spawn_app().await;
     app.file(IMAGE, &[PROJ_B]).await;
-    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(text.contains(r#"http_requests_total{method="POST",route="/v1/share-requests",status="201"}"#), "{text}");
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"http_requests_total{method="POST",route="/v1/share-requests",status="201"}"#),
+        "{text}"
+    );
     assert!(text.contains("http_request_duration_seconds_bucket"), "{text}");
     assert!(text.contains("db_pool_connections"), "{text}");
 }

@@ -48,12 +48,27 @@ async fn paging_while_others_insert_skips_and_repeats_nothing() {
 
     let unique: HashSet<&String> = seen.iter().collect();
     assert_eq!(unique.len(), seen.len(), "no request appears twice");
-    assert!(before.iter().all(|id| unique.contains(id)), "every request that existed before paging began is seen");
+    assert!(
+        before.iter().all(|id| unique.contains(id)),
+        "every request that existed before paging began is seen"
+    );
     assert!(pages >= 7);
 
     // Newest first, and a full walk after the writer is done sees everything.
-    let all: Value = app.get(&app.auditor, "/v1/share-requests?limit=200").send().await.unwrap().json().await.unwrap();
-    let ids: Vec<&str> = all["items"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let all: Value = app
+        .get(&app.auditor, "/v1/share-requests?limit=200")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), 75);
     assert!(ids.windows(2).all(|w| w[0] > w[1]), "ordered newest first");
     assert!(all["next_cursor"].is_null());

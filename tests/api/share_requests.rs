@@ -7,7 +7,11 @@ use crate::helpers::{IMAGE, PROJ_B, fields, problem, request_body, spawn_app};
 async fn filing_a_request_records_it_with_one_share_per_target() {
     let app = spawn_app().await;
     let response = app
-        .post(&app.requester, "/v1/share-requests", &request_body(IMAGE, &[PROJ_B, "proj-c"]))
+        .post(
+            &app.requester,
+            "/v1/share-requests",
+            &request_body(IMAGE, &[PROJ_B, "proj-c"]),
+        )
         .send()
         .await
         .unwrap();
@@ -25,7 +29,11 @@ async fn filing_a_request_records_it_with_one_share_per_target() {
     assert!(shares.iter().all(|s| s["state"] == "awaiting_approval"));
     assert_eq!(shares[0]["project_id"], PROJ_B);
     assert_eq!(shares[1]["target"], "proj-c");
-    assert_eq!(shares[1]["project_id"], Value::Null, "a name is resolved later, by the worker");
+    assert_eq!(
+        shares[1]["project_id"],
+        Value::Null,
+        "a name is resolved later, by the worker"
+    );
 
     let fetched = app.get(&app.auditor, &location).send().await.unwrap();
     assert_eq!(fetched.headers()["etag"].to_str().unwrap(), etag);
@@ -39,24 +47,67 @@ async fn each_invalid_field_is_named_in_a_problem() {
     let long = "r".repeat(1001);
     let too_many: Vec<String> = (0..129).map(|i| format!("{i:032x}")).collect();
     let cases: Vec<(Value, &[&str])> = vec![
-        (json!({"image_id": "nope", "targets": [PROJ_B], "reason": "x"}), &["image_id"]),
+        (
+            json!({"image_id": "nope", "targets": [PROJ_B], "reason": "x"}),
+            &["image_id"],
+        ),
         (json!({"image_id": IMAGE, "targets": [], "reason": "x"}), &["targets"]),
-        (json!({"image_id": IMAGE, "targets": too_many, "reason": "x"}), &["targets"]),
-        (json!({"image_id": IMAGE, "targets": [PROJ_B, PROJ_B], "reason": "x"}), &["targets[1]"]),
-        (json!({"image_id": IMAGE, "targets": ["  "], "reason": "x"}), &["targets[0]"]),
-        (json!({"image_id": IMAGE, "targets": ["a\u{1}b"], "reason": "x"}), &["targets[0]"]),
-        (json!({"image_id": IMAGE, "targets": ["x".repeat(65)], "reason": "x"}), &["targets[0]"]),
-        (json!({"image_id": IMAGE, "targets": [PROJ_B], "reason": ""}), &["reason"]),
-        (json!({"image_id": IMAGE, "targets": [PROJ_B], "reason": long}), &["reason"]),
+        (
+            json!({"image_id": IMAGE, "targets": too_many, "reason": "x"}),
+            &["targets"],
+        ),
+        (
+            json!({"image_id": IMAGE, "targets": [PROJ_B, PROJ_B], "reason": "x"}),
+            &["targets[1]"],
+        ),
+        (
+            json!({"image_id": IMAGE, "targets": ["  "], "reason": "x"}),
+            &["targets[0]"],
+        ),
+        (
+            json!({"image_id": IMAGE, "targets": ["a\u{1}b"], "reason": "x"}),
+            &["targets[0]"],
+        ),
+        (
+            json!({"image_id": IMAGE, "targets": ["x".repeat(65)], "reason": "x"}),
+            &["targets[0]"],
+        ),
+        (
+            json!({"image_id": IMAGE, "targets": [PROJ_B], "reason": ""}),
+            &["reason"],
+        ),
+        (
+            json!({"image_id": IMAGE, "targets": [PROJ_B], "reason": long}),
+            &["reason"],
+        ),
         (json!({"image_id": IMAGE, "targets": [PROJ_B]}), &["reason"]),
-        (json!({"image_id": IMAGE, "targets": [PROJ_B], "reason": "x", "expires_at": "2001-01-01T00:00:00Z"}), &["expires_at"]),
-        (json!({"image_id": IMAGE, "targets": [PROJ_B], "reason": "x", "expires_at": "tomorrow"}), &["expires_at"]),
-        (json!({"image_id": IMAGE, "targets": "proj-b", "reason": "x"}), &["targets"]),
-        (json!({"image_id": IMAGE, "targets": [PROJ_B], "reason": "x", "colour": "red"}), &["colour"]),
-        (json!({"image_id": "nope", "targets": [], "reason": ""}), &["image_id", "targets", "reason"]),
+        (
+            json!({"image_id": IMAGE, "targets": [PROJ_B], "reason": "x", "expires_at": "2001-01-01T00:00:00Z"}),
+            &["expires_at"],
+        ),
+        (
+            json!({"image_id": IMAGE, "targets": [PROJ_B], "reason": "x", "expires_at": "tomorrow"}),
+            &["expires_at"],
+        ),
+        (
+            json!({"image_id": IMAGE, "targets": "proj-b", "reason": "x"}),
+            &["targets"],
+        ),
+        (
+            json!({"image_id": IMAGE, "targets": [PROJ_B], "reason": "x", "colour": "red"}),
+            &["colour"],
+        ),
+        (
+            json!({"image_id": "nope", "targets": [], "reason": ""}),
+            &["image_id", "targets", "reason"],
+        ),
     ];
     for (body, expected) in cases {
-        let response = app.post(&app.requester, "/v1/share-requests", &body).send().await.unwrap();
+        let response = app
+            .post(&app.requester, "/v1/share-requests", &body)
+            .send()
+            .await
+            .unwrap();
         let problem = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
         assert_eq!(fields(&problem), expected, "{body}");
         assert!(problem["errors"][0]["reason"].as_str().is_some_and(|r| !r.is_empty()));
@@ -67,12 +118,26 @@ async fn each_invalid_field_is_named_in_a_problem() {
 #[tokio::test]
 async fn malformed_bodies_get_problems_not_stack_traces() {
     let app = spawn_app().await;
-    let post = || app.client.post(app.url("/v1/share-requests")).bearer_auth(&app.requester);
+    let post = || {
+        app.client
+            .post(app.url("/v1/share-requests"))
+            .bearer_auth(&app.requester)
+    };
 
-    let response = post().header("content-type", "application/json").body("{not json").send().await.unwrap();
+    let response = post()
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     problem(response, StatusCode::BAD_REQUEST).await;
 
-    let response = post().header("content-type", "text/plain").body("{}").send().await.unwrap();
+    let response = post()
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     problem(response, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
 
     let response = post().send().await.unwrap();
@@ -85,35 +150,87 @@ async fn malformed_bodies_get_problems_not_stack_traces() {
     let response = app.get(&app.requester, "/v1/nothing-here").send().await.unwrap();
     problem(response, StatusCode::NOT_FOUND).await;
 
-    let response = app.client.delete(app.url("/v1/share-requests")).bearer_auth(&app.requester).send().await.unwrap();
+    let response = app
+        .client
+        .delete(app.url("/v1/share-requests"))
+        .bearer_auth(&app.requester)
+        .send()
+        .await
+        .unwrap();
     problem(response, StatusCode::METHOD_NOT_ALLOWED).await;
 
-    let response = app.get(&app.requester, "/v1/share-requests/not-a-uuid").send().await.unwrap();
-    assert_eq!(crate::helpers::fields(&problem(response, StatusCode::UNPROCESSABLE_ENTITY).await), ["id"]);
+    let response = app
+        .get(&app.requester, "/v1/share-requests/not-a-uuid")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::helpers::fields(&problem(response, StatusCode::UNPROCESSABLE_ENTITY).await),
+        ["id"]
+    );
 
-    let response = app.get(&app.requester, &format!("/v1/share-requests/{IMAGE}")).send().await.unwrap();
+    let response = app
+        .get(&app.requester, &format!("/v1/share-requests/{IMAGE}"))
+        .send()
+        .await
+        .unwrap();
     problem(response, StatusCode::NOT_FOUND).await;
 
     let response = app.get(&app.requester, "/v1/shares?state=nope").send().await.unwrap();
-    assert_eq!(fields(&problem(response, StatusCode::UNPROCESSABLE_ENTITY).await), ["state"]);
-    let response = app.get(&app.requester, "/v1/share-requests?colour=red").send().await.unwrap();
-    assert_eq!(fields(&problem(response, StatusCode::UNPROCESSABLE_ENTITY).await), ["colour"]);
-    let response = app.get(&app.requester, "/v1/share-requests?limit=500").send().await.unwrap();
-    assert_eq!(fields(&problem(response, StatusCode::UNPROCESSABLE_ENTITY).await), ["limit"]);
-    let response = app.get(&app.requester, "/v1/share-requests?cursor=garbage").send().await.unwrap();
-    assert_eq!(fields(&problem(response, StatusCode::UNPROCESSABLE_ENTITY).await), ["cursor"]);
+    assert_eq!(
+        fields(&problem(response, StatusCode::UNPROCESSABLE_ENTITY).await),
+        ["state"]
+    );
+    let response = app
+        .get(&app.requester, "/v1/share-requests?colour=red")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        fields(&problem(response, StatusCode::UNPROCESSABLE_ENTITY).await),
+        ["colour"]
+    );
+    let response = app
+        .get(&app.requester, "/v1/share-requests?limit=500")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        fields(&problem(response, StatusCode::UNPROCESSABLE_ENTITY).await),
+        ["limit"]
+    );
+    let response = app
+        .get(&app.requester, "/v1/share-requests?cursor=garbage")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        fields(&problem(response, StatusCode::UNPROCESSABLE_ENTITY).await),
+        ["cursor"]
+    );
 }
 
 #[tokio::test]
 async fn a_second_live_share_of_the_same_image_to_a_project_is_refused() {
     let app = spawn_app().await;
     let first = app.file(IMAGE, &[PROJ_B]).await;
-    let response = app.post(&app.requester, "/v1/share-requests", &request_body(IMAGE, &[PROJ_B])).send().await.unwrap();
+    let response = app
+        .post(&app.requester, "/v1/share-requests", &request_body(IMAGE, &[PROJ_B]))
+        .send()
+        .await
+        .unwrap();
     problem(response, StatusCode::CONFLICT).await;
 
     // Once the first is cancelled, the same grant may be asked for again.
     let path = format!("/v1/share-requests/{}/cancel", first["id"].as_str().unwrap());
-    assert_eq!(app.post(&app.requester, &path, &json!({})).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        app.post(&app.requester, &path, &json!({}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
     app.file(IMAGE, &[PROJ_B]).await;
 }
 
@@ -124,10 +241,20 @@ async fn cancelling_honours_if_match_and_moves_every_share() {
     let id = filed["id"].as_str().unwrap();
     let path = format!("/v1/share-requests/{id}/cancel");
 
-    let stale = app.post(&app.requester, &path, &json!({})).header("if-match", "\"v0\"").send().await.unwrap();
+    let stale = app
+        .post(&app.requester, &path, &json!({}))
+        .header("if-match", "\"v0\"")
+        .send()
+        .await
+        .unwrap();
     problem(stale, StatusCode::PRECONDITION_FAILED).await;
 
-    let etag = app.get(&app.requester, &format!("/v1/share-requests/{id}")).send().await.unwrap().headers()["etag"]
+    let etag = app
+        .get(&app.requester, &format!("/v1/share-requests/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .headers()["etag"]
         .to_str()
         .unwrap()
         .to_owned();
@@ -138,14 +265,30 @@ async fn cancelling_honours_if_match_and_moves_every_share() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    assert_ne!(response.headers()["etag"].to_str().unwrap(), etag, "a change gives a new ETag");
+    assert_ne!(
+        response.headers()["etag"].to_str().unwrap(),
+        etag,
+        "a change gives a new ETag"
+    );
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], "cancelled");
     assert_eq!(body["decided_by"], "portal");
     assert_eq!(body["decision_comment"], "no longer needed");
-    assert!(body["shares"].as_array().unwrap().iter().all(|s| s["state"] == "cancelled"));
+    assert!(
+        body["shares"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["state"] == "cancelled")
+    );
 
-    let again = app.client.post(app.url(&path)).bearer_auth(&app.requester).send().await.unwrap();
+    let again = app
+        .client
+        .post(app.url(&path))
+        .bearer_auth(&app.requester)
+        .send()
+        .await
+        .unwrap();
     problem(again, StatusCode::CONFLICT).await;
     assert_eq!(app.audit_actions(id).await, ["create", "update/cancel"]);
 }
@@ -157,18 +300,38 @@ async fn approving_and_denying_record_who_decided() {
     let b = app.file("0b6a1c6e-3f5d-4a57-9b0e-51c6a3b7f0aa", &[PROJ_B]).await;
 
     let path = format!("/v1/share-requests/{}/approve", a["id"].as_str().unwrap());
-    let approved: Value = app.post(&app.approver, &path, &json!({"comment": "ok"})).send().await.unwrap().json().await.unwrap();
+    let approved: Value = app
+        .post(&app.approver, &path, &json!({"comment": "ok"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(approved["status"], "approved");
     assert_eq!(approved["decided_by"], "workflow");
     assert_eq!(approved["shares"][0]["state"], "queued");
 
     let path = format!("/v1/share-requests/{}/deny", b["id"].as_str().unwrap());
-    let denied: Value = app.post(&app.approver, &path, &json!({})).send().await.unwrap().json().await.unwrap();
+    let denied: Value = app
+        .post(&app.approver, &path, &json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(denied["status"], "denied");
     assert_eq!(denied["shares"][0]["state"], "denied");
 
-    assert_eq!(app.audit_actions(a["id"].as_str().unwrap()).await, ["create", "update/approve"]);
-    assert_eq!(app.audit_actions(b["id"].as_str().unwrap()).await, ["create", "update/deny"]);
+    assert_eq!(
+        app.audit_actions(a["id"].as_str().unwrap()).await,
+        ["create", "update/approve"]
+    );
+    assert_eq!(
+        app.audit_actions(b["id"].as_str().unwrap()).await,
+        ["create", "update/deny"]
+    );
 }
 
 #[tokio::test]
@@ -183,7 +346,15 @@ async fn lists_filter_by_status_image_project_and_requester() {
     let ids = |body: Value| -> usize { body["items"].as_array().unwrap().len() };
     let get = |q: String| {
         let app = &app;
-        async move { app.get(&app.auditor, &q).send().await.unwrap().json::<Value>().await.unwrap() }
+        async move {
+            app.get(&app.auditor, &q)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
     };
     assert_eq!(ids(get("/v1/share-requests".into()).await), 2);
     assert_eq!(ids(get("/v1/share-requests?status=cancelled".into()).await), 1);
@@ -191,11 +362,20 @@ async fn lists_filter_by_status_image_project_and_requester() {
     assert_eq!(ids(get(format!("/v1/share-requests?project_id={PROJ_B}")).await), 1);
     assert_eq!(ids(get("/v1/share-requests?requested_by=portal".into()).await), 2);
     assert_eq!(ids(get("/v1/share-requests?requested_by=someone-else".into()).await), 0);
-    assert_eq!(ids(get("/v1/share-requests?created_after=2999-01-01T00:00:00Z".into()).await), 0);
-    assert_eq!(ids(get("/v1/share-requests?created_before=2999-01-01T00:00:00Z".into()).await), 2);
+    assert_eq!(
+        ids(get("/v1/share-requests?created_after=2999-01-01T00:00:00Z".into()).await),
+        0
+    );
+    assert_eq!(
+        ids(get("/v1/share-requests?created_before=2999-01-01T00:00:00Z".into()).await),
+        2
+    );
     assert_eq!(ids(get("/v1/shares?state=cancelled".into()).await), 1);
     assert_eq!(ids(get("/v1/shares?project_id=proj-c".into()).await), 1);
-    assert_eq!(ids(get(format!("/v1/shares?request_id={}", a["id"].as_str().unwrap())).await), 1);
+    assert_eq!(
+        ids(get(format!("/v1/shares?request_id={}", a["id"].as_str().unwrap())).await),
+        1
+    );
 
     let share = &a["shares"][0];
     let one: Value = get(format!("/v1/shares/{}", share["id"].as_str().unwrap())).await;

@@ -19,7 +19,14 @@ fn the_spec_is_openapi_3_1_and_describes_problems() {
     let spec: serde_json::Value = serde_json::from_str(&glance_share_broker::startup::openapi_json()).unwrap();
     assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"));
     assert!(spec["components"]["schemas"]["Problem"].is_object());
-    for path in ["/v1/share-requests", "/v1/share-requests/{id}", "/v1/shares", "/v1/shares/{id}", "/healthz", "/readyz"] {
+    for path in [
+        "/v1/share-requests",
+        "/v1/share-requests/{id}",
+        "/v1/shares",
+        "/v1/shares/{id}",
+        "/healthz",
+        "/readyz",
+    ] {
         assert!(spec["paths"][path].is_object(), "{path} is in the spec");
     }
 }
