@@ -13,7 +13,7 @@ use crate::db;
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     /// `ok` or `unavailable`.
-    pub status: &'static str,
+    pub status: String,
     /// What is wrong, when something is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -24,7 +24,7 @@ pub struct Health {
     responses((status = 200, description = "Alive", body = Health)))]
 pub async fn healthz() -> axum::Json<Health> {
     axum::Json(Health {
-        status: "ok",
+        status: "ok".into(),
         detail: None,
     })
 }
@@ -40,7 +40,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<He
         (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(Health {
-                status: "unavailable",
+                status: "unavailable".into(),
                 detail: Some(detail),
             }),
         )
@@ -49,7 +49,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<He
         Ok(true) => (
             StatusCode::OK,
             axum::Json(Health {
-                status: "ok",
+                status: "ok".into(),
                 detail: None,
             }),
         ),
