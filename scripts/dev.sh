@@ -71,46 +71,48 @@ log "broker credentials: $OS_CLIENT_CONFIG_FILE (cloud $OS_CLOUD)"
 # ----------------------------------------------------- migrate + demo key
 run_step "migrate" "$BIN" migrate
 
-KEY_FILE="$GSB_STATE_DIR/demo-admin.key"
-if out=$("$BIN" keys create --name demo-admin --role admin); then
-  KEY=$(printf '%s\n' "$out" | tail -n 1)
-  [ -n "$KEY" ] || die "keys create printed no key"
-  (umask 077; printf '%s\n' "$KEY" > "$KEY_FILE")
-  log "demo admin key written to $KEY_FILE"
-elif [ -s "$KEY_FILE" ]; then
-  KEY=$(tail -n 1 "$KEY_FILE")
-  log "keys create failed; reusing the key in $KEY_FILE"
-else
-  die "glance-share-broker keys create --name demo-admin --role admin failed"
-fi
+# Demo API keys, one per part of the flow (nobody may approve a request they filed).
+# Each is kept in $GSB_STATE_DIR/<name>.key, since a key is shown only once.
+demo_key() { # name role [--project ID]...
+  local name=$1 role=$2 file="$GSB_STATE_DIR/$1.key" out
+  shift 2
+  if [ -s "$file" ]; then tail -n 1 "$file"; return 0; fi
+  out=$("$BIN" keys create --name "$name" --role "$role" "$@") || die "keys create --name $name failed"
+  (umask 077; printf '%s\n' "$out" | tail -n 1 > "$file")
+  tail -n 1 "$file"
+}
+demo_key demo-admin admin >/dev/null
+demo_key demo-portal requester --project "$PROJ_A_ID" >/dev/null
+demo_key demo-approver approver >/dev/null
+demo_key demo-consumer requester --project "$PROJ_B_ID" >/dev/null
+log "demo keys in $GSB_STATE_DIR/{demo-admin,demo-portal,demo-approver,demo-consumer}.key"
 
-# ------------------------------------------------------------------ examples
 case "$LISTEN" in
   0.0.0.0:*|\[::\]:*) BASE="http://127.0.0.1:${LISTEN##*:}" ;;
   *) BASE="http://$LISTEN" ;;
 esac
 cat <<EOF
 
-Broker on $BASE  (Ctrl-C to stop). Try, in another shell:
+Broker on $BASE  (Ctrl-C to stop). The five manual steps, through the broker, in another shell:
 
-  KEY=\$(cat $KEY_FILE)
-  H=(-H "Authorization: Bearer \$KEY" -H 'Content-Type: application/json')
+  S=$GSB_STATE_DIR; J=(-H 'Content-Type: application/json')
+  auth() { echo "Authorization: Bearer \$(cat \$S/\$1.key)"; }
 
-  # file a share request: image '$IMAGE_ID' (pfsense, owner proj-a) to proj-b
-  curl -s "\${H[@]}" -X POST $BASE/v1/share-requests \\
+  # 1+2. the owner's portal asks to share the seeded image with proj-b; an approver approves
+  curl -s "\${J[@]}" -H "\$(auth demo-portal)" $BASE/v1/share-requests \\
        -d '{"image_id": "$IMAGE_ID", "targets": ["$PROJ_B_ID"], "reason": "demo"}'
-  curl -s "\${H[@]}" $BASE/v1/share-requests
-  curl -s "\${H[@]}" $BASE/v1/share-requests/REQUEST_ID
-  curl -s "\${H[@]}" -X POST $BASE/v1/share-requests/REQUEST_ID/approve
-  curl -s "\${H[@]}" $BASE/v1/shares
-  curl -s "\${H[@]}" -X POST $BASE/v1/shares/SHARE_ID/accept
-  curl -s "\${H[@]}" -X POST $BASE/v1/shares/SHARE_ID/revoke -d '{"reason": "demo over"}'
+  curl -s -X POST -H "\$(auth demo-approver)" $BASE/v1/share-requests/REQUEST_ID/approve
+  # the worker makes the image shared and adds proj-b as a pending member
+  curl -s -H "\$(auth demo-portal)" "$BASE/v1/shares?image_id=$IMAGE_ID"
+  # 3. the consumer accepts through the broker
+  curl -s -X POST -H "\$(auth demo-consumer)" $BASE/v1/shares/SHARE_ID/accept
+  # 4. what Glance says
+  OS_CLIENT_CONFIG_FILE=${OS_STATE}/clouds.yaml $OPENSTACK_CLI --os-cloud alice image member list $IMAGE_ID
+  # 5. revoke: the member goes, and the image is private again
+  curl -s "\${J[@]}" -H "\$(auth demo-portal)" $BASE/v1/shares/SHARE_ID/revoke -d '{"reason": "demo over"}'
+
   curl -s $BASE/healthz; curl -s $BASE/readyz; curl -s $BASE/metrics | head
   open $BASE/docs   # Swagger UI
-
-  # what Glance sees (owner alice):
-  OS_CLIENT_CONFIG_FILE=${OS_STATE}/clouds.yaml $OPENSTACK_CLI --os-cloud alice image member list $IMAGE_ID
-  # reset the demo image to private with no members: scripts/openstack/seed.sh
 
 EOF
 
