@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::fake_glance::{FakeGlance, Fault};
@@ -57,32 +57,10 @@ async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
 
 async fn approve_one(app: &TestApp, image: &str) -> String {
     let body = json!({"image_id": image, "targets": [env("PROJ_B_ID")], "reason": "crash"});
-    let filed: Value = app
-        .post(&app.requester, "/v1/share-requests", &body)
-        .send()
-        .await
+    app.file_and_approve(body).await["shares"][0]["id"]
+        .as_str()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let path = format!("/v1/share-requests/{}/approve", filed["id"].as_str().unwrap());
-    assert!(
-        app.post(&app.approver, &path, &json!({}))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
-    filed["shares"][0]["id"].as_str().unwrap().to_owned()
-}
-
-async fn state(app: &TestApp, share: &str) -> String {
-    sqlx::query_scalar("select state from shares where id = $1::uuid")
-        .bind(share)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
+        .to_owned()
 }
 
 async fn running_jobs(app: &TestApp) -> i64 {
@@ -122,7 +100,7 @@ async fn a_worker_killed_mid_job_is_replaced_and_the_member_is_added_once() {
 
     let mut second = worker(&db, &glance, &dir.join("worker-b"));
     wait_for("the second worker to finish the grant", async || {
-        state(&app, &share).await == "pending_acceptance"
+        app.share_state(&share).await == "pending_acceptance"
     })
     .await;
     assert_eq!(fake.calls(Method::POST, "add_member"), 2);
@@ -158,7 +136,7 @@ async fn a_worker_frozen_past_its_lease_has_its_late_completion_refused() {
 
     let mut other = worker(&db, &glance, &dir.join("worker-other"));
     wait_for("the other worker to take over and finish", async || {
-        state(&app, &share).await == "pending_acceptance"
+        app.share_state(&share).await == "pending_acceptance"
     })
     .await;
     signal(&other, Signal::SIGTERM);
@@ -173,7 +151,7 @@ async fn a_worker_frozen_past_its_lease_has_its_late_completion_refused() {
     })
     .await;
     assert_eq!(
-        state(&app, &share).await,
+        app.share_state(&share).await,
         "pending_acceptance",
         "the late failure changed nothing"
     );

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::fake_glance::{FakeGlance, Fault};
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, share_state, spawn_app};
 use crate::openstack::{broker_cloud_with_glance, drain, drive_until, env, worker_config};
 
 struct Setup {
@@ -43,26 +43,10 @@ async fn setup(visibility: &str) -> Setup {
 /// Files and approves a share of the setup's image to proj-b; returns the share id.
 async fn approve_one(s: &Setup) -> String {
     let body = json!({"image_id": s.image, "targets": [s.proj_b], "reason": "faults"});
-    let filed: Value = s
-        .app
-        .post(&s.app.requester, "/v1/share-requests", &body)
-        .send()
-        .await
+    s.app.file_and_approve(body).await["shares"][0]["id"]
+        .as_str()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let path = format!("/v1/share-requests/{}/approve", filed["id"].as_str().unwrap());
-    assert!(
-        s.app
-            .post(&s.app.approver, &path, &json!({}))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    );
-    filed["shares"][0]["id"].as_str().unwrap().to_owned()
+        .to_owned()
 }
 
 async fn share(app: &TestApp, id: &str) -> Value {
@@ -78,12 +62,7 @@ async fn share(app: &TestApp, id: &str) -> Value {
 async fn until_state(s: &Setup, id: &str, state: &'static str) -> Value {
     let id2 = id.to_owned();
     drive_until(&s.worker, &s.app.pool, state, async move |pool: &PgPool| {
-        let now: String = sqlx::query_scalar("select state from shares where id = $1::uuid")
-            .bind(&id2)
-            .fetch_one(pool)
-            .await
-            .unwrap();
-        now == state
+        share_state(pool, &id2).await == state
     })
     .await;
     share(&s.app, id).await

@@ -124,6 +124,32 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// Files `body` as the requester and approves it as the approver; returns the approved request.
+    pub async fn file_and_approve(&self, body: Value) -> Value {
+        let response = self
+            .post(&self.requester, "/v1/share-requests", &body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED, "{:?}", response.text().await);
+        let id = response.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let response = self
+            .post(&self.approver, &format!("/v1/share-requests/{id}/approve"), &json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    /// A share's state, straight from the database.
+    pub async fn share_state(&self, share_id: &str) -> String {
+        share_state(&self.pool, share_id).await
+    }
+
     /// How many share requests the database holds.
     pub async fn request_count(&self) -> i64 {
         sqlx::query_scalar("select count(*) from share_requests")
@@ -168,4 +194,13 @@ pub fn fields(problem: &Value) -> Vec<String> {
         .iter()
         .map(|e| e["field"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// A share's state, straight from the database.
+pub async fn share_state(pool: &PgPool, share_id: &str) -> String {
+    sqlx::query_scalar("select state from shares where id = $1::uuid")
+        .bind(share_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }

@@ -7,37 +7,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{share_state, spawn_app};
 use crate::openstack::{Rig, broker_cloud, drain, drive_until, env, worker_config};
-
-async fn share_state(pool: &PgPool, id: &str) -> String {
-    sqlx::query_scalar("select state from shares where id = $1::uuid")
-        .bind(id)
-        .fetch_one(pool)
-        .await
-        .unwrap()
-}
-
-/// Files and approves a request; returns its body as approved.
-async fn approved(app: &TestApp, body: Value) -> Value {
-    let response = app
-        .post(&app.requester, "/v1/share-requests", &body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let id = response.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let response = app
-        .post(&app.approver, &format!("/v1/share-requests/{id}/approve"), &json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response.json().await.unwrap()
-}
 
 fn share_id(request: &Value, i: usize) -> String {
     request["shares"][i]["id"].as_str().unwrap().to_owned()
@@ -185,11 +156,11 @@ async fn targets_by_name_resolve_and_unknown_projects_fail_clearly() {
     let worker = Worker::new(app.pool.clone(), broker_cloud(), worker_config());
     let image = rig.private_image("e2e-names").await;
     let unknown_id = "00000000000000000000000000000bad";
-    let request = approved(
-        &app,
-        json!({"image_id": image, "targets": ["proj-c", "no-such-project", unknown_id], "reason": "names"}),
-    )
-    .await;
+    let request = app
+        .file_and_approve(
+            json!({"image_id": image, "targets": ["proj-c", "no-such-project", unknown_id], "reason": "names"}),
+        )
+        .await;
     drain(&worker).await;
 
     let shares: Value = app
@@ -250,7 +221,9 @@ async fn the_worker_sees_the_consumer_accept_in_glance() {
     let worker = Worker::new(app.pool.clone(), broker_cloud(), worker_config());
     let image = rig.private_image("e2e-poll").await;
     let proj_b = env("PROJ_B_ID");
-    let request = approved(&app, json!({"image_id": image, "targets": [proj_b], "reason": "poll"})).await;
+    let request = app
+        .file_and_approve(json!({"image_id": image, "targets": [proj_b], "reason": "poll"}))
+        .await;
     let share = share_id(&request, 0);
     drain(&worker).await;
     assert_eq!(share_state(&app.pool, &share).await, "pending_acceptance");
@@ -286,7 +259,7 @@ async fn an_expired_share_is_revoked_by_the_worker() {
     let proj_b = env("PROJ_B_ID");
     let expires_at = (chrono::Utc::now() + chrono::Duration::seconds(3)).to_rfc3339();
     let request =
-        approved(&app, json!({"image_id": image, "targets": [proj_b], "reason": "short", "expires_at": expires_at, "auto_accept": true}))
+        app.file_and_approve(json!({"image_id": image, "targets": [proj_b], "reason": "short", "expires_at": expires_at, "auto_accept": true}))
             .await;
     let share = share_id(&request, 0);
     drain(&worker).await;
