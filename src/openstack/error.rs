@@ -49,8 +49,13 @@ impl CallError {
             "{what}: {status}{}",
             summary(body).map(|s| format!(": {s}")).unwrap_or_default()
         );
-        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT
-        {
+        // A 401 that survived a fresh token is Keystone or the broker's account having a bad
+        // moment more often than a lasting refusal: retry it, within the attempt budget.
+        let transient = status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT
+            || status == StatusCode::UNAUTHORIZED
+            || status.is_server_error();
+        if transient {
             CallError::Transient { message, retry_after }
         } else {
             CallError::Permanent {
@@ -96,6 +101,7 @@ mod tests {
         assert!(CallError::status("x", StatusCode::TOO_MANY_REQUESTS, None, "").is_transient());
         assert!(!CallError::status("x", StatusCode::FORBIDDEN, None, "").is_transient());
         assert!(!CallError::status("x", StatusCode::PAYLOAD_TOO_LARGE, None, "").is_transient());
+        assert!(CallError::status("x", StatusCode::UNAUTHORIZED, None, "").is_transient());
     }
 
     #[test]
