@@ -19,41 +19,30 @@ use crate::{db, http, telemetry};
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            let worker = match args.no_worker {
-                true => None,
-                false => Some((
-                    args.worker.openstack()?,
-                    args.worker.worker_config(instance_name(&args.instance)),
-                )),
+            // Read the credentials before binding, so a bad clouds.yaml stops the start.
+            let cloud = if args.no_worker {
+                None
+            } else {
+                Some(args.worker.openstack()?)
             };
             let app = Application::build(&args).await?;
-            tracing::info!(listen = %app.local_addr(), worker = worker.is_some(), "serving");
-            let (stop, stopped) = watch::channel(false);
-            let worker =
-                worker.map(|(cloud, config)| tokio::spawn(Worker::new(app.pool.clone(), cloud, config).run(stopped)));
-            app.run_until(async move {
-                shutdown_signal().await;
-                let _ = stop.send(true);
-            })
-            .await?;
-            if let Some(worker) = worker {
-                worker.await?;
+            tracing::info!(listen = %app.local_addr(), worker = cloud.is_some(), "serving");
+            let config = args.worker.worker_config(instance_name(&args.instance));
+            let worker = cloud.map(|cloud| RunningWorker::start(app.pool.clone(), cloud, config));
+            app.run_until(shutdown_signal()).await?;
+            match worker {
+                Some(worker) => worker.stop().await,
+                None => Ok(()),
             }
-            Ok(())
         }
         Command::Worker(args) => {
             let cloud = args.worker.openstack()?;
             let pool = db::pool(args.database.connect_options()?, args.database.db_max_connections);
             migrate(&pool).await?;
-            let (stop, stopped) = watch::channel(false);
-            let worker = tokio::spawn(
-                Worker::new(pool, cloud, args.worker.worker_config(instance_name(&args.instance))).run(stopped),
-            );
+            let worker = RunningWorker::start(pool, cloud, args.worker.worker_config(instance_name(&args.instance)));
             tracing::info!("worker running");
             shutdown_signal().await;
-            let _ = stop.send(true);
-            worker.await?;
-            Ok(())
+            worker.stop().await
         }
         Command::Migrate(database) => {
             let pool = db::pool(database.connect_options()?, 1);
@@ -170,6 +159,29 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await?;
         tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// A worker running in the background until [`RunningWorker::stop`].
+struct RunningWorker {
+    stop: watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl RunningWorker {
+    fn start(pool: PgPool, cloud: crate::openstack::OpenStack, config: crate::worker::WorkerConfig) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        RunningWorker {
+            stop,
+            handle: tokio::spawn(Worker::new(pool, cloud, config).run(stopped)),
+        }
+    }
+
+    /// Stops claiming, waits for the jobs in hand to finish.
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.handle.await?;
         Ok(())
     }
 }
