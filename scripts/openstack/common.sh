@@ -24,6 +24,9 @@ OS_WORKERS=${OS_WORKERS:-2}
 KEYSTONE_THREADS=${KEYSTONE_THREADS:-4}
 # bcrypt rounds for Keystone password hashes (Keystone default: 12).
 KEYSTONE_PASSWORD_HASH_ROUNDS=${KEYSTONE_PASSWORD_HASH_ROUNDS:-4}
+# How long start.sh waits for each service to answer (seconds). A first start
+# on a loaded 2-core machine has taken minutes, so the default is generous.
+OS_START_WAIT=${OS_START_WAIT:-600}
 
 KEYSTONE_URL="http://${OS_HOST}:${KEYSTONE_PORT}"
 GLANCE_URL="http://${OS_HOST}:${GLANCE_PORT}"

@@ -13,7 +13,7 @@ use super::share_requests::{Share, ShareRequest};
 use crate::domain::{Initiator, canonical_json};
 
 /// Advisory lock key that serializes appends to the chain ("audit" in ASCII).
-const CHAIN_LOCK: i64 = 0x6175_6469_74;
+const CHAIN_LOCK: i64 = 0x0061_7564_6974;
 
 /// An event to append. `target` names what was acted on; `details` holds the rest.
 #[derive(Debug, Clone)]

@@ -31,7 +31,7 @@ fn free_port() -> u16 {
 }
 
 async fn serve(db: &str, port: u16) -> Child {
-    let child = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args(["serve", "--no-worker", "--listen", &format!("127.0.0.1:{port}")])
         .env("DATABASE_URL", db)
         .stdout(Stdio::null())
@@ -47,7 +47,9 @@ async fn serve(db: &str, port: u16) -> Child {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("the broker did not become ready");
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    panic!("the broker did not become ready within 10 s (exit: {status})");
 }
 
 fn stop(mut child: Child) {

@@ -58,9 +58,14 @@ async fn a_share_is_granted_accepted_and_revoked_in_the_real_glance() {
     );
 
     // The consumer accepts through the broker, with a key for its project.
-    let (_, consumer) = db::api_keys::create(&app.pool, "proj-b-portal", Role::Requester, &[proj_b.clone()])
-        .await
-        .unwrap();
+    let (_, consumer) = db::api_keys::create(
+        &app.pool,
+        "proj-b-portal",
+        Role::Requester,
+        std::slice::from_ref(&proj_b),
+    )
+    .await
+    .unwrap();
     let response = app
         .post(&app.requester, &format!("/v1/shares/{share}/accept"), &json!({}))
         .send()
