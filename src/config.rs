@@ -154,6 +154,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "GSB_ACCEPT_POLL_MAX_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub accept_poll_max_secs: u64,
 
+    /// Glance's `image_member_quota` (Glance's default is 128): validation refuses a request
+    /// that would pass it.
+    #[arg(long, env = "GSB_IMAGE_MEMBER_QUOTA", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=100000))]
+    pub image_member_quota: u32,
+
     /// Timeout of one call to Keystone or Glance.
     #[arg(long, env = "GSB_OPENSTACK_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub openstack_timeout_secs: u64,
@@ -188,6 +193,7 @@ impl WorkerArgs {
             retry_max: Duration::from_secs(self.retry_max_secs),
             accept_poll_first: Duration::from_secs(self.accept_poll_first_secs),
             accept_poll_max: Duration::from_secs(self.accept_poll_max_secs),
+            member_quota: self.image_member_quota as usize,
             instance,
         }
     }

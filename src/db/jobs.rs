@@ -25,6 +25,8 @@ pub enum Kind {
     Reject,
     /// Remove the member.
     Revoke,
+    /// Check a new request against Keystone and Glance (a request's job, not a share's).
+    Validate,
 }
 
 impl Kind {
@@ -35,13 +37,37 @@ impl Kind {
             Kind::Accept => "accept",
             Kind::Reject => "reject",
             Kind::Revoke => "revoke",
+            Kind::Validate => "validate",
         }
     }
 
     fn parse(s: &str) -> Option<Kind> {
-        [Kind::Grant, Kind::Poll, Kind::Accept, Kind::Reject, Kind::Revoke]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            Kind::Grant,
+            Kind::Poll,
+            Kind::Accept,
+            Kind::Reject,
+            Kind::Revoke,
+            Kind::Validate,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// What a job works on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    Share(Uuid),
+    Request(Uuid),
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Share(id) => write!(f, "share {id}"),
+            Subject::Request(id) => write!(f, "request {id}"),
+        }
     }
 }
 
@@ -50,8 +76,7 @@ impl Kind {
 pub struct Claimed {
     pub id: Uuid,
     pub kind: Kind,
-    pub share_id: Uuid,
-    pub image_id: Uuid,
+    pub subject: Subject,
     pub attempts: i32,
     pub lease_token: Uuid,
 }
@@ -61,7 +86,7 @@ struct Row {
     id: Uuid,
     kind: String,
     share_id: Option<Uuid>,
-    image_id: Option<Uuid>,
+    request_id: Option<Uuid>,
     attempts: i32,
     lease_token: Option<Uuid>,
 }
@@ -86,6 +111,25 @@ pub async fn enqueue(
     .bind(run_at)
     .execute(&mut *tx)
     .await?;
+    wake_workers(tx).await
+}
+
+/// Queues the validation of a new request. It writes nothing to Glance, so it holds no image.
+pub async fn enqueue_validation(tx: &mut PgConnection, request_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into jobs (id, kind, request_id) values ($1, $2, $3)
+         on conflict (kind, coalesce(share_id, request_id)) where state in ('queued', 'running') do nothing",
+    )
+    .bind(Uuid::now_v7())
+    .bind(Kind::Validate.as_str())
+    .bind(request_id)
+    .execute(&mut *tx)
+    .await?;
+    wake_workers(tx).await
+}
+
+/// Notifies listening workers when `tx` commits.
+async fn wake_workers(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
     sqlx::query("select pg_notify($1, '')")
         .bind(CHANNEL)
         .execute(&mut *tx)
@@ -108,7 +152,7 @@ pub async fn claim(pool: &PgPool, lease: Duration) -> Result<Option<Claimed>, sq
             order by j.run_at
             limit 1
             for update skip locked)
-         returning id, kind, share_id, image_id, attempts, lease_token",
+         returning id, kind, share_id, request_id, attempts, lease_token",
     )
     .bind(Uuid::new_v4())
     .bind(lease.as_secs_f64())
@@ -123,11 +167,15 @@ pub async fn claim(pool: &PgPool, lease: Duration) -> Result<Option<Claimed>, sq
         Err(e) => return Err(e),
     };
     Ok(row.and_then(|r| {
+        let subject = match (r.share_id, r.request_id) {
+            (Some(id), _) => Subject::Share(id),
+            (None, Some(id)) => Subject::Request(id),
+            (None, None) => return None,
+        };
         Some(Claimed {
             id: r.id,
             kind: Kind::parse(&r.kind)?,
-            share_id: r.share_id?,
-            image_id: r.image_id?,
+            subject,
             attempts: r.attempts,
             lease_token: r.lease_token?,
         })

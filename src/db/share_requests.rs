@@ -1,10 +1,11 @@
 //! Share requests and their shares: one request, one share per target project.
 
 use chrono::{DateTime, Utc};
+use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::domain::{NewShareRequest, RequestStatus, ShareState};
+use crate::domain::{FieldError, NewShareRequest, RequestStatus, ShareState, Validation};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ShareRequest {
@@ -23,6 +24,15 @@ pub struct ShareRequest {
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    #[sqlx(try_from = "String")]
+    pub validation: Validation,
+    pub validated_at: Option<DateTime<Utc>>,
+    pub validation_errors: Json<Vec<FieldError>>,
+    pub validation_last_error: Option<String>,
+    pub image_name: Option<String>,
+    pub image_owner: Option<String>,
+    pub image_owner_domain: Option<String>,
+    pub image_visibility: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -33,6 +43,9 @@ pub struct Share {
     pub region: String,
     pub target: String,
     pub project_id: Option<String>,
+    /// The project's name and domain, as validation found them.
+    pub project_name: Option<String>,
+    pub project_domain: Option<String>,
     #[sqlx(try_from = "String")]
     pub state: ShareState,
     pub last_error: Option<String>,
@@ -45,8 +58,9 @@ pub struct Share {
     pub updated_at: DateTime<Utc>,
 }
 
-/// The unique index that keeps one live share per image, region and project.
-pub const ONE_LIVE_GRANT: &str = "shares_one_live_grant_idx";
+/// The unique indexes that keep one live share per image, region and project: by the target
+/// as filed, and by the project id it is or resolved to.
+pub const ONE_LIVE_GRANT: [&str; 2] = ["shares_one_live_grant_idx", "shares_one_live_project_idx"];
 
 /// Inserts a request in `pending_approval` with one `awaiting_approval` share per target.
 pub async fn insert(
@@ -155,6 +169,133 @@ pub async fn decide(
     .fetch_all(&mut *tx)
     .await?;
     Ok((request, sort_shares(shares)))
+}
+
+/// The image as Glance described it when the request was validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFacts {
+    pub name: Option<String>,
+    pub owner: Option<String>,
+    pub owner_domain: Option<String>,
+    pub visibility: String,
+}
+
+/// The Keystone project one share's target resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedTarget {
+    pub share_id: Uuid,
+    pub project_id: String,
+    pub project_name: String,
+    pub project_domain: String,
+}
+
+/// Records a passed validation: the image's facts on the request, each target's project on
+/// its share. Fails with a unique violation on `shares_one_live_project_idx` when a resolved
+/// project already holds a live share of the image.
+pub async fn pass_validation(
+    tx: &mut PgConnection,
+    id: Uuid,
+    image: &ImageFacts,
+    targets: &[ResolvedTarget],
+) -> Result<(ShareRequest, Vec<Share>), sqlx::Error> {
+    let request = sqlx::query_as::<_, ShareRequest>(
+        "update share_requests
+         set validation = 'passed', validated_at = now(), validation_errors = '[]', validation_last_error = null,
+             image_name = $2, image_owner = $3, image_owner_domain = $4, image_visibility = $5,
+             version = version + 1, updated_at = now()
+         where id = $1 returning *",
+    )
+    .bind(id)
+    .bind(&image.name)
+    .bind(&image.owner)
+    .bind(&image.owner_domain)
+    .bind(&image.visibility)
+    .fetch_one(&mut *tx)
+    .await?;
+    let share_ids: Vec<Uuid> = targets.iter().map(|t| t.share_id).collect();
+    let project_ids: Vec<&str> = targets.iter().map(|t| t.project_id.as_str()).collect();
+    let names: Vec<&str> = targets.iter().map(|t| t.project_name.as_str()).collect();
+    let domains: Vec<&str> = targets.iter().map(|t| t.project_domain.as_str()).collect();
+    sqlx::query(
+        "update shares s set project_id = t.project_id, project_name = t.name, project_domain = t.domain,
+                version = s.version + 1, updated_at = now()
+         from unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) as t (id, project_id, name, domain)
+         where s.id = t.id",
+    )
+    .bind(&share_ids)
+    .bind(&project_ids)
+    .bind(&names)
+    .bind(&domains)
+    .execute(&mut *tx)
+    .await?;
+    let shares = shares_of(&mut *tx, &[id]).await?;
+    Ok((request, shares))
+}
+
+/// Records a failed validation: the request becomes `invalid`, and so does each share.
+pub async fn fail_validation(
+    tx: &mut PgConnection,
+    id: Uuid,
+    image: Option<&ImageFacts>,
+    errors: &[FieldError],
+) -> Result<(ShareRequest, Vec<Share>), sqlx::Error> {
+    let request = sqlx::query_as::<_, ShareRequest>(
+        "update share_requests
+         set validation = 'failed', validated_at = now(), validation_errors = $2, validation_last_error = null,
+             status = 'invalid',
+             image_name = $3, image_owner = $4, image_owner_domain = $5, image_visibility = $6,
+             version = version + 1, updated_at = now()
+         where id = $1 returning *",
+    )
+    .bind(id)
+    .bind(Json(errors))
+    .bind(image.and_then(|i| i.name.as_deref()))
+    .bind(image.and_then(|i| i.owner.as_deref()))
+    .bind(image.and_then(|i| i.owner_domain.as_deref()))
+    .bind(image.map(|i| i.visibility.as_str()))
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "update shares set state = 'invalid', version = version + 1, updated_at = now()
+         where request_id = $1 and state = 'awaiting_approval'",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    let shares = shares_of(&mut *tx, &[id]).await?;
+    Ok((request, shares))
+}
+
+/// Notes why validation could not finish yet (Keystone or Glance did not answer); it is retried.
+pub async fn note_validation_error(tx: &mut PgConnection, id: Uuid, error: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("update share_requests set validation_last_error = $2 where id = $1 and validation = 'pending'")
+        .bind(id)
+        .bind(error)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Live shares of `image_id` in `region` to any of `project_ids`, outside request `except`:
+/// `(project id, request id)`.
+pub async fn live_grants_to(
+    db: impl PgExecutor<'_>,
+    image_id: Uuid,
+    region: &str,
+    project_ids: &[&str],
+    except: Uuid,
+) -> Result<Vec<(String, Uuid)>, sqlx::Error> {
+    sqlx::query_as(
+        "select project_id, request_id from shares
+         where image_id = $1 and region = $2 and project_id = any($3) and request_id <> $4
+           and share_is_live(state)",
+    )
+    .bind(image_id)
+    .bind(region)
+    .bind(project_ids)
+    .bind(except)
+    .fetch_all(db)
+    .await
 }
 
 /// Filters for listing requests; `None` means "any".

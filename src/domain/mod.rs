@@ -11,4 +11,4 @@ pub use audit::Initiator;
 pub use canonical::canonical_json;
 pub use principal::{Principal, Role};
 pub use share_request::{FieldError, Limits, MAX_REASON_CHARS, NewShareRequest, ShareRequestInput, Target};
-pub use states::{RequestStatus, ShareState};
+pub use states::{RequestStatus, ShareState, Validation};

@@ -29,7 +29,7 @@ pub struct ShareRequestInput {
 }
 
 /// One rule a field broke.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FieldError {
     /// Where the bad value is, as a JSON path such as `targets[2]`.
     pub field: String,

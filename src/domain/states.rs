@@ -49,6 +49,20 @@ string_enum! {
         Cancelled => "cancelled",
         /// Nobody decided in time.
         Expired => "expired",
+        /// Validation found the request cannot be carried out (`validation.errors` says why).
+        Invalid => "invalid",
+    }
+}
+
+string_enum! {
+    /// Whether the worker has checked a request against Keystone and Glance.
+    Validation {
+        /// Not checked yet, or Keystone or Glance did not answer (retried).
+        Pending => "pending",
+        /// The image and every target exist and can be shared; the facts are on the request.
+        Passed => "passed",
+        /// Something cannot be shared; the request is `invalid`.
+        Failed => "failed",
     }
 }
 
@@ -83,6 +97,8 @@ string_enum! {
         RemovedOutside => "removed_outside",
         /// The image was deleted from Glance.
         ImageDeleted => "image_deleted",
+        /// Its request failed validation.
+        Invalid => "invalid",
     }
 }
 
@@ -95,6 +111,7 @@ impl RequestStatus {
             RequestStatus::Denied => ShareState::Denied,
             RequestStatus::Cancelled => ShareState::Cancelled,
             RequestStatus::Expired => ShareState::Expired,
+            RequestStatus::Invalid => ShareState::Invalid,
         }
     }
 }

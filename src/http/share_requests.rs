@@ -17,7 +17,7 @@ use super::pagination::{Cursor, Limit};
 use super::shares::ShareView;
 use super::{ApiError, AppState};
 use crate::db::{self, audit::NewEvent, share_requests::ShareRequest};
-use crate::domain::{NewShareRequest, RequestStatus, Role, ShareRequestInput};
+use crate::domain::{FieldError, NewShareRequest, RequestStatus, Role, ShareRequestInput, Validation};
 
 /// A share request with its shares.
 #[derive(Debug, Serialize, ToSchema)]
@@ -37,8 +37,36 @@ pub struct ShareRequestView {
     pub decision_comment: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// What the worker found when it checked the request against Keystone and Glance.
+    pub validation: ValidationView,
     /// One share per target project.
     pub shares: Vec<ShareView>,
+}
+
+/// The result of checking a request against Keystone and Glance, before any decision.
+/// A request can be approved only once its validation has `passed`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ValidationView {
+    pub state: Validation,
+    pub validated_at: Option<DateTime<Utc>>,
+    /// The image as Glance described it; null until validated.
+    pub image: Option<ImageView>,
+    /// Why validation failed (each with the field at fault).
+    pub errors: Vec<FieldError>,
+    /// Why validation is still pending: Keystone or Glance did not answer; it is retried.
+    pub last_error: Option<String>,
+}
+
+/// An image's facts as Glance gave them at validation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImageView {
+    pub name: Option<String>,
+    /// The project that owns the image.
+    pub owner: Option<String>,
+    /// The owner project's Keystone domain id.
+    pub owner_domain: Option<String>,
+    /// `private` or `shared` (a `public` or `community` image fails validation).
+    pub visibility: String,
 }
 
 impl ShareRequestView {
@@ -57,6 +85,18 @@ impl ShareRequestView {
             decision_comment: r.decision_comment,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            validation: ValidationView {
+                state: r.validation,
+                validated_at: r.validated_at,
+                image: r.image_visibility.map(|visibility| ImageView {
+                    name: r.image_name,
+                    owner: r.image_owner,
+                    owner_domain: r.image_owner_domain,
+                    visibility,
+                }),
+                errors: r.validation_errors.0,
+                last_error: r.validation_last_error,
+            },
             shares: shares.into_iter().map(ShareView::from).collect(),
         }
     }
@@ -91,8 +131,10 @@ pub(super) fn saved_request(
 
 /// File a share request.
 ///
-/// Records the ask and one `awaiting_approval` share per target. Nothing reaches Glance
-/// until the request is approved. Send an `Idempotency-Key` to retry safely.
+/// Records the ask and one `awaiting_approval` share per target, and queues its validation:
+/// the worker checks the image and the targets against Glance and Keystone (reading only)
+/// and stores what it found under `validation`. Nothing is written to Glance until the
+/// request is approved. Send an `Idempotency-Key` to retry safely.
 #[utoipa::path(
     post, path = "/v1/share-requests", tag = "share-requests",
     request_body = ShareRequestInput,
@@ -135,6 +177,7 @@ pub async fn create_share_request(
     let (request, shares) = db::share_requests::insert(&mut tx, &new, &caller.principal.name)
         .await
         .map_err(|e| live_grant_conflict(e, &new))?;
+    db::jobs::enqueue_validation(&mut tx, request.id).await?;
     let targets: Vec<&str> = new.targets.iter().map(|t| t.as_str()).collect();
     state
         .audit(
@@ -158,7 +201,7 @@ fn live_grant_conflict(e: sqlx::Error, new: &NewShareRequest) -> ApiError {
     let is_live_grant = e
         .as_database_error()
         .and_then(|d| d.constraint())
-        .is_some_and(|c| c == db::share_requests::ONE_LIVE_GRANT);
+        .is_some_and(|c| db::share_requests::ONE_LIVE_GRANT.contains(&c));
     if !is_live_grant {
         return e.into();
     }
@@ -316,7 +359,7 @@ pub async fn cancel_share_request(
         (status = 200, description = "Approved", body = ShareRequestView, headers(("ETag" = String))),
         (status = 403, description = "Not an approver, or the approver's own request", body = super::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such request", body = super::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already decided", body = super::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already decided, or not validated yet", body = super::Problem, content_type = "application/problem+json"),
         (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
@@ -410,6 +453,14 @@ async fn decide(
                 "the request is already {}; only a pending_approval request can be {verb}ed",
                 request.status
             ),
+            errors: Vec::new(),
+        });
+    }
+    if to == RequestStatus::Approved && request.validation != Validation::Passed {
+        return Err(ApiError::Conflict {
+            detail: "the request has not been validated against Keystone and Glance yet; approve it once \
+                     `validation.state` is `passed`"
+                .into(),
             errors: Vec::new(),
         });
     }

@@ -25,8 +25,11 @@ pub struct ShareView {
     pub region: String,
     /// The target as filed: a project id or name.
     pub target: String,
-    /// The Keystone project id; null until a target given by name is resolved.
+    /// The Keystone project id; null until a target given by name is resolved by validation.
     pub project_id: Option<String>,
+    /// The project's name and domain id, as validation found them in Keystone.
+    pub project_name: Option<String>,
+    pub project_domain: Option<String>,
     pub state: ShareState,
     /// The last error the worker met, when it met one.
     pub last_error: Option<String>,
@@ -48,6 +51,8 @@ impl From<Share> for ShareView {
             region: s.region,
             target: s.target,
             project_id: s.project_id,
+            project_name: s.project_name,
+            project_domain: s.project_domain,
             state: s.state,
             last_error: s.last_error,
             granted_at: s.granted_at,

@@ -8,6 +8,7 @@
 //!    and is committed only if the lease is still ours.
 
 mod retry;
+mod validate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,12 +23,13 @@ use uuid::Uuid;
 
 use crate::db;
 use crate::db::audit::NewEvent;
-use crate::db::jobs::{self, Claimed, Finish, Kind};
+use crate::db::jobs::{self, Claimed, Finish, Kind, Subject};
 use crate::db::share_requests::{Share, ShareRequest};
-use crate::domain::{Initiator, RequestStatus, ShareState};
+use crate::domain::{FieldError, Initiator, RequestStatus, ShareState, Validation};
 use crate::openstack::{CallError, OpenStack};
 
 pub use retry::{backoff, next_delay, poll_delay};
+use validate::Verdict;
 
 /// How the worker paces itself.
 #[derive(Debug, Clone)]
@@ -45,6 +47,8 @@ pub struct WorkerConfig {
     /// First and longest wait between acceptance checks.
     pub accept_poll_first: Duration,
     pub accept_poll_max: Duration,
+    /// Glance's `image_member_quota`, which validation checks a request against.
+    pub member_quota: usize,
     /// This instance's name in the audit log.
     pub instance: String,
 }
@@ -151,15 +155,15 @@ impl Worker {
         let Some(job) = jobs::claim(&self.pool, self.config.lease).await? else {
             return Ok(Outcome::Idle);
         };
-        let span = tracing::info_span!("job", job.id = %job.id, job.kind = job.kind.as_str(), share.id = %job.share_id, attempt = job.attempts);
+        let span = tracing::info_span!("job", job.id = %job.id, job.kind = job.kind.as_str(), job.subject = %job.subject, attempt = job.attempts);
         let heartbeat = self.spawn_heartbeat(job.clone());
-        let result = self.execute(&job).instrument(span.clone()).await;
+        let result = match job.subject {
+            Subject::Share(share_id) => self.run_share_job(&job, share_id).instrument(span).await,
+            Subject::Request(request_id) => self.validate(&job, request_id).instrument(span).await,
+        };
         heartbeat.abort();
-        match result {
-            Ok(result) => self.settle(&job, result).instrument(span).await?,
-            Err(e) => {
-                tracing::warn!(job.id = %job.id, error = ?e, "job abandoned; its lease will lapse and it will be retried")
-            }
+        if let Err(e) = result {
+            tracing::warn!(job.id = %job.id, error = ?e, "job abandoned; its lease will lapse and it will be retried");
         }
         Ok(Outcome::Ran)
     }
@@ -181,12 +185,18 @@ impl Worker {
         })
     }
 
-    /// The network part. The outer error is ours (database, lost lease): the job is left
-    /// for its lease to lapse. The inner one is OpenStack's answer.
-    async fn execute(&self, job: &Claimed) -> anyhow::Result<Result<Effect, CallError>> {
-        let share = db::share_requests::find_share(&self.pool, job.share_id)
+    /// A job on one share: its calls to OpenStack, then one transaction for the outcome.
+    /// An error is ours (database, lost lease): the job is left for its lease to lapse.
+    async fn run_share_job(&self, job: &Claimed, share_id: Uuid) -> anyhow::Result<()> {
+        let result = self.execute(job, share_id).await?;
+        self.settle(job, share_id, result).await
+    }
+
+    /// The network part. The outer error is ours; the inner one is OpenStack's answer.
+    async fn execute(&self, job: &Claimed, share_id: Uuid) -> anyhow::Result<Result<Effect, CallError>> {
+        let share = db::share_requests::find_share(&self.pool, share_id)
             .await?
-            .ok_or_else(|| anyhow::anyhow!("share {} is gone", job.share_id))?;
+            .ok_or_else(|| anyhow::anyhow!("share {share_id} is gone"))?;
         let request = db::share_requests::find(&self.pool, share.request_id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("request {} is gone", share.request_id))?;
@@ -197,6 +207,7 @@ impl Worker {
             Kind::Accept => self.set_status(&share, ShareState::Accepted, &rid).await,
             Kind::Reject => self.set_status(&share, ShareState::Rejected, &rid).await,
             Kind::Revoke => self.revoke(job, &share, &rid).await?,
+            Kind::Validate => anyhow::bail!("a validate job names a share, not a request"),
         })
     }
 
@@ -215,7 +226,7 @@ impl Worker {
         }
         if share.state == ShareState::Queued {
             let mut tx = self.lease_tx(job).await?;
-            let share = db::shares::set_state(&mut tx, job.share_id, ShareState::Granting, None).await?;
+            let share = db::shares::set_state(&mut tx, share.id, ShareState::Granting, None).await?;
             let event = NewEvent::about_share(&self.actor, &share, "update/grant", "pending");
             db::audit::record(&mut tx, &self.config.instance, event).await?;
             tx.commit().await?;
@@ -249,12 +260,12 @@ impl Worker {
             "private" => {
                 // Remember first, so the last revoke puts it back even if we crash right after.
                 let mut tx = self.lease_tx(job).await?;
-                db::shares::mark_made_image_shared(&mut tx, job.share_id).await?;
+                db::shares::mark_made_image_shared(&mut tx, share.id).await?;
                 tx.commit().await?;
                 if let Err(e) = self.cloud.set_visibility(&image_id, "shared", rid).await {
                     return Ok(Err(e));
                 }
-                self.record_visibility(job, "private", "shared").await?;
+                self.record_visibility(job, share.id, "private", "shared").await?;
             }
             other => {
                 return Ok(Err(CallError::permanent(
@@ -278,31 +289,12 @@ impl Worker {
         Ok(Ok(Effect::Granted { project_id, accepted }))
     }
 
-    /// The target's Keystone project id: checked when given as an id, looked up when a name.
+    /// The target's Keystone project id: checked again at grant time, for the project may
+    /// have been deleted since validation.
     async fn resolve_target(&self, share: &Share, rid: &str) -> Result<String, CallError> {
-        if let Some(id) = &share.project_id {
-            return match self.cloud.project(id, rid).await? {
-                Some(project) => Ok(project.id),
-                None => Err(CallError::permanent(
-                    Some(404),
-                    format!("Keystone has no project with id {id}"),
-                )),
-            };
-        }
-        let mut found = self.cloud.projects_named(&share.target, rid).await?;
-        match found.len() {
-            1 => Ok(found.remove(0).id),
-            0 => Err(CallError::permanent(
-                Some(404),
-                format!("Keystone has no project named `{}`", share.target),
-            )),
-            n => Err(CallError::permanent(
-                None,
-                format!(
-                    "{n} projects are named `{}` (in different domains): give the project id",
-                    share.target
-                ),
-            )),
+        match validate::resolve(&self.cloud, share, rid).await? {
+            Ok(project) => Ok(project.id),
+            Err(reason) => Err(CallError::permanent(None, reason)),
         }
     }
 
@@ -356,7 +348,7 @@ impl Worker {
                     if let Err(e) = self.cloud.set_visibility(&image_id, "private", rid).await {
                         return Ok(Err(e));
                     }
-                    self.record_visibility(job, "shared", "private").await?;
+                    self.record_visibility(job, share.id, "shared", "private").await?;
                 }
                 Ok(_) => {}
                 // The image was deleted, or made private by its owner: nothing to restore.
@@ -368,11 +360,11 @@ impl Worker {
     }
 
     /// Records a visibility change the broker made, and (to private) that it owes none.
-    async fn record_visibility(&self, job: &Claimed, from: &str, to: &str) -> anyhow::Result<()> {
+    async fn record_visibility(&self, job: &Claimed, share_id: Uuid, from: &str, to: &str) -> anyhow::Result<()> {
         let mut tx = self.lease_tx(job).await?;
-        let share = db::share_requests::find_share(&mut *tx, job.share_id)
+        let share = db::share_requests::find_share(&mut *tx, share_id)
             .await?
-            .ok_or_else(|| anyhow::anyhow!("share {} is gone", job.share_id))?;
+            .ok_or_else(|| anyhow::anyhow!("share {share_id} is gone"))?;
         if to == "private" {
             db::shares::clear_made_image_shared(&mut tx, share.image_id, &share.region).await?;
         }
@@ -394,10 +386,10 @@ impl Worker {
     }
 
     /// Records the outcome of a job in one transaction with its audit events.
-    async fn settle(&self, job: &Claimed, result: Result<Effect, CallError>) -> anyhow::Result<()> {
+    async fn settle(&self, job: &Claimed, share_id: Uuid, result: Result<Effect, CallError>) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
-        let Some((share, _request)) = db::shares::find_for_update(&mut tx, job.share_id).await? else {
-            anyhow::bail!("share {} is gone", job.share_id);
+        let Some((share, _request)) = db::shares::find_for_update(&mut tx, share_id).await? else {
+            anyhow::bail!("share {share_id} is gone");
         };
         let now = Utc::now();
         let (actor, instance) = (&*self.actor, self.config.instance.as_str());
@@ -530,7 +522,7 @@ impl Worker {
                 Kind::Grant => (ShareState::Failed, "allow"),
                 Kind::Revoke => (ShareState::Failed, "revoke"),
                 Kind::Accept => (share.state, "accept"),
-                Kind::Reject | Kind::Poll => (share.state, "reject"),
+                Kind::Reject | Kind::Poll | Kind::Validate => (share.state, "reject"),
             };
             let share = db::shares::set_state(&mut tx, share.id, state, Some(&message)).await?;
             let event = NewEvent {
@@ -555,6 +547,93 @@ impl Worker {
             tx.rollback().await?;
             tracing::warn!(job.id = %job.id, "lease lost before completion: outcome discarded, another worker owns the job");
         }
+        Ok(())
+    }
+
+    /// Validates a new request: reads Keystone and Glance, then records the verdict and its
+    /// audit event in one transaction, if the lease is still ours. Validation never gives up
+    /// on a call that fails: the request stays `pending` with the error visible, and is retried.
+    async fn validate(&self, job: &Claimed, request_id: Uuid) -> anyhow::Result<()> {
+        let request = db::share_requests::find(&self.pool, request_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("request {request_id} is gone"))?;
+        let undecided =
+            |r: &ShareRequest| r.status == RequestStatus::PendingApproval && r.validation == Validation::Pending;
+        let verdict = if undecided(&request) {
+            let shares = db::share_requests::shares_of(&self.pool, &[request_id]).await?;
+            let rid = format!("req-{}", Uuid::new_v4());
+            Some(validate::check(&self.cloud, &request, &shares, self.config.member_quota, &rid).await)
+        } else {
+            None
+        };
+
+        let mut tx = self.pool.begin().await?;
+        let request = db::share_requests::find_for_update(&mut tx, request_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("request {request_id} is gone"))?;
+        let finish = match verdict {
+            // Cancelled or decided meanwhile: there is nothing left to validate.
+            _ if !undecided(&request) => Finish::Done,
+            None => Finish::Done,
+            Some(Ok(Verdict::Passed(image, targets))) => {
+                let ids: Vec<&str> = targets.iter().map(|t| t.project_id.as_str()).collect();
+                let taken =
+                    db::share_requests::live_grants_to(&mut *tx, request.image_id, &request.region, &ids, request.id)
+                        .await?;
+                if taken.is_empty() {
+                    let (request, shares) =
+                        db::share_requests::pass_validation(&mut tx, request_id, &image, &targets).await?;
+                    let event = NewEvent {
+                        details: json!({ "image": image_details(&image), "targets": target_details(&shares) }),
+                        ..NewEvent::about_request(&self.actor, &request, "update/validate")
+                    };
+                    db::audit::record(&mut tx, &self.config.instance, event).await?;
+                } else {
+                    let shares = db::share_requests::shares_of(&mut *tx, &[request_id]).await?;
+                    let errors = taken_errors(&targets, &shares, &taken);
+                    self.record_failed(&mut tx, request_id, Some(&image), &errors).await?;
+                }
+                Finish::Done
+            }
+            Some(Ok(Verdict::Failed(image, errors))) => {
+                self.record_failed(&mut tx, request_id, image.as_ref(), &errors).await?;
+                Finish::Done
+            }
+            Some(Err(error)) => {
+                let message = error.to_string();
+                tracing::warn!(error = %message, "validation could not reach OpenStack; retrying");
+                db::share_requests::note_validation_error(&mut tx, request_id, &message).await?;
+                let retry_after = match &error {
+                    CallError::Transient { retry_after, .. } => *retry_after,
+                    CallError::Permanent { .. } => None,
+                };
+                let delay = retry::next_delay(
+                    job.attempts - 1,
+                    self.config.retry_base,
+                    self.config.retry_max,
+                    retry_after,
+                    rand::random(),
+                );
+                Finish::Later(Utc::now() + delay, None)
+            }
+        };
+        self.commit_if_ours(tx, job, finish).await
+    }
+
+    async fn record_failed(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        request_id: Uuid,
+        image: Option<&db::share_requests::ImageFacts>,
+        errors: &[FieldError],
+    ) -> anyhow::Result<()> {
+        let (request, _) = db::share_requests::fail_validation(tx, request_id, image, errors).await?;
+        let event = NewEvent {
+            outcome: "failure",
+            details: json!({ "image": image.map(image_details), "errors": errors }),
+            ..NewEvent::about_request(&self.actor, &request, "update/validate")
+        };
+        db::audit::record(tx, &self.config.instance, event).await?;
         Ok(())
     }
 
@@ -586,6 +665,40 @@ impl Worker {
         tx.commit().await?;
         Ok(shares.len() + requests.len())
     }
+}
+
+fn image_details(image: &db::share_requests::ImageFacts) -> serde_json::Value {
+    json!({ "name": image.name, "owner": image.owner, "owner_domain": image.owner_domain, "visibility": image.visibility })
+}
+
+fn target_details(shares: &[Share]) -> serde_json::Value {
+    shares
+        .iter()
+        .map(|s| json!({ "target": s.target, "project_id": s.project_id, "project_name": s.project_name, "domain_id": s.project_domain }))
+        .collect()
+}
+
+/// One error per target whose project already holds a live share of the image elsewhere.
+fn taken_errors(
+    targets: &[db::share_requests::ResolvedTarget],
+    shares: &[Share],
+    taken: &[(String, Uuid)],
+) -> Vec<FieldError> {
+    shares
+        .iter()
+        .enumerate()
+        .filter_map(|(i, share)| {
+            let target = targets.iter().find(|t| t.share_id == share.id)?;
+            let (_, other) = taken.iter().find(|(project, _)| *project == target.project_id)?;
+            Some(FieldError::new(
+                format!("targets[{i}]"),
+                format!(
+                    "project {} already holds a live share of this image (request {other}); revoke or cancel that first",
+                    target.project_id
+                ),
+            ))
+        })
+        .collect()
 }
 
 /// Wakes idle loops when a job is queued anywhere; falls back to polling if it cannot listen.

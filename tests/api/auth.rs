@@ -118,16 +118,8 @@ async fn each_role_may_do_its_part_and_no_more() {
 #[tokio::test]
 async fn nobody_approves_their_own_request() {
     let app = spawn_app().await;
-    let response = app
-        .post(&app.admin, "/v1/share-requests", &request_body(IMAGE, &[PROJ_B]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let id = response.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let filed = app.file_validated(&app.admin).await;
+    let id = filed["id"].as_str().unwrap();
     let response = app
         .post(&app.admin, &format!("/v1/share-requests/{id}/approve"), &json!({}))
         .send()

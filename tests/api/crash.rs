@@ -57,7 +57,7 @@ async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
 
 async fn approve_one(app: &TestApp, image: &str) -> String {
     let body = json!({"image_id": image, "targets": [env("PROJ_B_ID")], "reason": "crash"});
-    app.file_and_approve(body).await["shares"][0]["id"]
+    app.file_and_approve(body, None).await["shares"][0]["id"]
         .as_str()
         .unwrap()
         .to_owned()

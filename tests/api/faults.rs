@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use glance_share_broker::worker::Worker;
+use glance_share_broker::worker::{Worker, WorkerConfig};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -17,6 +17,8 @@ struct Setup {
     app: TestApp,
     fake: FakeGlance,
     worker: Worker,
+    /// The fake Glance's address.
+    url: String,
     image: String,
     proj_b: String,
 }
@@ -35,6 +37,7 @@ async fn setup(visibility: &str) -> Setup {
         app,
         fake,
         worker,
+        url,
         image,
         proj_b: env("PROJ_B_ID"),
     }
@@ -43,7 +46,7 @@ async fn setup(visibility: &str) -> Setup {
 /// Files and approves a share of the setup's image to proj-b; returns the share id.
 async fn approve_one(s: &Setup) -> String {
     let body = json!({"image_id": s.image, "targets": [s.proj_b], "reason": "faults"});
-    s.app.file_and_approve(body).await["shares"][0]["id"]
+    s.app.file_and_approve(body, Some(&s.worker)).await["shares"][0]["id"]
         .as_str()
         .unwrap()
         .to_owned()
@@ -132,10 +135,42 @@ async fn the_member_quota_fails_the_share_with_a_plain_error() {
 }
 
 #[tokio::test]
-async fn a_public_image_cannot_be_shared() {
+async fn a_public_image_fails_validation() {
     let s = setup("public").await;
-    let id = approve_one(&s).await;
-    let view = until_state(&s, &id, "failed").await;
+    let body = json!({"image_id": s.image, "targets": [s.proj_b], "reason": "faults"});
+    let filed = s.app.file_as(&s.app.requester, &body).await;
+    let request = s.app.validated(filed["id"].as_str().unwrap(), Some(&s.worker)).await;
+    assert_eq!(request["status"], "invalid");
+    assert_eq!(request["validation"]["errors"][0]["field"], "image_id");
+    assert!(
+        request["validation"]["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("public image cannot take members"),
+        "{request}"
+    );
+    assert_eq!(s.fake.calls(Method::POST, "add_member"), 0);
+}
+
+#[tokio::test]
+async fn an_image_made_public_after_validation_fails_the_share() {
+    let s = setup("shared").await;
+    let body = json!({"image_id": s.image, "targets": [s.proj_b], "reason": "faults"});
+    let filed = s.app.file_as(&s.app.requester, &body).await;
+    let id = filed["id"].as_str().unwrap();
+    s.app.validated(id, Some(&s.worker)).await;
+    s.fake.add_image(&s.image, &env("PROJ_A_ID"), "public");
+    let approved: Value = s
+        .app
+        .post(&s.app.approver, &format!("/v1/share-requests/{id}/approve"), &json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let share_id = approved["shares"][0]["id"].as_str().unwrap();
+    let view = until_state(&s, share_id, "failed").await;
     assert!(
         view["last_error"]
             .as_str()
@@ -144,6 +179,67 @@ async fn a_public_image_cannot_be_shared() {
         "{view}"
     );
     assert_eq!(s.fake.calls(Method::POST, "add_member"), 0);
+}
+
+#[tokio::test]
+async fn glance_failing_during_validation_keeps_the_request_pending_and_retries() {
+    let s = setup("shared").await;
+    s.fake.inject(Method::GET, "get_image", [Fault::Status(503, None)]);
+    let body = json!({"image_id": s.image, "targets": [s.proj_b], "reason": "faults"});
+    let filed = s.app.file_as(&s.app.requester, &body).await;
+    let id = filed["id"].as_str().unwrap();
+    s.worker.run_once().await.unwrap();
+    let pending: Value = s
+        .app
+        .get(&s.app.auditor, &format!("/v1/share-requests/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pending["validation"]["state"], "pending");
+    assert!(
+        pending["validation"]["last_error"].as_str().unwrap().contains("503"),
+        "{pending}"
+    );
+    let response = s
+        .app
+        .post(&s.app.approver, &format!("/v1/share-requests/{id}/approve"), &json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409, "no approval before validation");
+
+    let request = s.app.validated(id, Some(&s.worker)).await;
+    assert_eq!(request["validation"]["state"], "passed", "{request}");
+    assert_eq!(request["validation"]["last_error"], Value::Null);
+}
+
+#[tokio::test]
+async fn validation_refuses_what_would_pass_the_member_quota() {
+    let s = setup("shared").await;
+    let worker = Worker::new(
+        s.app.pool.clone(),
+        broker_cloud_with_glance(&s.url, Duration::from_millis(1500)),
+        WorkerConfig {
+            member_quota: 1,
+            ..worker_config()
+        },
+    );
+    s.fake.add_existing_member(&s.image, &env("PROJ_C_ID"));
+    let body = json!({"image_id": s.image, "targets": [s.proj_b], "reason": "faults"});
+    let filed = s.app.file_as(&s.app.requester, &body).await;
+    let request = s.app.validated(filed["id"].as_str().unwrap(), Some(&worker)).await;
+    assert_eq!(request["status"], "invalid");
+    assert_eq!(request["validation"]["errors"][0]["field"], "targets");
+    assert!(
+        request["validation"]["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("member quota of 1"),
+        "{request}"
+    );
 }
 
 #[tokio::test]

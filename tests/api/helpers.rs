@@ -1,16 +1,20 @@
 //! `spawn_app()`: a broker on a free port with a database of its own, and typed helpers.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use glance_share_broker::config::{DatabaseArgs, ServeArgs};
 use glance_share_broker::db;
 use glance_share_broker::domain::Role;
 use glance_share_broker::startup::Application;
+use glance_share_broker::worker::Worker;
 use reqwest::{RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
+
+use crate::openstack::{Rig, broker_cloud, drain, env, worker_config};
 
 /// The server the tests create their databases on (`scripts/test.sh` sets it).
 pub fn admin_database_url() -> String {
@@ -115,27 +119,57 @@ impl TestApp {
 
     /// Files a request as the requester and returns the created body.
     pub async fn file(&self, image: &str, targets: &[&str]) -> Value {
-        let response = self
-            .post(&self.requester, "/v1/share-requests", &request_body(image, targets))
-            .send()
-            .await
-            .unwrap();
+        self.file_as(&self.requester, &request_body(image, targets)).await
+    }
+
+    /// Files `body` as `key` and returns the created body.
+    pub async fn file_as(&self, key: &str, body: &Value) -> Value {
+        let response = self.post(key, "/v1/share-requests", body).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::CREATED, "{:?}", response.text().await);
         response.json().await.unwrap()
     }
 
-    /// Files `body` as the requester and approves it as the approver; returns the approved request.
-    pub async fn file_and_approve(&self, body: Value) -> Value {
-        let response = self
-            .post(&self.requester, "/v1/share-requests", &body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::CREATED, "{:?}", response.text().await);
-        let id = response.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+    /// The request once its validation has finished: runs `worker` until it has, or, with
+    /// none, waits for the worker processes a test started.
+    pub async fn validated(&self, id: &str, worker: Option<&Worker>) -> Value {
+        for _ in 0..300 {
+            if let Some(worker) = worker {
+                drain(worker).await;
+            }
+            let request: Value = self
+                .get(&self.auditor, &format!("/v1/share-requests/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if request["validation"]["state"] != "pending" {
+                return request;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("request {id} was not validated within 30 s");
+    }
+
+    /// A request filed by `key` for a new image of proj-a to proj-b, validated against the
+    /// real Keystone and Glance.
+    pub async fn file_validated(&self, key: &str) -> Value {
+        let image = Rig::from_env().private_image("approval").await;
+        let filed = self.file_as(key, &request_body(&image, &[&env("PROJ_B_ID")])).await;
+        let worker = Worker::new(self.pool.clone(), broker_cloud(), worker_config());
+        let request = self.validated(filed["id"].as_str().unwrap(), Some(&worker)).await;
+        assert_eq!(request["validation"]["state"], "passed", "{request}");
+        request
+    }
+
+    /// Files `body` as the requester, lets `worker` (or running worker processes) validate
+    /// it, and approves it as the approver; returns the approved request.
+    pub async fn file_and_approve(&self, body: Value, worker: Option<&Worker>) -> Value {
+        let filed = self.file_as(&self.requester, &body).await;
+        let id = filed["id"].as_str().unwrap();
+        let validated = self.validated(id, worker).await;
+        assert_eq!(validated["validation"]["state"], "passed", "{validated}");
         let response = self
             .post(&self.approver, &format!("/v1/share-requests/{id}/approve"), &json!({}))
             .send()

@@ -118,7 +118,7 @@ async fn twenty_concurrent_posts_with_one_key_create_exactly_one_request() {
 #[tokio::test]
 async fn decisions_are_idempotent_too() {
     let app = spawn_app().await;
-    let filed = app.file(IMAGE, &[PROJ_B]).await;
+    let filed = app.file_validated(&app.requester).await;
     let path = format!("/v1/share-requests/{}/approve", filed["id"].as_str().unwrap());
     let send = || {
         app.post(&app.approver, &path, &json!({"comment": "fine"}))

@@ -131,6 +131,7 @@ pub fn worker_config() -> WorkerConfig {
         retry_max: Duration::from_millis(50),
         accept_poll_first: Duration::from_millis(200),
         accept_poll_max: Duration::from_secs(1),
+        member_quota: 128,
         instance: "test-worker".into(),
     }
 }

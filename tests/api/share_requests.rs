@@ -296,7 +296,7 @@ async fn cancelling_honours_if_match_and_moves_every_share() {
 #[tokio::test]
 async fn approving_and_denying_record_who_decided() {
     let app = spawn_app().await;
-    let a = app.file(IMAGE, &[PROJ_B]).await;
+    let a = app.file_validated(&app.requester).await;
     let b = app.file("0b6a1c6e-3f5d-4a57-9b0e-51c6a3b7f0aa", &[PROJ_B]).await;
 
     let path = format!("/v1/share-requests/{}/approve", a["id"].as_str().unwrap());
@@ -326,7 +326,7 @@ async fn approving_and_denying_record_who_decided() {
 
     assert_eq!(
         app.audit_actions(a["id"].as_str().unwrap()).await,
-        ["create", "update/approve"]
+        ["create", "update/validate", "update/approve"]
     );
     assert_eq!(
         app.audit_actions(b["id"].as_str().unwrap()).await,

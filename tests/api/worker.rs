@@ -30,11 +30,22 @@ async fn a_share_is_granted_accepted_and_revoked_in_the_real_glance() {
         .await
         .unwrap();
     let filed: Value = response.json().await.unwrap();
+    assert_eq!(filed["validation"]["state"], "pending");
     drain(&worker).await;
     assert_eq!(
         rig.glance_get(&alice, &format!("/v2/images/{image}")).await.1["visibility"],
         "private"
     );
+
+    // Validated before anyone decides: the approver sees the image and the project.
+    let validated = app.validated(filed["id"].as_str().unwrap(), None).await;
+    assert_eq!(validated["validation"]["state"], "passed", "{validated}");
+    let facts = &validated["validation"]["image"];
+    assert_eq!(facts["name"], "e2e-flow");
+    assert_eq!(facts["owner"], env("PROJ_A_ID").as_str());
+    assert_eq!(facts["visibility"], "private");
+    assert_eq!(facts["owner_domain"], "default");
+    assert_eq!(validated["shares"][0]["project_name"], "proj-b");
 
     let response = app
         .post(
@@ -142,6 +153,7 @@ async fn a_share_is_granted_accepted_and_revoked_in_the_real_glance() {
         actions,
         [
             "create",
+            "update/validate",
             "update/approve",
             "update/grant",
             "update/visibility",
@@ -156,58 +168,92 @@ async fn a_share_is_granted_accepted_and_revoked_in_the_real_glance() {
 }
 
 #[tokio::test]
-async fn targets_by_name_resolve_and_unknown_projects_fail_clearly() {
+async fn validation_names_every_bad_target_and_nothing_reaches_glance() {
     let (app, rig) = (spawn_app().await, Rig::from_env());
     let worker = Worker::new(app.pool.clone(), broker_cloud(), worker_config());
-    let image = rig.private_image("e2e-names").await;
+    let image = rig.private_image("e2e-invalid").await;
+    let proj_c = env("PROJ_C_ID");
     let unknown_id = "00000000000000000000000000000bad";
-    let request = app
-        .file_and_approve(
-            json!({"image_id": image, "targets": ["proj-c", "no-such-project", unknown_id], "reason": "names"}),
-        )
-        .await;
-    drain(&worker).await;
+    let body = json!({
+        "image_id": image,
+        "targets": ["proj-c", "no-such-project", unknown_id, "proj-a", proj_c],
+        "reason": "names"
+    });
+    let filed = app.file_as(&app.requester, &body).await;
+    let id = filed["id"].as_str().unwrap();
+    let request = app.validated(id, Some(&worker)).await;
 
-    let shares: Value = app
-        .get(
-            &app.auditor,
-            &format!("/v1/shares?request_id={}", request["id"].as_str().unwrap()),
-        )
-        .send()
-        .await
+    assert_eq!(request["status"], "invalid");
+    assert_eq!(request["validation"]["state"], "failed");
+    let reasons: Vec<(String, String)> = request["validation"]["errors"]
+        .as_array()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let by_target = |t: &str| {
-        shares["items"]
+        .iter()
+        .map(|e| {
+            (
+                e["field"].as_str().unwrap().to_owned(),
+                e["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let fields: Vec<&str> = reasons.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["targets[1]", "targets[2]", "targets[3]", "targets[4]"],
+        "{request}"
+    );
+    assert!(
+        reasons[0].1.contains("no project named `no-such-project`"),
+        "{reasons:?}"
+    );
+    assert!(reasons[1].1.contains("no project with id"), "{reasons:?}");
+    assert!(reasons[2].1.contains("owns the image"), "{reasons:?}");
+    assert!(reasons[3].1.contains("same project"), "{reasons:?}");
+    assert!(
+        request["shares"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|s| s["target"] == t)
-            .unwrap()
-            .clone()
-    };
-    let named = by_target("proj-c");
-    assert_eq!(named["state"], "pending_acceptance");
-    assert_eq!(named["project_id"], env("PROJ_C_ID").as_str());
-    let missing = by_target("no-such-project");
-    assert_eq!(missing["state"], "failed");
-    assert!(
-        missing["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("no project named `no-such-project`"),
-        "{missing}"
-    );
-    let bad_id = by_target(unknown_id);
-    assert_eq!(bad_id["state"], "failed");
-    assert!(
-        bad_id["last_error"].as_str().unwrap().contains("no project with id"),
-        "{bad_id}"
+            .all(|s| s["state"] == "invalid")
     );
 
-    // Glance holds exactly the one real member: no grant to nobody.
+    // An invalid request cannot be approved, and Glance was only read.
+    let response = app
+        .post(&app.approver, &format!("/v1/share-requests/{id}/approve"), &json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        rig.glance_get(&rig.token("alice").await, &format!("/v2/images/{image}"))
+            .await
+            .1["visibility"],
+        "private"
+    );
+    assert_eq!(app.audit_actions(id).await, ["create", "update/validate"]);
+}
+
+#[tokio::test]
+async fn a_target_given_by_name_is_resolved_and_granted_by_id() {
+    let (app, rig) = (spawn_app().await, Rig::from_env());
+    let worker = Worker::new(app.pool.clone(), broker_cloud(), worker_config());
+    let image = rig.private_image("e2e-names").await;
+    let proj_c = env("PROJ_C_ID");
+    let request = app
+        .file_and_approve(
+            json!({"image_id": image, "targets": ["proj-c"], "reason": "names"}),
+            Some(&worker),
+        )
+        .await;
+    assert_eq!(request["shares"][0]["project_id"], proj_c.as_str());
+    assert_eq!(request["shares"][0]["project_name"], "proj-c");
+    drain(&worker).await;
+    assert_eq!(
+        share_state(&app.pool, &share_id(&request, 0)).await,
+        "pending_acceptance"
+    );
+
+    // Glance holds exactly the one real member.
     let (_, members) = rig
         .glance_get(&rig.token("alice").await, &format!("/v2/images/{image}/members"))
         .await;
@@ -217,7 +263,41 @@ async fn targets_by_name_resolve_and_unknown_projects_fail_clearly() {
         .iter()
         .map(|m| m["member_id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, [env("PROJ_C_ID").as_str()]);
+    assert_eq!(ids, [proj_c.as_str()]);
+
+    // The same project by id in another request is the same grant: refused at once.
+    let response = app
+        .post(
+            &app.requester,
+            "/v1/share-requests",
+            &json!({"image_id": image, "targets": [proj_c], "reason": "twice"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+
+    // By id first and by name second, it is refused when validation resolves the name.
+    let image = rig.private_image("e2e-names-2").await;
+    let first = app
+        .file_as(
+            &app.requester,
+            &json!({"image_id": image, "targets": [proj_c], "reason": "by id"}),
+        )
+        .await;
+    let first_id = first["id"].as_str().unwrap();
+    let second = app
+        .file_as(
+            &app.requester,
+            &json!({"image_id": image, "targets": ["proj-c"], "reason": "by name"}),
+        )
+        .await;
+    app.validated(first_id, Some(&worker)).await;
+    let second = app.validated(second["id"].as_str().unwrap(), Some(&worker)).await;
+    assert_eq!(second["status"], "invalid");
+    let reason = second["validation"]["errors"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("already holds a live share"), "{second}");
+    assert!(reason.contains(first_id), "names the other request: {reason}");
 }
 
 #[tokio::test]
@@ -227,7 +307,10 @@ async fn the_worker_sees_the_consumer_accept_in_glance() {
     let image = rig.private_image("e2e-poll").await;
     let proj_b = env("PROJ_B_ID");
     let request = app
-        .file_and_approve(json!({"image_id": image, "targets": [proj_b], "reason": "poll"}))
+        .file_and_approve(
+            json!({"image_id": image, "targets": [proj_b], "reason": "poll"}),
+            Some(&worker),
+        )
         .await;
     let share = share_id(&request, 0);
     drain(&worker).await;
@@ -264,7 +347,7 @@ async fn an_expired_share_is_revoked_by_the_worker() {
     let proj_b = env("PROJ_B_ID");
     let expires_at = (chrono::Utc::now() + chrono::Duration::seconds(3)).to_rfc3339();
     let request =
-        app.file_and_approve(json!({"image_id": image, "targets": [proj_b], "reason": "short", "expires_at": expires_at, "auto_accept": true}))
+        app.file_and_approve(json!({"image_id": image, "targets": [proj_b], "reason": "short", "expires_at": expires_at, "auto_accept": true}), Some(&worker))
             .await;
     let share = share_id(&request, 0);
     drain(&worker).await;
