@@ -98,9 +98,12 @@ Broker on $BASE  (Ctrl-C to stop). The five manual steps, through the broker, in
   S=$GSB_STATE_DIR; J=(-H 'Content-Type: application/json')
   auth() { echo "Authorization: Bearer \$(cat \$S/\$1.key)"; }
 
-  # 1+2. the owner's portal asks to share the seeded image with proj-b; an approver approves
+  # 1+2. the owner's portal asks to share the seeded image with proj-b (by id or by name)
   curl -s "\${J[@]}" -H "\$(auth demo-portal)" $BASE/v1/share-requests \\
-       -d '{"image_id": "$IMAGE_ID", "targets": ["$PROJ_B_ID"], "reason": "demo"}'
+       -d '{"image_id": "$IMAGE_ID", "targets": ["proj-b"], "reason": "demo"}'
+  # the worker validates it against Keystone and Glance: see "validation" and the resolved project
+  curl -s -H "\$(auth demo-approver)" $BASE/v1/share-requests/REQUEST_ID
+  # an approver approves
   curl -s -X POST -H "\$(auth demo-approver)" $BASE/v1/share-requests/REQUEST_ID/approve
   # the worker makes the image shared and adds proj-b as a pending member
   curl -s -H "\$(auth demo-portal)" "$BASE/v1/shares?image_id=$IMAGE_ID"
