@@ -8,6 +8,7 @@
 #   ensure_postgres     something answers on $GSB_PG_HOST:$GSB_PG_PORT
 #   ensure_openstack    loopback Keystone + Glance installed, started, seeded;
 #                       exports everything in $OS_STATE/env.sh and seed.env
+#   ensure_schemathesis schemathesis (pinned) in its own venv; exports SCHEMATHESIS
 #
 # Settings (environment):
 #   GSB_STATE_DIR   runtime state (default ${TMPDIR:-/tmp}/glance-share-broker)
@@ -202,4 +203,20 @@ ensure_openstack() {
   . "$OS_STATE/seed.env"
   set +a
   log "openstack: keystone $KEYSTONE_URL, glance $GLANCE_URL, image $IMAGE_ID, clouds $OS_CLIENT_CONFIG_FILE ($(( $(date +%s) - t0 ))s)"
+}
+
+# ------------------------------------------------------------- schemathesis
+# The API fuzzer the test suite drives against the served OpenAPI document.
+SCHEMATHESIS_VERSION=${SCHEMATHESIS_VERSION:-4.32.5}
+ensure_schemathesis() {
+  local venv="$GSB_STATE_DIR/schemathesis-venv"
+  if [ ! -x "$venv/bin/schemathesis" ] || ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+    command -v python3 >/dev/null 2>&1 || die "python3 not found (needed for schemathesis)"
+    log "schemathesis: installing $SCHEMATHESIS_VERSION into $venv"
+    python3 -m venv "$venv" || die "python3 -m venv $venv failed (apt-get install python3-venv?)"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" \
+      || die "pip install schemathesis==$SCHEMATHESIS_VERSION failed"
+  fi
+  export SCHEMATHESIS="$venv/bin/schemathesis"
+  log "schemathesis: $("$SCHEMATHESIS" --version)"
 }

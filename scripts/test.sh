@@ -18,6 +18,7 @@ T0=$(date +%s)
 ensure_rust_tools
 ensure_postgres
 ensure_openstack
+ensure_schemathesis
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 log "DATABASE_URL=$DATABASE_URL"
 # Each test makes its own database; forget those of earlier runs.

@@ -2,6 +2,7 @@
 //! starts. A bad value stops the process with a message naming the setting.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use sqlx::postgres::PgConnectOptions;
 
 use crate::domain::{Limits, Role};
-use crate::http::ApiConfig;
+use crate::http::{ApiConfig, RateLimitConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -96,6 +97,15 @@ pub struct ServeArgs {
     /// This instance's name in the audit log (default: the host name).
     #[arg(long, env = "GSB_INSTANCE")]
     pub instance: Option<String>,
+
+    /// Requests per second each caller (API key or token; else client address) may make to
+    /// `/v1/`, per API replica; more get 429 with Retry-After. 0 turns the limit off.
+    #[arg(long, env = "GSB_RATE_LIMIT_PER_SEC", default_value_t = 50)]
+    pub rate_limit_per_sec: u32,
+
+    /// Requests a caller may make at once above its steady rate.
+    #[arg(long, env = "GSB_RATE_LIMIT_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_limit_burst: u32,
 
     /// Serve the API only; run the worker elsewhere (`glance-share-broker worker`).
     #[arg(long, env = "GSB_NO_WORKER")]
@@ -220,6 +230,10 @@ impl ServeArgs {
             idempotency_ttl_hours: i64::from(self.idempotency_ttl_hours),
             request_timeout: Duration::from_secs(self.request_timeout_secs),
             instance: instance_name(&self.instance),
+            rate_limit: NonZeroU32::new(self.rate_limit_per_sec).map(|per_sec| RateLimitConfig {
+                per_sec,
+                burst: NonZeroU32::new(self.rate_limit_burst).unwrap_or(per_sec),
+            }),
         }
     }
 }

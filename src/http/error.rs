@@ -4,7 +4,9 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::openapi::path::{HttpMethod, Operation};
+use utoipa::openapi::{ContentBuilder, HeaderBuilder, OpenApi as Spec, Ref, ResponseBuilder, Type};
+use utoipa::{Modify, ToSchema};
 
 use crate::domain::FieldError;
 
@@ -54,6 +56,8 @@ pub enum ApiError {
     IdempotencyKeyInFlight,
     #[error("the database is unavailable; retry later")]
     Unavailable,
+    #[error("too many requests from this caller; retry in {0} s")]
+    TooManyRequests(u64),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -81,6 +85,7 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused"),
             ApiError::IdempotencyKeyInFlight => (StatusCode::CONFLICT, "idempotency-key-in-flight"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -134,6 +139,10 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let unauthorized = matches!(self, ApiError::Unauthorized(_));
+        let retry_after = match self {
+            ApiError::TooManyRequests(secs) => Some(secs),
+            _ => None,
+        };
         let errors = match self {
             ApiError::Validation(errors) | ApiError::Conflict { errors, .. } => errors,
             _ => Vec::new(),
@@ -145,6 +154,81 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(r#"Bearer realm="glance-share-broker""#),
             );
         }
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         response
+    }
+}
+
+/// Adds to every operation of the spec the problems any of them can answer, so that each
+/// handler documents only its own: 500 and 503 for all; under `/v1/`, 422 (a bad path,
+/// query or header) and 429 (the caller's rate limit); 401 where a credential is needed;
+/// 400, 413 and 415 where a body is read; 404 where the path names a resource.
+pub struct CommonProblems;
+
+impl CommonProblems {
+    fn statuses(method: &HttpMethod, operation: &Operation, path: &str) -> Vec<StatusCode> {
+        let mut statuses = vec![StatusCode::INTERNAL_SERVER_ERROR, StatusCode::SERVICE_UNAVAILABLE];
+        if path.starts_with("/v1/") {
+            statuses.extend([StatusCode::UNPROCESSABLE_ENTITY, StatusCode::TOO_MANY_REQUESTS]);
+        }
+        if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+            statuses.push(StatusCode::UNAUTHORIZED);
+        }
+        if matches!(method, HttpMethod::Post | HttpMethod::Put | HttpMethod::Patch) {
+            statuses.extend([
+                StatusCode::BAD_REQUEST,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ]);
+        }
+        if path.contains('{') {
+            statuses.push(StatusCode::NOT_FOUND);
+        }
+        statuses
+    }
+}
+
+impl Modify for CommonProblems {
+    fn modify(&self, spec: &mut Spec) {
+        for (path, item) in spec.paths.paths.iter_mut() {
+            let operations = [
+                (HttpMethod::Get, item.get.as_mut()),
+                (HttpMethod::Post, item.post.as_mut()),
+                (HttpMethod::Put, item.put.as_mut()),
+                (HttpMethod::Patch, item.patch.as_mut()),
+                (HttpMethod::Delete, item.delete.as_mut()),
+            ];
+            for (method, operation) in operations {
+                let Some(operation) = operation else { continue };
+                for status in Self::statuses(&method, operation, path) {
+                    let code = status.as_str().to_owned();
+                    if operation.responses.responses.contains_key(&code) {
+                        continue;
+                    }
+                    let mut response = ResponseBuilder::new()
+                        .description(status.canonical_reason().unwrap_or("Error"))
+                        .content(
+                            PROBLEM_JSON,
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("Problem")))
+                                .build(),
+                        );
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        response = response.header(
+                            "Retry-After",
+                            HeaderBuilder::new()
+                                .schema(utoipa::openapi::ObjectBuilder::new().schema_type(Type::Integer))
+                                .description(Some("Seconds to wait before the next request"))
+                                .build(),
+                        );
+                    }
+                    operation.responses.responses.insert(code, response.build().into());
+                }
+            }
+        }
     }
 }

@@ -1,14 +1,21 @@
-//! Request-wide concerns: the tracing span, Prometheus metrics, and turning bare error
-//! responses (unknown method, timeout, panic) into problem+json.
+//! Request-wide concerns: the tracing span, Prometheus metrics, each caller's rate limit,
+//! and turning bare error responses (unknown method, timeout, panic) into problem+json.
 
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
 
+use super::ApiError;
 use super::error::{PROBLEM_JSON, problem_for_status};
 
 /// The span every log line of a request is written in: it carries the request id.
@@ -72,4 +79,60 @@ pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
         }
     }
     problem
+}
+
+/// How fast one caller may call the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    pub per_sec: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+/// A token bucket per caller. Callers are told apart by their credential (kept only as a
+/// hash) or, without one, by their address; one replica's limit, not the fleet's.
+#[derive(Clone)]
+pub struct RateLimit(Arc<DefaultKeyedRateLimiter<u64>>);
+
+/// Buckets kept before idle ones (full again) are dropped.
+const MAX_TRACKED_CALLERS: usize = 10_000;
+
+impl RateLimit {
+    pub fn new(config: RateLimitConfig) -> Self {
+        let quota = Quota::per_second(config.per_sec).allow_burst(config.burst);
+        RateLimit(Arc::new(DefaultKeyedRateLimiter::dashmap(quota)))
+    }
+
+    fn caller(request: &Request) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        let credential = [header::AUTHORIZATION.as_str(), "x-auth-token"]
+            .into_iter()
+            .find_map(|name| request.headers().get(name));
+        match credential {
+            Some(value) => value.as_bytes().hash(&mut hasher),
+            None => request
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip())
+                .hash(&mut hasher),
+        }
+        hasher.finish()
+    }
+}
+
+/// Answers 429 with `Retry-After` to a caller over its budget. Health, readiness and metrics
+/// are never limited: probes must see the truth.
+pub async fn limit_rate(State(limit): State<Option<RateLimit>>, request: Request, next: Next) -> Response {
+    let Some(limit) = limit.filter(|_| request.uri().path().starts_with("/v1/")) else {
+        return next.run(request).await;
+    };
+    if limit.0.len() > MAX_TRACKED_CALLERS {
+        limit.0.retain_recent();
+    }
+    match limit.0.check_key(&RateLimit::caller(&request)) {
+        Ok(()) => next.run(request).await,
+        Err(not_until) => {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::TooManyRequests(wait.as_secs_f64().ceil().max(1.0) as u64).into_response()
+        }
+    }
 }

@@ -31,7 +31,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
+use error::CommonProblems;
 pub use error::{ApiError, Problem};
+pub use middleware::RateLimitConfig;
 
 use crate::db::{self, audit::NewEvent, share_requests::ShareRequest};
 use crate::domain::{FieldError, Limits};
@@ -50,6 +52,8 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
     /// This broker instance's name, as the audit log's observer.
     pub instance: String,
+    /// Each caller's request budget; `None` means unlimited.
+    pub rate_limit: Option<RateLimitConfig>,
 }
 
 #[derive(Clone)]
@@ -130,22 +134,32 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(health::metrics))
 }
 
+/// The routes and the OpenAPI document they generate, with the problems every operation
+/// can answer added to each.
+fn routes_and_spec() -> (Router<AppState>, Spec) {
+    let (routes, mut spec) = api_routes().split_for_parts();
+    CommonProblems.modify(&mut spec);
+    (routes, spec)
+}
+
 /// The OpenAPI document, as generated from the routes.
 pub fn openapi() -> Spec {
-    api_routes().split_for_parts().1
+    routes_and_spec().1
 }
 
 /// The whole application: routes, docs and the middleware every request passes through.
 pub fn router(state: AppState) -> Router {
-    let (routes, spec) = api_routes().split_for_parts();
+    let (routes, spec) = routes_and_spec();
     let request_id = HeaderName::from_static("x-request-id");
     let timeout = state.config.request_timeout;
+    let rate_limit = state.config.rate_limit.map(middleware::RateLimit::new);
     routes
         .route_layer(axum::middleware::from_fn(middleware::record_metrics))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
         .fallback(|| async { ApiError::NotFound("no such route; see /openapi.json".into()) })
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(axum::middleware::from_fn_with_state(rate_limit, middleware::limit_rate))
         .layer(
             ServiceBuilder::new()
                 .layer(SetSensitiveRequestHeadersLayer::new([

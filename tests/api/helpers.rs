@@ -51,6 +51,8 @@ pub fn serve_args(database_url: &str) -> ServeArgs {
         default_region: "RegionOne".into(),
         idempotency_ttl_hours: 24,
         instance: Some("test-broker".into()),
+        rate_limit_per_sec: 1000,
+        rate_limit_burst: 1000,
         no_worker: true,
         worker: Default::default(),
     }
@@ -69,8 +71,15 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// A broker whose settings `adjust` changes first.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
     let url = fresh_database().await;
-    let app = Application::build(&serve_args(&url)).await.expect("the broker starts");
+    let mut args = serve_args(&url);
+    adjust(&mut args);
+    let app = Application::build(&args).await.expect("the broker starts");
     let addr = app.local_addr();
     tokio::spawn(app.run_until(std::future::pending()));
     let pool = PgPoolOptions::new().max_connections(5).connect(&url).await.unwrap();

@@ -5,6 +5,7 @@ mod cli;
 mod crash;
 mod fake_glance;
 mod faults;
+mod fuzz;
 mod helpers;
 mod idempotency;
 mod openstack;

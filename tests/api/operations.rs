@@ -1,7 +1,7 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{IMAGE, PROJ_B, spawn_app};
+use crate::helpers::{IMAGE, PROJ_B, problem, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn health_and_readiness_need_no_key() {
@@ -94,4 +94,30 @@ async fn metrics_count_requests_by_route_and_status() {
     );
     assert!(text.contains("http_request_duration_seconds_bucket"), "{text}");
     assert!(text.contains("db_pool_connections"), "{text}");
+}
+
+#[tokio::test]
+async fn a_caller_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
+    let app = spawn_app_with(|args| {
+        args.rate_limit_per_sec = 1;
+        args.rate_limit_burst = 2;
+    })
+    .await;
+    for _ in 0..2 {
+        let response = app.get(&app.requester, "/v1/share-requests").send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let response = app.get(&app.requester, "/v1/share-requests").send().await.unwrap();
+    let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let body = problem(response, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(body["type"], "urn:glance-share-broker:problem:rate-limited");
+
+    // Another caller has its own budget, and probes are never limited.
+    let response = app.get(&app.auditor, "/v1/share-requests").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    for _ in 0..5 {
+        let response = app.client.get(app.url("/readyz")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
 }
