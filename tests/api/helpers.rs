@@ -74,9 +74,14 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-/// A broker whose settings `adjust` changes first.
+/// A broker on a fresh database, whose settings `adjust` changes first.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
-    let url = fresh_database().await;
+    spawn_app_at(&fresh_database().await, adjust).await
+}
+
+/// A broker on the database at `url`.
+pub async fn spawn_app_at(url: &str, adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
+    let url = url.to_owned();
     let mut args = serve_args(&url);
     adjust(&mut args);
     let app = Application::build(&args).await.expect("the broker starts");
