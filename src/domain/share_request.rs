@@ -10,15 +10,16 @@ use uuid::Uuid;
 #[serde(deny_unknown_fields)]
 pub struct ShareRequestInput {
     /// The Glance image to share (a UUID).
-    #[schema(example = "7a5c5b6e-3f5d-4a57-9b0e-51c6a3b7f0aa")]
+    #[schema(format = Uuid, example = "7a5c5b6e-3f5d-4a57-9b0e-51c6a3b7f0aa")]
     pub image_id: String,
     /// Target projects: Keystone project ids (32 hex digits or a UUID) or project names.
-    #[schema(example = json!(["2f0c6b8a9d3e4c1f8a7b6c5d4e3f2a1b"]))]
+    #[schema(min_items = 1, example = json!(["2f0c6b8a9d3e4c1f8a7b6c5d4e3f2a1b"]))]
     pub targets: Vec<String>,
     /// The region of the image; the broker's default region when omitted.
     #[serde(default)]
     pub region: Option<String>,
     /// Why the share is needed (at most 1,000 characters).
+    #[schema(min_length = 1, max_length = 1000)]
     pub reason: String,
     /// When the shares end on their own; must be in the future.
     #[serde(default)]

@@ -317,6 +317,7 @@ pub async fn get_share_request(
 #[serde(deny_unknown_fields)]
 pub struct Decision {
     /// Why: shown on the request and in the audit log (at most 1,000 characters).
+    #[schema(max_length = 1000)]
     pub comment: Option<String>,
 }
 

@@ -159,6 +159,7 @@ pub async fn get_share(State(state): State<AppState>, _caller: Caller, Id(id): I
 #[serde(deny_unknown_fields)]
 pub struct RevokeInput {
     /// Required: shown on the share and in the audit log (at most 1,000 characters).
+    #[schema(min_length = 1, max_length = 1000)]
     pub reason: String,
 }
 
