@@ -38,6 +38,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the HTTP API and the worker (the default). Applies pending migrations first.
     Serve(ServeArgs),
+    /// Run only the HTTP API (the same as `serve --no-worker`), to scale it apart from the worker.
+    Api(ServeArgs),
     /// Run only the worker (to scale it apart from the API).
     Worker(WorkerCommandArgs),
     /// Apply the embedded database migrations and exit.

@@ -15,25 +15,35 @@ use crate::config::{Cli, Command, KeysCommand, ServeArgs, instance_name};
 use crate::worker::Worker;
 use crate::{db, http, telemetry};
 
+/// The API, and the worker unless `no_worker`, until SIGTERM or SIGINT.
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Read the credentials before binding, so a bad clouds.yaml stops the start.
+    let cloud = if args.no_worker {
+        None
+    } else {
+        Some(args.worker.openstack()?)
+    };
+    let app = Application::build(&args).await?;
+    tracing::info!(listen = %app.local_addr(), worker = cloud.is_some(), "serving");
+    let config = args.worker.worker_config(instance_name(&args.instance));
+    let worker = cloud.map(|cloud| RunningWorker::start(app.pool.clone(), cloud, config));
+    app.run_until(shutdown_signal()).await?;
+    match worker {
+        Some(worker) => worker.stop().await,
+        None => Ok(()),
+    }
+}
+
 /// Runs one command of the command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => {
-            // Read the credentials before binding, so a bad clouds.yaml stops the start.
-            let cloud = if args.no_worker {
-                None
-            } else {
-                Some(args.worker.openstack()?)
-            };
-            let app = Application::build(&args).await?;
-            tracing::info!(listen = %app.local_addr(), worker = cloud.is_some(), "serving");
-            let config = args.worker.worker_config(instance_name(&args.instance));
-            let worker = cloud.map(|cloud| RunningWorker::start(app.pool.clone(), cloud, config));
-            app.run_until(shutdown_signal()).await?;
-            match worker {
-                Some(worker) => worker.stop().await,
-                None => Ok(()),
-            }
+        Command::Serve(args) => serve(args).await,
+        Command::Api(args) => {
+            serve(ServeArgs {
+                no_worker: true,
+                ..args
+            })
+            .await
         }
         Command::Worker(args) => {
             let cloud = args.worker.openstack()?;

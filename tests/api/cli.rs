@@ -30,9 +30,11 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn serve(db: &str, port: u16) -> Child {
+/// Runs `command` (`serve --no-worker` or `api`) on `port` until it is ready.
+async fn serve(db: &str, port: u16, command: &[&str]) -> Child {
     let mut child = Command::new(BIN)
-        .args(["serve", "--no-worker", "--listen", &format!("127.0.0.1:{port}")])
+        .args(command)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
         .env("DATABASE_URL", db)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -80,7 +82,7 @@ async fn data_survives_a_restart_of_the_broker() {
     assert!(run(&db, &["keys", "list"]).contains("portal\trequester"));
 
     let port = free_port();
-    let broker = serve(&db, port).await;
+    let broker = serve(&db, port, &["serve", "--no-worker"]).await;
     let client = reqwest::Client::new();
     let created = client
         .post(format!("http://127.0.0.1:{port}/v1/share-requests"))
@@ -93,7 +95,8 @@ async fn data_survives_a_restart_of_the_broker() {
     let created: Value = created.json().await.unwrap();
     stop(broker);
 
-    let broker = serve(&db, port).await;
+    // Back as the API alone (`api`), it serves what was stored.
+    let broker = serve(&db, port, &["api"]).await;
     let url = format!(
         "http://127.0.0.1:{port}/v1/share-requests/{}",
         created["id"].as_str().unwrap()
