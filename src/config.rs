@@ -7,10 +7,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use sqlx::postgres::PgConnectOptions;
 
-use crate::domain::{Limits, Role};
+use crate::domain::{Limits, Role, RoleMap};
 use crate::http::{ApiConfig, RateLimitConfig};
 
 #[derive(Debug, Parser)]
@@ -37,9 +37,9 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP API and the worker (the default). Applies pending migrations first.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run only the HTTP API (the same as `serve --no-worker`), to scale it apart from the worker.
-    Api(ServeArgs),
+    Api(Box<ServeArgs>),
     /// Run only the worker (to scale it apart from the API).
     Worker(WorkerCommandArgs),
     /// Apply the embedded database migrations and exit.
@@ -114,7 +114,88 @@ pub struct ServeArgs {
     pub no_worker: bool,
 
     #[command(flatten)]
+    pub access: AccessArgs,
+
+    #[command(flatten)]
     pub worker: WorkerArgs,
+}
+
+/// Who may call the API: Keystone tokens and how their roles map to the broker's.
+#[derive(Debug, Clone, Args)]
+pub struct AccessArgs {
+    /// How long a validated Keystone token is trusted before Keystone is asked again (0: always ask).
+    #[arg(long, env = "GSB_TOKEN_CACHE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub token_cache_secs: u64,
+
+    /// Keystone roles that make a user requester of its project's images and consumer of shares to it.
+    #[arg(
+        long,
+        env = "GSB_KEYSTONE_MEMBER_ROLES",
+        value_delimiter = ',',
+        default_value = "member"
+    )]
+    pub keystone_member_roles: Vec<String>,
+
+    /// Keystone roles that let a user read its project's requests and shares.
+    #[arg(
+        long,
+        env = "GSB_KEYSTONE_READER_ROLES",
+        value_delimiter = ',',
+        default_value = "reader"
+    )]
+    pub keystone_reader_roles: Vec<String>,
+
+    /// Keystone roles that let a user approve and deny requests.
+    #[arg(
+        long,
+        env = "GSB_KEYSTONE_APPROVER_ROLES",
+        value_delimiter = ',',
+        default_value = "image_share_approver"
+    )]
+    pub keystone_approver_roles: Vec<String>,
+
+    /// Keystone roles that let a user read everything (none by default).
+    #[arg(long, env = "GSB_KEYSTONE_AUDITOR_ROLES", value_delimiter = ',')]
+    pub keystone_auditor_roles: Vec<String>,
+
+    /// Keystone roles that let a user do everything.
+    #[arg(
+        long,
+        env = "GSB_KEYSTONE_ADMIN_ROLES",
+        value_delimiter = ',',
+        default_value = "admin"
+    )]
+    pub keystone_admin_roles: Vec<String>,
+}
+
+impl Default for AccessArgs {
+    /// The defaults above (and any GSB_* variables set).
+    fn default() -> Self {
+        defaults()
+    }
+}
+
+impl AccessArgs {
+    pub fn role_map(&self) -> RoleMap {
+        let names = |roles: &[String]| -> Vec<String> {
+            roles
+                .iter()
+                .map(|r| r.trim().to_owned())
+                .filter(|r| !r.is_empty())
+                .collect()
+        };
+        RoleMap {
+            member: names(&self.keystone_member_roles),
+            reader: names(&self.keystone_reader_roles),
+            approver: names(&self.keystone_approver_roles),
+            auditor: names(&self.keystone_auditor_roles),
+            admin: names(&self.keystone_admin_roles),
+        }
+    }
+
+    pub fn token_cache(&self) -> Duration {
+        Duration::from_secs(self.token_cache_secs)
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -183,15 +264,21 @@ pub struct WorkerArgs {
 impl Default for WorkerArgs {
     /// The defaults above (and any GSB_* variables set).
     fn default() -> Self {
-        use clap::{CommandFactory, FromArgMatches};
-        #[derive(Parser)]
-        struct Only {
-            #[command(flatten)]
-            worker: WorkerArgs,
-        }
-        let matches = Only::command().get_matches_from(["worker"]);
-        Only::from_arg_matches(&matches).expect("the defaults are valid").worker
+        defaults()
     }
+}
+
+/// A group of settings at its defaults (and any GSB_* variables set), as parsed from no flags.
+fn defaults<T: Args + FromArgMatches>() -> T {
+    #[derive(Parser)]
+    struct Only<T: Args> {
+        #[command(flatten)]
+        group: T,
+    }
+    let matches = Only::<T>::command().get_matches_from(["only"]);
+    Only::<T>::from_arg_matches(&matches)
+        .expect("the defaults are valid")
+        .group
 }
 
 impl WorkerArgs {
@@ -207,6 +294,18 @@ impl WorkerArgs {
             accept_poll_max: Duration::from_secs(self.accept_poll_max_secs),
             member_quota: self.image_member_quota as usize,
             instance,
+        }
+    }
+
+    /// The OpenStack client when credentials are given (`OS_CLOUD` or `OS_AUTH_URL`), else none.
+    pub fn openstack_if_configured(&self) -> anyhow::Result<Option<crate::openstack::OpenStack>> {
+        let configured = ["OS_CLOUD", "OS_AUTH_URL"]
+            .iter()
+            .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
+        if configured {
+            self.openstack().map(Some)
+        } else {
+            Ok(None)
         }
     }
 

@@ -12,21 +12,24 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{Cli, Command, KeysCommand, ServeArgs, instance_name};
+use crate::openstack::OpenStack;
 use crate::worker::Worker;
 use crate::{db, http, telemetry};
 
 /// The API, and the worker unless `no_worker`, until SIGTERM or SIGINT.
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    // Read the credentials before binding, so a bad clouds.yaml stops the start.
+    // Read the credentials before binding, so a bad clouds.yaml stops the start. The
+    // worker needs them; the API alone uses them (for Keystone tokens) when given.
     let cloud = if args.no_worker {
-        None
+        args.worker.openstack_if_configured()?
     } else {
         Some(args.worker.openstack()?)
     };
-    let app = Application::build(&args).await?;
-    tracing::info!(listen = %app.local_addr(), worker = cloud.is_some(), "serving");
+    let app = Application::build(&args, cloud.clone()).await?;
+    let worker = cloud.filter(|_| !args.no_worker);
+    tracing::info!(listen = %app.local_addr(), worker = worker.is_some(), keystone_tokens = app.keystone, "serving");
     let config = args.worker.worker_config(instance_name(&args.instance));
-    let worker = cloud.map(|cloud| RunningWorker::start(app.pool.clone(), cloud, config));
+    let worker = worker.map(|cloud| RunningWorker::start(app.pool.clone(), cloud, config));
     app.run_until(shutdown_signal()).await?;
     match worker {
         Some(worker) => worker.stop().await,
@@ -37,11 +40,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// Runs one command of the command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Api(args) => {
             serve(ServeArgs {
                 no_worker: true,
-                ..args
+                ..*args
             })
             .await
         }
@@ -134,19 +137,25 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     pub pool: PgPool,
+    /// Whether callers may use Keystone tokens (a cloud is configured).
+    pub keystone: bool,
 }
 
 impl Application {
     /// Connects, migrates and binds. `--listen` with port 0 picks a free port (tests do).
-    pub async fn build(args: &ServeArgs) -> anyhow::Result<Self> {
+    /// `cloud` is the broker's own OpenStack client: without one, Keystone tokens are refused.
+    pub async fn build(args: &ServeArgs, cloud: Option<OpenStack>) -> anyhow::Result<Self> {
         let pool = db::pool(args.database.connect_options()?, args.database.db_max_connections);
         migrate(&pool).await?;
         let config = args.api_config();
         spawn_idempotency_purge(pool.clone(), config.idempotency_ttl_hours);
+        let keystone = cloud.is_some();
         let state = http::AppState {
             pool: pool.clone(),
             config: Arc::new(config),
             metrics: telemetry::metrics_handle(),
+            tokens: http::TokenValidator::new(cloud.clone(), args.access.role_map(), args.access.token_cache()),
+            cloud,
         };
         let listener = TcpListener::bind(args.listen)
             .await
@@ -155,6 +164,7 @@ impl Application {
             listener,
             router: http::router(state),
             pool,
+            keystone,
         })
     }
 
@@ -180,7 +190,7 @@ struct RunningWorker {
 }
 
 impl RunningWorker {
-    fn start(pool: PgPool, cloud: crate::openstack::OpenStack, config: crate::worker::WorkerConfig) -> Self {
+    fn start(pool: PgPool, cloud: OpenStack, config: crate::worker::WorkerConfig) -> Self {
         let (stop, stopped) = watch::channel(false);
         RunningWorker {
             stop,

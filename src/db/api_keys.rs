@@ -91,9 +91,5 @@ pub async fn authenticate(pool: &PgPool, key: &str) -> Result<Option<Principal>,
     .bind(hash(key))
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|k| Principal {
-        name: k.name,
-        role: k.role.0,
-        projects: k.projects,
-    }))
+    Ok(row.map(|k| Principal::api_key(k.name, k.role.0, &k.projects)))
 }

@@ -34,6 +34,23 @@ pub struct NewEvent<'a> {
 }
 
 impl<'a> NewEvent<'a> {
+    /// An event about no particular resource (yet); callers fill in what they know.
+    pub fn attempt(initiator: &'a Initiator, action: &'a str) -> Self {
+        NewEvent {
+            action,
+            outcome: "success",
+            initiator,
+            request_id: None,
+            share_id: None,
+            image_id: None,
+            project_id: None,
+            region: None,
+            reason: None,
+            correlation_id: None,
+            details: Value::Object(Map::new()),
+        }
+    }
+
     /// An event about a share request; callers fill in `reason` and `details`.
     pub fn about_request(initiator: &'a Initiator, request: &'a ShareRequest, action: &'a str) -> Self {
         NewEvent {

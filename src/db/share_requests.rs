@@ -21,6 +21,8 @@ pub struct ShareRequest {
     pub decided_by: Option<String>,
     pub decided_at: Option<DateTime<Utc>>,
     pub decision_comment: Option<String>,
+    /// The end user a service filed the request for.
+    pub on_behalf_of: Option<String>,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -62,24 +64,36 @@ pub struct Share {
 /// as filed, and by the project id it is or resolved to.
 pub const ONE_LIVE_GRANT: [&str; 2] = ["shares_one_live_grant_idx", "shares_one_live_project_idx"];
 
+/// Who files a request, for whom, and for which owner project.
+#[derive(Debug, Clone, Copy)]
+pub struct Filer<'a> {
+    pub requested_by: &'a str,
+    pub on_behalf_of: Option<&'a str>,
+    /// The project owning the image, when checked at filing (validation fills it otherwise).
+    pub image_owner: Option<&'a str>,
+}
+
 /// Inserts a request in `pending_approval` with one `awaiting_approval` share per target.
 pub async fn insert(
     tx: &mut PgConnection,
     new: &NewShareRequest,
-    requested_by: &str,
+    filer: Filer<'_>,
 ) -> Result<(ShareRequest, Vec<Share>), sqlx::Error> {
     let request = sqlx::query_as::<_, ShareRequest>(
-        "insert into share_requests (id, image_id, region, reason, requested_by, status, expires_at, auto_accept)
-         values ($1, $2, $3, $4, $5, $6, $7, $8) returning *",
+        "insert into share_requests (id, image_id, region, reason, requested_by, status, expires_at, auto_accept,
+                                     image_owner, on_behalf_of)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) returning *",
     )
     .bind(Uuid::now_v7())
     .bind(new.image_id)
     .bind(&new.region)
     .bind(&new.reason)
-    .bind(requested_by)
+    .bind(filer.requested_by)
     .bind(RequestStatus::PendingApproval.as_str())
     .bind(new.expires_at)
     .bind(new.auto_accept)
+    .bind(filer.image_owner)
+    .bind(filer.on_behalf_of)
     .fetch_one(&mut *tx)
     .await?;
 
@@ -298,9 +312,18 @@ pub async fn live_grants_to(
     .await
 }
 
+/// A caller who may see only some rows: what it filed, and what its projects own (and, for
+/// shares, the shares made to its projects). `None` in a filter means it sees everything.
+#[derive(Debug, Default, Clone)]
+pub struct Viewer {
+    pub name: String,
+    pub projects: Vec<String>,
+}
+
 /// Filters for listing requests; `None` means "any".
 #[derive(Debug, Default, Clone)]
 pub struct RequestFilter {
+    pub viewer: Option<Viewer>,
     pub status: Option<RequestStatus>,
     pub image_id: Option<Uuid>,
     pub project_id: Option<String>,
@@ -328,6 +351,7 @@ pub async fn list(
            and ($5::timestamptz is null or r.created_at >= $5)
            and ($6::timestamptz is null or r.created_at < $6)
            and ($7::uuid is null or r.id < $7)
+           and ($9::text is null or r.requested_by = $9 or r.image_owner = any($10))
          order by r.id desc
          limit $8",
     )
@@ -339,6 +363,8 @@ pub async fn list(
     .bind(filter.created_before)
     .bind(before)
     .bind(limit)
+    .bind(filter.viewer.as_ref().map(|v| &v.name))
+    .bind(filter.viewer.as_ref().map(|v| &v.projects))
     .fetch_all(db)
     .await
 }
@@ -346,6 +372,7 @@ pub async fn list(
 /// Filters for listing shares; `None` means "any".
 #[derive(Debug, Default, Clone)]
 pub struct ShareFilter {
+    pub viewer: Option<Viewer>,
     pub state: Option<ShareState>,
     pub image_id: Option<Uuid>,
     pub project_id: Option<String>,
@@ -373,6 +400,8 @@ pub async fn list_shares(
            and ($6::timestamptz is null or s.created_at >= $6)
            and ($7::timestamptz is null or s.created_at < $7)
            and ($8::uuid is null or s.id < $8)
+           and ($10::text is null or s.project_id = any($11) or exists (select 1 from share_requests r
+                where r.id = s.request_id and (r.requested_by = $10 or r.image_owner = any($11))))
          order by s.id desc
          limit $9",
     )
@@ -385,6 +414,8 @@ pub async fn list_shares(
     .bind(filter.created_before)
     .bind(before)
     .bind(limit)
+    .bind(filter.viewer.as_ref().map(|v| &v.name))
+    .bind(filter.viewer.as_ref().map(|v| &v.projects))
     .fetch_all(db)
     .await
 }

@@ -9,6 +9,6 @@ mod states;
 
 pub use audit::Initiator;
 pub use canonical::canonical_json;
-pub use principal::{Principal, Role};
+pub use principal::{Capability, Credential, Grant, KeystoneIdentity, Principal, Role, RoleMap, Scope};
 pub use share_request::{FieldError, Limits, MAX_REASON_CHARS, NewShareRequest, ShareRequestInput, Target};
 pub use states::{RequestStatus, ShareState, Validation};

@@ -1,10 +1,13 @@
+//! Who a caller is and what it may do: API-key roles and Keystone roles, both turned into
+//! capabilities scoped to projects. Pure rules; no I/O.
+
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// What a caller may do. Roles are flat: each names one job.
+/// What an API key may do. Roles are flat: each names one job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -48,19 +51,347 @@ impl FromStr for Role {
     }
 }
 
+/// One thing a caller may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Capability {
+    /// File share requests of the scope's images; cancel and revoke them.
+    Request,
+    /// Accept or reject shares made to the scope's projects.
+    Consume,
+    /// Read the scope's requests and shares.
+    Read,
+    /// Approve or deny requests of the scope's images.
+    Approve,
+    /// Read everything.
+    Audit,
+    /// Everything, including keys, policies and webhooks.
+    Admin,
+}
+
+impl Capability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::Request => "requester",
+            Capability::Consume => "consumer",
+            Capability::Read => "reader",
+            Capability::Approve => "approver",
+            Capability::Audit => "auditor",
+            Capability::Admin => "admin",
+        }
+    }
+}
+
+/// Where a capability holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every project (an unrestricted key, a cloud-wide role).
+    Everywhere,
+    /// One Keystone project, by id.
+    Project(String),
+}
+
+/// A capability within a scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub capability: Capability,
+    pub scope: Scope,
+}
+
+/// How the caller proved who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// An API key with its role, as made by `keys create`.
+    ApiKey { role: Role },
+    /// A Keystone token, validated against Keystone.
+    Keystone(KeystoneIdentity),
+}
+
+/// What a validated Keystone token says about its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeystoneIdentity {
+    pub user_id: String,
+    pub user_name: String,
+    /// The project the token is scoped to; `None` for unscoped and domain-scoped tokens.
+    pub project_id: Option<String>,
+    /// The token's role names in that scope (implied roles included).
+    pub roles: Vec<String>,
+}
+
+/// Which Keystone roles stand for which broker capabilities (configurable; see `config`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleMap {
+    /// Requester of the project's images and consumer of shares to the project.
+    pub member: Vec<String>,
+    /// Read-only on the project.
+    pub reader: Vec<String>,
+    /// Decides requests.
+    pub approver: Vec<String>,
+    /// Reads everything.
+    pub auditor: Vec<String>,
+    /// Everything.
+    pub admin: Vec<String>,
+}
+
+impl Default for RoleMap {
+    fn default() -> Self {
+        RoleMap {
+            member: vec!["member".into()],
+            reader: vec!["reader".into()],
+            approver: vec!["image_share_approver".into()],
+            auditor: Vec::new(),
+            admin: vec!["admin".into()],
+        }
+    }
+}
+
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// Stable, unique name: what the audit log and `requested_by` show.
+    /// Stable, unique name: what the audit log and `requested_by` show. An API key's name,
+    /// or `keystone:<user id>` for a Keystone user.
     pub name: String,
-    pub role: Role,
-    /// Projects the caller acts for; empty means no restriction.
-    pub projects: Vec<String>,
+    pub credential: Credential,
+    pub grants: Vec<Grant>,
+}
+
+fn grant(capability: Capability, scope: Scope) -> Grant {
+    Grant { capability, scope }
+}
+
+/// `capabilities` in each of `projects`, or everywhere when there are none.
+fn scoped(capabilities: &[Capability], projects: &[String]) -> Vec<Grant> {
+    if projects.is_empty() {
+        return capabilities.iter().map(|&c| grant(c, Scope::Everywhere)).collect();
+    }
+    projects
+        .iter()
+        .flat_map(|p| capabilities.iter().map(|&c| grant(c, Scope::Project(p.clone()))))
+        .collect()
 }
 
 impl Principal {
-    /// Whether the caller holds one of `roles` (admins hold every role).
-    pub fn has_any(&self, roles: &[Role]) -> bool {
-        self.role == Role::Admin || roles.contains(&self.role)
+    /// An API key. `projects` restrict it; none means every project. A requester key for
+    /// projects is also their consumer; an approver key for projects decides only their images.
+    pub fn api_key(name: String, role: Role, projects: &[String]) -> Self {
+        use Capability::*;
+        let grants = match role {
+            Role::Requester if projects.is_empty() => scoped(&[Request, Read], projects),
+            Role::Requester => scoped(&[Request, Consume, Read], projects),
+            Role::Approver => {
+                let mut grants = scoped(&[Approve], projects);
+                grants.push(grant(Read, Scope::Everywhere));
+                grants
+            }
+            Role::Auditor => vec![grant(Audit, Scope::Everywhere)],
+            Role::Admin => vec![grant(Admin, Scope::Everywhere)],
+        };
+        Principal {
+            name,
+            credential: Credential::ApiKey { role },
+            grants,
+        }
+    }
+
+    /// A Keystone user, its roles mapped by `map`. Project roles hold in the token's project;
+    /// approver, auditor and admin roles hold everywhere.
+    pub fn keystone(identity: KeystoneIdentity, map: &RoleMap) -> Self {
+        use Capability::*;
+        let has = |names: &[String]| identity.roles.iter().any(|r| names.contains(r));
+        let mut grants = Vec::new();
+        if let Some(project) = &identity.project_id {
+            let here = |c| grant(c, Scope::Project(project.clone()));
+            if has(&map.member) {
+                grants.extend([here(Request), here(Consume), here(Read)]);
+            } else if has(&map.reader) {
+                grants.push(here(Read));
+            }
+        }
+        if has(&map.approver) {
+            grants.extend([grant(Approve, Scope::Everywhere), grant(Read, Scope::Everywhere)]);
+        }
+        if has(&map.auditor) {
+            grants.push(grant(Audit, Scope::Everywhere));
+        }
+        if has(&map.admin) {
+            grants.push(grant(Admin, Scope::Everywhere));
+        }
+        Principal {
+            name: format!("keystone:{}", identity.user_id),
+            credential: Credential::Keystone(identity),
+            grants,
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.grants.iter().any(|g| g.capability == Capability::Admin)
+    }
+
+    /// Whether the caller holds `capability` for `project` (`None`: a project not known yet,
+    /// which only an unrestricted grant covers). Admins hold everything.
+    pub fn may(&self, capability: Capability, project: Option<&str>) -> bool {
+        self.is_admin()
+            || self.grants.iter().any(|g| {
+                g.capability == capability
+                    && match &g.scope {
+                        Scope::Everywhere => true,
+                        Scope::Project(p) => Some(p.as_str()) == project,
+                    }
+            })
+    }
+
+    /// Whether the caller holds `capability` for some project.
+    pub fn may_somewhere(&self, capability: Capability) -> bool {
+        self.is_admin() || self.grants.iter().any(|g| g.capability == capability)
+    }
+
+    /// The projects for which the caller holds `capability`; `None` when it holds it everywhere.
+    pub fn projects_for(&self, capability: Capability) -> Option<Vec<String>> {
+        if self.may(capability, None) {
+            return None;
+        }
+        Some(
+            self.grants
+                .iter()
+                .filter(|g| g.capability == capability)
+                .filter_map(|g| match &g.scope {
+                    Scope::Project(p) => Some(p.clone()),
+                    Scope::Everywhere => None,
+                })
+                .collect(),
+        )
+    }
+
+    /// The projects whose requests and shares the caller may read; `None` means all of them.
+    pub fn readable_projects(&self) -> Option<Vec<String>> {
+        if self.may_somewhere(Capability::Audit) {
+            return None;
+        }
+        self.projects_for(Capability::Read)
+    }
+
+    /// Whether the caller may see a request of `owner_project` filed by `requested_by`.
+    pub fn sees_request(&self, owner_project: Option<&str>, requested_by: &str) -> bool {
+        requested_by == self.name
+            || match self.readable_projects() {
+                None => true,
+                Some(projects) => owner_project.is_some_and(|o| projects.iter().any(|p| p == o)),
+            }
+    }
+
+    /// Whether the caller may see a share to `project` (its request as in [`Self::sees_request`]).
+    pub fn sees_share(&self, project: Option<&str>, owner_project: Option<&str>, requested_by: &str) -> bool {
+        self.sees_request(owner_project, requested_by)
+            || project.is_some_and(|t| {
+                self.readable_projects()
+                    .is_some_and(|projects| projects.iter().any(|p| p == t))
+            })
+    }
+
+    /// Whether `who` (a principal name, Keystone user id or name) is this caller.
+    pub fn is(&self, who: &str) -> bool {
+        who == self.name
+            || match &self.credential {
+                Credential::Keystone(k) => who == k.user_id || who == k.user_name,
+                Credential::ApiKey { .. } => false,
+            }
+    }
+
+    /// The caller's roles as the audit log shows them: the key's role, or the token's roles.
+    pub fn role_names(&self) -> String {
+        match &self.credential {
+            Credential::ApiKey { role } => role.to_string(),
+            Credential::Keystone(k) => k.roles.join(","),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(project: &str, roles: &[&str]) -> Principal {
+        let identity = KeystoneIdentity {
+            user_id: "u1".into(),
+            user_name: "alice".into(),
+            project_id: Some(project.into()),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        };
+        Principal::keystone(identity, &RoleMap::default())
+    }
+
+    #[test]
+    fn a_member_requests_and_consumes_in_its_own_project_only() {
+        let alice = user("proj-a", &["member", "reader"]);
+        assert!(alice.may(Capability::Request, Some("proj-a")));
+        assert!(alice.may(Capability::Consume, Some("proj-a")));
+        assert!(!alice.may(Capability::Request, Some("proj-b")));
+        assert!(!alice.may(Capability::Request, None));
+        assert!(!alice.may_somewhere(Capability::Approve));
+        assert_eq!(alice.readable_projects(), Some(vec!["proj-a".to_owned()]));
+        assert!(alice.sees_request(Some("proj-a"), "someone"));
+        assert!(!alice.sees_request(Some("proj-b"), "someone"));
+        assert!(alice.sees_share(Some("proj-a"), Some("proj-b"), "someone"));
+        assert!(!alice.sees_share(Some("proj-c"), Some("proj-b"), "someone"));
+    }
+
+    #[test]
+    fn a_reader_reads_and_changes_nothing() {
+        let reader = user("proj-a", &["reader"]);
+        assert!(reader.sees_request(Some("proj-a"), "x"));
+        for c in [Capability::Request, Capability::Consume, Capability::Approve] {
+            assert!(!reader.may_somewhere(c), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn cloud_wide_roles_hold_everywhere() {
+        let approver = user("ops", &["image_share_approver"]);
+        assert!(approver.may(Capability::Approve, Some("proj-a")));
+        assert!(approver.may(Capability::Approve, None));
+        assert_eq!(approver.readable_projects(), None);
+        assert!(!approver.may_somewhere(Capability::Request));
+        let admin = user("admin", &["admin", "member", "reader"]);
+        assert!(admin.is_admin() && admin.may(Capability::Consume, Some("anything")));
+    }
+
+    #[test]
+    fn the_role_map_is_configurable() {
+        let map = RoleMap {
+            approver: vec!["share-boss".into()],
+            ..RoleMap::default()
+        };
+        let identity = |role: &str| KeystoneIdentity {
+            user_id: "u".into(),
+            user_name: "u".into(),
+            project_id: Some("p".into()),
+            roles: vec![role.into()],
+        };
+        assert!(Principal::keystone(identity("share-boss"), &map).may_somewhere(Capability::Approve));
+        assert!(!Principal::keystone(identity("image_share_approver"), &map).may_somewhere(Capability::Approve));
+    }
+
+    #[test]
+    fn api_keys_keep_their_meaning() {
+        let portal = Principal::api_key("portal".into(), Role::Requester, &[]);
+        assert!(portal.may(Capability::Request, None));
+        assert!(
+            !portal.may_somewhere(Capability::Consume),
+            "an unrestricted key consumes for nobody"
+        );
+        assert_eq!(portal.readable_projects(), None);
+
+        let b = Principal::api_key("b".into(), Role::Requester, &["proj-b".into()]);
+        assert!(b.may(Capability::Consume, Some("proj-b")));
+        assert!(!b.may(Capability::Request, Some("proj-a")));
+        assert!(b.sees_request(Some("proj-x"), "b"), "a caller sees what it filed");
+
+        let approver = Principal::api_key("w".into(), Role::Approver, &["proj-a".into()]);
+        assert!(approver.may(Capability::Approve, Some("proj-a")));
+        assert!(!approver.may(Capability::Approve, Some("proj-b")));
+        assert_eq!(approver.readable_projects(), None);
+
+        let auditor = Principal::api_key("a".into(), Role::Auditor, &[]);
+        assert_eq!(auditor.readable_projects(), None);
+        assert!(!auditor.may_somewhere(Capability::Request));
     }
 }

@@ -58,6 +58,9 @@ pub enum ApiError {
     Unavailable,
     #[error("too many requests from this caller; retry in {0} s")]
     TooManyRequests(u64),
+    /// Keystone or Glance cannot answer (or no cloud is configured to ask).
+    #[error("{0}")]
+    Upstream(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -86,6 +89,7 @@ impl ApiError {
             ApiError::IdempotencyKeyInFlight => (StatusCode::CONFLICT, "idempotency-key-in-flight"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
+            ApiError::Upstream(_) => (StatusCode::SERVICE_UNAVAILABLE, "upstream-unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{ApiError, AppState};
 use crate::db;
-use crate::domain::{FieldError, Initiator, Principal, Role};
+use crate::domain::{Capability, Credential, FieldError, Initiator, Principal};
 
 /// A JSON body, checked for content type, size, syntax and shape. Keeps the parsed document
 /// so an `Idempotency-Key` can compare requests by meaning, not by whitespace.
@@ -132,25 +132,73 @@ pub struct Caller {
     pub principal: Principal,
     pub initiator: Initiator,
     pub request_id: Option<String>,
+    /// The end user a service's key acts for (`X-On-Behalf-Of`).
+    pub on_behalf_of: Option<String>,
 }
 
 impl Caller {
-    /// Refuses the call unless the caller holds one of `roles` (admins hold all).
-    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
-        if self.principal.has_any(roles) {
+    /// Refuses the call unless the caller holds `capability` for some project (admins hold all).
+    pub fn require(&self, capability: Capability) -> Result<(), ApiError> {
+        if self.principal.may_somewhere(capability) {
             return Ok(());
         }
-        let wanted: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
         Err(ApiError::Forbidden(format!(
-            "this needs the role {} (the key has `{}`)",
-            wanted.join(" or "),
-            self.principal.role
+            "this needs the {} role (the caller has `{}`)",
+            capability.as_str(),
+            self.principal.role_names()
         )))
     }
 }
 
 fn header_text(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// The principal behind `X-Auth-Token` (a Keystone token) or `Authorization: Bearer` (a key).
+async fn authenticate(state: &AppState, headers: &HeaderMap, request_id: &str) -> Result<Principal, ApiError> {
+    if let Some(token) = headers.get("x-auth-token") {
+        let token = token
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(ApiError::Unauthorized("X-Auth-Token must be a Keystone token"))?;
+        return state.tokens.principal(token, request_id).await;
+    }
+    let authorization = headers.get(header::AUTHORIZATION).ok_or(ApiError::Unauthorized(
+        "send an API key as `Authorization: Bearer <key>`, or a Keystone token as `X-Auth-Token`",
+    ))?;
+    let key = authorization
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or(ApiError::Unauthorized(
+            "the Authorization header must be `Bearer <key>`",
+        ))?;
+    db::api_keys::authenticate(&state.pool, key)
+        .await?
+        .ok_or(ApiError::Unauthorized("the API key is unknown or revoked"))
+}
+
+/// `X-On-Behalf-Of`: the end user a service's key acts for; only keys may name one.
+fn on_behalf_of(headers: &HeaderMap, principal: &Principal) -> Result<Option<String>, ApiError> {
+    let Some(raw) = headers.get("x-on-behalf-of") else {
+        return Ok(None);
+    };
+    if !matches!(principal.credential, Credential::ApiKey { .. }) {
+        return Err(ApiError::field(
+            "X-On-Behalf-Of",
+            "only an API key may act on behalf of a user; a Keystone token already names its user",
+        ));
+    }
+    match raw.to_str().map(str::trim) {
+        Ok(user) if (1..=255).contains(&user.len()) && !user.chars().any(char::is_control) => Ok(Some(user.to_owned())),
+        _ => Err(ApiError::field(
+            "X-On-Behalf-Of",
+            "must name the user in 1 to 255 printable characters",
+        )),
+    }
 }
 
 impl<S> FromRequestParts<S> for Caller
@@ -162,31 +210,21 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
-        let authorization = parts.headers.get(header::AUTHORIZATION).ok_or(ApiError::Unauthorized(
-            "send an API key as `Authorization: Bearer <key>`",
-        ))?;
-        let key = authorization
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or(ApiError::Unauthorized(
-                "the Authorization header must be `Bearer <key>`",
-            ))?;
-        let principal = db::api_keys::authenticate(&state.pool, key)
-            .await?
-            .ok_or(ApiError::Unauthorized("the API key is unknown or revoked"))?;
+        let request_id = header_text(&parts.headers, "x-request-id");
+        let openstack_request_id = format!("req-{}", request_id.as_deref().unwrap_or("broker"));
+        let principal = authenticate(&state, &parts.headers, &openstack_request_id).await?;
+        let on_behalf_of = on_behalf_of(&parts.headers, &principal)?;
         let address = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip().to_string());
         let user_agent = header_text(&parts.headers, header::USER_AGENT);
-        let request_id = header_text(&parts.headers, "x-request-id");
         tracing::Span::current().record("principal", principal.name.as_str());
         Ok(Caller {
-            initiator: Initiator::caller(&principal, address, user_agent),
+            initiator: Initiator::caller(&principal, on_behalf_of.clone(), address, user_agent),
             principal,
             request_id,
+            on_behalf_of,
         })
     }
 }

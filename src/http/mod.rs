@@ -1,10 +1,13 @@
 //! The HTTP API: routes, extractors, errors and the OpenAPI document they generate.
-//! Imports `domain` and `db`; nothing else in the crate imports it but `startup`.
+//! Imports `domain` and `db`, and `openstack` only to validate callers' Keystone tokens and to
+//! check who owns an image; nothing else in the crate imports it but `startup`.
 
+mod access;
 mod error;
 mod extract;
 mod health;
 mod idempotency;
+mod keystone;
 mod middleware;
 mod pagination;
 mod share_requests;
@@ -33,10 +36,12 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use error::CommonProblems;
 pub use error::{ApiError, Problem};
+pub use keystone::TokenValidator;
 pub use middleware::RateLimitConfig;
 
 use crate::db::{self, audit::NewEvent, share_requests::ShareRequest};
 use crate::domain::{FieldError, Limits};
+use crate::openstack::OpenStack;
 use extract::Caller;
 
 /// Largest request body the API reads.
@@ -61,6 +66,10 @@ pub struct AppState {
     pub pool: PgPool,
     pub config: Arc<ApiConfig>,
     pub metrics: PrometheusHandle,
+    /// The broker's own OpenStack client, when a cloud is configured.
+    pub cloud: Option<OpenStack>,
+    /// Validates callers' Keystone tokens.
+    pub tokens: TokenValidator,
 }
 
 impl AppState {

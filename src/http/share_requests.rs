@@ -15,9 +15,9 @@ use super::extract::{Caller, Id, IdempotencyKey, IfMatch, Json, OptionalJson, Qu
 use super::idempotency::{self, Begun, Saved};
 use super::pagination::{Cursor, Limit};
 use super::shares::ShareView;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, access};
 use crate::db::{self, audit::NewEvent, share_requests::ShareRequest};
-use crate::domain::{FieldError, NewShareRequest, RequestStatus, Role, ShareRequestInput, Validation};
+use crate::domain::{Capability, FieldError, NewShareRequest, RequestStatus, ShareRequestInput, Validation};
 
 /// A share request with its shares.
 #[derive(Debug, Serialize, ToSchema)]
@@ -27,8 +27,10 @@ pub struct ShareRequestView {
     pub image_id: Uuid,
     pub region: String,
     pub reason: String,
-    /// The principal that filed the request.
+    /// The principal that filed the request: an API key's name, or `keystone:<user id>`.
     pub requested_by: String,
+    /// The end user a service filed it for (`X-On-Behalf-Of`).
+    pub on_behalf_of: Option<String>,
     pub expires_at: Option<DateTime<Utc>>,
     pub auto_accept: bool,
     /// Who approved, denied or cancelled the request.
@@ -78,6 +80,7 @@ impl ShareRequestView {
             region: r.region,
             reason: r.reason,
             requested_by: r.requested_by,
+            on_behalf_of: r.on_behalf_of,
             expires_at: r.expires_at,
             auto_accept: r.auto_accept,
             decided_by: r.decided_by,
@@ -144,7 +147,7 @@ pub(super) fn saved_request(
             headers(("Location" = String), ("ETag" = String))),
         (status = 400, description = "Malformed JSON", body = super::Problem, content_type = "application/problem+json"),
         (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a requester", body = super::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a requester, or the image is not the caller's project's", body = super::Problem, content_type = "application/problem+json"),
         (status = 409, description = "A live share of this image to a target exists, or the same key is in flight", body = super::Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = super::Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = super::Problem, content_type = "application/problem+json"),
@@ -158,8 +161,9 @@ pub async fn create_share_request(
     key: IdempotencyKey,
     body: Json<ShareRequestInput>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Requester])?;
+    state.require(&caller, Capability::Request, "create", None).await?;
     let new = NewShareRequest::parse(body.value, &state.config.limits, Utc::now()).map_err(ApiError::Validation)?;
+    let owner = state.requestable_owner(&caller, new.image_id).await?;
     let (mut tx, claim) = match idempotency::begin(
         &state,
         &caller,
@@ -174,7 +178,12 @@ pub async fn create_share_request(
         Begun::Proceed(tx, claim) => (tx, claim),
     };
 
-    let (request, shares) = db::share_requests::insert(&mut tx, &new, &caller.principal.name)
+    let filer = db::share_requests::Filer {
+        requested_by: &caller.principal.name,
+        on_behalf_of: caller.on_behalf_of.as_deref(),
+        image_owner: owner.as_deref(),
+    };
+    let (request, shares) = db::share_requests::insert(&mut tx, &new, filer)
         .await
         .map_err(|e| live_grant_conflict(e, &new))?;
     db::jobs::enqueue_validation(&mut tx, request.id).await?;
@@ -247,7 +256,8 @@ pub struct ListShareRequests {
     pub limit: Option<Limit>,
 }
 
-/// List share requests, newest first.
+/// List share requests, newest first: those the caller may see (its projects' requests and
+/// those it filed; everything for approvers, auditors and admins).
 #[utoipa::path(
     get, path = "/v1/share-requests", tag = "share-requests",
     params(ListShareRequests),
@@ -260,10 +270,11 @@ pub struct ListShareRequests {
 )]
 pub async fn list_share_requests(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Query(q): Query<ListShareRequests>,
 ) -> Result<axum::Json<ShareRequestPage>, ApiError> {
     let filter = db::share_requests::RequestFilter {
+        viewer: access::viewer(&caller.principal),
         status: q.status,
         image_id: q.image_id,
         project_id: q.project_id,
@@ -296,17 +307,18 @@ pub async fn list_share_requests(
     responses(
         (status = 200, description = "The request", body = ShareRequestView, headers(("ETag" = String))),
         (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such request", body = super::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such request (or not one the caller may see)", body = super::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
 )]
 pub async fn get_share_request(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Id(id): Id,
 ) -> Result<Response, ApiError> {
     let request = db::share_requests::find(&state.pool, id)
         .await?
+        .filter(|r| access::sees_request(&caller.principal, r))
         .ok_or_else(|| ApiError::not_found("share request"))?;
     let shares = db::share_requests::shares_of(&state.pool, &[id]).await?;
     Ok(saved_request(StatusCode::OK, request, shares).into_response())
@@ -345,7 +357,9 @@ pub async fn cancel_share_request(
     key: IdempotencyKey,
     OptionalJson(body): OptionalJson<Decision>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Requester])?;
+    state
+        .require(&caller, Capability::Request, "update/cancel", Some(id.0))
+        .await?;
     decide(state, caller, id, if_match, key, body, RequestStatus::Cancelled).await
 }
 
@@ -373,7 +387,9 @@ pub async fn approve_share_request(
     key: IdempotencyKey,
     OptionalJson(body): OptionalJson<Decision>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Approver])?;
+    state
+        .require(&caller, Capability::Approve, "update/approve", Some(id.0))
+        .await?;
     decide(state, caller, id, if_match, key, body, RequestStatus::Approved).await
 }
 
@@ -401,8 +417,38 @@ pub async fn deny_share_request(
     key: IdempotencyKey,
     OptionalJson(body): OptionalJson<Decision>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Approver])?;
+    state
+        .require(&caller, Capability::Approve, "update/deny", Some(id.0))
+        .await?;
     decide(state, caller, id, if_match, key, body, RequestStatus::Denied).await
+}
+
+/// Whether `caller` may move `request` to `to`: cancel what it filed (admins anything); decide
+/// within its approval scope, never a request filed by or for itself.
+fn may_decide(caller: &Caller, request: &ShareRequest, to: RequestStatus) -> Result<(), ApiError> {
+    let principal = &caller.principal;
+    if !access::sees_request(principal, request) {
+        return Err(ApiError::not_found("share request"));
+    }
+    // The caller, or the end user its key acts for, filed the request or had it filed.
+    let same_user = |u: &str| principal.is(u) || caller.on_behalf_of.as_deref() == Some(u);
+    let own = same_user(&request.requested_by) || request.on_behalf_of.as_deref().is_some_and(same_user);
+    match to {
+        RequestStatus::Cancelled if !principal.is(&request.requested_by) && !principal.is_admin() => Err(
+            ApiError::Forbidden("only the requester who filed it, or an admin, may cancel a request".into()),
+        ),
+        RequestStatus::Approved | RequestStatus::Denied if own => Err(ApiError::Forbidden(
+            "nobody may decide a request filed by or for themselves".into(),
+        )),
+        RequestStatus::Approved | RequestStatus::Denied
+            if !principal.may(Capability::Approve, request.image_owner.as_deref()) =>
+        {
+            Err(ApiError::Forbidden(
+                "the request's image belongs to a project outside the projects you may approve for".into(),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Moves an undecided request to `to`, with its shares and its audit event, in one transaction.
@@ -433,21 +479,13 @@ async fn decide(
     let request = db::share_requests::find_for_update(&mut tx, id)
         .await?
         .ok_or_else(|| ApiError::not_found("share request"))?;
-    if_match.check(&etag(request.version))?;
-    let own = request.requested_by == caller.principal.name;
-    match to {
-        RequestStatus::Cancelled if !own && caller.principal.role != Role::Admin => {
-            return Err(ApiError::Forbidden(
-                "only the requester who filed it, or an admin, may cancel a request".into(),
-            ));
-        }
-        RequestStatus::Approved | RequestStatus::Denied if own => {
-            return Err(ApiError::Forbidden(
-                "nobody may decide a request they filed themselves".into(),
-            ));
-        }
-        _ => {}
+    let action = format!("update/{verb}");
+    if let Err(refusal) = may_decide(&caller, &request, to) {
+        tx.rollback().await?;
+        let attempt = NewEvent::about_request(&caller.initiator, &request, &action);
+        return Err(state.refused(&caller, attempt, refusal).await);
     }
+    if_match.check(&etag(request.version))?;
     if request.status != RequestStatus::PendingApproval {
         return Err(ApiError::Conflict {
             detail: format!(
@@ -472,7 +510,6 @@ async fn decide(
             db::jobs::enqueue(&mut tx, db::jobs::Kind::Grant, share.id, share.image_id, Utc::now()).await?;
         }
     }
-    let action = format!("update/{verb}");
     state
         .audit(
             &mut tx,

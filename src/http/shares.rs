@@ -12,9 +12,14 @@ use super::extract::{Caller, Id, IdempotencyKey, IfMatch, Json, Query};
 use super::idempotency::{self, Begun, Saved};
 use super::pagination::{Cursor, Limit};
 use super::share_requests::etag;
-use super::{ApiError, AppState};
-use crate::db::{self, audit::NewEvent, jobs::Kind, share_requests::Share};
-use crate::domain::{Role, ShareState};
+use super::{ApiError, AppState, access};
+use crate::db::{
+    self,
+    audit::NewEvent,
+    jobs::Kind,
+    share_requests::{Share, ShareRequest},
+};
+use crate::domain::{Capability, Principal, ShareState};
 
 /// One image granted (or to be granted) to one project.
 #[derive(Debug, Serialize, ToSchema)]
@@ -99,7 +104,8 @@ pub struct ListShares {
     pub limit: Option<Limit>,
 }
 
-/// List shares, newest first.
+/// List shares, newest first: those the caller may see (its projects' shares, those made to
+/// its projects, and those it filed; everything for approvers, auditors and admins).
 #[utoipa::path(
     get, path = "/v1/shares", tag = "shares",
     params(ListShares),
@@ -112,10 +118,11 @@ pub struct ListShares {
 )]
 pub async fn list_shares(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Query(q): Query<ListShares>,
 ) -> Result<axum::Json<SharePage>, ApiError> {
     let filter = db::share_requests::ShareFilter {
+        viewer: access::viewer(&caller.principal),
         state: q.state,
         image_id: q.image_id,
         project_id: q.project_id,
@@ -140,14 +147,20 @@ pub async fn list_shares(
     responses(
         (status = 200, description = "The share", body = ShareView, headers(("ETag" = String))),
         (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such share", body = super::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such share (or not one the caller may see)", body = super::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
 )]
-pub async fn get_share(State(state): State<AppState>, _caller: Caller, Id(id): Id) -> Result<Response, ApiError> {
+pub async fn get_share(State(state): State<AppState>, caller: Caller, Id(id): Id) -> Result<Response, ApiError> {
     let share = db::share_requests::find_share(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found("share"))?;
+    let request = db::share_requests::find(&state.pool, share.request_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("share"))?;
+    if !access::sees_share(&caller.principal, &share, &request) {
+        return Err(ApiError::not_found("share"));
+    }
     let version = share.version;
     Ok(Saved::json(StatusCode::OK, &ShareView::from(share))
         .header(header::ETAG, etag(version))
@@ -301,6 +314,37 @@ pub async fn revoke_share(
     .await
 }
 
+/// Whether `principal` may do `action` to `share`: accept or reject as its consumer project,
+/// revoke as its requester (or a requester of the image's project); admins do everything.
+fn may_act(principal: &Principal, share: &Share, request: &ShareRequest, action: Action) -> Result<(), ApiError> {
+    if !access::sees_share(principal, share, request) {
+        return Err(ApiError::not_found("share"));
+    }
+    let allowed = match action {
+        Action::Accept | Action::Reject => share
+            .project_id
+            .as_deref()
+            .is_some_and(|p| principal.may(Capability::Consume, Some(p))),
+        Action::Revoke => {
+            principal.is(&request.requested_by)
+                || request
+                    .image_owner
+                    .as_deref()
+                    .is_some_and(|p| principal.may(Capability::Request, Some(p)))
+                || principal.is_admin()
+        }
+    };
+    if allowed {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(match action {
+        Action::Revoke => {
+            "only the requester who filed the share, its image's project, or an admin may revoke it".into()
+        }
+        _ => "only the consumer project, or an admin, may accept or reject a share".into(),
+    }))
+}
+
 /// Checks who may do `action` to the share and whether its state allows it, then records the
 /// ask, its audit event and the worker's job in one transaction.
 #[allow(clippy::too_many_arguments)]
@@ -322,26 +366,14 @@ async fn act(
     let (share, request) = db::shares::find_for_update(&mut tx, id)
         .await?
         .ok_or_else(|| ApiError::not_found("share"))?;
+    if let Err(refusal) = may_act(&caller.principal, &share, &request, action) {
+        tx.rollback().await?;
+        let attempt = NewEvent::about_share(&caller.initiator, &share, action.verb(), "failure");
+        return Err(state.refused(caller, attempt, refusal).await);
+    }
     if_match.check(&etag(share.version))?;
 
     let principal = &caller.principal;
-    let is_admin = principal.role == Role::Admin;
-    let allowed = match action {
-        Action::Accept | Action::Reject => {
-            is_admin
-                || share
-                    .project_id
-                    .as_ref()
-                    .is_some_and(|p| principal.projects.contains(p))
-        }
-        Action::Revoke => is_admin || request.requested_by == principal.name,
-    };
-    if !allowed {
-        return Err(ApiError::Forbidden(match action {
-            Action::Revoke => "only the requester who filed the share, or an admin, may revoke it".into(),
-            _ => "only a key for the consumer project, or an admin, may accept or reject a share".into(),
-        }));
-    }
     let granted = matches!(
         share.state,
         ShareState::PendingAcceptance | ShareState::Accepted | ShareState::Rejected

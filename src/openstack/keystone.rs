@@ -1,5 +1,7 @@
-//! Keystone v3 projects: is a target real, and which id does a name stand for.
+//! Keystone v3: is a target project real, which id does a name stand for, and who holds a
+//! token a caller presents.
 
+use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
@@ -23,7 +25,68 @@ struct Many {
     projects: Vec<Project>,
 }
 
+/// What Keystone says about a caller's token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenHolder {
+    pub user_id: String,
+    pub user_name: String,
+    /// The project the token is scoped to, if it is project-scoped.
+    pub project_id: Option<String>,
+    pub roles: Vec<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Deserialize)]
+struct Validated {
+    token: ValidatedToken,
+}
+
+#[derive(Deserialize)]
+struct ValidatedToken {
+    expires_at: DateTime<Utc>,
+    user: Named,
+    #[serde(default)]
+    project: Option<Named>,
+    #[serde(default)]
+    roles: Vec<Named>,
+}
+
+#[derive(Deserialize)]
+struct Named {
+    id: String,
+    name: String,
+}
+
 impl OpenStack {
+    /// Who holds `subject` (a token a caller presented), checked with the broker's own token;
+    /// `None` when Keystone does not know it (invalid, expired or revoked).
+    pub async fn validate_token(&self, subject: &str, request_id: &str) -> Result<Option<TokenHolder>, CallError> {
+        let what = "validate token";
+        let response = self
+            .send(Service::Keystone, Method::GET, "/auth/tokens", what, request_id, |r| {
+                r.header("x-subject-token", subject).query(&[("nocatalog", "1")])
+            })
+            .await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => {
+                let token = response
+                    .json::<Validated>()
+                    .await
+                    .map_err(|e| CallError::transport(what, &e))?
+                    .token;
+                Ok(Some(TokenHolder {
+                    user_id: token.user.id,
+                    user_name: token.user.name,
+                    project_id: token.project.map(|p| p.id),
+                    roles: token.roles.into_iter().map(|r| r.name).collect(),
+                    expires_at: token.expires_at,
+                }))
+            }
+            _ => Err(error_of(what, response).await),
+        }
+    }
+
     /// The project with this id, or `None` when Keystone has none.
     pub async fn project(&self, id: &str, request_id: &str) -> Result<Option<Project>, CallError> {
         let what = "get project";

@@ -64,19 +64,7 @@ fn stop(mut child: Child) {
 async fn data_survives_a_restart_of_the_broker() {
     let db = fresh_database().await;
     assert!(run(&db, &["migrate"]).contains("migrations applied"));
-    let out = run(
-        &db,
-        &[
-            "keys",
-            "create",
-            "--name",
-            "portal",
-            "--role",
-            "requester",
-            "--project",
-            PROJ_B,
-        ],
-    );
+    let out = run(&db, &["keys", "create", "--name", "portal", "--role", "requester"]);
     let key = out.lines().last().unwrap().to_owned();
     assert!(key.starts_with("gsb_"));
     assert!(run(&db, &["keys", "list"]).contains("portal\trequester"));

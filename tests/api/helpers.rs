@@ -6,6 +6,7 @@ use std::time::Duration;
 use glance_share_broker::config::{DatabaseArgs, ServeArgs};
 use glance_share_broker::db;
 use glance_share_broker::domain::Role;
+use glance_share_broker::openstack::OpenStack;
 use glance_share_broker::startup::Application;
 use glance_share_broker::worker::Worker;
 use reqwest::{RequestBuilder, Response, StatusCode};
@@ -54,6 +55,7 @@ pub fn serve_args(database_url: &str) -> ServeArgs {
         rate_limit_per_sec: 1000,
         rate_limit_burst: 1000,
         no_worker: true,
+        access: Default::default(),
         worker: Default::default(),
     }
 }
@@ -74,17 +76,31 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
+/// A broker that takes Keystone tokens, validated by the real Keystone with the rig's admin.
+pub async fn spawn_app_with_keystone() -> TestApp {
+    spawn_app_with_cloud(Some(crate::openstack::broker_cloud()), |_| {}).await
+}
+
 /// A broker on a fresh database, whose settings `adjust` changes first.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
     spawn_app_at(&fresh_database().await, adjust).await
 }
 
+/// A broker with the broker's own OpenStack client `cloud`, whose settings `adjust` changes.
+pub async fn spawn_app_with_cloud(cloud: Option<OpenStack>, adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
+    spawn(&fresh_database().await, cloud, adjust).await
+}
+
 /// A broker on the database at `url`.
 pub async fn spawn_app_at(url: &str, adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
+    spawn(url, None, adjust).await
+}
+
+async fn spawn(url: &str, cloud: Option<OpenStack>, adjust: impl FnOnce(&mut ServeArgs)) -> TestApp {
     let url = url.to_owned();
     let mut args = serve_args(&url);
     adjust(&mut args);
-    let app = Application::build(&args).await.expect("the broker starts");
+    let app = Application::build(&args, cloud).await.expect("the broker starts");
     let addr = app.local_addr();
     tokio::spawn(app.run_until(std::future::pending()));
     let pool = PgPoolOptions::new().max_connections(5).connect(&url).await.unwrap();
@@ -129,6 +145,19 @@ impl TestApp {
 
     pub fn post(&self, key: &str, path: &str, body: &Value) -> RequestBuilder {
         self.client.post(self.url(path)).bearer_auth(key).json(body)
+    }
+
+    /// GET as the holder of a Keystone token.
+    pub fn get_as(&self, token: &str, path: &str) -> RequestBuilder {
+        self.client.get(self.url(path)).header("x-auth-token", token)
+    }
+
+    /// POST `body` as the holder of a Keystone token.
+    pub fn post_as(&self, token: &str, path: &str, body: &Value) -> RequestBuilder {
+        self.client
+            .post(self.url(path))
+            .header("x-auth-token", token)
+            .json(body)
     }
 
     /// Files a request as the requester and returns the created body.

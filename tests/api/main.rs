@@ -8,6 +8,8 @@ mod faults;
 mod fuzz;
 mod helpers;
 mod idempotency;
+mod keystone;
+mod matrix;
 mod openstack;
 mod operations;
 mod outages;

@@ -1,5 +1,6 @@
 //! The real Keystone and Glance that `scripts/test.sh` starts (`scripts/openstack/`), seen
-//! as its users see them: tokens for alice (proj-a), bob (proj-b), carol (proj-c) and admin.
+//! as its users see them: tokens for alice (proj-a), bob (proj-b), carol (proj-c), dave (proj-d,
+//! also `image_share_approver`) and admin.
 
 use std::time::Duration;
 
@@ -29,13 +30,14 @@ impl Rig {
         }
     }
 
-    /// A project-scoped token for a seeded user (alice, bob, carol) or admin.
+    /// A project-scoped token for a seeded user (alice, bob, carol, dave) or admin.
     pub async fn token(&self, user: &str) -> String {
         let password = env(&format!("{}_PASSWORD", user.to_uppercase()));
         let project = match user {
             "alice" => "proj-a",
             "bob" => "proj-b",
             "carol" => "proj-c",
+            "dave" => "proj-d",
             _ => "admin",
         };
         let body = json!({"auth": {

@@ -158,6 +158,7 @@ async fn a_share_is_granted_accepted_and_revoked_in_the_real_glance() {
             "update/grant",
             "update/visibility",
             "allow",
+            "accept", // refused: the owner's requester is not the consumer
             "accept",
             "accept",
             "revoke",
