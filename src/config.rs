@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use anyhow::anyhow;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use sqlx::postgres::PgConnectOptions;
 
+use crate::domain::policy::SharedPolicy;
 use crate::domain::{Limits, Role, RoleMap};
 use crate::http::{ApiConfig, RateLimitConfig};
 
@@ -252,6 +254,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "GSB_IMAGE_MEMBER_QUOTA", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=100000))]
     pub image_member_quota: u32,
 
+    /// The approval policy (TOML or YAML), applied to each validated request; reloaded on
+    /// SIGHUP. Without one, every request needs one approver and waits as long as it takes.
+    #[arg(long, env = "GSB_POLICY_FILE")]
+    pub policy_file: Option<PathBuf>,
+
     /// Timeout of one call to Keystone or Glance.
     #[arg(long, env = "GSB_OPENSTACK_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub openstack_timeout_secs: u64,
@@ -282,7 +289,7 @@ fn defaults<T: Args + FromArgMatches>() -> T {
 }
 
 impl WorkerArgs {
-    pub fn worker_config(&self, instance: String) -> crate::worker::WorkerConfig {
+    pub fn worker_config(&self, instance: String, policy: SharedPolicy) -> crate::worker::WorkerConfig {
         crate::worker::WorkerConfig {
             concurrency: self.worker_concurrency as usize,
             lease: Duration::from_secs(self.lease_secs),
@@ -293,6 +300,7 @@ impl WorkerArgs {
             accept_poll_first: Duration::from_secs(self.accept_poll_first_secs),
             accept_poll_max: Duration::from_secs(self.accept_poll_max_secs),
             member_quota: self.image_member_quota as usize,
+            policy,
             instance,
         }
     }

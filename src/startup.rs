@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,8 @@ use tokio::net::TcpListener;
 
 use tokio::sync::watch;
 
-use crate::config::{Cli, Command, KeysCommand, ServeArgs, instance_name};
+use crate::config::{Cli, Command, KeysCommand, ServeArgs, WorkerArgs, instance_name};
+use crate::domain::policy::{Policy, SharedPolicy};
 use crate::openstack::OpenStack;
 use crate::worker::Worker;
 use crate::{db, http, telemetry};
@@ -26,10 +28,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(args.worker.openstack()?)
     };
     let app = Application::build(&args, cloud.clone()).await?;
-    let worker = cloud.filter(|_| !args.no_worker);
+    let worker = match cloud.filter(|_| !args.no_worker) {
+        Some(cloud) => {
+            let policy = approval_policy(&args.worker)?;
+            let config = args.worker.worker_config(instance_name(&args.instance), policy);
+            Some(RunningWorker::start(app.pool.clone(), cloud, config))
+        }
+        None => None,
+    };
     tracing::info!(listen = %app.local_addr(), worker = worker.is_some(), keystone_tokens = app.keystone, "serving");
-    let config = args.worker.worker_config(instance_name(&args.instance));
-    let worker = worker.map(|cloud| RunningWorker::start(app.pool.clone(), cloud, config));
     app.run_until(shutdown_signal()).await?;
     match worker {
         Some(worker) => worker.stop().await,
@@ -50,9 +57,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Worker(args) => {
             let cloud = args.worker.openstack()?;
+            let config = args
+                .worker
+                .worker_config(instance_name(&args.instance), approval_policy(&args.worker)?);
             let pool = db::pool(args.database.connect_options()?, args.database.db_max_connections);
             migrate(&pool).await?;
-            let worker = RunningWorker::start(pool, cloud, args.worker.worker_config(instance_name(&args.instance)));
+            let worker = RunningWorker::start(pool, cloud, config);
             tracing::info!("worker running");
             shutdown_signal().await;
             worker.stop().await
@@ -203,6 +213,70 @@ impl RunningWorker {
         let _ = self.stop.send(true);
         self.handle.await?;
         Ok(())
+    }
+}
+
+/// The approval policy from `--policy-file`, reloaded on SIGHUP; none: one approver each.
+fn approval_policy(args: &WorkerArgs) -> anyhow::Result<SharedPolicy> {
+    let Some(path) = &args.policy_file else {
+        return Ok(SharedPolicy::default());
+    };
+    let source = PolicySource::load(path)?;
+    let policy = source.policy();
+    tokio::spawn(async move {
+        let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(e) => {
+                return tracing::warn!(error = %e, "cannot listen for SIGHUP: the approval policy will not reload");
+            }
+        };
+        while hangups.recv().await.is_some() {
+            if let Err(e) = source.reload() {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "approval policy not reloaded: keeping the policy in force"
+                );
+            }
+        }
+    });
+    Ok(policy)
+}
+
+/// The approval policy file: read at start (a bad file stops the start) and on [`Self::reload`],
+/// which checks the whole file before it replaces the policy in force.
+pub struct PolicySource {
+    path: PathBuf,
+    policy: SharedPolicy,
+}
+
+impl PolicySource {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let policy = Self::read(path)?;
+        tracing::info!(path = %path.display(), rules = policy.rules.len(), "approval policy loaded");
+        Ok(PolicySource {
+            path: path.to_owned(),
+            policy: SharedPolicy::new(policy),
+        })
+    }
+
+    /// The policy in force, as every holder sees it (reloads included).
+    pub fn policy(&self) -> SharedPolicy {
+        self.policy.clone()
+    }
+
+    /// Reads the file again; the policy in force is replaced only by a valid one.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let policy = Self::read(&self.path)?;
+        tracing::info!(path = %self.path.display(), rules = policy.rules.len(), "approval policy reloaded");
+        self.policy.replace(policy);
+        Ok(())
+    }
+
+    fn read(path: &Path) -> anyhow::Result<Policy> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the approval policy {} (GSB_POLICY_FILE)", path.display()))?;
+        Policy::parse(&path.to_string_lossy(), &text)
+            .map_err(|e| anyhow::anyhow!("the approval policy {} is refused: {e}", path.display()))
     }
 }
 

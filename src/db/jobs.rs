@@ -9,6 +9,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use super::share_requests::Share;
+
 /// Channel the API and the worker use to wake workers when a job is queued.
 pub const CHANNEL: &str = "gsb_jobs";
 
@@ -112,6 +114,14 @@ pub async fn enqueue(
     .execute(&mut *tx)
     .await?;
     wake_workers(tx).await
+}
+
+/// Queues the grant of each approved share.
+pub async fn enqueue_grants(tx: &mut PgConnection, shares: &[Share]) -> Result<(), sqlx::Error> {
+    for share in shares {
+        enqueue(tx, Kind::Grant, share.id, share.image_id, Utc::now()).await?;
+    }
+    Ok(())
 }
 
 /// Queues the validation of a new request. It writes nothing to Glance, so it holds no image.

@@ -23,6 +23,10 @@ pub struct ShareRequest {
     pub decision_comment: Option<String>,
     /// The end user a service filed the request for.
     pub on_behalf_of: Option<String>,
+    /// Distinct approvers the request needs (1 or 2), as the approval policy said.
+    pub required_approvals: i16,
+    /// The policy rule that decided the request or set its approvers.
+    pub policy_rule: Option<String>,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -420,13 +424,82 @@ pub async fn list_shares(
     .await
 }
 
-/// Undecided requests whose `expires_at` has passed, locked.
-pub async fn undecided_past_expiry(tx: &mut PgConnection, limit: i64) -> Result<Vec<Uuid>, sqlx::Error> {
+/// Undecided requests whose `expires_at` has passed, or filed longer than `wait` ago, locked.
+pub async fn undecided_past_expiry(
+    tx: &mut PgConnection,
+    limit: i64,
+    wait: Option<std::time::Duration>,
+) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar(
-        "select id from share_requests where status = 'pending_approval' and expires_at <= now()
-         order by expires_at limit $1 for update skip locked",
+        "select id from share_requests
+         where status = 'pending_approval'
+           and (expires_at <= now() or created_at <= now() - make_interval(secs => $2))
+         order by created_at limit $1 for update skip locked",
     )
     .bind(limit)
+    .bind(wait.map(|w| w.as_secs_f64()))
     .fetch_all(tx)
     .await
+}
+
+/// Records what the approval policy said: how many approvers, and which rule said so.
+pub async fn set_policy(
+    tx: &mut PgConnection,
+    id: Uuid,
+    required_approvals: u8,
+    rule: Option<&str>,
+) -> Result<ShareRequest, sqlx::Error> {
+    sqlx::query_as(
+        "update share_requests set required_approvals = $2, policy_rule = $3, version = version + 1, updated_at = now()
+         where id = $1 returning *",
+    )
+    .bind(id)
+    .bind(i16::from(required_approvals))
+    .bind(rule)
+    .fetch_one(tx)
+    .await
+}
+
+/// One approver's approval of a request.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Approval {
+    pub request_id: Uuid,
+    pub approver: String,
+    pub on_behalf_of: Option<String>,
+    pub comment: Option<String>,
+    pub approved_at: DateTime<Utc>,
+}
+
+/// Records `approver`'s approval; `None` when it had already approved. Bumps the request's
+/// version, since its approvals are part of it.
+pub async fn add_approval(
+    tx: &mut PgConnection,
+    request_id: Uuid,
+    approver: &str,
+    on_behalf_of: Option<&str>,
+    comment: Option<&str>,
+) -> Result<Option<Approval>, sqlx::Error> {
+    let added = sqlx::query_as::<_, Approval>(
+        "insert into approvals (request_id, approver, on_behalf_of, comment) values ($1, $2, $3, $4)
+         on conflict do nothing returning *",
+    )
+    .bind(request_id)
+    .bind(approver)
+    .bind(on_behalf_of)
+    .bind(comment)
+    .fetch_optional(&mut *tx)
+    .await?;
+    sqlx::query("update share_requests set version = version + 1, updated_at = now() where id = $1")
+        .bind(request_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(added)
+}
+
+/// The approvals of the given requests, oldest first.
+pub async fn approvals_of(db: impl PgExecutor<'_>, request_ids: &[Uuid]) -> Result<Vec<Approval>, sqlx::Error> {
+    sqlx::query_as("select * from approvals where request_id = any($1) order by approved_at, approver")
+        .bind(request_ids)
+        .fetch_all(db)
+        .await
 }

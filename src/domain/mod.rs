@@ -3,6 +3,7 @@
 
 mod audit;
 mod canonical;
+pub mod policy;
 mod principal;
 mod share_request;
 mod states;

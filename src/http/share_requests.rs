@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sqlx::PgConnection;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -41,8 +42,32 @@ pub struct ShareRequestView {
     pub updated_at: DateTime<Utc>,
     /// What the worker found when it checked the request against Keystone and Glance.
     pub validation: ValidationView,
+    /// How the request is decided: by a policy rule, or by its approvers.
+    pub approval: ApprovalView,
     /// One share per target project.
     pub shares: Vec<ShareView>,
+}
+
+/// How a request is decided. Once validated, the approval policy either decides it by a rule
+/// (`rule`, with `decided_by` = `policy`) or says how many distinct approvers it needs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApprovalView {
+    /// Distinct approvers the request needs (1 or 2).
+    pub required: i16,
+    /// The policy rule that decided the request, or that set `required`.
+    pub rule: Option<String>,
+    /// The approvals given so far, oldest first.
+    pub approvals: Vec<ApprovalEntry>,
+}
+
+/// One approver's approval.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApprovalEntry {
+    pub approver: String,
+    /// The end user the approver's key acted for.
+    pub on_behalf_of: Option<String>,
+    pub comment: Option<String>,
+    pub approved_at: DateTime<Utc>,
 }
 
 /// The result of checking a request against Keystone and Glance, before any decision.
@@ -72,7 +97,11 @@ pub struct ImageView {
 }
 
 impl ShareRequestView {
-    fn new(r: ShareRequest, shares: Vec<db::share_requests::Share>) -> Self {
+    fn new(
+        r: ShareRequest,
+        shares: Vec<db::share_requests::Share>,
+        approvals: Vec<db::share_requests::Approval>,
+    ) -> Self {
         ShareRequestView {
             id: r.id,
             status: r.status,
@@ -100,6 +129,19 @@ impl ShareRequestView {
                 errors: r.validation_errors.0,
                 last_error: r.validation_last_error,
             },
+            approval: ApprovalView {
+                required: r.required_approvals,
+                rule: r.policy_rule,
+                approvals: approvals
+                    .into_iter()
+                    .map(|a| ApprovalEntry {
+                        approver: a.approver,
+                        on_behalf_of: a.on_behalf_of,
+                        comment: a.comment,
+                        approved_at: a.approved_at,
+                    })
+                    .collect(),
+            },
             shares: shares.into_iter().map(ShareView::from).collect(),
         }
     }
@@ -125,9 +167,10 @@ pub(super) fn saved_request(
     status: StatusCode,
     request: ShareRequest,
     shares: Vec<db::share_requests::Share>,
+    approvals: Vec<db::share_requests::Approval>,
 ) -> Saved {
     let (id, version) = (request.id, request.version);
-    Saved::json(status, &ShareRequestView::new(request, shares))
+    Saved::json(status, &ShareRequestView::new(request, shares, approvals))
         .header(header::LOCATION, location(id))
         .header(header::ETAG, etag(version))
 }
@@ -199,7 +242,7 @@ pub async fn create_share_request(
         )
         .await?;
 
-    let response = saved_request(StatusCode::CREATED, request, shares);
+    let response = saved_request(StatusCode::CREATED, request, shares, Vec::new());
     idempotency::finish(&mut tx, claim, &response).await?;
     tx.commit().await?;
     Ok(response.into_response())
@@ -290,11 +333,16 @@ pub async fn list_share_requests(
     for share in db::share_requests::shares_of(&state.pool, &ids).await? {
         by_request.entry(share.request_id).or_default().push(share);
     }
+    let mut approvals: HashMap<Uuid, Vec<db::share_requests::Approval>> = HashMap::new();
+    for approval in db::share_requests::approvals_of(&state.pool, &ids).await? {
+        approvals.entry(approval.request_id).or_default().push(approval);
+    }
     let items = rows
         .into_iter()
         .map(|r| {
             let shares = by_request.remove(&r.id).unwrap_or_default();
-            ShareRequestView::new(r, shares)
+            let approvals = approvals.remove(&r.id).unwrap_or_default();
+            ShareRequestView::new(r, shares, approvals)
         })
         .collect();
     Ok(axum::Json(ShareRequestPage { items, next_cursor }))
@@ -321,7 +369,8 @@ pub async fn get_share_request(
         .filter(|r| access::sees_request(&caller.principal, r))
         .ok_or_else(|| ApiError::not_found("share request"))?;
     let shares = db::share_requests::shares_of(&state.pool, &[id]).await?;
-    Ok(saved_request(StatusCode::OK, request, shares).into_response())
+    let approvals = db::share_requests::approvals_of(&state.pool, &[id]).await?;
+    Ok(saved_request(StatusCode::OK, request, shares, approvals).into_response())
 }
 
 /// A decision's optional comment.
@@ -451,6 +500,65 @@ fn may_decide(caller: &Caller, request: &ShareRequest, to: RequestStatus) -> Res
     }
 }
 
+/// Records the caller's approval; approves the request once it has as many distinct
+/// approvers as the policy requires (and queues its grants). Each approval is audited
+/// (`pending` until the last); the request as it now stands is returned.
+async fn approve(
+    state: &AppState,
+    tx: &mut PgConnection,
+    caller: &Caller,
+    request: ShareRequest,
+    comment: Option<&str>,
+) -> Result<ShareRequest, ApiError> {
+    let id = request.id;
+    let earlier = db::share_requests::approvals_of(&mut *tx, &[id]).await?;
+    let same_person = |a: &db::share_requests::Approval| {
+        caller.principal.is(&a.approver)
+            || a.on_behalf_of
+                .as_deref()
+                .is_some_and(|u| caller.principal.is(u) || caller.on_behalf_of.as_deref() == Some(u))
+    };
+    let added = match earlier.iter().any(same_person) {
+        true => None,
+        false => {
+            db::share_requests::add_approval(tx, id, &caller.principal.name, caller.on_behalf_of.as_deref(), comment)
+                .await?
+        }
+    };
+    if added.is_none() {
+        return Err(ApiError::Conflict {
+            detail: "you have already approved this request; it needs another approver".into(),
+            errors: Vec::new(),
+        });
+    }
+    let given = earlier.len() + 1;
+    let required = usize::try_from(request.required_approvals).unwrap_or(1);
+    let progress = json!({ "approvals": given, "required": required, "rule": request.policy_rule });
+    if given < required {
+        let request = db::share_requests::find(&mut *tx, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("share request"))?;
+        let event = NewEvent {
+            outcome: "pending",
+            reason: comment,
+            details: progress,
+            ..AppState::event(caller, &request, "update/approve")
+        };
+        state.audit(tx, event).await?;
+        return Ok(request);
+    }
+    let (request, decided) =
+        db::share_requests::decide(tx, id, RequestStatus::Approved, &caller.principal.name, comment).await?;
+    db::jobs::enqueue_grants(tx, &decided).await?;
+    let event = NewEvent {
+        reason: comment,
+        details: progress,
+        ..AppState::event(caller, &request, "update/approve")
+    };
+    state.audit(tx, event).await?;
+    Ok(request)
+}
+
 /// Moves an undecided request to `to`, with its shares and its audit event, in one transaction.
 async fn decide(
     State(state): State<AppState>,
@@ -504,23 +612,25 @@ async fn decide(
         });
     }
 
-    let (request, decided) = db::share_requests::decide(&mut tx, id, to, &caller.principal.name, comment).await?;
-    if to == RequestStatus::Approved {
-        for share in &decided {
-            db::jobs::enqueue(&mut tx, db::jobs::Kind::Grant, share.id, share.image_id, Utc::now()).await?;
+    let request = match to {
+        RequestStatus::Approved => approve(&state, &mut tx, &caller, request, comment).await?,
+        _ => {
+            let (request, _) = db::share_requests::decide(&mut tx, id, to, &caller.principal.name, comment).await?;
+            state
+                .audit(
+                    &mut tx,
+                    NewEvent {
+                        reason: comment,
+                        ..AppState::event(&caller, &request, &action)
+                    },
+                )
+                .await?;
+            request
         }
-    }
-    state
-        .audit(
-            &mut tx,
-            NewEvent {
-                reason: comment,
-                ..AppState::event(&caller, &request, &action)
-            },
-        )
-        .await?;
+    };
     let shares = db::share_requests::shares_of(&mut *tx, &[id]).await?;
-    let response = saved_request(StatusCode::OK, request, shares);
+    let approvals = db::share_requests::approvals_of(&mut *tx, &[id]).await?;
+    let response = saved_request(StatusCode::OK, request, shares, approvals);
     idempotency::finish(&mut tx, claim, &response).await?;
     tx.commit().await?;
     Ok(response.into_response())

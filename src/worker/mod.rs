@@ -7,6 +7,7 @@
 //! 3. settle: one transaction records the outcome, its audit event and the job's end,
 //!    and is committed only if the lease is still ours.
 
+mod approval;
 mod retry;
 mod validate;
 
@@ -25,6 +26,7 @@ use crate::db;
 use crate::db::audit::NewEvent;
 use crate::db::jobs::{self, Claimed, Finish, Kind, Subject};
 use crate::db::share_requests::{Share, ShareRequest};
+use crate::domain::policy::SharedPolicy;
 use crate::domain::{FieldError, Initiator, RequestStatus, ShareState, Validation};
 use crate::openstack::{CallError, OpenStack};
 
@@ -49,6 +51,9 @@ pub struct WorkerConfig {
     pub accept_poll_max: Duration,
     /// Glance's `image_member_quota`, which validation checks a request against.
     pub member_quota: usize,
+    /// The approval policy applied to each validated request; it also says how long an
+    /// undecided request may wait.
+    pub policy: SharedPolicy,
     /// This instance's name in the audit log.
     pub instance: String,
 }
@@ -583,11 +588,17 @@ impl Worker {
                 if taken.is_empty() {
                     let (request, shares) =
                         db::share_requests::pass_validation(&mut tx, request_id, &image, &targets).await?;
+                    let decision = self.config.policy.current().decide(&approval::facts(&request, &shares));
                     let event = NewEvent {
-                        details: json!({ "image": image_details(&image), "targets": target_details(&shares) }),
+                        details: json!({
+                            "image": image_details(&image),
+                            "targets": target_details(&shares),
+                            "policy": approval::details(&decision),
+                        }),
                         ..NewEvent::about_request(&self.actor, &request, "update/validate")
                     };
                     db::audit::record(&mut tx, &self.config.instance, event).await?;
+                    approval::apply(&mut tx, &self.config.instance, &decision, &request).await?;
                 } else {
                     let shares = db::share_requests::shares_of(&mut *tx, &[request_id]).await?;
                     let errors = taken_errors(&targets, &shares, &taken);
@@ -652,7 +663,8 @@ impl Worker {
             db::audit::record(&mut tx, instance, event).await?;
             jobs::enqueue(&mut tx, Kind::Revoke, share.id, share.image_id, Utc::now()).await?;
         }
-        let requests = db::share_requests::undecided_past_expiry(&mut tx, 100).await?;
+        let wait = self.config.policy.current().expire_undecided_after;
+        let requests = db::share_requests::undecided_past_expiry(&mut tx, 100, wait).await?;
         for id in &requests {
             let (request, _) = db::share_requests::decide(&mut tx, *id, RequestStatus::Expired, "expiry", None).await?;
             db::audit::record(

@@ -14,6 +14,7 @@ mod openstack;
 mod operations;
 mod outages;
 mod pagination;
+mod policy;
 mod proxy;
 mod share_requests;
 mod spec;

@@ -134,6 +134,7 @@ pub fn worker_config() -> WorkerConfig {
         accept_poll_first: Duration::from_millis(200),
         accept_poll_max: Duration::from_secs(1),
         member_quota: 128,
+        policy: Default::default(),
         instance: "test-worker".into(),
     }
 }

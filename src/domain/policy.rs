@@ -1,0 +1,490 @@
+//! The approval policy: rules tried in order, each deciding a validated request by itself
+//! (approve, deny) or saying how many distinct approvers it needs; and how long a request may
+//! wait for a decision. Written as TOML or YAML; parsed and checked here, so a bad file is
+//! refused whole. Pure: `startup` reads the file and swaps the policy on SIGHUP.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A policy, checked. The default has no rules (every request needs one approver) and lets
+/// requests wait forever.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Undecided requests expire this long after they were filed.
+    pub expire_undecided_after: Option<Duration>,
+    pub rules: Vec<Rule>,
+}
+
+/// One rule: when every condition holds (a rule with none always holds), the outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub name: String,
+    pub when: Vec<Condition>,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// The owner project and every target are in the same Keystone domain.
+    SameDomain,
+    /// The owner project, or its domain, is listed.
+    OwnerIn(Vec<String>),
+    /// Every target project, or its domain, is listed.
+    TargetsIn(Vec<String>),
+    /// Some target project, or its domain, is listed.
+    AnyTargetIn(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Approve,
+    Deny,
+    /// This many distinct approvers (1 or 2).
+    Require(u8),
+}
+
+/// What validation learned about a request, as the policy needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    pub owner_project: Option<String>,
+    pub owner_domain: Option<String>,
+    pub targets: Vec<TargetFacts>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetFacts {
+    pub project_id: String,
+    pub domain_id: Option<String>,
+}
+
+/// What the policy decided, and which rule decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Approve {
+        rule: String,
+    },
+    Deny {
+        rule: String,
+    },
+    /// People decide: `approvals` distinct approvers; `rule` is `None` when no rule matched.
+    Require {
+        approvals: u8,
+        rule: Option<String>,
+    },
+}
+
+impl Condition {
+    fn holds(&self, facts: &Facts) -> bool {
+        let listed = |list: &[String], project: Option<&str>, domain: Option<&str>| {
+            [project, domain]
+                .into_iter()
+                .flatten()
+                .any(|id| list.iter().any(|l| l == id))
+        };
+        let target_listed =
+            |list: &[String], t: &TargetFacts| listed(list, Some(&t.project_id), t.domain_id.as_deref());
+        match self {
+            Condition::SameDomain => {
+                facts.owner_domain.is_some()
+                    && !facts.targets.is_empty()
+                    && facts.targets.iter().all(|t| t.domain_id == facts.owner_domain)
+            }
+            Condition::OwnerIn(list) => listed(list, facts.owner_project.as_deref(), facts.owner_domain.as_deref()),
+            Condition::TargetsIn(list) => {
+                !facts.targets.is_empty() && facts.targets.iter().all(|t| target_listed(list, t))
+            }
+            Condition::AnyTargetIn(list) => facts.targets.iter().any(|t| target_listed(list, t)),
+        }
+    }
+}
+
+impl Policy {
+    /// The first rule whose conditions all hold decides; with none, one approver.
+    pub fn decide(&self, facts: &Facts) -> Decision {
+        let Some(rule) = self.rules.iter().find(|r| r.when.iter().all(|c| c.holds(facts))) else {
+            return Decision::Require {
+                approvals: 1,
+                rule: None,
+            };
+        };
+        let name = rule.name.clone();
+        match rule.outcome {
+            Outcome::Approve => Decision::Approve { rule: name },
+            Outcome::Deny => Decision::Deny { rule: name },
+            Outcome::Require(approvals) => Decision::Require {
+                approvals,
+                rule: Some(name),
+            },
+        }
+    }
+
+    /// Parses and checks a policy file; `file_name` picks the format (`.toml`, `.yaml`, `.yml`).
+    /// The error names the rule and the field at fault.
+    pub fn parse(file_name: &str, text: &str) -> Result<Policy, String> {
+        let file: PolicyFile = if file_name.ends_with(".toml") {
+            toml::from_str(text).map_err(|e| format!("not a valid policy: {}", e.message()))?
+        } else if file_name.ends_with(".yaml") || file_name.ends_with(".yml") {
+            serde_yaml::from_str(text).map_err(|e| format!("not a valid policy: {e}"))?
+        } else {
+            return Err("a policy file must be .toml, .yaml or .yml".into());
+        };
+        file.check()
+    }
+}
+
+/// The policy as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    /// `30m`, `72h`, `7d`...
+    #[serde(default)]
+    expire_undecided_after: Option<String>,
+    #[serde(default)]
+    rules: Vec<RuleFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    name: String,
+    #[serde(default)]
+    same_domain: bool,
+    #[serde(default)]
+    owner_in: Vec<String>,
+    #[serde(default)]
+    targets_in: Vec<String>,
+    #[serde(default)]
+    any_target_in: Vec<String>,
+    decision: Verdict,
+    #[serde(default)]
+    approvals: Option<u8>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Verdict {
+    Approve,
+    Deny,
+    RequireApproval,
+}
+
+impl PolicyFile {
+    fn check(self) -> Result<Policy, String> {
+        let expire_undecided_after = self
+            .expire_undecided_after
+            .as_deref()
+            .map(|d| parse_duration(d).map_err(|e| format!("expire_undecided_after: {e}")))
+            .transpose()?;
+        let mut names = HashSet::new();
+        let mut rules = Vec::with_capacity(self.rules.len());
+        for (i, rule) in self.rules.into_iter().enumerate() {
+            let at = format!("rules[{i}]");
+            let name = rule.name.trim().to_owned();
+            if name.is_empty() {
+                return Err(format!("{at}.name: every rule needs a name"));
+            }
+            if !names.insert(name.clone()) {
+                return Err(format!("{at}.name: `{name}` names two rules"));
+            }
+            let outcome = match (rule.decision, rule.approvals) {
+                (Verdict::Approve, None) => Outcome::Approve,
+                (Verdict::Deny, None) => Outcome::Deny,
+                (Verdict::RequireApproval, None) => Outcome::Require(1),
+                (Verdict::RequireApproval, Some(n @ 1..=2)) => Outcome::Require(n),
+                (Verdict::RequireApproval, Some(n)) => {
+                    return Err(format!("{at}.approvals: must be 1 or 2, not {n}"));
+                }
+                (_, Some(_)) => {
+                    return Err(format!(
+                        "{at}.approvals: only a `require_approval` rule takes approvals"
+                    ));
+                }
+            };
+            let mut when = Vec::new();
+            if rule.same_domain {
+                when.push(Condition::SameDomain);
+            }
+            for (field, list, condition) in [
+                (
+                    "owner_in",
+                    rule.owner_in,
+                    Condition::OwnerIn as fn(Vec<String>) -> Condition,
+                ),
+                ("targets_in", rule.targets_in, Condition::TargetsIn),
+                ("any_target_in", rule.any_target_in, Condition::AnyTargetIn),
+            ] {
+                if list.iter().any(|id| id.trim().is_empty()) {
+                    return Err(format!("{at}.{field}: ids must not be blank"));
+                }
+                if !list.is_empty() {
+                    when.push(condition(list));
+                }
+            }
+            rules.push(Rule { name, when, outcome });
+        }
+        Ok(Policy {
+            expire_undecided_after,
+            rules,
+        })
+    }
+}
+
+/// `90s`, `30m`, `72h`, `7d`: a positive whole number and a unit.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let unit_at = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(unit_at);
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("`{text}` is not a duration such as 90s, 30m, 72h or 7d")),
+    };
+    match number.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Duration::from_secs(n.saturating_mul(seconds))),
+        _ => Err(format!(
+            "`{text}` is not a positive duration such as 90s, 30m, 72h or 7d"
+        )),
+    }
+}
+
+/// The policy in force, shared by everything that applies it and swapped whole on reload.
+#[derive(Debug, Clone, Default)]
+pub struct SharedPolicy(Arc<RwLock<Arc<Policy>>>);
+
+impl SharedPolicy {
+    pub fn new(policy: Policy) -> Self {
+        SharedPolicy(Arc::new(RwLock::new(Arc::new(policy))))
+    }
+
+    pub fn current(&self) -> Arc<Policy> {
+        self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    pub fn replace(&self, policy: Policy) {
+        *self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(policy);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(owner: (&str, &str), targets: &[(&str, &str)]) -> Facts {
+        Facts {
+            owner_project: Some(owner.0.into()),
+            owner_domain: Some(owner.1.into()),
+            targets: targets
+                .iter()
+                .map(|(p, d)| TargetFacts {
+                    project_id: (*p).into(),
+                    domain_id: Some((*d).into()),
+                })
+                .collect(),
+        }
+    }
+
+    const EXAMPLE: &str = r#"
+expire_undecided_after = "72h"
+
+[[rules]]
+name = "blocked-targets"
+any_target_in = ["p-blocked", "d-quarantine"]
+decision = "deny"
+
+[[rules]]
+name = "same-domain"
+same_domain = true
+decision = "approve"
+
+[[rules]]
+name = "trusted-owner"
+owner_in = ["p-golden"]
+decision = "approve"
+
+[[rules]]
+name = "trusted-targets"
+targets_in = ["p-ci", "d-partners"]
+decision = "approve"
+
+[[rules]]
+name = "two-eyes"
+decision = "require_approval"
+approvals = 2
+"#;
+
+    fn example() -> Policy {
+        Policy::parse("policy.toml", EXAMPLE).unwrap()
+    }
+
+    fn approve(rule: &str) -> Decision {
+        Decision::Approve { rule: rule.into() }
+    }
+
+    #[test]
+    fn same_domain_requests_are_approved() {
+        assert_eq!(
+            example().decide(&facts(("p1", "d1"), &[("p2", "d1"), ("p3", "d1")])),
+            approve("same-domain")
+        );
+        assert_ne!(
+            example().decide(&facts(("p1", "d1"), &[("p2", "d1"), ("p3", "d2")])),
+            approve("same-domain")
+        );
+    }
+
+    #[test]
+    fn allow_lists_approve_by_owner_or_by_every_target() {
+        assert_eq!(
+            example().decide(&facts(("p-golden", "d1"), &[("p2", "d2")])),
+            approve("trusted-owner")
+        );
+        assert_eq!(
+            example().decide(&facts(("p1", "d1"), &[("p-ci", "d2"), ("p9", "d-partners")])),
+            approve("trusted-targets"),
+            "a target is listed by its project or its domain"
+        );
+        assert_ne!(
+            example().decide(&facts(("p1", "d1"), &[("p-ci", "d2"), ("p9", "d3")])),
+            approve("trusted-targets"),
+            "every target must be listed"
+        );
+    }
+
+    #[test]
+    fn a_denied_target_denies_the_request() {
+        let denied = Decision::Deny {
+            rule: "blocked-targets".into(),
+        };
+        assert_eq!(
+            example().decide(&facts(("p1", "d1"), &[("p2", "d1"), ("p-blocked", "d1")])),
+            denied
+        );
+        assert_eq!(
+            example().decide(&facts(("p1", "d1"), &[("p2", "d-quarantine")])),
+            denied
+        );
+    }
+
+    #[test]
+    fn rules_are_tried_in_order() {
+        // Same domain would approve, but the deny rule comes first.
+        let f = facts(("p1", "d1"), &[("p-blocked", "d1")]);
+        assert_eq!(
+            example().decide(&f),
+            Decision::Deny {
+                rule: "blocked-targets".into()
+            }
+        );
+        let mut reordered = example();
+        reordered.rules.rotate_left(1);
+        assert_eq!(reordered.decide(&f), approve("same-domain"));
+    }
+
+    #[test]
+    fn the_rest_needs_two_approvers_and_no_rule_needs_one() {
+        assert_eq!(
+            example().decide(&facts(("p1", "d1"), &[("p2", "d2")])),
+            Decision::Require {
+                approvals: 2,
+                rule: Some("two-eyes".into())
+            }
+        );
+        assert_eq!(
+            Policy::default().decide(&facts(("p1", "d1"), &[("p2", "d1")])),
+            Decision::Require {
+                approvals: 1,
+                rule: None
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_domains_never_count_as_the_same() {
+        let f = Facts {
+            owner_project: Some("p1".into()),
+            owner_domain: None,
+            targets: vec![TargetFacts {
+                project_id: "p2".into(),
+                domain_id: None,
+            }],
+        };
+        assert_ne!(example().decide(&f), approve("same-domain"));
+    }
+
+    #[test]
+    fn yaml_says_the_same_as_toml() {
+        let yaml = r#"
+expire_undecided_after: 72h
+rules:
+  - {name: blocked-targets, any_target_in: [p-blocked, d-quarantine], decision: deny}
+  - {name: same-domain, same_domain: true, decision: approve}
+  - {name: trusted-owner, owner_in: [p-golden], decision: approve}
+  - {name: trusted-targets, targets_in: [p-ci, d-partners], decision: approve}
+  - {name: two-eyes, decision: require_approval, approvals: 2}
+"#;
+        assert_eq!(Policy::parse("policy.yaml", yaml).unwrap(), example());
+        assert_eq!(example().expire_undecided_after, Some(Duration::from_secs(72 * 3600)));
+    }
+
+    #[test]
+    fn bad_files_are_refused_with_the_place_at_fault() {
+        let cases = [
+            ("p.json", "{}", "must be .toml"),
+            ("p.toml", "rules = 3", "not a valid policy"),
+            (
+                "p.toml",
+                "[[rules]]\nname = \"a\"\ndecision = \"maybe\"",
+                "not a valid policy",
+            ),
+            (
+                "p.toml",
+                "[[rules]]\nname = \"a\"\ndecision = \"approve\"\ncolour = 1",
+                "not a valid policy",
+            ),
+            (
+                "p.toml",
+                "[[rules]]\nname = \" \"\ndecision = \"approve\"",
+                "rules[0].name",
+            ),
+            (
+                "p.toml",
+                "[[rules]]\nname = \"a\"\ndecision = \"approve\"\n[[rules]]\nname = \"a\"\ndecision = \"deny\"",
+                "rules[1].name",
+            ),
+            (
+                "p.toml",
+                "[[rules]]\nname = \"a\"\ndecision = \"require_approval\"\napprovals = 3",
+                "rules[0].approvals",
+            ),
+            (
+                "p.toml",
+                "[[rules]]\nname = \"a\"\ndecision = \"deny\"\napprovals = 2",
+                "rules[0].approvals",
+            ),
+            (
+                "p.toml",
+                "[[rules]]\nname = \"a\"\nowner_in = [\"\"]\ndecision = \"deny\"",
+                "rules[0].owner_in",
+            ),
+            ("p.toml", "expire_undecided_after = \"soon\"", "expire_undecided_after"),
+            ("p.toml", "expire_undecided_after = \"0h\"", "expire_undecided_after"),
+        ];
+        for (name, text, wanted) in cases {
+            let error = Policy::parse(name, text).unwrap_err();
+            assert!(error.contains(wanted), "{text:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_replaced_policy_is_seen_by_every_holder() {
+        let shared = SharedPolicy::default();
+        let other = shared.clone();
+        shared.replace(example());
+        assert_eq!(*other.current(), example());
+    }
+}
