@@ -259,6 +259,18 @@ pub struct WorkerArgs {
     #[arg(long, env = "GSB_POLICY_FILE")]
     pub policy_file: Option<PathBuf>,
 
+    /// Webhook deliveries sent at once by one process (apart from the jobs).
+    #[arg(long, env = "GSB_WEBHOOK_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub webhook_concurrency: u32,
+
+    /// Longest wait for a webhook receiver's answer.
+    #[arg(long, env = "GSB_WEBHOOK_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub webhook_timeout_secs: u64,
+
+    /// Tries of a webhook delivery before it is `failed` (backoff as GSB_RETRY_*).
+    #[arg(long, env = "GSB_WEBHOOK_MAX_ATTEMPTS", default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=100))]
+    pub webhook_max_attempts: i32,
+
     /// Timeout of one call to Keystone or Glance.
     #[arg(long, env = "GSB_OPENSTACK_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub openstack_timeout_secs: u64,
@@ -301,6 +313,11 @@ impl WorkerArgs {
             accept_poll_max: Duration::from_secs(self.accept_poll_max_secs),
             member_quota: self.image_member_quota as usize,
             policy,
+            webhooks: crate::worker::WebhookConfig {
+                concurrency: self.webhook_concurrency as usize,
+                timeout: Duration::from_secs(self.webhook_timeout_secs),
+                max_attempts: self.webhook_max_attempts,
+            },
             instance,
         }
     }

@@ -1,7 +1,8 @@
 //! The audit log. Events are written inside the caller's transaction, so an event exists
 //! exactly when the change it records was committed. Each event carries the SHA-256 of its
 //! own canonical encoding and of the event before it; writers take one advisory lock for the
-//! tail, so the chain has a single total order whatever the number of replicas.
+//! tail, so the chain has a single total order whatever the number of replicas. Recording an
+//! event also queues the webhook deliveries that announce it, in the same transaction.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Map, Value, json};
@@ -205,6 +206,7 @@ pub async fn record(tx: &mut PgConnection, observer: &str, event: NewEvent<'_>) 
     .bind(&stored.hash)
     .execute(&mut *tx)
     .await?;
+    super::webhooks::enqueue_for(tx, &stored).await?;
     Ok(stored)
 }
 

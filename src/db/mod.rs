@@ -8,6 +8,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod share_requests;
 pub mod shares;
+pub mod webhooks;
 
 use std::time::Duration;
 

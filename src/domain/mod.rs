@@ -7,6 +7,7 @@ pub mod policy;
 mod principal;
 mod share_request;
 mod states;
+pub mod webhook;
 
 pub use audit::Initiator;
 pub use canonical::canonical_json;

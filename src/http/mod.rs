@@ -12,6 +12,7 @@ mod middleware;
 mod pagination;
 mod share_requests;
 mod shares;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +29,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::OpenApi as Spec;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -101,6 +102,7 @@ impl AppState {
     tags(
         (name = "share-requests", description = "Asking for an image to be shared, and deciding"),
         (name = "shares", description = "One image granted to one project"),
+        (name = "webhooks", description = "Endpoints told of every request and share change (admins)"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
@@ -120,6 +122,13 @@ impl Modify for BearerKey {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            "keystone_token",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Auth-Token",
+                "A Keystone token of an OpenStack user, validated against Keystone; its roles map to the broker's",
+            ))),
+        );
     }
 }
 
@@ -138,6 +147,13 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(shares::accept_share))
         .routes(routes!(shares::reject_share))
         .routes(routes!(shares::revoke_share))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(
+            webhooks::get_webhook,
+            webhooks::update_webhook,
+            webhooks::delete_webhook
+        ))
+        .routes(routes!(webhooks::list_deliveries))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))

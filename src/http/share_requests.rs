@@ -196,7 +196,7 @@ pub(super) fn saved_request(
         (status = 415, description = "Not JSON", body = super::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, or a key reused with another body", body = super::Problem, content_type = "application/problem+json"),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("keystone_token" = []))
 )]
 pub async fn create_share_request(
     State(state): State<AppState>,
@@ -309,7 +309,7 @@ pub struct ListShareRequests {
         (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad filter", body = super::Problem, content_type = "application/problem+json"),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("keystone_token" = []))
 )]
 pub async fn list_share_requests(
     State(state): State<AppState>,
@@ -357,7 +357,7 @@ pub async fn list_share_requests(
         (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such request (or not one the caller may see)", body = super::Problem, content_type = "application/problem+json"),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("keystone_token" = []))
 )]
 pub async fn get_share_request(
     State(state): State<AppState>,
@@ -396,7 +396,7 @@ pub struct Decision {
         (status = 409, description = "Already decided", body = super::Problem, content_type = "application/problem+json"),
         (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("keystone_token" = []))
 )]
 pub async fn cancel_share_request(
     state: State<AppState>,
@@ -426,7 +426,7 @@ pub async fn cancel_share_request(
         (status = 409, description = "Already decided, or not validated yet", body = super::Problem, content_type = "application/problem+json"),
         (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("keystone_token" = []))
 )]
 pub async fn approve_share_request(
     state: State<AppState>,
@@ -456,7 +456,7 @@ pub async fn approve_share_request(
         (status = 409, description = "Already decided", body = super::Problem, content_type = "application/problem+json"),
         (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("keystone_token" = []))
 )]
 pub async fn deny_share_request(
     state: State<AppState>,

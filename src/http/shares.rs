@@ -114,7 +114,7 @@ pub struct ListShares {
         (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad filter", body = super::Problem, content_type = "application/problem+json"),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("keystone_token" = []))
 )]
 pub async fn list_shares(
     State(state): State<AppState>,
@@ -149,7 +149,7 @@ pub async fn list_shares(
         (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such share (or not one the caller may see)", body = super::Problem, content_type = "application/problem+json"),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("keystone_token" = []))
 )]
 pub async fn get_share(State(state): State<AppState>, caller: Caller, Id(id): Id) -> Result<Response, ApiError> {
     let share = db::share_requests::find_share(&state.pool, id)
@@ -209,7 +209,7 @@ impl Action {
         (status = 409, description = "The share is not granted", body = super::Problem, content_type = "application/problem+json"),
         (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("keystone_token" = []))
 )]
 pub async fn accept_share(
     State(state): State<AppState>,
@@ -244,7 +244,7 @@ pub async fn accept_share(
         (status = 409, description = "The share is not granted", body = super::Problem, content_type = "application/problem+json"),
         (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("keystone_token" = []))
 )]
 pub async fn reject_share(
     State(state): State<AppState>,
@@ -284,7 +284,7 @@ pub async fn reject_share(
         (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
         (status = 422, description = "No reason", body = super::Problem, content_type = "application/problem+json"),
     ),
-    security(("api_key" = []))
+    security(("api_key" = []), ("keystone_token" = []))
 )]
 pub async fn revoke_share(
     State(state): State<AppState>,

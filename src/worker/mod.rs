@@ -10,6 +10,7 @@
 mod approval;
 mod retry;
 mod validate;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ use crate::openstack::{CallError, OpenStack};
 
 pub use retry::{backoff, next_delay, poll_delay};
 use validate::Verdict;
+pub use webhooks::WebhookConfig;
 
 /// How the worker paces itself.
 #[derive(Debug, Clone)]
@@ -54,6 +56,8 @@ pub struct WorkerConfig {
     /// The approval policy applied to each validated request; it also says how long an
     /// undecided request may wait.
     pub policy: SharedPolicy,
+    /// How webhook deliveries are sent.
+    pub webhooks: WebhookConfig,
     /// This instance's name in the audit log.
     pub instance: String,
 }
@@ -73,6 +77,16 @@ pub struct Worker {
     cloud: OpenStack,
     config: Arc<WorkerConfig>,
     actor: Arc<Initiator>,
+    webhook_http: reqwest::Client,
+}
+
+/// The two queues a worker takes work from.
+#[derive(Debug, Clone, Copy)]
+enum Queue {
+    /// Share and request jobs against OpenStack.
+    Jobs,
+    /// Webhook deliveries.
+    Deliveries,
 }
 
 /// What Glance said, once a job's calls are done.
@@ -107,6 +121,7 @@ impl Worker {
         Worker {
             pool,
             cloud,
+            webhook_http: webhooks::client(&config.webhooks),
             config: Arc::new(config),
             actor: Arc::new(Initiator::service("worker")),
         }
@@ -117,12 +132,18 @@ impl Worker {
         let wake = Arc::new(Notify::new());
         let listener = tokio::spawn(listen(self.pool.clone(), wake.clone()));
         let mut loops = Vec::new();
-        for _ in 0..self.config.concurrency.max(1) {
+        let jobs = std::iter::repeat_n(Queue::Jobs, self.config.concurrency.max(1));
+        let deliveries = std::iter::repeat_n(Queue::Deliveries, self.config.webhooks.concurrency.max(1));
+        for queue in jobs.chain(deliveries) {
             let (worker, wake, mut shutdown) = (self.clone(), wake.clone(), shutdown.clone());
             loops.push(tokio::spawn(async move {
                 while !*shutdown.borrow() {
-                    let outcome = worker.run_once().await.unwrap_or_else(|e| {
-                        tracing::error!(error = ?e, "worker pass failed");
+                    let pass = match queue {
+                        Queue::Jobs => worker.run_once().await,
+                        Queue::Deliveries => worker.deliver_once().await,
+                    };
+                    let outcome = pass.unwrap_or_else(|e| {
+                        tracing::error!(error = ?e, ?queue, "worker pass failed");
                         Outcome::Idle
                     });
                     if outcome == Outcome::Idle {

@@ -18,4 +18,5 @@ mod policy;
 mod proxy;
 mod share_requests;
 mod spec;
+mod webhooks;
 mod worker;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use glance_share_broker::openstack::{CloudConfig, OpenStack};
-use glance_share_broker::worker::{Outcome, Worker, WorkerConfig};
+use glance_share_broker::worker::{Outcome, WebhookConfig, Worker, WorkerConfig};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -135,6 +135,11 @@ pub fn worker_config() -> WorkerConfig {
         accept_poll_max: Duration::from_secs(1),
         member_quota: 128,
         policy: Default::default(),
+        webhooks: WebhookConfig {
+            concurrency: 2,
+            timeout: Duration::from_secs(1),
+            max_attempts: 3,
+        },
         instance: "test-worker".into(),
     }
 }

@@ -1,0 +1,139 @@
+//! Webhooks: the events the broker announces, which audit events announce them, and how a
+//! delivery is signed. Pure: the deliveries are queued in `db::webhooks` and sent by the worker.
+
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+/// Every event a webhook may subscribe to.
+pub const EVENTS: [&str; 12] = [
+    "request.created",
+    "request.needs_approval",
+    "request.approved",
+    "request.denied",
+    "request.expired",
+    "request.cancelled",
+    "share.granted",
+    "share.pending_acceptance",
+    "share.accepted",
+    "share.rejected",
+    "share.revoked",
+    "share.failed",
+];
+
+/// What the announcing side knows about one audit event.
+#[derive(Debug, Clone, Copy)]
+pub struct Recorded<'a> {
+    pub action: &'a str,
+    pub outcome: &'a str,
+    /// Whether the event is about one share (else about a request).
+    pub about_share: bool,
+    /// The share's state after the change, for share events.
+    pub share_state: Option<&'a str>,
+    pub details: &'a Value,
+}
+
+/// The webhook events an audit event announces, in order (most announce none or one).
+pub fn events_for(e: Recorded<'_>) -> Vec<&'static str> {
+    let success = e.outcome == "success";
+    match (e.about_share, e.action) {
+        (false, "create") if success => vec!["request.created"],
+        (false, "update/validate") if e.details["policy"]["decision"] == "require_approval" => {
+            vec!["request.needs_approval"]
+        }
+        (false, "update/approve") if success => vec!["request.approved"],
+        (false, "update/deny") if success => vec!["request.denied"],
+        (false, "update/expire") if success => vec!["request.expired"],
+        (false, "update/cancel") if success => vec!["request.cancelled"],
+        (true, "allow") if success && e.share_state == Some("pending_acceptance") => {
+            vec!["share.granted", "share.pending_acceptance"]
+        }
+        (true, "allow") if success => vec!["share.granted"],
+        (true, "accept") if success => vec!["share.accepted"],
+        (true, "reject") if success => vec!["share.rejected"],
+        (true, "revoke") if success => vec!["share.revoked"],
+        (true, _) if e.outcome == "failure" && e.share_state == Some("failed") => vec!["share.failed"],
+        _ => Vec::new(),
+    }
+}
+
+/// The `X-GSB-Signature` header of a delivery: `t=<unix time>,v1=<hex HMAC-SHA256 of
+/// "<unix time>.<body>" under the webhook's secret>`.
+pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("t={timestamp},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn on_request(action: &str, outcome: &str, details: &Value) -> Vec<&'static str> {
+        events_for(Recorded {
+            action,
+            outcome,
+            about_share: false,
+            share_state: None,
+            details,
+        })
+    }
+
+    fn on_share(action: &str, outcome: &str, state: &str) -> Vec<&'static str> {
+        events_for(Recorded {
+            action,
+            outcome,
+            about_share: true,
+            share_state: Some(state),
+            details: &Value::Null,
+        })
+    }
+
+    #[test]
+    fn each_state_change_announces_its_event() {
+        let none = Value::Null;
+        assert_eq!(on_request("create", "success", &none), ["request.created"]);
+        let needs = json!({"policy": {"decision": "require_approval"}});
+        assert_eq!(
+            on_request("update/validate", "success", &needs),
+            ["request.needs_approval"]
+        );
+        let auto = json!({"policy": {"decision": "approve"}});
+        assert!(on_request("update/validate", "success", &auto).is_empty());
+        assert_eq!(on_request("update/approve", "success", &none), ["request.approved"]);
+        assert!(
+            on_request("update/approve", "pending", &none).is_empty(),
+            "a first of two approvals"
+        );
+        assert!(on_request("create", "failure", &none).is_empty(), "a refused write");
+        assert_eq!(
+            on_share("allow", "success", "pending_acceptance"),
+            ["share.granted", "share.pending_acceptance"]
+        );
+        assert_eq!(on_share("allow", "success", "accepted"), ["share.granted"]);
+        assert_eq!(on_share("accept", "pending", "pending_acceptance"), Vec::<&str>::new());
+        assert_eq!(on_share("revoke", "success", "revoked"), ["share.revoked"]);
+        assert_eq!(on_share("allow", "failure", "failed"), ["share.failed"]);
+        assert!(on_share("accept", "failure", "accepted").is_empty(), "a refused accept");
+        for e in EVENTS {
+            assert!(e.starts_with("request.") || e.starts_with("share."));
+        }
+    }
+
+    #[test]
+    fn the_signature_is_hmac_sha256_of_time_and_body() {
+        // As computed independently: python3 -c "import hmac, hashlib;
+        // print(hmac.new(b'Jefe', b'1.what do ya want for nothing?', hashlib.sha256).hexdigest())"
+        let got = signature(b"Jefe", 1, b"what do ya want for nothing?");
+        assert_eq!(
+            got,
+            "t=1,v1=a9049465ce89cfb8e9aac62333abda66f80e3403f51f57f6bae3c3a4485eca38"
+        );
+        assert_ne!(got, signature(b"Jefe", 2, b"what do ya want for nothing?"));
+        assert_ne!(got, signature(b"other", 1, b"what do ya want for nothing?"));
+    }
+}
