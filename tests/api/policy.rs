@@ -224,3 +224,68 @@ async fn a_bad_policy_file_is_refused_and_the_policy_in_force_kept() {
     assert!(PolicySource::load(&path).is_err(), "a bad file stops the start");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Waits until the worker's log holds `line`.
+async fn logged(log: &std::path::Path, line: &str) {
+    for _ in 0..300 {
+        if std::fs::read_to_string(log).unwrap_or_default().contains(line) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the worker never logged `{line}`");
+}
+
+#[tokio::test]
+async fn a_worker_process_reloads_its_policy_on_sighup_and_keeps_it_when_the_new_file_is_bad() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let app = spawn_app().await;
+    let dir = std::env::temp_dir().join(format!("gsb-policy-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (path, log) = (dir.join("policy.toml"), dir.join("worker.log"));
+    std::fs::write(&path, "[[rules]]\nname = \"first\"\ndecision = \"approve\"").unwrap();
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_glance-share-broker"))
+        .args(["worker", "--idle-poll-ms", "100"])
+        .env("DATABASE_URL", &app.database_url)
+        .env("OS_CLOUD", "admin")
+        .env("OS_CLIENT_CONFIG_FILE", env("OS_CLIENT_CONFIG_FILE"))
+        .env("GSB_POLICY_FILE", &path)
+        .env("GSB_LOG_FORMAT", "text")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let hang_up = || kill(Pid::from_raw(worker.id() as i32), Signal::SIGHUP).unwrap();
+    let decide = async || {
+        let image = Rig::from_env().private_image("policy-reload").await;
+        let body = json!({"image_id": image, "targets": [env("PROJ_B_ID")], "reason": "reload"});
+        let filed = app.file_as(&app.requester, &body).await;
+        let request = app.validated(filed["id"].as_str().unwrap(), None).await;
+        (request["status"].clone(), request["approval"]["rule"].clone())
+    };
+    assert_eq!(decide().await, (json!("approved"), json!("first")));
+
+    std::fs::write(
+        &path,
+        "[[rules]]\nname = \"second\"\ndecision = \"deny\"\napprovals = 2",
+    )
+    .unwrap();
+    hang_up();
+    logged(&log, "approval policy not reloaded").await;
+    assert_eq!(
+        decide().await,
+        (json!("approved"), json!("first")),
+        "the old policy stays"
+    );
+
+    std::fs::write(&path, "[[rules]]\nname = \"second\"\ndecision = \"deny\"").unwrap();
+    hang_up();
+    logged(&log, "approval policy reloaded").await;
+    assert_eq!(decide().await, (json!("denied"), json!("second")));
+
+    kill(Pid::from_raw(worker.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(worker.wait().unwrap().success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
