@@ -187,8 +187,11 @@ fn check_events(events: &[String], errors: &mut Vec<FieldError>) {
 }
 
 fn check_description(description: Option<&str>, errors: &mut Vec<FieldError>) {
-    if description.is_some_and(|d| d.chars().count() > MAX_REASON_CHARS) {
+    let Some(description) = description else { return };
+    if description.chars().count() > MAX_REASON_CHARS {
         errors.push(FieldError::new("description", "at most 1000 characters"));
+    } else if description.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        errors.push(FieldError::new("description", "must not contain control characters"));
     }
 }
 

@@ -24,8 +24,11 @@ async fn generated_requests_get_no_server_error_and_only_answers_the_spec_descri
             "80",
             "--seed",
             &seed,
+            // One thread: with two, Python 3.11 intermittently fails inside hypothesis
+            // ("SystemError: AST constructor recursion depth mismatch"), a runtime error of the
+            // tool, not a finding. It costs no time here.
             "--workers",
-            "2",
+            "1",
         ])
         .env("NO_COLOR", "1")
         // It keeps a cache in its working directory: not in the repository.

@@ -262,10 +262,14 @@ async fn only_admins_manage_webhooks_and_the_secret_is_shown_once() {
         let response = app.post(key, "/v1/webhooks", &body).send().await.unwrap();
         problem(response, StatusCode::FORBIDDEN).await;
     }
-    let bad = json!({"url": "ftp://example.com/x", "events": ["share.granted", "share.exploded", "share.granted"]});
+    let bad = json!({
+        "url": "ftp://example.com/x",
+        "events": ["share.granted", "share.exploded", "share.granted"],
+        "description": "nul \u{0} inside",
+    });
     let response = app.post(&app.admin, "/v1/webhooks", &bad).send().await.unwrap();
     let problem_body = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert_eq!(fields(&problem_body), ["url", "events[1]", "events[2]"]);
+    assert_eq!(fields(&problem_body), ["url", "events[1]", "events[2]", "description"]);
 
     let created = register(&app, body).await;
     let id = created["id"].as_str().unwrap();
