@@ -12,7 +12,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use sqlx::postgres::PgConnectOptions;
 
 use crate::domain::policy::SharedPolicy;
-use crate::domain::{Limits, Role, RoleMap};
+use crate::domain::{ApproverScope, Limits, Role, RoleMap};
 use crate::http::{ApiConfig, RateLimitConfig};
 
 #[derive(Debug, Parser)]
@@ -156,6 +156,11 @@ pub struct AccessArgs {
     )]
     pub keystone_approver_roles: Vec<String>,
 
+    /// Which requests a Keystone approver decides: `everywhere`, `project` (images its token's
+    /// project owns) or `domain` (images owned in its token's project's domain).
+    #[arg(long, env = "GSB_KEYSTONE_APPROVER_SCOPE", default_value = "everywhere")]
+    pub keystone_approver_scope: ApproverScope,
+
     /// Keystone roles that let a user read everything (none by default).
     #[arg(long, env = "GSB_KEYSTONE_AUDITOR_ROLES", value_delimiter = ',')]
     pub keystone_auditor_roles: Vec<String>,
@@ -192,6 +197,7 @@ impl AccessArgs {
             approver: names(&self.keystone_approver_roles),
             auditor: names(&self.keystone_auditor_roles),
             admin: names(&self.keystone_admin_roles),
+            approver_scope: self.keystone_approver_scope,
         }
     }
 

@@ -11,6 +11,6 @@ pub mod webhook;
 
 pub use audit::Initiator;
 pub use canonical::canonical_json;
-pub use principal::{Capability, Credential, Grant, KeystoneIdentity, Principal, Role, RoleMap, Scope};
+pub use principal::{ApproverScope, Capability, Credential, Grant, KeystoneIdentity, Principal, Role, RoleMap, Scope};
 pub use share_request::{FieldError, Limits, MAX_REASON_CHARS, NewShareRequest, ShareRequestInput, Target};
 pub use states::{RequestStatus, ShareState, Validation};

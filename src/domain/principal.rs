@@ -88,6 +88,33 @@ pub enum Scope {
     Everywhere,
     /// One Keystone project, by id.
     Project(String),
+    /// The projects of one Keystone domain, by id.
+    Domain(String),
+}
+
+/// Which requests a Keystone approver decides: those of any image, or only of images its
+/// token's project owns, or only of images owned in its token's project's domain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ApproverScope {
+    #[default]
+    Everywhere,
+    Project,
+    Domain,
+}
+
+impl FromStr for ApproverScope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "everywhere" => Ok(ApproverScope::Everywhere),
+            "project" => Ok(ApproverScope::Project),
+            "domain" => Ok(ApproverScope::Domain),
+            other => Err(format!(
+                "unknown approver scope `{other}`: expected everywhere, project or domain"
+            )),
+        }
+    }
 }
 
 /// A capability within a scope.
@@ -113,6 +140,8 @@ pub struct KeystoneIdentity {
     pub user_name: String,
     /// The project the token is scoped to; `None` for unscoped and domain-scoped tokens.
     pub project_id: Option<String>,
+    /// That project's domain.
+    pub project_domain_id: Option<String>,
     /// The token's role names in that scope (implied roles included).
     pub roles: Vec<String>,
 }
@@ -130,6 +159,8 @@ pub struct RoleMap {
     pub auditor: Vec<String>,
     /// Everything.
     pub admin: Vec<String>,
+    /// Where approver roles hold.
+    pub approver_scope: ApproverScope,
 }
 
 impl Default for RoleMap {
@@ -140,6 +171,7 @@ impl Default for RoleMap {
             approver: vec!["image_share_approver".into()],
             auditor: Vec::new(),
             admin: vec!["admin".into()],
+            approver_scope: ApproverScope::Everywhere,
         }
     }
 }
@@ -193,7 +225,7 @@ impl Principal {
     }
 
     /// A Keystone user, its roles mapped by `map`. Project roles hold in the token's project;
-    /// approver, auditor and admin roles hold everywhere.
+    /// approver roles where `map.approver_scope` says; auditor and admin roles everywhere.
     pub fn keystone(identity: KeystoneIdentity, map: &RoleMap) -> Self {
         use Capability::*;
         let has = |names: &[String]| identity.roles.iter().any(|r| names.contains(r));
@@ -207,7 +239,15 @@ impl Principal {
             }
         }
         if has(&map.approver) {
-            grants.extend([grant(Approve, Scope::Everywhere), grant(Read, Scope::Everywhere)]);
+            let scope = match map.approver_scope {
+                ApproverScope::Everywhere => Some(Scope::Everywhere),
+                ApproverScope::Project => identity.project_id.clone().map(Scope::Project),
+                ApproverScope::Domain => identity.project_domain_id.clone().map(Scope::Domain),
+            };
+            // A limited approver with no project in its token decides nothing.
+            if let Some(scope) = scope {
+                grants.extend([grant(Approve, scope), grant(Read, Scope::Everywhere)]);
+            }
         }
         if has(&map.auditor) {
             grants.push(grant(Audit, Scope::Everywhere));
@@ -229,12 +269,18 @@ impl Principal {
     /// Whether the caller holds `capability` for `project` (`None`: a project not known yet,
     /// which only an unrestricted grant covers). Admins hold everything.
     pub fn may(&self, capability: Capability, project: Option<&str>) -> bool {
+        self.may_in(capability, project, None)
+    }
+
+    /// Like [`Self::may`], for a project whose domain is known too.
+    pub fn may_in(&self, capability: Capability, project: Option<&str>, domain: Option<&str>) -> bool {
         self.is_admin()
             || self.grants.iter().any(|g| {
                 g.capability == capability
                     && match &g.scope {
                         Scope::Everywhere => true,
                         Scope::Project(p) => Some(p.as_str()) == project,
+                        Scope::Domain(d) => Some(d.as_str()) == domain,
                     }
             })
     }
@@ -255,7 +301,7 @@ impl Principal {
                 .filter(|g| g.capability == capability)
                 .filter_map(|g| match &g.scope {
                     Scope::Project(p) => Some(p.clone()),
-                    Scope::Everywhere => None,
+                    Scope::Everywhere | Scope::Domain(_) => None,
                 })
                 .collect(),
         )
@@ -314,6 +360,7 @@ mod tests {
             user_id: "u1".into(),
             user_name: "alice".into(),
             project_id: Some(project.into()),
+            project_domain_id: Some("default".into()),
             roles: roles.iter().map(|r| r.to_string()).collect(),
         };
         Principal::keystone(identity, &RoleMap::default())
@@ -344,6 +391,38 @@ mod tests {
     }
 
     #[test]
+    fn an_approver_can_be_limited_to_its_project_or_its_domain() {
+        let approver = |scope| {
+            let identity = KeystoneIdentity {
+                user_id: "u".into(),
+                user_name: "dave".into(),
+                project_id: Some("proj-d".into()),
+                project_domain_id: Some("dom-1".into()),
+                roles: vec!["image_share_approver".into()],
+            };
+            let map = RoleMap {
+                approver_scope: scope,
+                ..RoleMap::default()
+            };
+            Principal::keystone(identity, &map)
+        };
+        let project = approver(ApproverScope::Project);
+        assert!(project.may_in(Capability::Approve, Some("proj-d"), Some("dom-1")));
+        assert!(!project.may_in(Capability::Approve, Some("proj-a"), Some("dom-1")));
+        let domain = approver(ApproverScope::Domain);
+        assert!(domain.may_in(Capability::Approve, Some("proj-a"), Some("dom-1")));
+        assert!(!domain.may_in(Capability::Approve, Some("proj-x"), Some("dom-2")));
+        assert!(
+            !domain.may(Capability::Approve, Some("proj-a")),
+            "the domain must be known"
+        );
+        let everywhere = approver(ApproverScope::Everywhere);
+        assert!(everywhere.may_in(Capability::Approve, Some("proj-x"), Some("dom-2")));
+        assert_eq!("domain".parse(), Ok(ApproverScope::Domain));
+        assert!("galaxy".parse::<ApproverScope>().is_err());
+    }
+
+    #[test]
     fn cloud_wide_roles_hold_everywhere() {
         let approver = user("ops", &["image_share_approver"]);
         assert!(approver.may(Capability::Approve, Some("proj-a")));
@@ -364,6 +443,7 @@ mod tests {
             user_id: "u".into(),
             user_name: "u".into(),
             project_id: Some("p".into()),
+            project_domain_id: Some("d".into()),
             roles: vec![role.into()],
         };
         assert!(Principal::keystone(identity("share-boss"), &map).may_somewhere(Capability::Approve));

@@ -66,6 +66,7 @@ impl TokenValidator {
                 user_id: holder.user_id,
                 user_name: holder.user_name,
                 project_id: holder.project_id,
+                project_domain_id: holder.project_domain_id,
                 roles: holder.roles,
             },
             &self.roles,

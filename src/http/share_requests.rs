@@ -490,7 +490,11 @@ fn may_decide(caller: &Caller, request: &ShareRequest, to: RequestStatus) -> Res
             "nobody may decide a request filed by or for themselves".into(),
         )),
         RequestStatus::Approved | RequestStatus::Denied
-            if !principal.may(Capability::Approve, request.image_owner.as_deref()) =>
+            if !principal.may_in(
+                Capability::Approve,
+                request.image_owner.as_deref(),
+                request.image_owner_domain.as_deref(),
+            ) =>
         {
             Err(ApiError::Forbidden(
                 "the request's image belongs to a project outside the projects you may approve for".into(),

@@ -30,8 +30,9 @@ struct Many {
 pub struct TokenHolder {
     pub user_id: String,
     pub user_name: String,
-    /// The project the token is scoped to, if it is project-scoped.
+    /// The project the token is scoped to, if it is project-scoped, and that project's domain.
     pub project_id: Option<String>,
+    pub project_domain_id: Option<String>,
     pub roles: Vec<String>,
     pub expires_at: DateTime<Utc>,
 }
@@ -46,9 +47,20 @@ struct ValidatedToken {
     expires_at: DateTime<Utc>,
     user: Named,
     #[serde(default)]
-    project: Option<Named>,
+    project: Option<ScopedProject>,
     #[serde(default)]
     roles: Vec<Named>,
+}
+
+#[derive(Deserialize)]
+struct ScopedProject {
+    id: String,
+    domain: Option<DomainRef>,
+}
+
+#[derive(Deserialize)]
+struct DomainRef {
+    id: String,
 }
 
 #[derive(Deserialize)]
@@ -78,6 +90,7 @@ impl OpenStack {
                 Ok(Some(TokenHolder {
                     user_id: token.user.id,
                     user_name: token.user.name,
+                    project_domain_id: token.project.as_ref().and_then(|p| Some(p.domain.as_ref()?.id.clone())),
                     project_id: token.project.map(|p| p.id),
                     roles: token.roles.into_iter().map(|r| r.name).collect(),
                     expires_at: token.expires_at,

@@ -288,3 +288,38 @@ async fn keystone_being_unreachable_is_503_not_401() {
     let response = app.get_as("some-token", "/v1/shares").send().await.unwrap();
     problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
 }
+
+#[tokio::test]
+async fn an_approver_limited_to_its_project_or_domain_decides_only_those_images() {
+    use glance_share_broker::domain::ApproverScope;
+
+    let rig = Rig::from_env();
+    let [alice, dave] = [rig.token("alice").await, rig.token("dave").await];
+    for (scope, expected) in [
+        // dave's token is scoped to proj-d, which owns none of alice's images...
+        (ApproverScope::Project, StatusCode::FORBIDDEN),
+        // ...but proj-d and proj-a are both in the Default domain.
+        (ApproverScope::Domain, StatusCode::OK),
+    ] {
+        let app = spawn_app_with_cloud(Some(broker_cloud()), |args| {
+            args.access.keystone_approver_scope = scope;
+        })
+        .await;
+        let worker = Worker::new(app.pool.clone(), broker_cloud(), worker_config());
+        let image = rig.private_image("approver-scope").await;
+        let body = json!({"image_id": image, "targets": [env("PROJ_B_ID")], "reason": "scoped approver"});
+        let response = app.post_as(&alice, "/v1/share-requests", &body).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let id = response.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        app.validated(&id, Some(&worker)).await;
+        let response = app
+            .post_as(&dave, &format!("/v1/share-requests/{id}/approve"), &json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected, "approver scope {scope:?}");
+    }
+}
