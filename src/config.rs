@@ -49,6 +49,9 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Check the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Print the OpenAPI document.
     Openapi,
 }
@@ -117,6 +120,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub access: AccessArgs,
+
+    #[command(flatten)]
+    pub audit: AuditArgs,
 
     #[command(flatten)]
     pub worker: WorkerArgs,
@@ -216,7 +222,24 @@ pub struct WorkerCommandArgs {
     pub instance: Option<String>,
 
     #[command(flatten)]
+    pub audit: AuditArgs,
+
+    #[command(flatten)]
     pub worker: WorkerArgs,
+}
+
+/// How a running broker looks after the audit log.
+#[derive(Debug, Clone, Args)]
+pub struct AuditArgs {
+    /// How often the head of the audit chain is recorded as a checkpoint (when it moved).
+    #[arg(long, env = "GSB_AUDIT_CHECKPOINT_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub audit_checkpoint_secs: u64,
+}
+
+impl AuditArgs {
+    pub fn checkpoint_every(&self) -> Duration {
+        Duration::from_secs(self.audit_checkpoint_secs)
+    }
 }
 
 /// How the worker runs and reaches OpenStack. Credentials come from `clouds.yaml`
@@ -385,6 +408,16 @@ fn default_instance() -> String {
         })
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "glance-share-broker".to_owned())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the hash chain and compare it with every checkpoint; name the first broken link.
+    /// Exits non-zero when the log was tampered with. Records a checkpoint when it holds.
+    Verify {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,7 +12,8 @@ use tokio::net::TcpListener;
 
 use tokio::sync::watch;
 
-use crate::config::{Cli, Command, KeysCommand, ServeArgs, WorkerArgs, instance_name};
+use crate::config::{AuditCommand, Cli, Command, KeysCommand, ServeArgs, WorkerArgs, instance_name};
+use crate::domain::ChainReport;
 use crate::domain::policy::{Policy, SharedPolicy};
 use crate::openstack::OpenStack;
 use crate::worker::Worker;
@@ -62,6 +63,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .worker_config(instance_name(&args.instance), approval_policy(&args.worker)?);
             let pool = db::pool(args.database.connect_options()?, args.database.db_max_connections);
             migrate(&pool).await?;
+            spawn_audit_checkpoints(
+                pool.clone(),
+                args.audit.checkpoint_every(),
+                instance_name(&args.instance),
+            );
             let worker = RunningWorker::start(pool, cloud, config);
             tracing::info!("worker running");
             shutdown_signal().await;
@@ -74,6 +80,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(command) => keys(command).await,
+        Command::Audit(AuditCommand::Verify { database }) => {
+            let pool = db::pool(database.connect_options()?, 2);
+            let report = db::audit::verify(&pool, "verify by the command line").await?;
+            print_report(&report);
+            anyhow::ensure!(report.ok, "the audit log does not verify: it was tampered with");
+            Ok(())
+        }
         Command::Openapi => {
             println!("{}", openapi_json());
             Ok(())
@@ -88,7 +101,44 @@ pub fn openapi_json() -> String {
         .expect("the OpenAPI document always serializes")
 }
 
+/// What `audit verify` found, in lines an operator reads.
+fn print_report(report: &ChainReport) {
+    match &report.head {
+        Some(head) => println!(
+            "{} events read; the chain holds up to seq {} (hash {})",
+            report.events_checked, head.seq, head.hash
+        ),
+        None if report.first_broken_link.is_none() => println!("the audit log is empty"),
+        None => println!("{} events read; not even the first link holds", report.events_checked),
+    }
+    if let Some(broken) = &report.first_broken_link {
+        println!(
+            "BROKEN LINK at seq {} (event {}): {}\n  {}: expected {}, stored {}",
+            broken.seq, broken.id, broken.detail, broken.field, broken.expected, broken.stored
+        );
+    }
+    match &report.checkpoint_mismatch {
+        Some(m) => println!(
+            "CHECKPOINT MISMATCH at seq {} (taken by {}): {}\n  hash: recorded {}, stored {}",
+            m.checkpoint.seq,
+            m.taken_by,
+            m.detail,
+            m.checkpoint.hash,
+            m.stored_hash.as_deref().unwrap_or("(no such event)")
+        ),
+        None => println!("{} checkpoints match the chain", report.checkpoints_checked),
+    }
+    if let Some(written) = &report.checkpoint_written {
+        println!("checkpoint recorded at seq {}", written.seq);
+    }
+}
+
+/// Applies the migrations not yet applied. When none is pending, touches nothing: the
+/// broker can then run as a role that may not create tables (`gsb_app`).
 async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    if db::migrations_applied(pool).await.unwrap_or(false) {
+        return Ok(());
+    }
     db::MIGRATOR
         .run(pool)
         .await
@@ -160,6 +210,7 @@ impl Application {
         let config = args.api_config();
         spawn_idempotency_purge(pool.clone(), config.idempotency_ttl_hours);
         let keystone = cloud.is_some();
+        spawn_audit_checkpoints(pool.clone(), args.audit.checkpoint_every(), config.instance.clone());
         let state = http::AppState {
             pool: pool.clone(),
             config: Arc::new(config),
@@ -290,6 +341,22 @@ fn spawn_idempotency_purge(pool: PgPool, ttl_hours: i64) {
                 Ok(n) if n > 0 => tracing::info!(purged = n, "expired idempotency keys purged"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+            }
+        }
+    });
+}
+
+/// Records the head of the audit chain every `every`, when it moved; also logs it, so a copy
+/// lives outside the database.
+fn spawn_audit_checkpoints(pool: PgPool, every: Duration, instance: String) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            ticks.tick().await;
+            match db::audit::checkpoint(&pool, &instance).await {
+                Ok(Some(head)) => tracing::info!(audit.seq = head.seq, audit.hash = %head.hash, "audit checkpoint"),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "audit checkpoint failed"),
             }
         }
     });

@@ -59,6 +59,9 @@ pub struct Share {
     pub granted_at: Option<DateTime<Utc>>,
     pub revoked_by: Option<String>,
     pub revoke_reason: Option<String>,
+    /// The image's name and owner project in Glance, once granted.
+    pub image_name: Option<String>,
+    pub image_owner: Option<String>,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

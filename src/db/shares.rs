@@ -25,21 +25,26 @@ pub async fn set_state(
     .await
 }
 
-/// Records the member as created in Glance, under its resolved project id.
+/// Records the member as created in Glance, under its resolved project id, with the image's
+/// name and owner as Glance showed them.
 pub async fn set_granted(
     tx: &mut PgConnection,
     id: Uuid,
     project_id: &str,
     state: ShareState,
+    image_name: Option<&str>,
+    image_owner: Option<&str>,
 ) -> Result<Share, sqlx::Error> {
     sqlx::query_as(
         "update shares set state = $3, project_id = $2, last_error = null, granted_at = now(),
-                version = version + 1, updated_at = now()
+                image_name = $4, image_owner = $5, version = version + 1, updated_at = now()
          where id = $1 returning *",
     )
     .bind(id)
     .bind(project_id)
     .bind(state.as_str())
+    .bind(image_name)
+    .bind(image_owner)
     .fetch_one(tx)
     .await
 }

@@ -1,6 +1,7 @@
-//! Who did something, as the audit log records it.
+//! Who did something, as the audit log records it, and what a check of the log found.
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::Principal;
 use super::principal::Credential;
@@ -68,4 +69,58 @@ impl Initiator {
             on_behalf_of: None,
         }
     }
+}
+
+/// What walking the audit chain found.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChainReport {
+    /// True when every link holds and every checkpoint matches the chain.
+    pub ok: bool,
+    /// Events read, in chain order, up to the first broken link.
+    pub events_checked: i64,
+    /// The last event whose link held.
+    pub head: Option<ChainLink>,
+    /// The first event whose link does not hold.
+    pub first_broken_link: Option<BrokenLink>,
+    /// Checkpoints compared with the chain.
+    pub checkpoints_checked: i64,
+    /// The first checkpoint the chain no longer matches: a deleted tail, or rewritten history.
+    pub checkpoint_mismatch: Option<CheckpointMismatch>,
+    /// The checkpoint this check recorded (only when the chain is intact and has grown).
+    pub checkpoint_written: Option<ChainLink>,
+}
+
+/// One position in the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ChainLink {
+    pub seq: i64,
+    /// SHA-256, hex.
+    pub hash: String,
+}
+
+/// Where the chain breaks, and how.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BrokenLink {
+    pub seq: i64,
+    pub id: uuid::Uuid,
+    /// `seq` (events missing before this one), `prev_hash` (not the hash of the event
+    /// before) or `hash` (the event's content does not give its stored hash).
+    pub field: &'static str,
+    pub expected: String,
+    pub stored: String,
+    /// The finding in a sentence.
+    pub detail: String,
+}
+
+/// A checkpoint whose recorded head the chain no longer has.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CheckpointMismatch {
+    pub taken_at: chrono::DateTime<chrono::Utc>,
+    pub taken_by: String,
+    /// The head the checkpoint recorded.
+    pub checkpoint: ChainLink,
+    /// The hash the chain holds at that seq; absent when the event is gone.
+    pub stored_hash: Option<String>,
+    /// The finding in a sentence.
+    pub detail: String,
 }

@@ -3,6 +3,8 @@
 //! check who owns an image; nothing else in the crate imports it but `startup`.
 
 mod access;
+mod access_report;
+mod audit;
 mod error;
 mod extract;
 mod health;
@@ -103,6 +105,7 @@ impl AppState {
         (name = "share-requests", description = "Asking for an image to be shared, and deciding"),
         (name = "shares", description = "One image granted to one project"),
         (name = "webhooks", description = "Endpoints told of every request and share change (admins)"),
+        (name = "audit", description = "The audit log, its verification, and who had access when"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
@@ -154,6 +157,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
             webhooks::delete_webhook
         ))
         .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(audit::list_audit_events))
+        .routes(routes!(audit::verify_audit_chain))
+        .routes(routes!(access_report::image_access))
+        .routes(routes!(access_report::project_access_history))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))

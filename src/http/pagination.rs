@@ -1,4 +1,4 @@
-//! Keyset pagination: an opaque cursor (the last id seen) and a bounded page size.
+//! Keyset pagination: an opaque cursor (the last id, or audit seq, seen) and a bounded page size.
 
 use std::fmt;
 
@@ -22,14 +22,34 @@ impl fmt::Display for Cursor {
 
 impl<'de> Deserialize<'de> for Cursor {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        URL_SAFE_NO_PAD
-            .decode(text.as_bytes())
-            .ok()
-            .and_then(|bytes| Uuid::from_slice(&bytes).ok())
-            .map(Cursor)
-            .ok_or_else(|| de::Error::custom("is not a cursor this API issued: pass back `next_cursor` as it came"))
+        opaque(d, |bytes| Uuid::from_slice(bytes).ok().map(Cursor))
     }
+}
+
+/// Where the previous page of audit events ended: the `seq` of the last event seen.
+#[derive(Debug, Clone, Copy)]
+pub struct SeqCursor(pub i64);
+
+impl fmt::Display for SeqCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&URL_SAFE_NO_PAD.encode(self.0.to_be_bytes()))
+    }
+}
+
+impl<'de> Deserialize<'de> for SeqCursor {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        opaque(d, |bytes| Some(SeqCursor(i64::from_be_bytes(bytes.try_into().ok()?))))
+    }
+}
+
+/// Decodes a cursor this API issued, refusing anything else with one message.
+fn opaque<'de, D: Deserializer<'de>, T>(d: D, from: impl FnOnce(&[u8]) -> Option<T>) -> Result<T, D::Error> {
+    let text = String::deserialize(d)?;
+    URL_SAFE_NO_PAD
+        .decode(text.as_bytes())
+        .ok()
+        .and_then(|bytes| from(&bytes))
+        .ok_or_else(|| de::Error::custom("is not a cursor this API issued: pass back `next_cursor` as it came"))
 }
 
 /// A page size between 1 and [`MAX_LIMIT`].
@@ -82,6 +102,12 @@ mod tests {
         let back: Cursor = serde_json::from_value(serde_json::json!(text)).unwrap();
         assert_eq!(back.0, id);
         assert!(serde_json::from_value::<Cursor>(serde_json::json!("not-a-cursor")).is_err());
+
+        let text = SeqCursor(42).to_string();
+        let back: SeqCursor = serde_json::from_value(serde_json::json!(text)).unwrap();
+        assert_eq!(back.0, 42);
+        let uuid_cursor = Cursor(id).to_string();
+        assert!(serde_json::from_value::<SeqCursor>(serde_json::json!(uuid_cursor)).is_err());
     }
 
     #[test]

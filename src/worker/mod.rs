@@ -29,6 +29,7 @@ use crate::db::jobs::{self, Claimed, Finish, Kind, Subject};
 use crate::db::share_requests::{Share, ShareRequest};
 use crate::domain::policy::SharedPolicy;
 use crate::domain::{FieldError, Initiator, RequestStatus, ShareState, Validation};
+use crate::openstack::glance::Image;
 use crate::openstack::{CallError, OpenStack};
 
 pub use retry::{backoff, next_delay, poll_delay};
@@ -99,6 +100,8 @@ enum Effect {
     Granted {
         project_id: String,
         accepted: bool,
+        /// The image as Glance showed it: the audit log names it and its owner.
+        image: Image,
     },
     /// The consumer has not decided yet.
     StillPending,
@@ -214,25 +217,27 @@ impl Worker {
     /// A job on one share: its calls to OpenStack, then one transaction for the outcome.
     /// An error is ours (database, lost lease): the job is left for its lease to lapse.
     async fn run_share_job(&self, job: &Claimed, share_id: Uuid) -> anyhow::Result<()> {
-        let result = self.execute(job, share_id).await?;
-        self.settle(job, share_id, result).await
+        // Sent to Keystone and Glance as X-OpenStack-Request-ID, and the audit events'
+        // correlation id: one id finds the job's calls in every log.
+        let rid = format!("req-{}", Uuid::new_v4());
+        let result = self.execute(job, share_id, &rid).await?;
+        self.settle(job, share_id, result, &rid).await
     }
 
     /// The network part. The outer error is ours; the inner one is OpenStack's answer.
-    async fn execute(&self, job: &Claimed, share_id: Uuid) -> anyhow::Result<Result<Effect, CallError>> {
+    async fn execute(&self, job: &Claimed, share_id: Uuid, rid: &str) -> anyhow::Result<Result<Effect, CallError>> {
         let share = db::share_requests::find_share(&self.pool, share_id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("share {share_id} is gone"))?;
         let request = db::share_requests::find(&self.pool, share.request_id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("request {} is gone", share.request_id))?;
-        let rid = format!("req-{}", Uuid::new_v4());
         Ok(match job.kind {
-            Kind::Grant => self.grant(job, &share, &request, &rid).await?,
-            Kind::Poll => self.poll(&share, &rid).await,
-            Kind::Accept => self.set_status(&share, ShareState::Accepted, &rid).await,
-            Kind::Reject => self.set_status(&share, ShareState::Rejected, &rid).await,
-            Kind::Revoke => self.revoke(job, &share, &rid).await?,
+            Kind::Grant => self.grant(job, &share, &request, rid).await?,
+            Kind::Poll => self.poll(&share, rid).await,
+            Kind::Accept => self.set_status(&share, ShareState::Accepted, rid).await,
+            Kind::Reject => self.set_status(&share, ShareState::Rejected, rid).await,
+            Kind::Revoke => self.revoke(job, &share, rid).await?,
             Kind::Validate => anyhow::bail!("a validate job names a share, not a request"),
         })
     }
@@ -253,7 +258,7 @@ impl Worker {
         if share.state == ShareState::Queued {
             let mut tx = self.lease_tx(job).await?;
             let share = db::shares::set_state(&mut tx, share.id, ShareState::Granting, None).await?;
-            let event = NewEvent::about_share(&self.actor, &share, "update/grant", "pending");
+            let event = self.event(&share, "update/grant", "pending", rid);
             db::audit::record(&mut tx, &self.config.instance, event).await?;
             tx.commit().await?;
         }
@@ -291,7 +296,7 @@ impl Worker {
                 if let Err(e) = self.cloud.set_visibility(&image_id, "shared", rid).await {
                     return Ok(Err(e));
                 }
-                self.record_visibility(job, share.id, "private", "shared").await?;
+                self.record_visibility(job, share.id, "private", "shared", rid).await?;
             }
             other => {
                 return Ok(Err(CallError::permanent(
@@ -312,7 +317,11 @@ impl Worker {
         {
             return Ok(Err(e));
         }
-        Ok(Ok(Effect::Granted { project_id, accepted }))
+        Ok(Ok(Effect::Granted {
+            project_id,
+            accepted,
+            image,
+        }))
     }
 
     /// The target's Keystone project id: checked again at grant time, for the project may
@@ -374,7 +383,7 @@ impl Worker {
                     if let Err(e) = self.cloud.set_visibility(&image_id, "private", rid).await {
                         return Ok(Err(e));
                     }
-                    self.record_visibility(job, share.id, "shared", "private").await?;
+                    self.record_visibility(job, share.id, "shared", "private", rid).await?;
                 }
                 Ok(_) => {}
                 // The image was deleted, or made private by its owner: nothing to restore.
@@ -386,7 +395,14 @@ impl Worker {
     }
 
     /// Records a visibility change the broker made, and (to private) that it owes none.
-    async fn record_visibility(&self, job: &Claimed, share_id: Uuid, from: &str, to: &str) -> anyhow::Result<()> {
+    async fn record_visibility(
+        &self,
+        job: &Claimed,
+        share_id: Uuid,
+        from: &str,
+        to: &str,
+        rid: &str,
+    ) -> anyhow::Result<()> {
         let mut tx = self.lease_tx(job).await?;
         let share = db::share_requests::find_share(&mut *tx, share_id)
             .await?
@@ -396,7 +412,7 @@ impl Worker {
         }
         let event = NewEvent {
             details: json!({ "visibility": { "from": from, "to": to } }),
-            ..NewEvent::about_share(&self.actor, &share, "update/visibility", "success")
+            ..self.event(&share, "update/visibility", "success", rid)
         };
         db::audit::record(&mut tx, &self.config.instance, event).await?;
         tx.commit().await?;
@@ -411,43 +427,64 @@ impl Worker {
         Ok(tx)
     }
 
+    /// An audit event by the worker about `share`, correlated with the job's OpenStack calls.
+    fn event<'a>(&'a self, share: &'a Share, action: &'a str, outcome: &'a str, rid: &'a str) -> NewEvent<'a> {
+        NewEvent {
+            correlation_id: Some(rid),
+            ..NewEvent::about_share(&self.actor, share, action, outcome)
+        }
+    }
+
     /// Records the outcome of a job in one transaction with its audit events.
-    async fn settle(&self, job: &Claimed, share_id: Uuid, result: Result<Effect, CallError>) -> anyhow::Result<()> {
+    async fn settle(
+        &self,
+        job: &Claimed,
+        share_id: Uuid,
+        result: Result<Effect, CallError>,
+        rid: &str,
+    ) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
-        let Some((share, _request)) = db::shares::find_for_update(&mut tx, share_id).await? else {
+        let Some((share, request)) = db::shares::find_for_update(&mut tx, share_id).await? else {
             anyhow::bail!("share {share_id} is gone");
         };
         let now = Utc::now();
-        let (actor, instance) = (&*self.actor, self.config.instance.as_str());
+        let instance = self.config.instance.as_str();
         let finish = match result {
             Ok(Effect::Nothing) => Finish::Done,
             Ok(Effect::Expired) => {
                 let share = db::shares::set_state(&mut tx, share.id, ShareState::Expired, None).await?;
-                db::audit::record(
-                    &mut tx,
-                    instance,
-                    NewEvent::about_share(actor, &share, "update/expire", "success"),
-                )
-                .await?;
+                db::audit::record(&mut tx, instance, self.event(&share, "update/expire", "success", rid)).await?;
                 Finish::Done
             }
-            Ok(Effect::Granted { project_id, accepted }) => {
+            Ok(Effect::Granted {
+                project_id,
+                accepted,
+                image,
+            }) => {
                 let state = if accepted {
                     ShareState::Accepted
                 } else {
                     ShareState::PendingAcceptance
                 };
-                let share = db::shares::set_granted(&mut tx, share.id, &project_id, state).await?;
-                db::audit::record(
+                let share = db::shares::set_granted(
                     &mut tx,
-                    instance,
-                    NewEvent::about_share(actor, &share, "allow", "success"),
+                    share.id,
+                    &project_id,
+                    state,
+                    image.name.as_deref(),
+                    image.owner.as_deref(),
                 )
                 .await?;
+                // Who asked and who approved: what an access report answers with.
+                let event = NewEvent {
+                    details: json!({ "requested_by": request.requested_by, "approved_by": request.decided_by }),
+                    ..self.event(&share, "allow", "success", rid)
+                };
+                db::audit::record(&mut tx, instance, event).await?;
                 if accepted {
                     let event = NewEvent {
                         details: json!({ "auto_accept": true }),
-                        ..NewEvent::about_share(actor, &share, "accept", "success")
+                        ..self.event(&share, "accept", "success", rid)
                     };
                     db::audit::record(&mut tx, instance, event).await?;
                 } else {
@@ -474,7 +511,7 @@ impl Worker {
                 let share = db::shares::set_state(&mut tx, share.id, state, None).await?;
                 let event = NewEvent {
                     details: json!({ "observed_in_glance": true }),
-                    ..NewEvent::about_share(actor, &share, action, "success")
+                    ..self.event(&share, action, "success", rid)
                 };
                 db::audit::record(&mut tx, instance, event).await?;
                 Finish::Done
@@ -486,12 +523,7 @@ impl Worker {
                 } else {
                     "reject"
                 };
-                db::audit::record(
-                    &mut tx,
-                    instance,
-                    NewEvent::about_share(actor, &share, action, "success"),
-                )
-                .await?;
+                db::audit::record(&mut tx, instance, self.event(&share, action, "success", rid)).await?;
                 Finish::Done
             }
             Ok(Effect::Revoked) => {
@@ -499,12 +531,12 @@ impl Worker {
                 let event = NewEvent {
                     reason: share.revoke_reason.as_deref(),
                     details: json!({ "revoked_by": share.revoked_by }),
-                    ..NewEvent::about_share(actor, &share, "revoke", "success")
+                    ..self.event(&share, "revoke", "success", rid)
                 };
                 db::audit::record(&mut tx, instance, event).await?;
                 Finish::Done
             }
-            Err(e) => return self.settle_error(tx, job, share, e).await,
+            Err(e) => return self.settle_error(tx, job, share, e, rid).await,
         };
         self.commit_if_ours(tx, job, finish).await
     }
@@ -515,6 +547,7 @@ impl Worker {
         job: &Claimed,
         share: Share,
         error: CallError,
+        rid: &str,
     ) -> anyhow::Result<()> {
         let message = error.to_string();
         let retry_after = match &error {
@@ -553,7 +586,7 @@ impl Worker {
             let share = db::shares::set_state(&mut tx, share.id, state, Some(&message)).await?;
             let event = NewEvent {
                 reason: Some(&message),
-                ..NewEvent::about_share(&self.actor, &share, action, "failure")
+                ..self.event(&share, action, "failure", rid)
             };
             db::audit::record(&mut tx, &self.config.instance, event).await?;
             Finish::Failed(&message)

@@ -13,17 +13,18 @@ use crate::fake_glance::{FakeGlance, Fault};
 use crate::helpers::{TestApp, share_state, spawn_app};
 use crate::openstack::{broker_cloud_with_glance, drain, drive_until, env, worker_config};
 
-struct Setup {
-    app: TestApp,
-    fake: FakeGlance,
-    worker: Worker,
+/// A broker whose worker talks to the fake Glance, which holds one image of proj-a.
+pub struct Setup {
+    pub app: TestApp,
+    pub fake: FakeGlance,
+    pub worker: Worker,
     /// The fake Glance's address.
-    url: String,
-    image: String,
-    proj_b: String,
+    pub url: String,
+    pub image: String,
+    pub proj_b: String,
 }
 
-async fn setup(visibility: &str) -> Setup {
+pub async fn setup(visibility: &str) -> Setup {
     let app = spawn_app().await;
     let (fake, url) = FakeGlance::start().await;
     let image = Uuid::new_v4().to_string();
@@ -44,7 +45,7 @@ async fn setup(visibility: &str) -> Setup {
 }
 
 /// Files and approves a share of the setup's image to proj-b; returns the share id.
-async fn approve_one(s: &Setup) -> String {
+pub async fn approve_one(s: &Setup) -> String {
     let body = json!({"image_id": s.image, "targets": [s.proj_b], "reason": "faults"});
     s.app.file_and_approve(body, Some(&s.worker)).await["shares"][0]["id"]
         .as_str()
@@ -62,7 +63,7 @@ async fn share(app: &TestApp, id: &str) -> Value {
         .unwrap()
 }
 
-async fn until_state(s: &Setup, id: &str, state: &'static str) -> Value {
+pub async fn until_state(s: &Setup, id: &str, state: &'static str) -> Value {
     let id2 = id.to_owned();
     drive_until(&s.worker, &s.app.pool, state, async move |pool: &PgPool| {
         share_state(pool, &id2).await == state

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use glance_share_broker::config::{DatabaseArgs, ServeArgs};
+use glance_share_broker::config::{AuditArgs, DatabaseArgs, ServeArgs};
 use glance_share_broker::db;
 use glance_share_broker::domain::Role;
 use glance_share_broker::openstack::OpenStack;
@@ -56,6 +56,9 @@ pub fn serve_args(database_url: &str) -> ServeArgs {
         rate_limit_burst: 1000,
         no_worker: true,
         access: Default::default(),
+        audit: AuditArgs {
+            audit_checkpoint_secs: 300,
+        },
         worker: Default::default(),
     }
 }

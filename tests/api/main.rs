@@ -1,5 +1,6 @@
 //! Black-box tests of the API over real HTTP against a real Postgres, a fresh database each.
 
+mod audit;
 mod auth;
 mod cli;
 mod crash;

@@ -85,6 +85,16 @@ fn expected(method: &str, path: &str, who: Who) -> u16 {
             Carol => 404,
             _ => 403,
         },
+        (
+            "get",
+            "/v1/audit-events"
+            | "/v1/audit-events/verify"
+            | "/v1/images/{image_id}/access"
+            | "/v1/projects/{project_id}/access-history",
+        ) => match who {
+            Auditor | Admin | CloudAdmin => 200,
+            _ => 403,
+        },
         ("post", "/v1/webhooks") => admin_only(who, 201),
         ("delete", "/v1/webhooks/{id}") => admin_only(who, 204),
         ("get" | "patch", "/v1/webhooks" | "/v1/webhooks/{id}" | "/v1/webhooks/{id}/deliveries") => {
@@ -142,9 +152,16 @@ async fn fixture(app: &TestApp) -> (Uuid, Uuid, Uuid) {
     db::share_requests::pass_validation(&mut tx, request.id, &image, &[target])
         .await
         .unwrap();
-    let share = db::shares::set_granted(&mut tx, shares[0].id, &env("PROJ_B_ID"), ShareState::PendingAcceptance)
-        .await
-        .unwrap();
+    let share = db::shares::set_granted(
+        &mut tx,
+        shares[0].id,
+        &env("PROJ_B_ID"),
+        ShareState::PendingAcceptance,
+        None,
+        None,
+    )
+    .await
+    .unwrap();
     let hook = db::webhooks::NewWebhook {
         url: "http://127.0.0.1:9/hook",
         events: &[],
@@ -179,7 +196,11 @@ async fn every_endpoint_answers_each_kind_of_caller_as_the_matrix_says() {
                     p if p.starts_with("/v1/webhooks") => webhook_id,
                     _ => request_id,
                 };
-                let url = app.url(&path.replace("{id}", &id.to_string()));
+                let path_with_ids = path
+                    .replace("{id}", &id.to_string())
+                    .replace("{image_id}", &image)
+                    .replace("{project_id}", &env("PROJ_B_ID"));
+                let url = app.url(&path_with_ids);
                 let body = match path.as_str() {
                     "/v1/share-requests" => json!({
                         "image_id": image,

@@ -1,0 +1,247 @@
+//! Who had access to what, when (not who may call what: that is `access`): answers derived from the audit log alone, so they hold
+//! for any past moment and agree with what an auditor can check in the chain.
+//!
+//! Access begins with `allow` (the member was created in Glance: even a pending member can
+//! use the image) and ends with a successful `revoke` (the broker removed the member, or saw
+//! it or the image gone). `accept` and `reject` change only the member's status.
+
+use std::collections::BTreeMap;
+use std::pin::pin;
+
+use axum::extract::{Path, State};
+use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::audit::require_auditor;
+use super::extract::{Caller, Id, Query};
+use super::pagination::{Limit, SeqCursor};
+use super::{ApiError, AppState};
+use crate::db::{self, audit::Event, audit::EventFilter};
+
+/// The actions that grant, change or end access.
+const ACCESS_ACTIONS: [&str; 4] = ["allow", "accept", "reject", "revoke"];
+
+fn access_events() -> EventFilter {
+    EventFilter {
+        actions: ACCESS_ACTIONS.map(str::to_owned).to_vec(),
+        outcome: Some("success".into()),
+        ..EventFilter::default()
+    }
+}
+
+fn text(value: &Value, key: &str) -> Option<String> {
+    value.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// One project's access to an image.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectAccess {
+    pub project_id: String,
+    pub region: String,
+    /// When the member was created in Glance: the grant this access comes from.
+    pub since: DateTime<Utc>,
+    /// The consumer's answer then: `pending`, `accepted` or `rejected`. Each gives access
+    /// (Glance lets any member use the image by id); `accepted` also lists it.
+    pub member_status: String,
+    pub share_id: Option<Uuid>,
+    pub request_id: Option<Uuid>,
+    /// Who filed the request the grant carried out.
+    pub requested_by: Option<String>,
+    /// Who approved it.
+    pub approved_by: Option<String>,
+}
+
+/// The projects an image was shared with at one moment.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImageAccess {
+    pub image_id: Uuid,
+    pub at: DateTime<Utc>,
+    /// By region and project id.
+    pub projects: Vec<ProjectAccess>,
+}
+
+/// The moment asked about.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AccessAt {
+    /// Any past moment (RFC 3339); now when absent.
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// Which projects had access to an image at a moment, since when, and granted by whom
+/// (auditors and admins).
+///
+/// Derived from the audit log: replays the image's grants, status changes and revokes up to
+/// `at`.
+#[utoipa::path(
+    get, path = "/v1/images/{image_id}/access", tag = "audit",
+    params(("image_id" = Uuid, Path, description = "The Glance image id"), AccessAt),
+    responses(
+        (status = 200, description = "The projects with access", body = ImageAccess),
+        (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an auditor", body = super::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad id or time", body = super::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn image_access(
+    State(state): State<AppState>,
+    caller: Caller,
+    Id(image_id): Id,
+    Query(q): Query<AccessAt>,
+) -> Result<axum::Json<ImageAccess>, ApiError> {
+    require_auditor(&caller)?;
+    let at = q.at.unwrap_or_else(Utc::now);
+    let filter = EventFilter {
+        image_id: Some(image_id),
+        // Events stored to the microsecond: one at `at` itself counts.
+        before: Some(at + chrono::Duration::microseconds(1)),
+        ..access_events()
+    };
+    let mut events = pin!(db::audit::stream(state.pool.clone(), filter, 0));
+    let mut access: BTreeMap<(String, String), ProjectAccess> = BTreeMap::new();
+    while let Some(event) = events.try_next().await? {
+        let (Some(project_id), Some(region)) = (event.project_id.clone(), text(&event.target, "region")) else {
+            continue;
+        };
+        let key = (region, project_id);
+        match event.action.as_str() {
+            "allow" => {
+                let (region, project_id) = key.clone();
+                access.insert(
+                    key,
+                    ProjectAccess {
+                        project_id,
+                        region,
+                        since: event.occurred_at,
+                        member_status: "pending".into(),
+                        share_id: event.share_id,
+                        request_id: event.request_id,
+                        requested_by: text(&event.details, "requested_by"),
+                        approved_by: text(&event.details, "approved_by"),
+                    },
+                );
+            }
+            "revoke" => {
+                access.remove(&key);
+            }
+            answer => {
+                if let Some(grant) = access.get_mut(&key) {
+                    grant.member_status = if answer == "accept" { "accepted" } else { "rejected" }.into();
+                }
+            }
+        }
+    }
+    Ok(axum::Json(ImageAccess {
+        image_id,
+        at,
+        projects: access.into_values().collect(),
+    }))
+}
+
+/// One change of a project's access to an image.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccessChange {
+    pub at: DateTime<Utc>,
+    /// `granted`, `accepted`, `rejected` or `revoked`.
+    pub change: String,
+    pub image_id: Option<Uuid>,
+    pub image_name: Option<String>,
+    pub owner_project_id: Option<String>,
+    pub region: Option<String>,
+    pub share_id: Option<Uuid>,
+    pub request_id: Option<Uuid>,
+    /// Who: the approver of a grant, the revoker of a revoke (a principal, or `expiry`), else
+    /// the initiator.
+    pub by: Option<String>,
+    pub reason: Option<String>,
+    /// The broker saw the change in Glance rather than making it.
+    pub observed_in_glance: bool,
+    /// The audit event this comes from.
+    pub event_id: Uuid,
+}
+
+impl From<Event> for AccessChange {
+    fn from(e: Event) -> Self {
+        let (change, by) = match e.action.as_str() {
+            "allow" => ("granted", text(&e.details, "approved_by")),
+            "revoke" => ("revoked", text(&e.details, "revoked_by")),
+            "accept" => ("accepted", None),
+            _ => ("rejected", None),
+        };
+        AccessChange {
+            at: e.occurred_at,
+            change: change.into(),
+            image_id: e.image_id,
+            image_name: text(&e.target, "image_name"),
+            owner_project_id: text(&e.target, "owner_project_id"),
+            region: text(&e.target, "region"),
+            share_id: e.share_id,
+            request_id: e.request_id,
+            by: by.or_else(|| text(&e.initiator, "name")),
+            reason: e.reason,
+            observed_in_glance: e.details.get("observed_in_glance") == Some(&Value::Bool(true)),
+            event_id: e.id,
+        }
+    }
+}
+
+/// A page of access changes, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccessHistoryPage {
+    pub items: Vec<AccessChange>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Paging through a project's access history.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListAccessHistory {
+    /// The `next_cursor` of the previous page.
+    #[param(value_type = Option<String>)]
+    pub cursor: Option<SeqCursor>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
+    pub limit: Option<Limit>,
+}
+
+/// Every grant, status change and revoke of one project's access, across images, oldest
+/// first (auditors and admins).
+#[utoipa::path(
+    get, path = "/v1/projects/{project_id}/access-history", tag = "audit",
+    params(("project_id" = String, Path, description = "The Keystone project id of the consumer"), ListAccessHistory),
+    responses(
+        (status = 200, description = "A page of changes", body = AccessHistoryPage),
+        (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an auditor", body = super::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad cursor or limit", body = super::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn project_access_history(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(project_id): Path<String>,
+    Query(q): Query<ListAccessHistory>,
+) -> Result<axum::Json<AccessHistoryPage>, ApiError> {
+    require_auditor(&caller)?;
+    let filter = EventFilter {
+        member_project_id: Some(project_id),
+        ..access_events()
+    };
+    let limit = q.limit.unwrap_or_default();
+    let after = q.cursor.map_or(0, |c| c.0);
+    let mut rows = db::audit::page(&state.pool, &filter, after, limit.fetch()).await?;
+    let next_cursor = limit.trim(&mut rows).map(|last| SeqCursor(last.seq).to_string());
+    Ok(axum::Json(AccessHistoryPage {
+        items: rows.into_iter().map(AccessChange::from).collect(),
+        next_cursor,
+    }))
+}

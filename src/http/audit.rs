@@ -1,0 +1,467 @@
+//! `/v1/audit-events`: the audit log for auditors: filtered pages, exports streamed as
+//! NDJSON, CSV or CADF JSON, and the check of the hash chain.
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures_util::{Stream, StreamExt, TryStreamExt, stream};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::extract::{Caller, Query};
+use super::pagination::{Limit, SeqCursor};
+use super::{ApiError, AppState};
+use crate::db::{self, audit::Event, audit::EventFilter};
+use crate::domain::{Capability, ChainReport};
+
+/// Refuses the call unless the caller audits the whole cloud (or is an admin): the log
+/// names every project, so project-scoped auditors are not enough.
+pub(super) fn require_auditor(caller: &Caller) -> Result<(), ApiError> {
+    if caller.principal.may(Capability::Audit, None) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!(
+        "the audit log needs the auditor role for the whole cloud, or admin (the caller has `{}`)",
+        caller.principal.role_names()
+    )))
+}
+
+/// One audit event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEventView {
+    /// Its place in the chain: 1, 2, 3, ... with no gaps.
+    pub seq: i64,
+    pub id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    /// CADF action: `create`, `update/approve`, `update/deny`, `update/cancel`, `update/expire`,
+    /// `update/grant`, `update/visibility`, `allow`, `accept`, `reject`, `revoke`.
+    pub action: String,
+    /// `success`, `failure` or `pending` (asked for, the worker will carry it out).
+    pub outcome: String,
+    /// Who: `kind`, `name`, `role`, `user_id`, `project` (a Keystone token's), `on_behalf_of`,
+    /// `address`, `user_agent`.
+    #[schema(value_type = Object)]
+    pub initiator: Value,
+    /// What: `image_id`, `image_name`, `owner_project_id`, `project_id` (the member),
+    /// `region`, `request_id`, `share_id`, as known.
+    #[schema(value_type = Object)]
+    pub target: Value,
+    /// The broker instance that wrote the event.
+    pub observer: String,
+    pub request_id: Option<Uuid>,
+    pub share_id: Option<Uuid>,
+    pub image_id: Option<Uuid>,
+    /// The member project.
+    pub project_id: Option<String>,
+    pub reason: Option<String>,
+    /// The `X-Request-Id` of the API call, or the `X-OpenStack-Request-ID` of the worker's
+    /// calls to Keystone and Glance.
+    pub correlation_id: Option<String>,
+    #[schema(value_type = Object)]
+    pub details: Value,
+    /// SHA-256 of the event before (hex; zeros for the first).
+    pub prev_hash: String,
+    /// SHA-256 of this event's canonical JSON and `prev_hash` (hex).
+    pub hash: String,
+}
+
+impl From<Event> for AuditEventView {
+    fn from(e: Event) -> Self {
+        AuditEventView {
+            seq: e.seq,
+            id: e.id,
+            occurred_at: e.occurred_at,
+            action: e.action,
+            outcome: e.outcome,
+            initiator: e.initiator,
+            target: e.target,
+            observer: e.observer,
+            request_id: e.request_id,
+            share_id: e.share_id,
+            image_id: e.image_id,
+            project_id: e.project_id,
+            reason: e.reason,
+            correlation_id: e.correlation_id,
+            details: e.details,
+            prev_hash: hex::encode(e.prev_hash),
+            hash: hex::encode(e.hash),
+        }
+    }
+}
+
+/// A page of audit events, in chain order (oldest first).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEventPage {
+    pub items: Vec<AuditEventView>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// An event's outcome.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Success,
+    Failure,
+    Pending,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Pending => "pending",
+        }
+    }
+}
+
+/// How the events come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// A page: `{"items": [...], "next_cursor": ...}`.
+    Json,
+    /// Every matching event, one JSON object a line.
+    Ndjson,
+    /// Every matching event, one row a line, after a header row.
+    Csv,
+    /// Every matching event as a DMTF CADF event, in one JSON array.
+    Cadf,
+}
+
+impl Format {
+    const MEDIA_TYPES: [(Format, &'static str); 5] = [
+        (Format::Json, "application/json"),
+        (Format::Ndjson, "application/x-ndjson"),
+        (Format::Ndjson, "application/jsonl"),
+        (Format::Csv, "text/csv"),
+        (Format::Cadf, "application/cadf+json"),
+    ];
+
+    fn media_type(self) -> &'static str {
+        Format::MEDIA_TYPES
+            .iter()
+            .find(|(f, _)| *f == self)
+            .map(|(_, m)| *m)
+            .expect("every format has a media type")
+    }
+
+    /// The first media type in `Accept` that names a format; JSON otherwise.
+    fn from_accept(headers: &HeaderMap) -> Format {
+        let accept = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        accept
+            .split(',')
+            .filter_map(|item| item.split(';').next())
+            .find_map(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                Format::MEDIA_TYPES.iter().find(|(_, m)| *m == mime).map(|(f, _)| *f)
+            })
+            .unwrap_or(Format::Json)
+    }
+}
+
+/// Filters for the audit log.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListAuditEvents {
+    /// Only events about this image.
+    pub image_id: Option<Uuid>,
+    /// Only events with this project on either side: the member project, the image's owner,
+    /// or the caller's own project.
+    pub project_id: Option<String>,
+    /// Only events initiated by this principal (the initiator's name: a key's name, `worker`, `expiry`).
+    pub actor: Option<String>,
+    /// Only this action, e.g. `allow`, `revoke`, `update/approve`.
+    pub action: Option<String>,
+    /// Only this outcome.
+    #[param(inline)]
+    pub outcome: Option<Outcome>,
+    /// Only events at or after this time (RFC 3339).
+    pub after: Option<DateTime<Utc>>,
+    /// Only events before this time (RFC 3339).
+    pub before: Option<DateTime<Utc>>,
+    /// Only events about this share request.
+    pub request_id: Option<Uuid>,
+    /// Only events about this share.
+    pub share_id: Option<Uuid>,
+    /// `json` (a page; the default), `ndjson`, `csv` or `cadf` (exports of every matching
+    /// event, streamed). Overrides `Accept`.
+    #[param(inline)]
+    pub format: Option<Format>,
+    /// The `next_cursor` of the previous page; an export starts after it.
+    #[param(value_type = Option<String>)]
+    pub cursor: Option<SeqCursor>,
+    /// Page size, 1 to 200 (default 50); exports are not paged.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
+    pub limit: Option<Limit>,
+}
+
+/// List or export audit events (auditors and admins), in chain order, oldest first.
+///
+/// JSON comes in pages; `format=ndjson|csv|cadf` (or `Accept: application/x-ndjson`,
+/// `text/csv`, `application/cadf+json`) exports every matching event in one response,
+/// streamed as it is read: memory stays constant however long the log is. Events appended
+/// while a caller pages or exports never make it skip or repeat one.
+#[utoipa::path(
+    get, path = "/v1/audit-events", tag = "audit",
+    params(ListAuditEvents),
+    responses(
+        (status = 200, description = "A page, or an export", content(
+            (AuditEventPage = "application/json"),
+            (AuditEventView = "application/x-ndjson"),
+            (String = "text/csv"),
+            (Vec<Object> = "application/cadf+json"),
+        )),
+        (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an auditor", body = super::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad filter", body = super::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn list_audit_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Query(q): Query<ListAuditEvents>,
+) -> Result<Response, ApiError> {
+    require_auditor(&caller)?;
+    let format = q.format.unwrap_or_else(|| Format::from_accept(&headers));
+    let filter = EventFilter {
+        image_id: q.image_id,
+        project_id: q.project_id,
+        actor: q.actor,
+        actions: q.action.into_iter().collect(),
+        outcome: q.outcome.map(|o| o.as_str().to_owned()),
+        after: q.after,
+        before: q.before,
+        request_id: q.request_id,
+        share_id: q.share_id,
+        ..EventFilter::default()
+    };
+    let after = q.cursor.map_or(0, |c| c.0);
+    if format == Format::Json {
+        let limit = q.limit.unwrap_or_default();
+        let mut rows = db::audit::page(&state.pool, &filter, after, limit.fetch()).await?;
+        let next_cursor = limit.trim(&mut rows).map(|last| SeqCursor(last.seq).to_string());
+        let items = rows.into_iter().map(AuditEventView::from).collect();
+        return Ok(axum::Json(AuditEventPage { items, next_cursor }).into_response());
+    }
+    let mut events = Box::pin(db::audit::stream(state.pool.clone(), filter, after).peekable());
+    // A database that fails at once is a 503 problem, not a 200 with a broken body.
+    if let Some(Err(_)) = events.as_mut().peek().await {
+        let Some(Err(e)) = events.next().await else {
+            unreachable!("peeked an error")
+        };
+        return Err(e.into());
+    }
+    let body = export(format, events).inspect_err(|e| tracing::error!(error = %e, "audit export failed midway"));
+    Ok(([(header::CONTENT_TYPE, format.media_type())], Body::from_stream(body)).into_response())
+}
+
+/// The columns of the CSV export, in order.
+const CSV_COLUMNS: [&str; 26] = [
+    "seq",
+    "id",
+    "occurred_at",
+    "action",
+    "outcome",
+    "initiator_kind",
+    "initiator_name",
+    "initiator_role",
+    "initiator_on_behalf_of",
+    "initiator_user_id",
+    "initiator_project_id",
+    "initiator_address",
+    "initiator_user_agent",
+    "image_id",
+    "image_name",
+    "owner_project_id",
+    "project_id",
+    "region",
+    "request_id",
+    "share_id",
+    "observer",
+    "reason",
+    "correlation_id",
+    "details",
+    "prev_hash",
+    "hash",
+];
+
+/// The body of an export: what comes first, each event, what comes last.
+fn export(
+    format: Format,
+    events: impl Stream<Item = Result<Event, sqlx::Error>> + Send + 'static,
+) -> impl Stream<Item = Result<Bytes, sqlx::Error>> + Send + 'static {
+    let (head, tail) = match format {
+        Format::Csv => (format!("{}\n", CSV_COLUMNS.join(",")), ""),
+        Format::Cadf => ("[".to_owned(), "]\n"),
+        Format::Json | Format::Ndjson => (String::new(), ""),
+    };
+    let items = events
+        .enumerate()
+        .map(move |(i, event)| event.map(|e| Bytes::from(encode(format, &e, i == 0))));
+    stream::once(async move { Ok(Bytes::from(head)) })
+        .chain(items)
+        .chain(stream::once(async move { Ok(Bytes::from_static(tail.as_bytes())) }))
+}
+
+fn encode(format: Format, event: &Event, first: bool) -> Vec<u8> {
+    match format {
+        Format::Json | Format::Ndjson => {
+            let mut line = serde_json::to_vec(&AuditEventView::from(event.clone())).expect("an event serializes");
+            line.push(b'\n');
+            line
+        }
+        Format::Cadf => {
+            let mut item = if first { Vec::new() } else { b",\n".to_vec() };
+            item.extend(serde_json::to_vec(&cadf(event)).expect("an event serializes"));
+            item
+        }
+        Format::Csv => csv_row(event),
+    }
+}
+
+fn field(object: &Value, key: &str) -> String {
+    match object.get(key) {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn csv_row(e: &Event) -> Vec<u8> {
+    let text = |v: Option<String>| v.unwrap_or_default();
+    let row = [
+        e.seq.to_string(),
+        e.id.to_string(),
+        e.occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+        e.action.clone(),
+        e.outcome.clone(),
+        field(&e.initiator, "kind"),
+        field(&e.initiator, "name"),
+        field(&e.initiator, "role"),
+        field(&e.initiator, "on_behalf_of"),
+        field(&e.initiator, "user_id"),
+        field(&e.initiator, "project"),
+        field(&e.initiator, "address"),
+        field(&e.initiator, "user_agent"),
+        text(e.image_id.map(|id| id.to_string())),
+        field(&e.target, "image_name"),
+        field(&e.target, "owner_project_id"),
+        text(e.project_id.clone()),
+        field(&e.target, "region"),
+        text(e.request_id.map(|id| id.to_string())),
+        text(e.share_id.map(|id| id.to_string())),
+        e.observer.clone(),
+        text(e.reason.clone()),
+        text(e.correlation_id.clone()),
+        e.details.to_string(),
+        hex::encode(&e.prev_hash),
+        hex::encode(&e.hash),
+    ];
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(&row).expect("writing to memory cannot fail");
+    writer.into_inner().expect("writing to memory cannot fail")
+}
+
+/// The event as a DMTF CADF event (DSP0262): who (`initiator`), did what (`action`,
+/// `outcome`), to what (`target`), seen by whom (`observer`), why (`reason`); the broker's
+/// own fields travel in the `attachments`.
+fn cadf(e: &Event) -> Value {
+    let initiator_type = match e.initiator.get("kind").and_then(Value::as_str) {
+        Some("service") => "service/image/share-broker",
+        _ => "service/security/account/user",
+    };
+    let mut tags = Vec::new();
+    for (name, value) in [
+        ("correlation_id", e.correlation_id.clone()),
+        ("request_id", e.request_id.map(|id| id.to_string())),
+        ("share_id", e.share_id.map(|id| id.to_string())),
+    ] {
+        if let Some(value) = value {
+            tags.push(format!("{name}?value={value}"));
+        }
+    }
+    json!({
+        "typeURI": "http://schemas.dmtf.org/cloud/audit/1.0/event",
+        "eventType": "activity",
+        "id": e.id,
+        "eventTime": e.occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+        "action": e.action,
+        "outcome": e.outcome,
+        "initiator": {
+            "typeURI": initiator_type,
+            "id": e.initiator.get("user_id").or_else(|| e.initiator.get("name")),
+            "name": e.initiator.get("name"),
+            "project_id": e.initiator.get("project"),
+            "on_behalf_of": e.initiator.get("on_behalf_of"),
+            "host": {
+                "address": e.initiator.get("address"),
+                "agent": e.initiator.get("user_agent"),
+            },
+        },
+        "target": {
+            "typeURI": "service/storage/image",
+            "id": e.image_id,
+            "name": e.target.get("image_name"),
+            "project_id": e.target.get("owner_project_id"),
+            "member_project_id": e.project_id,
+            "region": e.target.get("region"),
+        },
+        "observer": {
+            "typeURI": "service/image/share-broker",
+            "id": e.observer,
+            "name": e.observer,
+        },
+        "reason": e.reason.as_ref().map(|r| json!({"reasonType": "broker", "reasonCode": r})),
+        "tags": tags,
+        "attachments": [{
+            "name": "glance-share-broker",
+            "typeURI": "mime:application/json",
+            "content": {
+                "seq": e.seq,
+                "request_id": e.request_id,
+                "share_id": e.share_id,
+                "correlation_id": e.correlation_id,
+                "details": e.details,
+                "prev_hash": hex::encode(&e.prev_hash),
+                "hash": hex::encode(&e.hash),
+            },
+        }],
+    })
+}
+
+/// Verify the audit chain (auditors and admins).
+///
+/// Walks every event in chain order (in constant memory) and names the first broken link:
+/// a missing seq, a `prev_hash` that is not the hash of the event before, or content that no
+/// longer gives the stored hash. Then compares every checkpoint with the chain, which also
+/// catches a deleted tail and history rewritten with fresh hashes. When all holds, records a
+/// new checkpoint of the head. A broken chain is a 200 with `ok: false`.
+#[utoipa::path(
+    get, path = "/v1/audit-events/verify", tag = "audit",
+    responses(
+        (status = 200, description = "What the check found", body = ChainReport),
+        (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an auditor", body = super::Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn verify_audit_chain(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<axum::Json<ChainReport>, ApiError> {
+    require_auditor(&caller)?;
+    let taken_by = format!("verify by {}", caller.principal.name);
+    Ok(axum::Json(db::audit::verify(&state.pool, &taken_by).await?))
+}

@@ -1,0 +1,823 @@
+//! The audit log: the exact events of each flow, the database refusing to rewrite it, the
+//! verification catching whoever rewrites it anyway, exports, and the access report.
+
+use std::process::Command;
+
+use glance_share_broker::db::{self, audit::Event};
+use glance_share_broker::domain::Role;
+use glance_share_broker::startup::Application;
+use glance_share_broker::worker::Worker;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::fake_glance::Fault;
+use crate::faults::{approve_one, setup, until_state};
+use crate::helpers::{PROJ_B, TestApp, problem, request_body, serve_args, spawn_app};
+use crate::openstack::{Rig, broker_cloud, drain, env, worker_config};
+
+const BIN: &str = env!("CARGO_BIN_EXE_glance-share-broker");
+
+/// `(action, outcome, initiator)` of every event about a request, oldest first.
+async fn trail(app: &TestApp, request_id: &str) -> Vec<(String, String, String)> {
+    db::audit::for_request(&app.pool, request_id.parse().unwrap())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.action, e.outcome, e.initiator["name"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+fn expect(events: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+    events
+        .iter()
+        .map(|(a, o, i)| (a.to_string(), o.to_string(), i.to_string()))
+        .collect()
+}
+
+async fn json_of(response: reqwest::Response) -> Value {
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+async fn verify(app: &TestApp) -> Value {
+    json_of(app.get(&app.auditor, "/v1/audit-events/verify").send().await.unwrap()).await
+}
+
+async fn assert_chain_holds(app: &TestApp) {
+    let report = verify(app).await;
+    assert_eq!(report["ok"], true, "{report}");
+}
+
+/// A key for proj-b, the consumer project.
+async fn consumer_key(app: &TestApp, project: &str) -> String {
+    db::api_keys::create(&app.pool, "proj-b-portal", Role::Requester, &[project.to_owned()])
+        .await
+        .unwrap()
+        .1
+}
+
+async fn post_ok(app: &TestApp, key: &str, path: &str, body: Value) {
+    let response = app.post(key, path, &body).send().await.unwrap();
+    assert!(response.status().is_success(), "{path}: {:?}", response.text().await);
+}
+
+fn id(value: &Value, pointer: &str) -> String {
+    value.pointer(pointer).and_then(Value::as_str).unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn granting_accepting_and_revoking_yield_their_exact_events() {
+    let (app, rig) = (spawn_app().await, Rig::from_env());
+    let worker = Worker::new(app.pool.clone(), broker_cloud(), worker_config());
+    let image = rig.private_image("audit-grant").await;
+    let proj_b = env("PROJ_B_ID");
+    let request = app
+        .file_and_approve(
+            json!({"image_id": image, "targets": [proj_b], "reason": "audit"}),
+            Some(&worker),
+        )
+        .await;
+    let (request_id, share) = (id(&request, "/id"), id(&request, "/shares/0/id"));
+    drain(&worker).await;
+    let consumer = consumer_key(&app, &proj_b).await;
+    post_ok(&app, &consumer, &format!("/v1/shares/{share}/accept"), json!({})).await;
+    drain(&worker).await;
+    let revoke = json!({"reason": "project closed"});
+    post_ok(&app, &app.requester, &format!("/v1/shares/{share}/revoke"), revoke).await;
+    drain(&worker).await;
+
+    assert_eq!(
+        trail(&app, &request_id).await,
+        expect(&[
+            ("create", "success", "portal"),
+            ("update/validate", "success", "worker"),
+            ("update/approve", "success", "workflow"),
+            ("update/grant", "pending", "worker"),
+            ("update/visibility", "success", "worker"),
+            ("allow", "success", "worker"),
+            ("accept", "pending", "proj-b-portal"),
+            ("accept", "success", "worker"),
+            ("revoke", "pending", "portal"),
+            ("update/visibility", "success", "worker"),
+            ("revoke", "success", "worker"),
+        ])
+    );
+    let events = db::audit::for_request(&app.pool, request_id.parse().unwrap())
+        .await
+        .unwrap();
+    let allow = events.iter().find(|e| e.action == "allow").unwrap();
+    assert_eq!(allow.target["image_id"], image.as_str());
+    assert_eq!(allow.target["image_name"], "audit-grant");
+    assert_eq!(allow.target["owner_project_id"], env("PROJ_A_ID").as_str());
+    assert_eq!(allow.target["project_id"], proj_b.as_str());
+    assert_eq!(allow.target["region"], "RegionOne");
+    assert_eq!(allow.details["approved_by"], "workflow");
+    assert_eq!(allow.details["requested_by"], "portal");
+    assert_eq!(allow.observer, "test-worker");
+    assert!(
+        allow.correlation_id.as_deref().unwrap().starts_with("req-"),
+        "the worker's X-OpenStack-Request-ID: {allow:?}"
+    );
+    let accept_asked = &events[6];
+    assert_eq!(accept_asked.observer, "test-broker");
+    assert!(accept_asked.correlation_id.is_some(), "the API call's X-Request-Id");
+    let revoked = events.last().unwrap();
+    assert_eq!(revoked.reason.as_deref(), Some("project closed"));
+    assert_eq!(revoked.details["revoked_by"], "portal");
+    assert_chain_holds(&app).await;
+}
+
+#[tokio::test]
+async fn rejecting_through_the_broker_yields_its_exact_events() {
+    let (app, rig) = (spawn_app().await, Rig::from_env());
+    let worker = Worker::new(app.pool.clone(), broker_cloud(), worker_config());
+    let image = rig.private_image("audit-reject").await;
+    let proj_b = env("PROJ_B_ID");
+    let request = app
+        .file_and_approve(
+            json!({"image_id": image, "targets": [proj_b], "reason": "audit"}),
+            Some(&worker),
+        )
+        .await;
+    let share = id(&request, "/shares/0/id");
+    drain(&worker).await;
+    let consumer = consumer_key(&app, &proj_b).await;
+    post_ok(&app, &consumer, &format!("/v1/shares/{share}/reject"), json!({})).await;
+    drain(&worker).await;
+
+    assert_eq!(
+        trail(&app, &id(&request, "/id")).await,
+        expect(&[
+            ("create", "success", "portal"),
+            ("update/validate", "success", "worker"),
+            ("update/approve", "success", "workflow"),
+            ("update/grant", "pending", "worker"),
+            ("update/visibility", "success", "worker"),
+            ("allow", "success", "worker"),
+            ("reject", "pending", "proj-b-portal"),
+            ("reject", "success", "worker"),
+        ])
+    );
+    assert_chain_holds(&app).await;
+}
+
+#[tokio::test]
+async fn an_expiring_share_yields_a_revoke_by_expiry() {
+    let (app, rig) = (spawn_app().await, Rig::from_env());
+    let worker = Worker::new(app.pool.clone(), broker_cloud(), worker_config());
+    let image = rig.private_image("audit-expiry").await;
+    // Long enough for validation and the grant to finish first on a busy machine.
+    let expires_at = (chrono::Utc::now() + chrono::Duration::seconds(6)).to_rfc3339();
+    let body = json!({"image_id": image, "targets": [env("PROJ_B_ID")], "reason": "short",
+                      "expires_at": expires_at, "auto_accept": true});
+    let request = app.file_and_approve(body, Some(&worker)).await;
+    let share = id(&request, "/shares/0/id");
+    drain(&worker).await;
+    let sweeper = worker.clone();
+    crate::openstack::drive_until(
+        &worker,
+        &app.pool,
+        "the share expires",
+        async move |pool: &sqlx::PgPool| {
+            sweeper.sweep_expired().await.unwrap();
+            crate::helpers::share_state(pool, &share).await == "revoked"
+        },
+    )
+    .await;
+
+    assert_eq!(
+        trail(&app, &id(&request, "/id")).await,
+        expect(&[
+            ("create", "success", "portal"),
+            ("update/validate", "success", "worker"),
+            ("update/approve", "success", "workflow"),
+            ("update/grant", "pending", "worker"),
+            ("update/visibility", "success", "worker"),
+            ("allow", "success", "worker"),
+            ("accept", "success", "worker"),
+            ("revoke", "pending", "expiry"),
+            ("update/visibility", "success", "worker"),
+            ("revoke", "success", "worker"),
+        ])
+    );
+    assert_chain_holds(&app).await;
+}
+
+#[tokio::test]
+async fn denying_cancelling_and_letting_a_request_expire_yield_their_exact_events() {
+    let app = spawn_app().await;
+    let denied = app.file(&Uuid::new_v4().to_string(), &[PROJ_B]).await;
+    let path = format!("/v1/share-requests/{}/deny", id(&denied, "/id"));
+    post_ok(&app, &app.approver, &path, json!({"comment": "not needed"})).await;
+    let cancelled = app.file(&Uuid::new_v4().to_string(), &[PROJ_B]).await;
+    let path = format!("/v1/share-requests/{}/cancel", id(&cancelled, "/id"));
+    post_ok(&app, &app.requester, &path, json!({})).await;
+    let mut body = request_body(&Uuid::new_v4().to_string(), &[PROJ_B]);
+    body["expires_at"] = json!((chrono::Utc::now() + chrono::Duration::milliseconds(800)).to_rfc3339());
+    let response = app
+        .post(&app.requester, "/v1/share-requests", &body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let expiring: Value = response.json().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let worker = Worker::new(app.pool.clone(), broker_cloud(), worker_config());
+    assert_eq!(worker.sweep_expired().await.unwrap(), 1);
+
+    assert_eq!(
+        trail(&app, &id(&denied, "/id")).await,
+        expect(&[("create", "success", "portal"), ("update/deny", "success", "workflow")])
+    );
+    let events = db::audit::for_request(&app.pool, id(&denied, "/id").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(events[1].reason.as_deref(), Some("not needed"));
+    assert_eq!(
+        trail(&app, &id(&cancelled, "/id")).await,
+        expect(&[("create", "success", "portal"), ("update/cancel", "success", "portal")])
+    );
+    assert_eq!(
+        trail(&app, &id(&expiring, "/id")).await,
+        expect(&[("create", "success", "portal"), ("update/expire", "success", "expiry")])
+    );
+    assert_chain_holds(&app).await;
+}
+
+#[tokio::test]
+async fn a_grant_glance_refuses_yields_a_failure_event() {
+    let s = setup("shared").await;
+    s.fake.inject(Method::POST, "add_member", [Fault::Status(403, None)]);
+    let share = approve_one(&s).await;
+    let view = until_state(&s, &share, "failed").await;
+
+    let request_id = view["request_id"].as_str().unwrap();
+    assert_eq!(
+        trail(&s.app, request_id).await,
+        expect(&[
+            ("create", "success", "portal"),
+            ("update/validate", "success", "worker"),
+            ("update/approve", "success", "workflow"),
+            ("update/grant", "pending", "worker"),
+            ("allow", "failure", "worker"),
+        ])
+    );
+    let events = db::audit::for_request(&s.app.pool, request_id.parse().unwrap())
+        .await
+        .unwrap();
+    assert!(events[4].reason.as_deref().unwrap().contains("403"), "{:?}", events[4]);
+    assert_chain_holds(&s.app).await;
+}
+
+/// Runs `sql`, which must fail with a message containing `needle`.
+async fn refused(conn: &mut PgConnection, sql: &str, needle: &str) {
+    let error = sqlx::query(sql).execute(&mut *conn).await.unwrap_err().to_string();
+    assert!(error.contains(needle), "{sql}: {error}");
+}
+
+#[tokio::test]
+async fn the_audit_tables_refuse_update_delete_and_truncate() {
+    let app = spawn_app().await;
+    app.file(&Uuid::new_v4().to_string(), &[PROJ_B]).await;
+    db::audit::checkpoint(&app.pool, "test").await.unwrap().unwrap();
+    let mut conn = app.pool.acquire().await.unwrap();
+
+    // Even the superuser the tests run as is refused by the triggers.
+    for table in ["audit_events", "audit_checkpoints"] {
+        refused(&mut conn, &format!("update {table} set seq = 7"), "append-only").await;
+        refused(&mut conn, &format!("delete from {table}"), "append-only").await;
+        refused(&mut conn, &format!("truncate {table}"), "append-only").await;
+    }
+
+    // The application's role may read and append, nothing else, and cannot switch the
+    // triggers off.
+    sqlx::query("set role gsb_app").execute(&mut *conn).await.unwrap();
+    for table in ["audit_events", "audit_checkpoints"] {
+        refused(&mut conn, &format!("update {table} set seq = 7"), "permission denied").await;
+        refused(&mut conn, &format!("delete from {table}"), "permission denied").await;
+        refused(&mut conn, &format!("truncate {table}"), "permission denied").await;
+        refused(
+            &mut conn,
+            &format!("alter table {table} disable trigger user"),
+            "must be owner",
+        )
+        .await;
+        let count: i64 = sqlx::query_scalar(&format!("select count(*) from {table}"))
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(count, 1);
+    }
+    sqlx::query("reset role").execute(&mut *conn).await.unwrap();
+    let count: i64 = sqlx::query_scalar("select count(*) from audit_events")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(count, 1, "nothing was changed");
+}
+
+#[tokio::test]
+async fn the_broker_works_as_the_restricted_role() {
+    let app = spawn_app().await;
+    let url = format!("{}?options=-c%20role%3Dgsb_app", app.database_url);
+    let restricted = Application::build(&serve_args(&url), None)
+        .await
+        .expect("starts as gsb_app");
+    let addr = restricted.local_addr();
+    let current: String = sqlx::query_scalar("select current_user::text")
+        .fetch_one(&restricted.pool)
+        .await
+        .unwrap();
+    assert_eq!(current, "gsb_app");
+    tokio::spawn(restricted.run_until(std::future::pending()));
+
+    let base = format!("http://{addr}");
+    let response = app
+        .client
+        .post(format!("{base}/v1/share-requests"))
+        .bearer_auth(&app.requester)
+        .header("idempotency-key", "restricted-1")
+        .json(&request_body(&Uuid::new_v4().to_string(), &[PROJ_B]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let filed: Value = response.json().await.unwrap();
+    let path = format!("{base}/v1/share-requests/{}/deny", id(&filed, "/id"));
+    let response = app.client.post(path).bearer_auth(&app.approver).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let report: Value = json_of(
+        app.client
+            .get(format!("{base}/v1/audit-events/verify"))
+            .bearer_auth(&app.auditor)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["head"]["seq"], 2);
+    assert_eq!(report["checkpoint_written"]["seq"], 2);
+}
+
+/// Lets `tamper` change the log as the superuser with the triggers switched off, as an
+/// attacker with the database's keys would.
+async fn with_triggers_off(app: &TestApp, tamper: impl AsyncFnOnce(&mut PgConnection)) {
+    let mut conn = app.pool.acquire().await.unwrap();
+    sqlx::query("alter table audit_events disable trigger user")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    tamper(&mut conn).await;
+    sqlx::query("alter table audit_events enable trigger user")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+}
+
+/// Stores `event`'s reason and hashes over what the row holds.
+async fn rewrite(conn: &mut PgConnection, event: &Event) {
+    sqlx::query("update audit_events set prev_hash = $2, hash = $3, reason = $4 where seq = $1")
+        .bind(event.seq)
+        .bind(&event.prev_hash)
+        .bind(&event.hash)
+        .bind(&event.reason)
+        .execute(conn)
+        .await
+        .unwrap();
+}
+
+async fn events_from(app: &TestApp, seq: i64) -> Vec<Event> {
+    sqlx::query_as("select * from audit_events where seq >= $1 order by seq")
+        .bind(seq)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+}
+
+async fn file_three(app: &TestApp) {
+    for _ in 0..3 {
+        app.file(&Uuid::new_v4().to_string(), &[PROJ_B]).await;
+    }
+}
+
+#[tokio::test]
+async fn verify_names_the_link_a_superuser_edited_with_the_triggers_off() {
+    let app = spawn_app().await;
+    file_three(&app).await;
+    let before = events_from(&app, 2).await.remove(0);
+    let edited = Event {
+        reason: Some("nothing to see here".into()),
+        ..before.clone()
+    };
+    with_triggers_off(&app, async |conn: &mut PgConnection| rewrite(conn, &edited).await).await;
+
+    let report = verify(&app).await;
+    assert_eq!(report["ok"], false);
+    let broken = &report["first_broken_link"];
+    assert_eq!(broken["seq"], 2);
+    assert_eq!(broken["id"], before.id.to_string());
+    assert_eq!(broken["field"], "hash");
+    assert_eq!(broken["stored"], hex::encode(&before.hash));
+    assert_ne!(broken["expected"], broken["stored"]);
+    assert_eq!(report["head"]["seq"], 1, "the last link that holds");
+    assert_eq!(
+        report["checkpoint_written"],
+        Value::Null,
+        "no checkpoint of a broken chain"
+    );
+
+    let out = Command::new(BIN)
+        .args(["audit", "verify"])
+        .env("DATABASE_URL", &app.database_url)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a broken chain fails the command");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("BROKEN LINK at seq 2 (event {})", before.id)),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&hex::encode(&before.hash)), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tampered"));
+}
+
+#[tokio::test]
+async fn the_command_line_verifies_an_intact_log_and_records_a_checkpoint() {
+    let app = spawn_app().await;
+    file_three(&app).await;
+    let out = Command::new(BIN)
+        .args(["audit", "verify"])
+        .env("DATABASE_URL", &app.database_url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("the chain holds up to seq 3"), "{stdout}");
+    assert!(stdout.contains("checkpoint recorded at seq 3"), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_deleted_tail_and_rehashed_history_are_caught_by_checkpoints() {
+    let app = spawn_app().await;
+    file_three(&app).await;
+    assert_eq!(verify(&app).await["checkpoint_written"]["seq"], 3);
+    app.file(&Uuid::new_v4().to_string(), &[PROJ_B]).await;
+    assert_eq!(
+        db::audit::checkpoint(&app.pool, "test-broker")
+            .await
+            .unwrap()
+            .unwrap()
+            .seq,
+        4,
+        "the periodic checkpoint"
+    );
+    assert_eq!(
+        db::audit::checkpoint(&app.pool, "test-broker").await.unwrap(),
+        None,
+        "unchanged head"
+    );
+
+    // The tail goes: every link left still holds, but the checkpoint knows better.
+    let tail = events_from(&app, 4).await.remove(0);
+    with_triggers_off(&app, async |conn: &mut PgConnection| {
+        sqlx::query("delete from audit_events where seq = 4")
+            .execute(conn)
+            .await
+            .unwrap();
+    })
+    .await;
+    let report = verify(&app).await;
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["first_broken_link"], Value::Null);
+    assert_eq!(report["head"]["seq"], 3);
+    let mismatch = &report["checkpoint_mismatch"];
+    assert_eq!(mismatch["checkpoint"]["seq"], 4);
+    assert_eq!(mismatch["checkpoint"]["hash"], hex::encode(&tail.hash));
+    assert_eq!(mismatch["stored_hash"], Value::Null);
+    assert!(mismatch["detail"].as_str().unwrap().contains("deleted"), "{mismatch}");
+
+    // History rewritten and re-hashed from seq 2 on: a valid chain, but not the one the
+    // checkpoint at seq 3 recorded.
+    let mut events = events_from(&app, 2).await;
+    events[0].reason = Some("rewritten".into());
+    events[0].hash = events[0].expected_hash();
+    events[1].prev_hash = events[0].hash.clone();
+    events[1].hash = events[1].expected_hash();
+    with_triggers_off(&app, async |conn: &mut PgConnection| {
+        for event in &events {
+            rewrite(conn, event).await;
+        }
+    })
+    .await;
+    let report = verify(&app).await;
+    assert_eq!(report["first_broken_link"], Value::Null, "the links hold: {report}");
+    let mismatch = &report["checkpoint_mismatch"];
+    assert_eq!(mismatch["checkpoint"]["seq"], 3, "{report}");
+    assert_eq!(mismatch["stored_hash"], hex::encode(&events[1].hash));
+    assert!(mismatch["detail"].as_str().unwrap().contains("rewritten"), "{mismatch}");
+}
+
+#[tokio::test]
+async fn concurrent_writers_keep_one_valid_chain() {
+    let app = spawn_app().await;
+    let filings = (0..20).map(|_| {
+        app.post(
+            &app.requester,
+            "/v1/share-requests",
+            &request_body(&Uuid::new_v4().to_string(), &[PROJ_B]),
+        )
+        .send()
+    });
+    for response in futures_util::future::join_all(filings).await {
+        assert_eq!(response.unwrap().status(), StatusCode::CREATED);
+    }
+    let report = verify(&app).await;
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["events_checked"], 20);
+    assert_eq!(report["head"]["seq"], 20);
+}
+
+async fn export(app: &TestApp, query: &str, accept: &str) -> (String, String) {
+    let response = app
+        .get(&app.auditor, &format!("/v1/audit-events{query}"))
+        .header("accept", accept)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    (content_type, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn every_export_format_parses() {
+    let app = spawn_app().await;
+    let mut body = request_body(&Uuid::new_v4().to_string(), &[PROJ_B, "proj-c"]);
+    let awkward = r#"quotes "like this", commas, and ünïcode"#;
+    body["reason"] = json!(awkward);
+    post_ok(&app, &app.requester, "/v1/share-requests", body).await;
+    let second = app.file(&Uuid::new_v4().to_string(), &[PROJ_B]).await;
+    let path = format!("/v1/share-requests/{}/deny", id(&second, "/id"));
+    post_ok(&app, &app.approver, &path, json!({"comment": "no"})).await;
+
+    let (content_type, ndjson) = export(&app, "?format=ndjson", "application/json").await;
+    assert_eq!(content_type, "application/x-ndjson", "format= wins over Accept");
+    let lines: Vec<Value> = ndjson.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let seqs: Vec<i64> = lines.iter().map(|l| l["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(lines[0]["reason"], awkward);
+    assert_eq!(lines[2]["action"], "update/deny");
+    assert_eq!(lines[2]["hash"].as_str().unwrap().len(), 64);
+
+    let (content_type, csv) = export(&app, "", "text/csv").await;
+    assert_eq!(content_type, "text/csv");
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    assert_eq!(&headers[0], "seq");
+    assert!(headers.iter().any(|h| h == "initiator_name"));
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 3);
+    let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    assert_eq!(&rows[0][column("reason")], awkward);
+    assert_eq!(&rows[2][column("initiator_name")], "workflow");
+    let details: Value = serde_json::from_str(&rows[0][column("details")]).unwrap();
+    assert_eq!(details["targets"], json!([PROJ_B, "proj-c"]));
+
+    let (content_type, cadf) = export(&app, "", "application/cadf+json").await;
+    assert_eq!(content_type, "application/cadf+json");
+    let cadf: Vec<Value> = serde_json::from_str(&cadf).unwrap();
+    assert_eq!(cadf.len(), 3);
+    for event in &cadf {
+        assert_eq!(event["typeURI"], "http://schemas.dmtf.org/cloud/audit/1.0/event");
+        assert_eq!(event["eventType"], "activity");
+        assert!(chrono::DateTime::parse_from_rfc3339(event["eventTime"].as_str().unwrap()).is_ok());
+        for part in ["initiator", "target", "observer"] {
+            assert!(event[part]["typeURI"].is_string(), "{part}: {event}");
+        }
+        assert_eq!(event["observer"]["id"], "test-broker");
+        assert_eq!(event["outcome"], "success");
+    }
+    assert_eq!(cadf[2]["action"], "update/deny");
+    assert_eq!(cadf[2]["initiator"]["name"], "workflow");
+    assert_eq!(cadf[2]["reason"]["reasonCode"], "no");
+
+    // Filters apply to exports too; an empty export is still well-formed.
+    let (_, csv) = export(&app, "?format=csv&action=update/deny", "*/*").await;
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    let (_, cadf) = export(&app, "?format=cadf&actor=nobody", "*/*").await;
+    assert_eq!(serde_json::from_str::<Value>(&cadf).unwrap(), json!([]));
+}
+
+async fn page(app: &TestApp, query: &str) -> Value {
+    json_of(
+        app.get(&app.auditor, &format!("/v1/audit-events{query}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+fn seqs(page: &Value) -> Vec<i64> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn audit_events_filter_and_page_in_chain_order_for_auditors_only() {
+    let app = spawn_app().await;
+    let image = Uuid::new_v4().to_string();
+    let response = app
+        .post(&app.requester, "/v1/share-requests", &request_body(&image, &[PROJ_B]))
+        .header("x-request-id", "corr-42")
+        .send()
+        .await
+        .unwrap();
+    let first: Value = response.json().await.unwrap();
+    let path = format!("/v1/share-requests/{}/deny", id(&first, "/id"));
+    post_ok(&app, &app.approver, &path, json!({})).await;
+    for _ in 0..3 {
+        app.file(&Uuid::new_v4().to_string(), &["proj-c"]).await;
+    }
+
+    let one = page(&app, "?limit=2").await;
+    assert_eq!(seqs(&one), [1, 2]);
+    assert_eq!(one["items"][0]["correlation_id"], "corr-42");
+    assert_eq!(one["items"][0]["initiator"]["name"], "portal");
+    // An event appended between pages lands at the end: nothing skipped or repeated.
+    app.file(&Uuid::new_v4().to_string(), &["proj-c"]).await;
+    let cursor = one["next_cursor"].as_str().unwrap();
+    let two = page(&app, &format!("?limit=2&cursor={cursor}")).await;
+    assert_eq!(seqs(&two), [3, 4]);
+    let three = page(
+        &app,
+        &format!("?limit=2&cursor={}", two["next_cursor"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(seqs(&three), [5, 6]);
+    assert_eq!(three["next_cursor"], Value::Null);
+
+    assert_eq!(seqs(&page(&app, &format!("?image_id={image}")).await), [1, 2]);
+    assert_eq!(seqs(&page(&app, &format!("?project_id={PROJ_B}")).await), [1]);
+    assert_eq!(seqs(&page(&app, "?actor=workflow").await), [2]);
+    assert_eq!(seqs(&page(&app, "?action=update/deny&outcome=success").await), [2]);
+    assert_eq!(seqs(&page(&app, "?outcome=failure").await), Vec::<i64>::new());
+    let request_id = id(&first, "/id");
+    assert_eq!(seqs(&page(&app, &format!("?request_id={request_id}")).await), [1, 2]);
+    let after = one["items"][1]["occurred_at"].as_str().unwrap().replace('+', "%2B");
+    assert_eq!(seqs(&page(&app, &format!("?after={after}&limit=1")).await), [2]);
+    assert_eq!(seqs(&page(&app, &format!("?before={after}")).await), [1]);
+
+    for key in [&app.requester, &app.approver] {
+        for path in ["/v1/audit-events", "/v1/audit-events/verify"] {
+            problem(app.get(key, path).send().await.unwrap(), StatusCode::FORBIDDEN).await;
+        }
+    }
+    let bad = app
+        .get(&app.auditor, "/v1/audit-events?format=xml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::helpers::fields(&problem(bad, StatusCode::UNPROCESSABLE_ENTITY).await),
+        ["format"]
+    );
+    let bad = app
+        .get(&app.auditor, "/v1/audit-events?cursor=zzz")
+        .send()
+        .await
+        .unwrap();
+    problem(bad, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let bad = app
+        .get(&app.auditor, "/v1/audit-events?actor=a%00b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::helpers::fields(&problem(bad, StatusCode::UNPROCESSABLE_ENTITY).await),
+        ["actor"],
+        "Postgres text cannot hold NUL: a 422, not a 500"
+    );
+}
+
+async fn access(app: &TestApp, image: &str, at: Option<chrono::DateTime<chrono::Utc>>) -> Vec<Value> {
+    let query = at.map_or(String::new(), |at| {
+        format!("?at={}", at.to_rfc3339().replace('+', "%2B"))
+    });
+    let report = json_of(
+        app.get(&app.auditor, &format!("/v1/images/{image}/access{query}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    report["projects"].as_array().unwrap().clone()
+}
+
+async fn pause() -> chrono::DateTime<chrono::Utc> {
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let now = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    now
+}
+
+#[tokio::test]
+async fn the_access_report_is_right_across_grant_revoke_and_regrant() {
+    let s = setup("shared").await;
+    let app = &s.app;
+    let before_all = pause().await;
+    let first = approve_one(&s).await;
+    until_state(&s, &first, "pending_acceptance").await;
+    let granted = pause().await;
+    post_ok(
+        app,
+        &app.requester,
+        &format!("/v1/shares/{first}/revoke"),
+        json!({"reason": "moved"}),
+    )
+    .await;
+    until_state(&s, &first, "revoked").await;
+    let revoked = pause().await;
+    let second = approve_one(&s).await;
+    until_state(&s, &second, "pending_acceptance").await;
+    let regranted = pause().await;
+    let consumer = consumer_key(app, &s.proj_b).await;
+    post_ok(app, &consumer, &format!("/v1/shares/{second}/accept"), json!({})).await;
+    until_state(&s, &second, "accepted").await;
+
+    assert_eq!(access(app, &s.image, Some(before_all)).await, Vec::<Value>::new());
+    let then = access(app, &s.image, Some(granted)).await;
+    assert_eq!(then.len(), 1, "{then:?}");
+    assert_eq!(then[0]["project_id"], s.proj_b.as_str());
+    assert_eq!(then[0]["share_id"], first.as_str());
+    assert_eq!(then[0]["approved_by"], "workflow");
+    assert_eq!(then[0]["requested_by"], "portal");
+    assert_eq!(then[0]["member_status"], "pending");
+    let since = chrono::DateTime::parse_from_rfc3339(then[0]["since"].as_str().unwrap()).unwrap();
+    assert!(before_all < since && since < granted);
+    assert_eq!(access(app, &s.image, Some(revoked)).await, Vec::<Value>::new());
+    let again = access(app, &s.image, Some(regranted)).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0]["share_id"], second.as_str());
+    assert_eq!(again[0]["member_status"], "pending");
+    let since = chrono::DateTime::parse_from_rfc3339(again[0]["since"].as_str().unwrap()).unwrap();
+    assert!(revoked < since && since < regranted);
+    let now = access(app, &s.image, None).await;
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0]["member_status"], "accepted");
+
+    let history = json_of(
+        app.get(&app.auditor, &format!("/v1/projects/{}/access-history", s.proj_b))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let changes: Vec<(&str, &str)> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["change"].as_str().unwrap(), c["by"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("granted", "workflow"),
+            ("revoked", "portal"),
+            ("granted", "workflow"),
+            ("accepted", "worker")
+        ]
+    );
+    let revoke = &history["items"][1];
+    assert_eq!(revoke["reason"], "moved");
+    assert_eq!(revoke["image_id"], s.image.as_str());
+    assert_eq!(revoke["owner_project_id"], env("PROJ_A_ID").as_str());
+    assert_eq!(revoke["image_name"], "fake");
+    let page = json_of(
+        app.get(
+            &app.auditor,
+            &format!("/v1/projects/{}/access-history?limit=3", s.proj_b),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 3);
+    assert!(page["next_cursor"].is_string());
+    problem(
+        app.get(&app.requester, &format!("/v1/images/{}/access", s.image))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+}
