@@ -234,11 +234,19 @@ pub struct AuditArgs {
     /// How often the head of the audit chain is recorded as a checkpoint (when it moved).
     #[arg(long, env = "GSB_AUDIT_CHECKPOINT_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub audit_checkpoint_secs: u64,
+
+    /// How often unsealed audit events are sealed into the hash chain (milliseconds).
+    #[arg(long, env = "GSB_AUDIT_SEAL_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=60000))]
+    pub audit_seal_ms: u64,
 }
 
 impl AuditArgs {
     pub fn checkpoint_every(&self) -> Duration {
         Duration::from_secs(self.audit_checkpoint_secs)
+    }
+
+    pub fn seal_every(&self) -> Duration {
+        Duration::from_millis(self.audit_seal_ms)
     }
 }
 

@@ -68,6 +68,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 args.audit.checkpoint_every(),
                 instance_name(&args.instance),
             );
+            spawn_audit_sealer(pool.clone(), args.audit.seal_every());
             let worker = RunningWorker::start(pool, cloud, config);
             tracing::info!("worker running");
             shutdown_signal().await;
@@ -84,7 +85,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = db::pool(database.connect_options()?, 2);
             let report = db::audit::verify(&pool, "verify by the command line").await?;
             print_report(&report);
-            anyhow::ensure!(report.ok, "the audit log does not verify: it was tampered with");
+            anyhow::ensure!(
+                report.ok,
+                "the audit log does not verify: it was tampered with, or events wait unsealed"
+            );
             Ok(())
         }
         Command::Openapi => {
@@ -105,22 +109,22 @@ pub fn openapi_json() -> String {
 fn print_report(report: &ChainReport) {
     match &report.head {
         Some(head) => println!(
-            "{} events read; the chain holds up to seq {} (hash {})",
-            report.events_checked, head.seq, head.hash
+            "{} events read; the chain holds up to place {} (hash {})",
+            report.events_checked, head.chain_pos, head.hash
         ),
         None if report.first_broken_link.is_none() => println!("the audit log is empty"),
         None => println!("{} events read; not even the first link holds", report.events_checked),
     }
     if let Some(broken) = &report.first_broken_link {
         println!(
-            "BROKEN LINK at seq {} (event {}): {}\n  {}: expected {}, stored {}",
-            broken.seq, broken.id, broken.detail, broken.field, broken.expected, broken.stored
+            "BROKEN LINK at place {} (seq {}, event {}): {}\n  {}: expected {}, stored {}",
+            broken.chain_pos, broken.seq, broken.id, broken.detail, broken.field, broken.expected, broken.stored
         );
     }
     match &report.checkpoint_mismatch {
         Some(m) => println!(
-            "CHECKPOINT MISMATCH at seq {} (taken by {}): {}\n  hash: recorded {}, stored {}",
-            m.checkpoint.seq,
+            "CHECKPOINT MISMATCH at place {} (taken by {}): {}\n  hash: recorded {}, stored {}",
+            m.checkpoint.chain_pos,
             m.taken_by,
             m.detail,
             m.checkpoint.hash,
@@ -128,8 +132,12 @@ fn print_report(report: &ChainReport) {
         ),
         None => println!("{} checkpoints match the chain", report.checkpoints_checked),
     }
+    println!("{} events not sealed yet", report.unsealed_events);
+    if let Some(stale) = &report.stale_unsealed {
+        println!("UNSEALED TOO LONG: {}", stale.detail);
+    }
     if let Some(written) = &report.checkpoint_written {
-        println!("checkpoint recorded at seq {}", written.seq);
+        println!("checkpoint recorded at place {}", written.chain_pos);
     }
 }
 
@@ -211,6 +219,7 @@ impl Application {
         spawn_idempotency_purge(pool.clone(), config.idempotency_ttl_hours);
         let keystone = cloud.is_some();
         spawn_audit_checkpoints(pool.clone(), args.audit.checkpoint_every(), config.instance.clone());
+        spawn_audit_sealer(pool.clone(), args.audit.seal_every());
         let state = http::AppState {
             pool: pool.clone(),
             config: Arc::new(config),
@@ -354,12 +363,29 @@ fn spawn_audit_checkpoints(pool: PgPool, every: Duration, instance: String) {
         loop {
             ticks.tick().await;
             match db::audit::checkpoint(&pool, &instance).await {
-                Ok(Some(head)) => tracing::info!(audit.seq = head.seq, audit.hash = %head.hash, "audit checkpoint"),
+                Ok(Some(head)) => tracing::info!(audit.chain_pos = head.chain_pos, audit.hash = %head.hash, "audit checkpoint"),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "audit checkpoint failed"),
             }
         }
     });
+}
+
+/// Seals unsealed audit events into the hash chain every `every`, a batch after another
+/// while there is a backlog. Each replica runs one; the chain lock lets one seal at a time.
+/// Not woken by NOTIFY from writers: a notifying transaction takes a database-wide lock at
+/// commit, which would serialize the writers' commits again.
+pub fn spawn_audit_sealer(pool: PgPool, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let Err(e) = db::audit::seal_all(&pool).await {
+                tracing::warn!(error = %e, "sealing the audit log failed");
+            }
+        }
+    })
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -1,13 +1,17 @@
 //! The audit log. Events are written inside the caller's transaction, so an event exists
-//! exactly when the change it records was committed. Each event carries the SHA-256 of its
-//! place in the chain: the hash of the event before, its seq and the SHA-256 of its own
-//! canonical encoding. Writers append through `audit_append` (see the migrations), which
-//! takes one advisory lock for the tail until the transaction ends: the chain has a single
-//! total order, and seq order is commit order, whatever the number of replicas. Recording an
-//! event also queues the webhook deliveries that announce it, in the same transaction.
+//! exactly when the change it records was committed. A writer takes no lock: its event gets
+//! a seq from a sequence (the order events were written, not committed) and the SHA-256 of
+//! its canonical encoding, and is "unsealed". [`seal`] later gives unsealed events their
+//! places in the chain (`chain_pos`, 1, 2, 3, ... in sealing order), each with the SHA-256
+//! of the hash before, its place and its digest: one sealer at a time across every replica
+//! (`audit_seal` in the migrations), in one short transaction, every `GSB_AUDIT_SEAL_MS`.
+//! The chain's order is the sealing order, not seq: an event with a lower seq can commit
+//! after higher ones were sealed, and is then sealed after them. Recording an event also
+//! queues the webhook deliveries that announce it, in the same transaction.
 //!
-//! Also here: reading the log (filtered, in chain order, in batches so memory stays
-//! constant), checkpoints of the chain's head, and the walk that verifies the chain.
+//! Also here: reading the log (sealed events, filtered, in chain order, in batches so memory
+//! stays constant; reads seal what has committed first), checkpoints of the sealed head, and
+//! the walk that verifies the chain.
 
 use std::pin::pin;
 
@@ -19,7 +23,7 @@ use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use super::share_requests::{Share, ShareRequest};
-use crate::domain::{BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, canonical_json};
+use crate::domain::{BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, UnsealedEvent, canonical_json};
 
 /// An event to append. Its `target` (the image, its owner, the member project, the region,
 /// the request and share) is built from these fields; `details` holds the rest.
@@ -121,8 +125,10 @@ pub struct Event {
     pub reason: Option<String>,
     pub correlation_id: Option<String>,
     pub details: Value,
-    pub prev_hash: Vec<u8>,
-    pub hash: Vec<u8>,
+    /// The seal: null until [`seal`] gives the event its place in the chain.
+    pub chain_pos: Option<i64>,
+    pub prev_hash: Option<Vec<u8>>,
+    pub hash: Option<Vec<u8>>,
 }
 
 impl Event {
@@ -147,23 +153,26 @@ impl Event {
         Sha256::digest(canonical_json(&body)).into()
     }
 
-    /// The hash this event must carry: SHA-256 of `prev_hash`, `seq` (8 bytes, big-endian)
-    /// and [`Event::content_digest`], as `audit_append` computes it.
-    pub fn expected_hash(&self) -> Vec<u8> {
+    /// The hash this sealed event must carry: SHA-256 of `prev_hash`, `chain_pos` (8 bytes,
+    /// big-endian) and [`Event::content_digest`], as `audit_seal` computes it. None while
+    /// unsealed.
+    pub fn expected_hash(&self) -> Option<Vec<u8>> {
+        let (Some(prev_hash), Some(chain_pos)) = (&self.prev_hash, self.chain_pos) else {
+            return None;
+        };
         let mut link = Sha256::new();
-        link.update(&self.prev_hash);
-        link.update(self.seq.to_be_bytes());
+        link.update(prev_hash);
+        link.update(chain_pos.to_be_bytes());
         link.update(self.content_digest());
-        link.finalize().to_vec()
+        Some(link.finalize().to_vec())
     }
 }
 
 /// The hash the first event chains to.
 pub const GENESIS: [u8; 32] = [0; 32];
 
-/// Appends an event inside `tx` and queues the webhook deliveries that announce it. The
-/// event is encoded and digested first; then one round trip takes the chain lock (held until
-/// `tx` ends), reads the tail and inserts, so the lock covers as little as it can.
+/// Appends an unsealed event inside `tx` and queues the webhook deliveries that announce
+/// it. One insert, no lock: the event's digest goes with it, for [`seal`] to chain.
 pub async fn record(tx: &mut PgConnection, observer: &str, event: NewEvent<'_>) -> Result<Event, sqlx::Error> {
     let mut target = Map::new();
     for (key, value) in [
@@ -196,12 +205,15 @@ pub async fn record(tx: &mut PgConnection, observer: &str, event: NewEvent<'_>) 
         reason: event.reason.map(str::to_owned),
         correlation_id: event.correlation_id.map(str::to_owned),
         details: event.details,
-        prev_hash: Vec::new(),
-        hash: Vec::new(),
+        chain_pos: None,
+        prev_hash: None,
+        hash: None,
     };
-    let (seq, prev_hash, hash): (i64, Vec<u8>, Vec<u8>) = sqlx::query_as(
-        "select new_seq, new_prev_hash, new_hash
-         from audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    stored.seq = sqlx::query_scalar(
+        "insert into audit_events (id, occurred_at, action, outcome, initiator, target, observer,
+             request_id, share_id, image_id, project_id, reason, correlation_id, details, digest)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+         returning seq",
     )
     .bind(stored.id)
     .bind(stored.occurred_at)
@@ -220,12 +232,50 @@ pub async fn record(tx: &mut PgConnection, observer: &str, event: NewEvent<'_>) 
     .bind(&stored.content_digest()[..])
     .fetch_one(&mut *tx)
     .await?;
-    (stored.seq, stored.prev_hash, stored.hash) = (seq, prev_hash, hash);
     super::webhooks::enqueue_for(tx, &stored).await?;
     Ok(stored)
 }
 
-/// Every event about one share request, oldest first.
+/// Events sealed per transaction.
+pub const SEAL_BATCH: i32 = 1000;
+
+/// Seals up to `batch` unsealed events, oldest seq first, after the sealed head, in one
+/// short transaction (`audit_seal`: the chain lock, the tail, the links). Returns how many,
+/// or `None` when another sealer held the lock for 2 s (a later call seals them).
+pub async fn seal(pool: &PgPool, batch: i32) -> Result<Option<i32>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("set local lock_timeout = '2s'").execute(&mut *tx).await?;
+    match sqlx::query_scalar("select audit_seal($1)")
+        .bind(batch)
+        .fetch_one(&mut *tx)
+        .await
+    {
+        Ok(sealed) => {
+            tx.commit().await?;
+            Ok(Some(sealed))
+        }
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(LOCK_NOT_AVAILABLE) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Postgres's `lock_not_available`: the wait for the chain lock timed out.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+/// Seals every event committed before the call, batch after batch. `false` when another
+/// sealer kept the lock too long: some may be left to it.
+pub async fn seal_all(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    loop {
+        match seal(pool, SEAL_BATCH).await? {
+            Some(sealed) if sealed == SEAL_BATCH => continue,
+            Some(_) => return Ok(true),
+            None => return Ok(false),
+        }
+    }
+}
+
+/// Every sealed event about one share request, in chain order (after sealing what has
+/// committed).
 pub async fn for_request(pool: &PgPool, request_id: Uuid) -> Result<Vec<Event>, sqlx::Error> {
     let filter = EventFilter {
         request_id: Some(request_id),
@@ -256,16 +306,24 @@ pub struct EventFilter {
     pub share_id: Option<Uuid>,
 }
 
-/// Up to `limit` events matching `filter` with a seq above `after_seq`, in chain order.
-pub async fn page(
+/// Up to `limit` sealed events matching `filter` placed after `after_pos`, in chain order.
+/// Seals what has committed first, so the newest events are there.
+pub async fn page(pool: &PgPool, filter: &EventFilter, after_pos: i64, limit: i64) -> Result<Vec<Event>, sqlx::Error> {
+    seal_all(pool).await?;
+    sealed_batch(pool, filter, after_pos, limit).await
+}
+
+/// Paging by place in the chain never skips or repeats an event: places are given in
+/// increasing order, once, and an event that commits late is placed after the others.
+async fn sealed_batch(
     db: impl PgExecutor<'_>,
     filter: &EventFilter,
-    after_seq: i64,
+    after_pos: i64,
     limit: i64,
 ) -> Result<Vec<Event>, sqlx::Error> {
     sqlx::query_as(
         "select * from audit_events
-         where seq > $1
+         where chain_pos > $1
            and ($2::uuid is null or image_id = $2)
            and ($3::text is null or project_id = $3 or target ->> 'owner_project_id' = $3
                 or initiator ->> 'project' = $3 or details -> 'targets' ? $3)
@@ -277,10 +335,10 @@ pub async fn page(
            and ($9::uuid is null or request_id = $9)
            and ($10::uuid is null or share_id = $10)
            and ($11::text is null or project_id = $11)
-         order by seq
+         order by chain_pos
          limit $12",
     )
-    .bind(after_seq)
+    .bind(after_pos)
     .bind(filter.image_id)
     .bind(&filter.project_id)
     .bind(&filter.actor)
@@ -299,58 +357,72 @@ pub async fn page(
 /// Rows read per query when streaming.
 const BATCH: i64 = 500;
 
-/// Every event matching `filter` with a seq above `after_seq`, in chain order. Read in
-/// batches of [`BATCH`], so memory stays constant however long the log is; events appended
-/// meanwhile are included (seq order is commit order: see [`record`]).
+/// Every sealed event matching `filter` placed after `after_pos`, in chain order, after
+/// sealing what has committed. Read in batches of [`BATCH`], so memory stays constant
+/// however long the log is; events sealed meanwhile are included.
 pub fn stream(
     pool: PgPool,
     filter: EventFilter,
-    after_seq: i64,
+    after_pos: i64,
 ) -> impl Stream<Item = Result<Event, sqlx::Error>> + Send + 'static {
-    stream::try_unfold((pool, filter, Some(after_seq)), |(pool, filter, after)| async move {
-        let Some(after) = after else {
-            return Ok::<_, sqlx::Error>(None);
-        };
-        let batch = page(&pool, &filter, after, BATCH).await?;
-        let next = match batch.last() {
-            Some(last) if batch.len() as i64 == BATCH => Some(last.seq),
-            Some(_) => None,
-            None => return Ok(None),
-        };
-        Ok(Some((batch, (pool, filter, next))))
-    })
-    .map_ok(|batch| stream::iter(batch.into_iter().map(Ok)))
-    .try_flatten()
+    let sealed = {
+        let pool = pool.clone();
+        async move { seal_all(&pool).await }
+    };
+    stream::once(sealed)
+        .map_ok(move |_| {
+            stream::try_unfold((pool.clone(), filter.clone(), Some(after_pos)), |(pool, filter, after)| async move {
+                let Some(after) = after else {
+                    return Ok::<_, sqlx::Error>(None);
+                };
+                let batch = sealed_batch(&pool, &filter, after, BATCH).await?;
+                let next = match batch.last() {
+                    Some(last) if batch.len() as i64 == BATCH => last.chain_pos,
+                    Some(_) => None,
+                    None => return Ok(None),
+                };
+                Ok(Some((batch, (pool, filter, next))))
+            })
+        })
+        .try_flatten()
+        .map_ok(|batch| stream::iter(batch.into_iter().map(Ok)))
+        .try_flatten()
 }
 
-/// Records the chain's head as a checkpoint, unless a checkpoint already holds it (or a
-/// later one). Returns the head recorded, if any.
+/// Seals what has committed, then records the sealed head (its place and hash) as a
+/// checkpoint, unless a checkpoint already holds it (or a later one). Returns the head
+/// recorded, if any.
 pub async fn checkpoint(pool: &PgPool, taken_by: &str) -> Result<Option<ChainLink>, sqlx::Error> {
+    seal_all(pool).await?;
     let row: Option<(i64, Vec<u8>)> = sqlx::query_as(
-        "insert into audit_checkpoints (id, seq, hash, taken_by)
-         select $1, head.seq, head.hash, $2
-         from (select seq, hash from audit_events order by seq desc limit 1) head
-         where not exists (select 1 from audit_checkpoints c where c.seq >= head.seq)
-         returning seq, hash",
+        "insert into audit_checkpoints (id, chain_pos, hash, taken_by)
+         select $1, head.chain_pos, head.hash, $2
+         from (select chain_pos, hash from audit_events where chain_pos is not null
+               order by chain_pos desc limit 1) head
+         where not exists (select 1 from audit_checkpoints c where c.chain_pos >= head.chain_pos)
+         returning chain_pos, hash",
     )
     .bind(Uuid::now_v7())
     .bind(taken_by)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|(seq, hash)| link(seq, &hash)))
+    Ok(row.map(|(chain_pos, hash)| link(chain_pos, &hash)))
 }
 
-fn link(seq: i64, hash: &[u8]) -> ChainLink {
+fn link(chain_pos: i64, hash: &[u8]) -> ChainLink {
     ChainLink {
-        seq,
+        chain_pos,
         hash: hex::encode(hash),
     }
 }
 
-/// What is wrong with `event`'s link, given the link before it (`None` for the first event).
+/// What is wrong with sealed `event`'s link, given the link before it (`None` for the first).
 fn check_link(event: &Event, before: Option<&(i64, Vec<u8>)>) -> Option<BrokenLink> {
-    let (want_seq, want_prev) = before.map_or((1, &GENESIS[..]), |(seq, hash)| (seq + 1, &hash[..]));
+    let (want_pos, want_prev) = before.map_or((1, &GENESIS[..]), |(pos, hash)| (pos + 1, &hash[..]));
+    let pos = event.chain_pos.unwrap_or_default();
+    let hex_of = |bytes: &Option<Vec<u8>>| bytes.as_deref().map(hex::encode).unwrap_or_default();
     let broken = |field, expected: String, stored: String, detail: String| BrokenLink {
+        chain_pos: pos,
         seq: event.seq,
         id: event.id,
         field,
@@ -358,23 +430,22 @@ fn check_link(event: &Event, before: Option<&(i64, Vec<u8>)>) -> Option<BrokenLi
         stored,
         detail,
     };
-    if event.seq != want_seq {
+    if pos != want_pos {
         return Some(broken(
-            "seq",
-            want_seq.to_string(),
-            event.seq.to_string(),
-            format!("events {want_seq} to {} are missing", event.seq - 1),
+            "chain_pos",
+            want_pos.to_string(),
+            pos.to_string(),
+            format!("the events at places {want_pos} to {} are missing", pos - 1),
         ));
     }
-    if event.prev_hash != want_prev {
+    if event.prev_hash.as_deref() != Some(want_prev) {
         return Some(broken(
             "prev_hash",
             hex::encode(want_prev),
-            hex::encode(&event.prev_hash),
+            hex_of(&event.prev_hash),
             format!(
-                "event {} does not chain to the hash of event {}",
-                event.seq,
-                event.seq - 1
+                "the event at place {pos} does not chain to the hash of the event at place {}",
+                pos - 1
             ),
         ));
     }
@@ -382,10 +453,10 @@ fn check_link(event: &Event, before: Option<&(i64, Vec<u8>)>) -> Option<BrokenLi
     if event.hash != expected {
         return Some(broken(
             "hash",
-            hex::encode(&expected),
-            hex::encode(&event.hash),
+            hex_of(&expected),
+            hex_of(&event.hash),
             format!(
-                "event {} was changed after it was written: its content does not give its hash",
+                "the event at place {pos} (seq {}) was changed after it was written: its content does not give its hash",
                 event.seq
             ),
         ));
@@ -393,18 +464,24 @@ fn check_link(event: &Event, before: Option<&(i64, Vec<u8>)>) -> Option<BrokenLi
     None
 }
 
+/// An event unsealed for longer than this fails verification: a working sealer seals within
+/// `GSB_AUDIT_SEAL_MS` (200 ms by default), so it means no sealer runs, or one is stuck.
+pub const UNSEALED_GRACE_SECS: i64 = 60;
+
 #[derive(sqlx::FromRow)]
 struct CheckpointRow {
     taken_at: DateTime<Utc>,
     taken_by: String,
-    seq: i64,
+    chain_pos: i64,
     hash: Vec<u8>,
     stored_hash: Option<Vec<u8>>,
 }
 
-/// Walks the whole chain in order, in constant memory, and stops at the first broken link;
-/// then compares every checkpoint with the chain. When all holds and the chain has grown
-/// since the last checkpoint, records a new one as `taken_by`.
+/// Seals what has committed, walks the whole chain in order, in constant memory, and stops
+/// at the first broken link; then compares every checkpoint with the chain, and counts the
+/// events still unsealed (failing when one waited more than [`UNSEALED_GRACE_SECS`]). When
+/// all holds and the chain has grown since the last checkpoint, records a new one as
+/// `taken_by`.
 pub async fn verify(pool: &PgPool, taken_by: &str) -> Result<ChainReport, sqlx::Error> {
     let mut events = pin!(stream(pool.clone(), EventFilter::default(), 0));
     let (mut checked, mut head, mut first_broken_link) = (0, None::<(i64, Vec<u8>)>, None);
@@ -414,51 +491,76 @@ pub async fn verify(pool: &PgPool, taken_by: &str) -> Result<ChainReport, sqlx::
             first_broken_link = Some(broken);
             break;
         }
-        head = Some((event.seq, event.hash));
+        head = event.chain_pos.zip(event.hash);
     }
 
     let checkpoints_checked: i64 = sqlx::query_scalar("select count(*) from audit_checkpoints")
         .fetch_one(pool)
         .await?;
     let mismatch = sqlx::query_as::<_, CheckpointRow>(
-        "select c.taken_at, c.taken_by, c.seq, c.hash, e.hash as stored_hash
-         from audit_checkpoints c left join audit_events e on e.seq = c.seq
+        "select c.taken_at, c.taken_by, c.chain_pos, c.hash, e.hash as stored_hash
+         from audit_checkpoints c left join audit_events e on e.chain_pos = c.chain_pos
          where e.hash is distinct from c.hash
-         order by c.seq limit 1",
+         order by c.chain_pos limit 1",
     )
     .fetch_optional(pool)
     .await?
     .map(|c| {
         let detail = match &c.stored_hash {
             None => format!(
-                "the checkpoint of {} recorded event {}, which is gone: events were deleted from the tail",
+                "the checkpoint of {} recorded the event at place {}, which is gone: events were deleted from the tail",
                 c.taken_at.to_rfc3339(),
-                c.seq
+                c.chain_pos
             ),
             Some(_) => format!(
-                "the checkpoint of {} recorded another hash for event {}: the history was rewritten",
+                "the checkpoint of {} recorded another hash for the event at place {}: the history was rewritten",
                 c.taken_at.to_rfc3339(),
-                c.seq
+                c.chain_pos
             ),
         };
         CheckpointMismatch {
             taken_at: c.taken_at,
             taken_by: c.taken_by,
-            checkpoint: link(c.seq, &c.hash),
+            checkpoint: link(c.chain_pos, &c.hash),
             stored_hash: c.stored_hash.map(hex::encode),
             detail,
         }
     });
 
-    let ok = first_broken_link.is_none() && mismatch.is_none();
+    let (unsealed_events, stale): (i64, Option<(i64, Uuid, DateTime<Utc>)>) = (
+        sqlx::query_scalar("select count(*) from audit_events where chain_pos is null")
+            .fetch_one(pool)
+            .await?,
+        sqlx::query_as(
+            "select seq, id, occurred_at from audit_events
+             where chain_pos is null and occurred_at < now() - make_interval(secs => $1)
+             order by seq limit 1",
+        )
+        .bind(UNSEALED_GRACE_SECS as f64)
+        .fetch_optional(pool)
+        .await?,
+    );
+    let stale_unsealed = stale.map(|(seq, id, occurred_at)| UnsealedEvent {
+        seq,
+        id,
+        occurred_at,
+        detail: format!(
+            "event {seq} of {} is still unsealed after more than {UNSEALED_GRACE_SECS} s: no sealer is running, or it fails",
+            occurred_at.to_rfc3339()
+        ),
+    });
+
+    let ok = first_broken_link.is_none() && mismatch.is_none() && stale_unsealed.is_none();
     let checkpoint_written = if ok { checkpoint(pool, taken_by).await? } else { None };
     Ok(ChainReport {
         ok,
         events_checked: checked,
-        head: head.map(|(seq, hash)| link(seq, &hash)),
+        head: head.map(|(chain_pos, hash)| link(chain_pos, &hash)),
         first_broken_link,
         checkpoints_checked,
         checkpoint_mismatch: mismatch,
         checkpoint_written,
+        unsealed_events,
+        stale_unsealed,
     })
 }

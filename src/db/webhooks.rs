@@ -1,7 +1,9 @@
 //! Webhook endpoints and their deliveries. Deliveries are queued inside the transaction that
 //! records the audit event they announce ([`enqueue_for`], called by `audit::record`), and are
 //! claimed like jobs: a lease is committed before the receiver is called, and the outcome is
-//! accepted only with the lease token. Deliveries to one endpoint go out in audit order.
+//! accepted only with the lease token. Deliveries to one endpoint go out in the order of the
+//! events' seq (the order they were written: two events written at once may commit, and be
+//! delivered, in either order).
 
 use std::time::Duration;
 
@@ -164,6 +166,7 @@ pub async fn enqueue_for(tx: &mut PgConnection, event: &Event) -> Result<(), sql
         share_state: resource["state"].as_str(),
         details: &event.details,
     });
+    let mut queued = false;
     for (position, name) in names.into_iter().enumerate() {
         let payload = json!({
             "event": name,
@@ -190,12 +193,17 @@ pub async fn enqueue_for(tx: &mut PgConnection, event: &Event) -> Result<(), sql
         .bind(&payload)
         .execute(&mut *tx)
         .await?;
+        queued |= !hooks.is_empty();
     }
-    // Wakes idle workers when the transaction commits.
-    sqlx::query("select pg_notify($1, '')")
-        .bind(super::jobs::CHANNEL)
-        .execute(&mut *tx)
-        .await?;
+    // Wakes idle workers when the transaction commits. Only when there is something to
+    // deliver: a notifying transaction takes a database-wide lock at commit, which would
+    // serialize every audited commit.
+    if queued {
+        sqlx::query("select pg_notify($1, '')")
+            .bind(super::jobs::CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+    }
     Ok(())
 }
 

@@ -74,9 +74,10 @@ impl Initiator {
 /// What walking the audit chain found.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ChainReport {
-    /// True when every link holds and every checkpoint matches the chain.
+    /// True when every link holds, every checkpoint matches the chain and no event waited
+    /// too long for its seal.
     pub ok: bool,
-    /// Events read, in chain order, up to the first broken link.
+    /// Sealed events read, in chain order, up to the first broken link.
     pub events_checked: i64,
     /// The last event whose link held.
     pub head: Option<ChainLink>,
@@ -88,12 +89,29 @@ pub struct ChainReport {
     pub checkpoint_mismatch: Option<CheckpointMismatch>,
     /// The checkpoint this check recorded (only when the chain is intact and has grown).
     pub checkpoint_written: Option<ChainLink>,
+    /// Events committed but not sealed yet (the check seals what has committed first, so
+    /// these are the newest, unless no sealer can run).
+    pub unsealed_events: i64,
+    /// The oldest event unsealed for more than 60 s: a working sealer seals within a
+    /// second, so no sealer runs, or it fails. The check then fails.
+    pub stale_unsealed: Option<UnsealedEvent>,
 }
 
-/// One position in the chain.
+/// An event that has no place in the chain yet.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UnsealedEvent {
+    pub seq: i64,
+    pub id: uuid::Uuid,
+    pub occurred_at: chrono::DateTime<chrono::Utc>,
+    /// The finding in a sentence.
+    pub detail: String,
+}
+
+/// One place in the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ChainLink {
-    pub seq: i64,
+    /// The place: 1, 2, 3, ... in sealing order.
+    pub chain_pos: i64,
     /// SHA-256, hex.
     pub hash: String,
 }
@@ -101,9 +119,12 @@ pub struct ChainLink {
 /// Where the chain breaks, and how.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct BrokenLink {
+    /// The event's place in the chain.
+    pub chain_pos: i64,
+    /// The event's number.
     pub seq: i64,
     pub id: uuid::Uuid,
-    /// `seq` (events missing before this one), `prev_hash` (not the hash of the event
+    /// `chain_pos` (events missing before this one), `prev_hash` (not the hash of the event
     /// before) or `hash` (the event's content does not give its stored hash).
     pub field: &'static str,
     pub expected: String,
@@ -119,7 +140,7 @@ pub struct CheckpointMismatch {
     pub taken_by: String,
     /// The head the checkpoint recorded.
     pub checkpoint: ChainLink,
-    /// The hash the chain holds at that seq; absent when the event is gone.
+    /// The hash the chain holds at that place; absent when the event is gone.
     pub stored_hash: Option<String>,
     /// The finding in a sentence.
     pub detail: String,

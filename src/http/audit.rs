@@ -33,7 +33,9 @@ pub(super) fn require_auditor(caller: &Caller) -> Result<(), ApiError> {
 /// One audit event.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditEventView {
-    /// Its place in the chain: 1, 2, 3, ... with no gaps.
+    /// The event's number, from a sequence: unique, increasing in the order events were
+    /// written (not committed), with gaps where a transaction rolled back. Webhook
+    /// deliveries name events by it.
     pub seq: i64,
     pub id: Uuid,
     pub occurred_at: DateTime<Utc>,
@@ -63,10 +65,16 @@ pub struct AuditEventView {
     pub correlation_id: Option<String>,
     #[schema(value_type = Object)]
     pub details: Value,
-    /// SHA-256 of the event before (hex; zeros for the first).
-    pub prev_hash: String,
-    /// SHA-256 of this event's canonical JSON and `prev_hash` (hex).
-    pub hash: String,
+    /// Its place in the hash chain: 1, 2, 3, ... with no gaps, in the order events were
+    /// sealed (within `GSB_AUDIT_SEAL_MS` of their commit). Null until the event is sealed;
+    /// the log lists sealed events only (a read seals what has committed first), so it is
+    /// set here unless no sealer could run.
+    pub chain_pos: Option<i64>,
+    /// SHA-256 of the event before in the chain (hex; zeros for the first). Null until sealed.
+    pub prev_hash: Option<String>,
+    /// SHA-256 of `prev_hash`, `chain_pos` and this event's canonical JSON (hex). Null until
+    /// sealed.
+    pub hash: Option<String>,
 }
 
 impl From<Event> for AuditEventView {
@@ -87,13 +95,14 @@ impl From<Event> for AuditEventView {
             reason: e.reason,
             correlation_id: e.correlation_id,
             details: e.details,
-            prev_hash: hex::encode(e.prev_hash),
-            hash: hex::encode(e.hash),
+            chain_pos: e.chain_pos,
+            prev_hash: e.prev_hash.map(hex::encode),
+            hash: e.hash.map(hex::encode),
         }
     }
 }
 
-/// A page of audit events, in chain order (oldest first).
+/// A page of sealed audit events, in chain order (oldest first).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditEventPage {
     pub items: Vec<AuditEventView>,
@@ -209,8 +218,10 @@ pub struct ListAuditEvents {
 ///
 /// JSON comes in pages; `format=ndjson|csv|cadf` (or `Accept: application/x-ndjson`,
 /// `text/csv`, `application/cadf+json`) exports every matching event in one response,
-/// streamed as it is read: memory stays constant however long the log is. Events appended
-/// while a caller pages or exports never make it skip or repeat one.
+/// streamed as it is read: memory stays constant however long the log is. The log lists
+/// sealed events: each read first seals the events committed before it. Events appended
+/// while a caller pages or exports never make it skip or repeat one (the cursor is a place
+/// in the chain, and an event that commits late is placed after the others).
 #[utoipa::path(
     get, path = "/v1/audit-events", tag = "audit",
     params(ListAuditEvents),
@@ -251,7 +262,7 @@ pub async fn list_audit_events(
     if format == Format::Json {
         let limit = q.limit.unwrap_or_default();
         let mut rows = db::audit::page(&state.pool, &filter, after, limit.fetch()).await?;
-        let next_cursor = limit.trim(&mut rows).map(|last| SeqCursor(last.seq).to_string());
+        let next_cursor = limit.trim(&mut rows).map(|last| SeqCursor(last.chain_pos.unwrap_or_default()).to_string());
         let items = rows.into_iter().map(AuditEventView::from).collect();
         return Ok(axum::Json(AuditEventPage { items, next_cursor }).into_response());
     }
@@ -268,8 +279,9 @@ pub async fn list_audit_events(
 }
 
 /// The columns of the CSV export, in order.
-const CSV_COLUMNS: [&str; 26] = [
+const CSV_COLUMNS: [&str; 27] = [
     "seq",
+    "chain_pos",
     "id",
     "occurred_at",
     "action",
@@ -341,8 +353,10 @@ fn field(object: &Value, key: &str) -> String {
 
 fn csv_row(e: &Event) -> Vec<u8> {
     let text = |v: Option<String>| v.unwrap_or_default();
+    let hex_of = |v: &Option<Vec<u8>>| v.as_deref().map(hex::encode).unwrap_or_default();
     let row = [
         e.seq.to_string(),
+        text(e.chain_pos.map(|pos| pos.to_string())),
         e.id.to_string(),
         e.occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true),
         e.action.clone(),
@@ -366,8 +380,8 @@ fn csv_row(e: &Event) -> Vec<u8> {
         text(e.reason.clone()),
         text(e.correlation_id.clone()),
         e.details.to_string(),
-        hex::encode(&e.prev_hash),
-        hex::encode(&e.hash),
+        hex_of(&e.prev_hash),
+        hex_of(&e.hash),
     ];
     let mut writer = csv::Writer::from_writer(Vec::new());
     writer.write_record(&row).expect("writing to memory cannot fail");
@@ -430,12 +444,13 @@ fn cadf(e: &Event) -> Value {
             "typeURI": "mime:application/json",
             "content": {
                 "seq": e.seq,
+                "chain_pos": e.chain_pos,
                 "request_id": e.request_id,
                 "share_id": e.share_id,
                 "correlation_id": e.correlation_id,
                 "details": e.details,
-                "prev_hash": hex::encode(&e.prev_hash),
-                "hash": hex::encode(&e.hash),
+                "prev_hash": e.prev_hash.as_deref().map(hex::encode),
+                "hash": e.hash.as_deref().map(hex::encode),
             },
         }],
     })
@@ -443,11 +458,13 @@ fn cadf(e: &Event) -> Value {
 
 /// Verify the audit chain (auditors and admins).
 ///
-/// Walks every event in chain order (in constant memory) and names the first broken link:
-/// a missing seq, a `prev_hash` that is not the hash of the event before, or content that no
-/// longer gives the stored hash. Then compares every checkpoint with the chain, which also
-/// catches a deleted tail and history rewritten with fresh hashes. When all holds, records a
-/// new checkpoint of the head. A broken chain is a 200 with `ok: false`.
+/// Seals the events committed so far, walks every sealed event in chain order (in constant
+/// memory) and names the first broken link: a missing place, a `prev_hash` that is not the
+/// hash of the event before, or content that no longer gives the stored hash. Then compares
+/// every checkpoint with the chain, which also catches a deleted tail and history rewritten
+/// with fresh hashes, and counts the events still unsealed: one unsealed for more than 60 s
+/// (no sealer runs) fails the check. When all holds, records a new checkpoint of the sealed
+/// head. A broken chain is a 200 with `ok: false`.
 #[utoipa::path(
     get, path = "/v1/audit-events/verify", tag = "audit",
     responses(
