@@ -363,7 +363,9 @@ fn spawn_audit_checkpoints(pool: PgPool, every: Duration, instance: String) {
         loop {
             ticks.tick().await;
             match db::audit::checkpoint(&pool, &instance).await {
-                Ok(Some(head)) => tracing::info!(audit.chain_pos = head.chain_pos, audit.hash = %head.hash, "audit checkpoint"),
+                Ok(Some(head)) => {
+                    tracing::info!(audit.chain_pos = head.chain_pos, audit.hash = %head.hash, "audit checkpoint")
+                }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "audit checkpoint failed"),
             }

@@ -371,18 +371,21 @@ pub fn stream(
     };
     stream::once(sealed)
         .map_ok(move |_| {
-            stream::try_unfold((pool.clone(), filter.clone(), Some(after_pos)), |(pool, filter, after)| async move {
-                let Some(after) = after else {
-                    return Ok::<_, sqlx::Error>(None);
-                };
-                let batch = sealed_batch(&pool, &filter, after, BATCH).await?;
-                let next = match batch.last() {
-                    Some(last) if batch.len() as i64 == BATCH => last.chain_pos,
-                    Some(_) => None,
-                    None => return Ok(None),
-                };
-                Ok(Some((batch, (pool, filter, next))))
-            })
+            stream::try_unfold(
+                (pool.clone(), filter.clone(), Some(after_pos)),
+                |(pool, filter, after)| async move {
+                    let Some(after) = after else {
+                        return Ok::<_, sqlx::Error>(None);
+                    };
+                    let batch = sealed_batch(&pool, &filter, after, BATCH).await?;
+                    let next = match batch.last() {
+                        Some(last) if batch.len() as i64 == BATCH => last.chain_pos,
+                        Some(_) => None,
+                        None => return Ok(None),
+                    };
+                    Ok(Some((batch, (pool, filter, next))))
+                },
+            )
         })
         .try_flatten()
         .map_ok(|batch| stream::iter(batch.into_iter().map(Ok)))

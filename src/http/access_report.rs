@@ -239,7 +239,9 @@ pub async fn project_access_history(
     let limit = q.limit.unwrap_or_default();
     let after = q.cursor.map_or(0, |c| c.0);
     let mut rows = db::audit::page(&state.pool, &filter, after, limit.fetch()).await?;
-    let next_cursor = limit.trim(&mut rows).map(|last| SeqCursor(last.chain_pos.unwrap_or_default()).to_string());
+    let next_cursor = limit
+        .trim(&mut rows)
+        .map(|last| SeqCursor(last.chain_pos.unwrap_or_default()).to_string());
     Ok(axum::Json(AccessHistoryPage {
         items: rows.into_iter().map(AccessChange::from).collect(),
         next_cursor,

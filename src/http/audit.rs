@@ -262,7 +262,9 @@ pub async fn list_audit_events(
     if format == Format::Json {
         let limit = q.limit.unwrap_or_default();
         let mut rows = db::audit::page(&state.pool, &filter, after, limit.fetch()).await?;
-        let next_cursor = limit.trim(&mut rows).map(|last| SeqCursor(last.chain_pos.unwrap_or_default()).to_string());
+        let next_cursor = limit
+            .trim(&mut rows)
+            .map(|last| SeqCursor(last.chain_pos.unwrap_or_default()).to_string());
         let items = rows.into_iter().map(AuditEventView::from).collect();
         return Ok(axum::Json(AuditEventPage { items, next_cursor }).into_response());
     }

@@ -3,13 +3,14 @@
 
 use std::process::Command;
 
-use glance_share_broker::db::{self, audit::Event};
-use glance_share_broker::domain::Role;
+use chrono::SubsecRound;
+use glance_share_broker::db::{self, audit::Event, audit::NewEvent};
+use glance_share_broker::domain::{Initiator, Role};
 use glance_share_broker::startup::Application;
 use glance_share_broker::worker::Worker;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sqlx::PgConnection;
+use sqlx::{Acquire, PgConnection};
 use uuid::Uuid;
 
 use crate::fake_glance::Fault;
@@ -286,7 +287,12 @@ async fn the_audit_tables_refuse_update_delete_and_truncate() {
 
     // Even the superuser the tests run as is refused by the triggers.
     for table in ["audit_events", "audit_checkpoints"] {
-        refused(&mut conn, &format!("update {table} set seq = 7"), "append-only").await;
+        refused(
+            &mut conn,
+            &format!("update {table} set id = gen_random_uuid()"),
+            "append-only",
+        )
+        .await;
         refused(&mut conn, &format!("delete from {table}"), "append-only").await;
         refused(&mut conn, &format!("truncate {table}"), "append-only").await;
     }
@@ -295,7 +301,12 @@ async fn the_audit_tables_refuse_update_delete_and_truncate() {
     // triggers off.
     sqlx::query("set role gsb_app").execute(&mut *conn).await.unwrap();
     for table in ["audit_events", "audit_checkpoints"] {
-        refused(&mut conn, &format!("update {table} set seq = 7"), "permission denied").await;
+        refused(
+            &mut conn,
+            &format!("update {table} set id = gen_random_uuid()"),
+            "permission denied",
+        )
+        .await;
         refused(&mut conn, &format!("delete from {table}"), "permission denied").await;
         refused(&mut conn, &format!("truncate {table}"), "permission denied").await;
         refused(
@@ -358,8 +369,8 @@ async fn the_broker_works_as_the_restricted_role() {
     )
     .await;
     assert_eq!(report["ok"], true, "{report}");
-    assert_eq!(report["head"]["seq"], 2);
-    assert_eq!(report["checkpoint_written"]["seq"], 2);
+    assert_eq!(report["head"]["chain_pos"], 2);
+    assert_eq!(report["checkpoint_written"]["chain_pos"], 2);
 }
 
 /// Lets `tamper` change the log as the superuser with the triggers switched off, as an
@@ -389,9 +400,11 @@ async fn rewrite(conn: &mut PgConnection, event: &Event) {
         .unwrap();
 }
 
-async fn events_from(app: &TestApp, seq: i64) -> Vec<Event> {
-    sqlx::query_as("select * from audit_events where seq >= $1 order by seq")
-        .bind(seq)
+/// The events from place `chain_pos` on, once every committed event is sealed.
+async fn events_from(app: &TestApp, chain_pos: i64) -> Vec<Event> {
+    assert!(db::audit::seal_all(&app.pool).await.unwrap());
+    sqlx::query_as("select * from audit_events where chain_pos >= $1 order by chain_pos")
+        .bind(chain_pos)
         .fetch_all(&app.pool)
         .await
         .unwrap()
@@ -417,12 +430,13 @@ async fn verify_names_the_link_a_superuser_edited_with_the_triggers_off() {
     let report = verify(&app).await;
     assert_eq!(report["ok"], false);
     let broken = &report["first_broken_link"];
-    assert_eq!(broken["seq"], 2);
+    assert_eq!(broken["chain_pos"], 2);
+    assert_eq!(broken["seq"], before.seq);
     assert_eq!(broken["id"], before.id.to_string());
     assert_eq!(broken["field"], "hash");
-    assert_eq!(broken["stored"], hex::encode(&before.hash));
+    assert_eq!(broken["stored"], hex::encode(before.hash.as_ref().unwrap()));
     assert_ne!(broken["expected"], broken["stored"]);
-    assert_eq!(report["head"]["seq"], 1, "the last link that holds");
+    assert_eq!(report["head"]["chain_pos"], 1, "the last link that holds");
     assert_eq!(
         report["checkpoint_written"],
         Value::Null,
@@ -437,10 +451,13 @@ async fn verify_names_the_link_a_superuser_edited_with_the_triggers_off() {
     assert!(!out.status.success(), "a broken chain fails the command");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains(&format!("BROKEN LINK at seq 2 (event {})", before.id)),
+        stdout.contains(&format!(
+            "BROKEN LINK at place 2 (seq {}, event {})",
+            before.seq, before.id
+        )),
         "{stdout}"
     );
-    assert!(stdout.contains(&hex::encode(&before.hash)), "{stdout}");
+    assert!(stdout.contains(&hex::encode(before.hash.as_ref().unwrap())), "{stdout}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("tampered"));
 }
 
@@ -455,22 +472,23 @@ async fn the_command_line_verifies_an_intact_log_and_records_a_checkpoint() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("the chain holds up to seq 3"), "{stdout}");
-    assert!(stdout.contains("checkpoint recorded at seq 3"), "{stdout}");
+    assert!(stdout.contains("the chain holds up to place 3"), "{stdout}");
+    assert!(stdout.contains("0 events not sealed yet"), "{stdout}");
+    assert!(stdout.contains("checkpoint recorded at place 3"), "{stdout}");
 }
 
 #[tokio::test]
 async fn a_deleted_tail_and_rehashed_history_are_caught_by_checkpoints() {
     let app = spawn_app().await;
     file_three(&app).await;
-    assert_eq!(verify(&app).await["checkpoint_written"]["seq"], 3);
+    assert_eq!(verify(&app).await["checkpoint_written"]["chain_pos"], 3);
     app.file(&Uuid::new_v4().to_string(), &[PROJ_B]).await;
     assert_eq!(
         db::audit::checkpoint(&app.pool, "test-broker")
             .await
             .unwrap()
             .unwrap()
-            .seq,
+            .chain_pos,
         4,
         "the periodic checkpoint"
     );
@@ -483,7 +501,7 @@ async fn a_deleted_tail_and_rehashed_history_are_caught_by_checkpoints() {
     // The tail goes: every link left still holds, but the checkpoint knows better.
     let tail = events_from(&app, 4).await.remove(0);
     with_triggers_off(&app, async |conn: &mut PgConnection| {
-        sqlx::query("delete from audit_events where seq = 4")
+        sqlx::query("delete from audit_events where chain_pos = 4")
             .execute(conn)
             .await
             .unwrap();
@@ -492,15 +510,15 @@ async fn a_deleted_tail_and_rehashed_history_are_caught_by_checkpoints() {
     let report = verify(&app).await;
     assert_eq!(report["ok"], false, "{report}");
     assert_eq!(report["first_broken_link"], Value::Null);
-    assert_eq!(report["head"]["seq"], 3);
+    assert_eq!(report["head"]["chain_pos"], 3);
     let mismatch = &report["checkpoint_mismatch"];
-    assert_eq!(mismatch["checkpoint"]["seq"], 4);
-    assert_eq!(mismatch["checkpoint"]["hash"], hex::encode(&tail.hash));
+    assert_eq!(mismatch["checkpoint"]["chain_pos"], 4);
+    assert_eq!(mismatch["checkpoint"]["hash"], hex::encode(tail.hash.as_ref().unwrap()));
     assert_eq!(mismatch["stored_hash"], Value::Null);
     assert!(mismatch["detail"].as_str().unwrap().contains("deleted"), "{mismatch}");
 
-    // History rewritten and re-hashed from seq 2 on: a valid chain, but not the one the
-    // checkpoint at seq 3 recorded.
+    // History rewritten and re-hashed from place 2 on: a valid chain, but not the one the
+    // checkpoint at place 3 recorded.
     let mut events = events_from(&app, 2).await;
     events[0].reason = Some("rewritten".into());
     events[0].hash = events[0].expected_hash();
@@ -515,8 +533,8 @@ async fn a_deleted_tail_and_rehashed_history_are_caught_by_checkpoints() {
     let report = verify(&app).await;
     assert_eq!(report["first_broken_link"], Value::Null, "the links hold: {report}");
     let mismatch = &report["checkpoint_mismatch"];
-    assert_eq!(mismatch["checkpoint"]["seq"], 3, "{report}");
-    assert_eq!(mismatch["stored_hash"], hex::encode(&events[1].hash));
+    assert_eq!(mismatch["checkpoint"]["chain_pos"], 3, "{report}");
+    assert_eq!(mismatch["stored_hash"], hex::encode(events[1].hash.as_ref().unwrap()));
     assert!(mismatch["detail"].as_str().unwrap().contains("rewritten"), "{mismatch}");
 }
 
@@ -537,7 +555,7 @@ async fn concurrent_writers_keep_one_valid_chain() {
     let report = verify(&app).await;
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["events_checked"], 20);
-    assert_eq!(report["head"]["seq"], 20);
+    assert_eq!(report["head"]["chain_pos"], 20);
 }
 
 async fn export(app: &TestApp, query: &str, accept: &str) -> (String, String) {
@@ -820,4 +838,260 @@ async fn the_access_report_is_right_across_grant_revoke_and_regrant() {
         StatusCode::FORBIDDEN,
     )
     .await;
+}
+
+/// Records an event inside `tx`, as any change of the broker does.
+async fn record_in(tx: &mut PgConnection, action: &str) -> Event {
+    let initiator = Initiator::service("test");
+    db::audit::record(tx, "test-broker", NewEvent::attempt(&initiator, action))
+        .await
+        .unwrap()
+}
+
+async fn stored(app: &TestApp, seq: i64) -> Event {
+    sqlx::query_as("select * from audit_events where seq = $1")
+        .bind(seq)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn events_that_commit_out_of_seq_order_are_all_sealed_into_one_valid_chain() {
+    let app = spawn_app().await;
+    let mut early = app.pool.begin().await.unwrap();
+    let first = record_in(&mut early, "create").await;
+    let mut late = app.pool.begin().await.unwrap();
+    let second = record_in(&mut late, "update/deny").await;
+    assert!(first.seq < second.seq);
+    late.commit().await.unwrap();
+    assert!(db::audit::seal_all(&app.pool).await.unwrap());
+    assert_eq!(stored(&app, second.seq).await.chain_pos, Some(1));
+
+    // The lower seq commits after the higher one was sealed: it takes the next place.
+    early.commit().await.unwrap();
+    assert!(db::audit::seal_all(&app.pool).await.unwrap());
+    let first = stored(&app, first.seq).await;
+    assert_eq!(first.chain_pos, Some(2));
+    assert_eq!(first.prev_hash, stored(&app, second.seq).await.hash);
+    let report = verify(&app).await;
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["events_checked"], 2);
+    assert_eq!(report["head"]["chain_pos"], 2);
+    assert_eq!(report["unsealed_events"], 0);
+    let listed = page(&app, "").await;
+    let places: Vec<(i64, i64)> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["chain_pos"].as_i64().unwrap(), e["seq"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(places, [(1, second.seq), (2, first.seq)], "listed in chain order");
+}
+
+/// Runs `sql` in a savepoint of `tx`: it must fail with a message containing `needle`.
+async fn refused_in(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, sql: &str, needle: &str) {
+    let mut savepoint = tx.begin().await.unwrap();
+    refused(&mut savepoint, sql, needle).await;
+    savepoint.rollback().await.unwrap();
+}
+
+/// Runs `sql` as the application's role in a savepoint of `tx`: it must be denied.
+async fn denied_to_app(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, sql: &str) {
+    let mut savepoint = tx.begin().await.unwrap();
+    sqlx::query("set local role gsb_app")
+        .execute(&mut *savepoint)
+        .await
+        .unwrap();
+    refused(&mut savepoint, sql, "permission denied").await;
+    savepoint.rollback().await.unwrap();
+}
+
+/// Seals event `seq` by hand with the right link, and with `extra` assignments.
+fn seal_by_hand(seq: i64, extra: &str) -> String {
+    format!(
+        "with head as (select chain_pos, hash from audit_events where chain_pos is not null
+                       order by chain_pos desc limit 1)
+         update audit_events e set chain_pos = head.chain_pos + 1, prev_hash = head.hash,
+             hash = sha256(head.hash || int8send(head.chain_pos + 1) || e.digest){extra}
+         from head where e.seq = {seq}"
+    )
+}
+
+#[tokio::test]
+async fn the_seal_trigger_refuses_resealing_wrong_links_and_content_changes() {
+    let app = spawn_app().await;
+    app.file(&Uuid::new_v4().to_string(), &[PROJ_B]).await;
+    assert!(db::audit::seal_all(&app.pool).await.unwrap());
+    let sealed = events_from(&app, 1).await.remove(0);
+    // Uncommitted, so no sealer sees it: it stays unsealed for the test.
+    let mut tx = app.pool.begin().await.unwrap();
+    let event = record_in(&mut tx, "create").await;
+
+    for change in [", reason = 'changed'", ", details = '{\"x\": 1}'", ", seq = 999"] {
+        refused_in(&mut tx, &seal_by_hand(event.seq, change), "append-only").await;
+    }
+    let wrong_hash = format!(
+        "update audit_events set chain_pos = 2, prev_hash = '\\x{}', hash = sha256('forged') where seq = {}",
+        hex::encode(sealed.hash.as_ref().unwrap()),
+        event.seq
+    );
+    refused_in(&mut tx, &wrong_hash, "wrong link").await;
+    let wrong_prev = format!(
+        "update audit_events set chain_pos = 2, prev_hash = sha256('forged'),
+             hash = sha256(sha256('forged') || int8send(2::bigint) || digest) where seq = {}",
+        event.seq
+    );
+    refused_in(&mut tx, &wrong_prev, "wrong link").await;
+    let resealed = format!(
+        "update audit_events set chain_pos = chain_pos, prev_hash = prev_hash, hash = hash where seq = {}",
+        sealed.seq
+    );
+    refused_in(&mut tx, &resealed, "append-only").await;
+    refused_in(
+        &mut tx,
+        &format!(
+            "update audit_events set chain_pos = null, prev_hash = null, hash = null where seq = {}",
+            sealed.seq
+        ),
+        "append-only",
+    )
+    .await;
+    denied_to_app(&mut tx, &seal_by_hand(event.seq, "")).await;
+
+    // Exactly the seal, and nothing else, passes; once.
+    sqlx::query(&seal_by_hand(event.seq, ""))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    refused_in(&mut tx, &seal_by_hand(event.seq, ""), "append-only").await;
+    tx.commit().await.unwrap();
+    assert_chain_holds(&app).await;
+}
+
+#[tokio::test]
+async fn an_unsealed_event_is_still_protected_from_update_and_delete() {
+    let app = spawn_app().await;
+    let mut tx = app.pool.begin().await.unwrap();
+    let event = record_in(&mut tx, "create").await;
+    let seq = event.seq;
+    for sql in [
+        format!("update audit_events set reason = 'changed' where seq = {seq}"),
+        format!("update audit_events set digest = sha256('other') where seq = {seq}"),
+        format!("delete from audit_events where seq = {seq}"),
+    ] {
+        refused_in(&mut tx, &sql, "append-only").await;
+        denied_to_app(&mut tx, &sql).await;
+    }
+    tx.commit().await.unwrap();
+    let kept = stored(&app, seq).await;
+    assert_eq!(kept.reason, None);
+    assert_chain_holds(&app).await;
+}
+
+#[tokio::test]
+async fn concurrent_writers_and_two_sealers_keep_one_valid_chain() {
+    let app = spawn_app().await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let sealers: Vec<_> = (0..2)
+        .map(|_| {
+            let (pool, stopped) = (app.pool.clone(), stopped.clone());
+            tokio::spawn(async move {
+                while !*stopped.borrow() {
+                    db::audit::seal(&pool, 3).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let filings = (0..30).map(|_| {
+        app.post(
+            &app.requester,
+            "/v1/share-requests",
+            &request_body(&Uuid::new_v4().to_string(), &[PROJ_B]),
+        )
+        .send()
+    });
+    for response in futures_util::future::join_all(filings).await {
+        assert_eq!(response.unwrap().status(), StatusCode::CREATED);
+    }
+    stop.send(true).unwrap();
+    for sealer in sealers {
+        sealer.await.unwrap();
+    }
+    let report = verify(&app).await;
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["events_checked"], 30);
+    assert_eq!(report["head"]["chain_pos"], 30);
+    assert_eq!(report["unsealed_events"], 0);
+}
+
+#[tokio::test]
+async fn verify_flags_an_event_left_unsealed_too_long() {
+    let app = spawn_app().await;
+    app.file(&Uuid::new_v4().to_string(), &[PROJ_B]).await;
+    assert!(db::audit::seal_all(&app.pool).await.unwrap());
+    // A stuck sealer: it holds the chain lock and seals nothing.
+    let mut stuck = app.pool.begin().await.unwrap();
+    sqlx::query("select pg_advisory_xact_lock(x'6175646974'::bigint)")
+        .execute(&mut *stuck)
+        .await
+        .unwrap();
+    let old = Event {
+        seq: 0,
+        id: Uuid::now_v7(),
+        occurred_at: chrono::Utc::now().trunc_subsecs(6) - chrono::Duration::minutes(2),
+        action: "create".into(),
+        outcome: "success".into(),
+        initiator: json!({"kind": "service", "name": "test"}),
+        target: json!({}),
+        observer: "test-broker".into(),
+        request_id: None,
+        share_id: None,
+        image_id: None,
+        project_id: None,
+        reason: None,
+        correlation_id: None,
+        details: json!({}),
+        chain_pos: None,
+        prev_hash: None,
+        hash: None,
+    };
+    let seq: i64 = sqlx::query_scalar(
+        "insert into audit_events (id, occurred_at, action, outcome, initiator, target, observer, details, digest)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning seq",
+    )
+    .bind(old.id)
+    .bind(old.occurred_at)
+    .bind(&old.action)
+    .bind(&old.outcome)
+    .bind(&old.initiator)
+    .bind(&old.target)
+    .bind(&old.observer)
+    .bind(&old.details)
+    .bind(&old.content_digest()[..])
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+
+    let report = verify(&app).await;
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["first_broken_link"], Value::Null);
+    assert_eq!(report["unsealed_events"], 1);
+    assert_eq!(report["stale_unsealed"]["seq"], seq);
+    assert_eq!(report["stale_unsealed"]["id"], old.id.to_string());
+    assert!(
+        report["stale_unsealed"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("unsealed"),
+        "{report}"
+    );
+    assert_eq!(report["checkpoint_written"], Value::Null);
+
+    // The sealer recovers: the event takes its place and the chain holds.
+    stuck.rollback().await.unwrap();
+    let report = verify(&app).await;
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["head"]["chain_pos"], 2);
+    assert_eq!(report["unsealed_events"], 0);
 }

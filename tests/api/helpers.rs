@@ -58,6 +58,7 @@ pub fn serve_args(database_url: &str) -> ServeArgs {
         access: Default::default(),
         audit: AuditArgs {
             audit_checkpoint_secs: 300,
+            audit_seal_ms: 200,
         },
         worker: Default::default(),
     }
