@@ -4,19 +4,19 @@
 //!     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres cargo bench --bench audit_chain
 //!
 //! Each intake is what `POST /v1/share-requests` writes in its transaction: the request,
-//! its shares and its `create` audit event. "chained" appends the event with
-//! `db::audit::record` (SHA-256 of its canonical JSON, then `audit_append`: the chain lock,
-//! the tail and the link hash); "unchained" inserts the same row straight into
-//! `audit_events`, with no digest, no lock and no hash of the event before. Each variant gets a fresh
-//! database; rounds alternate so both see the same machine. The target: the chain costs at
-//! most 30% of throughput.
+//! its shares and its `create` audit event, recorded with `db::audit::record` (an unsealed
+//! event: no lock). "chained" runs the broker's sealer (`startup::spawn_audit_sealer`, every
+//! 200 ms, as `serve` does) in this process against the same database while the writers
+//! write, and the round ends only when every event is sealed: the sealer's whole cost is in
+//! the figure. "unchained" runs no sealer. Each variant gets a fresh database; rounds
+//! alternate so both see the same machine. The target: the chain costs at most 30% of
+//! throughput.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use glance_share_broker::db::{self, audit::NewEvent};
 use glance_share_broker::domain::{Initiator, Limits, NewShareRequest};
+use glance_share_broker::startup::spawn_audit_sealer;
 use serde_json::json;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -28,6 +28,8 @@ const MEASURE: (usize, usize) = (1000, 3);
 const SMOKE: (usize, usize) = (20, 1);
 /// One writer, and as many as the broker's default pool has connections.
 const CONCURRENCY: [usize; 2] = [1, 10];
+/// `GSB_AUDIT_SEAL_MS`'s default.
+const SEAL_EVERY: Duration = Duration::from_millis(200);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Variant {
@@ -75,7 +77,7 @@ fn new_request() -> NewShareRequest {
 }
 
 /// One intake: the request, its shares and its event, in one transaction.
-async fn intake(pool: &PgPool, variant: Variant, initiator: &Initiator, seq: &AtomicI64) {
+async fn intake(pool: &PgPool, initiator: &Initiator) {
     let new = new_request();
     let mut tx = pool.begin().await.unwrap();
     let filer = db::share_requests::Filer {
@@ -91,54 +93,33 @@ async fn intake(pool: &PgPool, variant: Variant, initiator: &Initiator, seq: &At
         details: json!({ "targets": targets, "expires_at": request.expires_at, "auto_accept": request.auto_accept }),
         ..NewEvent::about_request(initiator, &request, "create")
     };
-    match variant {
-        Variant::Chained => {
-            db::audit::record(&mut tx, "bench", event).await.unwrap();
-        }
-        Variant::Unchained => {
-            let random: [u8; 32] = rand::random();
-            sqlx::query(
-                "insert into audit_events (seq, id, occurred_at, action, outcome, initiator, target, observer,
-                    request_id, share_id, image_id, project_id, reason, correlation_id, details, prev_hash, hash)
-                 values ($1, $2, now(), $3, $4, $5, $6, 'bench', $7, null, $8, null, $9, $10, $11, $12, $13)",
-            )
-            .bind(seq.fetch_add(1, Ordering::Relaxed))
-            .bind(Uuid::now_v7())
-            .bind(event.action)
-            .bind(event.outcome)
-            .bind(serde_json::to_value(initiator).unwrap())
-            .bind(json!({ "image_id": request.image_id, "region": request.region, "request_id": request.id }))
-            .bind(request.id)
-            .bind(request.image_id)
-            .bind(event.reason)
-            .bind(event.correlation_id)
-            .bind(&event.details)
-            .bind(&[0u8; 32][..])
-            .bind(&random[..])
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        }
-    }
+    db::audit::record(&mut tx, "bench", event).await.unwrap();
     tx.commit().await.unwrap();
 }
 
-/// Runs `intakes` with `writers` at once; returns how long they took.
-async fn round(pool: &PgPool, variant: Variant, intakes: usize, writers: usize, seq: &Arc<AtomicI64>) -> Duration {
+/// Runs `intakes` with `writers` at once, with the sealer running for "chained"; returns
+/// how long they took, sealing included.
+async fn round(pool: &PgPool, variant: Variant, intakes: usize, writers: usize) -> Duration {
     let started = Instant::now();
+    let sealer = (variant == Variant::Chained).then(|| spawn_audit_sealer(pool.clone(), SEAL_EVERY));
     let tasks: Vec<_> = (0..writers)
         .map(|_| {
-            let (pool, seq) = (pool.clone(), seq.clone());
+            let pool = pool.clone();
             tokio::spawn(async move {
                 let initiator = Initiator::service("bench");
                 for _ in 0..intakes / writers {
-                    intake(&pool, variant, &initiator, &seq).await;
+                    intake(&pool, &initiator).await;
                 }
             })
         })
         .collect();
     for task in tasks {
         task.await.unwrap();
+    }
+    if let Some(sealer) = sealer {
+        sealer.abort();
+        // What the sealer had not reached yet is sealed now, on the clock.
+        assert!(db::audit::seal_all(pool).await.unwrap());
     }
     started.elapsed()
 }
@@ -159,14 +140,13 @@ async fn main() {
     for writers in CONCURRENCY {
         let ((chained_name, chained_db), (unchained_name, unchained_db)) =
             (fresh_database(&admin).await, fresh_database(&admin).await);
-        let seq = Arc::new(AtomicI64::new(1));
         // Warm both up (connections, caches) before measuring.
-        round(&chained_db, Variant::Chained, per_round, writers, &seq).await;
-        round(&unchained_db, Variant::Unchained, per_round, writers, &seq).await;
+        round(&chained_db, Variant::Chained, per_round, writers).await;
+        round(&unchained_db, Variant::Unchained, per_round, writers).await;
         let (mut chained, mut unchained) = (Duration::ZERO, Duration::ZERO);
         for _ in 0..rounds {
-            chained += round(&chained_db, Variant::Chained, per_round, writers, &seq).await;
-            unchained += round(&unchained_db, Variant::Unchained, per_round, writers, &seq).await;
+            chained += round(&chained_db, Variant::Chained, per_round, writers).await;
+            unchained += round(&unchained_db, Variant::Unchained, per_round, writers).await;
         }
         let per_sec = |took: Duration| (per_round * rounds) as f64 / took.as_secs_f64();
         let (with, without) = (per_sec(chained), per_sec(unchained));
@@ -178,6 +158,7 @@ async fn main() {
         );
         let report = db::audit::verify(&chained_db, "bench").await.unwrap();
         assert!(report.ok, "the chained log verifies");
+        assert_eq!(report.events_checked as usize, per_round * (rounds + 1), "every event sealed");
         for (name, pool) in [(chained_name, chained_db), (unchained_name, unchained_db)] {
             pool.close().await;
             admin_sql(&admin, &format!("drop database {name}")).await;
