@@ -158,7 +158,11 @@ async fn main() {
         );
         let report = db::audit::verify(&chained_db, "bench").await.unwrap();
         assert!(report.ok, "the chained log verifies");
-        assert_eq!(report.events_checked as usize, per_round * (rounds + 1), "every event sealed");
+        assert_eq!(
+            report.events_checked as usize,
+            per_round * (rounds + 1),
+            "every event sealed"
+        );
         for (name, pool) in [(chained_name, chained_db), (unchained_name, unchained_db)] {
             pool.close().await;
             admin_sql(&admin, &format!("drop database {name}")).await;
