@@ -315,6 +315,11 @@ pub struct WorkerArgs {
     /// Send Glance calls here instead of the catalog's image endpoint.
     #[arg(long, env = "GSB_GLANCE_URL")]
     pub glance_url: Option<String>,
+
+    /// Glance calls per second to one cloud and region, all worker replicas together
+    /// (they share the limit through Postgres). 0 turns the limit off.
+    #[arg(long, env = "GSB_GLANCE_RATE_LIMIT", default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=100000))]
+    pub glance_rate_limit: u32,
 }
 
 impl Default for WorkerArgs {
@@ -355,6 +360,7 @@ impl WorkerArgs {
                 timeout: Duration::from_secs(self.webhook_timeout_secs),
                 max_attempts: self.webhook_max_attempts,
             },
+            glance_rate_limit: self.glance_rate_limit,
             instance,
         }
     }

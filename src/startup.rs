@@ -220,6 +220,8 @@ impl Application {
         let keystone = cloud.is_some();
         spawn_audit_checkpoints(pool.clone(), args.audit.checkpoint_every(), config.instance.clone());
         spawn_audit_sealer(pool.clone(), args.audit.seal_every());
+        // The API's own Glance calls (who owns an image) count against the shared limit too.
+        let cloud = cloud.map(|cloud| crate::worker::paced(cloud, pool.clone(), args.worker.glance_rate_limit));
         let state = http::AppState {
             pool: pool.clone(),
             config: Arc::new(config),

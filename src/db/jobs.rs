@@ -2,6 +2,12 @@
 //! expiry) in one committed statement before any call to OpenStack; everything the worker
 //! writes afterwards is accepted only with that token, so a worker whose lease lapsed and
 //! was taken over cannot complete the job a second time.
+//!
+//! A worker that claimed a grant may adopt more due grants of the same image under the same
+//! lease token, to carry them out in one pass: they stay `queued` with `run_at` at the
+//! lease's end (so nobody else runs them meanwhile, and they come due again if the lease
+//! lapses), and are renewed and finished like the claimed job. A job is held by a worker
+//! while it is `running` or `queued` with that worker's token.
 
 use std::time::Duration;
 
@@ -81,6 +87,8 @@ pub struct Claimed {
     pub subject: Subject,
     pub attempts: i32,
     pub lease_token: Uuid,
+    /// The image the job writes to (none for a validation).
+    pub image_id: Option<Uuid>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -91,10 +99,29 @@ struct Row {
     request_id: Option<Uuid>,
     attempts: i32,
     lease_token: Option<Uuid>,
+    image_id: Option<Uuid>,
+}
+
+impl Row {
+    fn claimed(self) -> Option<Claimed> {
+        let subject = match (self.share_id, self.request_id) {
+            (Some(id), _) => Subject::Share(id),
+            (None, Some(id)) => Subject::Request(id),
+            (None, None) => return None,
+        };
+        Some(Claimed {
+            id: self.id,
+            kind: Kind::parse(&self.kind)?,
+            subject,
+            attempts: self.attempts,
+            lease_token: self.lease_token?,
+            image_id: self.image_id,
+        })
+    }
 }
 
 /// Queues a job for a share unless an active one of the same kind exists. Wakes workers
-/// when the transaction commits.
+/// when the transaction commits, if the job is due by then (idle workers poll for later ones).
 pub async fn enqueue(
     tx: &mut PgConnection,
     kind: Kind,
@@ -113,7 +140,10 @@ pub async fn enqueue(
     .bind(run_at)
     .execute(&mut *tx)
     .await?;
-    wake_workers(tx).await
+    if run_at <= Utc::now() {
+        wake_workers(tx).await?;
+    }
+    Ok(())
 }
 
 /// Queues the grant of each approved share.
@@ -162,7 +192,7 @@ pub async fn claim(pool: &PgPool, lease: Duration) -> Result<Option<Claimed>, sq
             order by j.run_at
             limit 1
             for update skip locked)
-         returning id, kind, share_id, request_id, attempts, lease_token",
+         returning id, kind, share_id, request_id, attempts, lease_token, image_id",
     )
     .bind(Uuid::new_v4())
     .bind(lease.as_secs_f64())
@@ -176,34 +206,47 @@ pub async fn claim(pool: &PgPool, lease: Duration) -> Result<Option<Claimed>, sq
         }
         Err(e) => return Err(e),
     };
-    Ok(row.and_then(|r| {
-        let subject = match (r.share_id, r.request_id) {
-            (Some(id), _) => Subject::Share(id),
-            (None, Some(id)) => Subject::Request(id),
-            (None, None) => return None,
-        };
-        Some(Claimed {
-            id: r.id,
-            kind: Kind::parse(&r.kind)?,
-            subject,
-            attempts: r.attempts,
-            lease_token: r.lease_token?,
-        })
-    }))
+    Ok(row.and_then(Row::claimed))
 }
 
-/// Extends the lease; `false` when the job is no longer ours.
-pub async fn heartbeat(pool: &PgPool, job: &Claimed, lease: Duration) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "update jobs set lease_expires_at = now() + make_interval(secs => $3)
-         where id = $1 and lease_token = $2 and state = 'running'",
+/// Adopts up to `limit` more due jobs of the same kind on the same image as `lead` (which
+/// this worker holds), under its lease token. They stay `queued`, due at the lease's end.
+pub async fn adopt(pool: &PgPool, lead: &Claimed, lease: Duration, limit: i64) -> Result<Vec<Claimed>, sqlx::Error> {
+    let rows = sqlx::query_as::<_, Row>(
+        "update jobs set lease_token = $1, attempts = attempts + 1,
+                run_at = now() + make_interval(secs => $2)
+         where id in (
+            select id from jobs
+            where image_id = $3 and kind = $4 and id <> $5 and state = 'queued' and run_at <= now()
+            order by run_at
+            limit $6
+            for update skip locked)
+         returning id, kind, share_id, request_id, attempts, lease_token, image_id",
     )
-    .bind(job.id)
-    .bind(job.lease_token)
+    .bind(lead.lease_token)
+    .bind(lease.as_secs_f64())
+    .bind(lead.image_id)
+    .bind(lead.kind.as_str())
+    .bind(lead.id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().filter_map(Row::claimed).collect())
+}
+
+/// Extends the lease of every job held under `token` (a claimed job and those it adopted);
+/// `false` when none is ours any more.
+pub async fn heartbeat(pool: &PgPool, token: Uuid, lease: Duration) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "update jobs set lease_expires_at = case when state = 'running' then now() + make_interval(secs => $2) end,
+                run_at = case when state = 'queued' then now() + make_interval(secs => $2) else run_at end
+         where lease_token = $1 and state in ('running', 'queued')",
+    )
+    .bind(token)
     .bind(lease.as_secs_f64())
     .execute(pool)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(done.rows_affected() > 0)
 }
 
 /// How a job ends (or pauses).
@@ -226,7 +269,7 @@ pub async fn finish(tx: &mut PgConnection, job: &Claimed, how: Finish<'_>) -> Re
         "update jobs set state = $3, run_at = coalesce($4, run_at), last_error = coalesce($5, last_error),
                 lease_token = null, lease_expires_at = null,
                 finished_at = case when $3 in ('done', 'failed') then now() end
-         where id = $1 and lease_token = $2 and state = 'running'",
+         where id = $1 and lease_token = $2 and state in ('running', 'queued')",
     )
     .bind(job.id)
     .bind(job.lease_token)
@@ -238,13 +281,20 @@ pub async fn finish(tx: &mut PgConnection, job: &Claimed, how: Finish<'_>) -> Re
     Ok(done.rows_affected() == 1)
 }
 
-/// Whether this worker still holds `job`; locks the job row until `tx` ends.
-pub async fn holds(tx: &mut PgConnection, job: &Claimed) -> Result<bool, sqlx::Error> {
-    let row: Option<Uuid> =
-        sqlx::query_scalar("select id from jobs where id = $1 and lease_token = $2 and state = 'running' for update")
-            .bind(job.id)
-            .bind(job.lease_token)
-            .fetch_optional(tx)
-            .await?;
-    Ok(row.is_some())
+/// Whether this worker still holds every one of `held` (jobs under one lease token); locks
+/// their rows until `tx` ends.
+pub async fn holds(tx: &mut PgConnection, held: &[Claimed]) -> Result<bool, sqlx::Error> {
+    let ids: Vec<Uuid> = held.iter().map(|j| j.id).collect();
+    let Some(token) = held.first().map(|j| j.lease_token) else {
+        return Ok(true);
+    };
+    let rows: Vec<Uuid> = sqlx::query_scalar(
+        "select id from jobs where id = any($1) and lease_token = $2 and state in ('running', 'queued')
+         order by id for update",
+    )
+    .bind(&ids)
+    .bind(token)
+    .fetch_all(tx)
+    .await?;
+    Ok(rows.len() == ids.len())
 }

@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod idempotency;
 pub mod jobs;
+pub mod rate_slots;
 pub mod share_requests;
 pub mod shares;
 pub mod webhooks;

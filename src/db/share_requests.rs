@@ -137,6 +137,14 @@ pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<ShareReque
         .await
 }
 
+/// The requests with these ids (in no particular order).
+pub async fn find_many(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<Vec<ShareRequest>, sqlx::Error> {
+    sqlx::query_as("select * from share_requests where id = any($1)")
+        .bind(ids)
+        .fetch_all(db)
+        .await
+}
+
 /// Locks a request for a decision made in this transaction.
 pub async fn find_for_update(tx: &mut PgConnection, id: Uuid) -> Result<Option<ShareRequest>, sqlx::Error> {
     sqlx::query_as("select * from share_requests where id = $1 for update")
@@ -149,6 +157,14 @@ pub async fn find_for_update(tx: &mut PgConnection, id: Uuid) -> Result<Option<S
 pub async fn shares_of(db: impl PgExecutor<'_>, request_ids: &[Uuid]) -> Result<Vec<Share>, sqlx::Error> {
     sqlx::query_as("select * from shares where request_id = any($1) order by id")
         .bind(request_ids)
+        .fetch_all(db)
+        .await
+}
+
+/// The shares with these ids (in no particular order).
+pub async fn shares_by_id(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<Vec<Share>, sqlx::Error> {
+    sqlx::query_as("select * from shares where id = any($1)")
+        .bind(ids)
         .fetch_all(db)
         .await
 }

@@ -25,6 +25,18 @@ pub async fn set_state(
     .await
 }
 
+/// Moves several shares to `state`, clearing their errors.
+pub async fn set_states(tx: &mut PgConnection, ids: &[Uuid], state: ShareState) -> Result<Vec<Share>, sqlx::Error> {
+    sqlx::query_as(
+        "update shares set state = $2, last_error = null, version = version + 1, updated_at = now()
+         where id = any($1) returning *",
+    )
+    .bind(ids)
+    .bind(state.as_str())
+    .fetch_all(tx)
+    .await
+}
+
 /// Records the member as created in Glance, under its resolved project id, with the image's
 /// name and owner as Glance showed them.
 pub async fn set_granted(
@@ -107,6 +119,15 @@ pub async fn find_for_update(tx: &mut PgConnection, id: Uuid) -> Result<Option<(
         .fetch_one(&mut *tx)
         .await?;
     Ok(Some((share, request)))
+}
+
+/// The shares with these ids, locked for changes in this transaction (in id order, so that
+/// two transactions locking overlapping sets cannot deadlock).
+pub async fn lock_all(tx: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Share>, sqlx::Error> {
+    sqlx::query_as("select * from shares where id = any($1) order by id for update")
+        .bind(ids)
+        .fetch_all(tx)
+        .await
 }
 
 /// Shares whose request's `expires_at` has passed while access is in force, locked.

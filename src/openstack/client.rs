@@ -1,6 +1,8 @@
 //! The authenticated client: one Keystone token, cached until shortly before it expires and
 //! renewed once on a 401; Glance found in the token's catalog.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,6 +55,13 @@ struct Endpoint {
     url: String,
 }
 
+/// Waits for the right to send one Glance call: an outbound rate limit, possibly shared with
+/// other replicas. An error means the right could not be had; the call is then not sent and
+/// fails as transient.
+pub trait Pacer: Send + Sync {
+    fn wait(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+}
+
 /// Talks to one cloud's Keystone and Glance as the broker.
 #[derive(Clone)]
 pub struct OpenStack {
@@ -61,6 +70,8 @@ pub struct OpenStack {
     token: Arc<Mutex<Option<Arc<Token>>>>,
     /// Overrides the catalog's Glance URL (tests point it at a fake Glance).
     glance_override: Option<String>,
+    /// Paces Glance calls (none: as fast as they come).
+    pacer: Option<Arc<dyn Pacer>>,
 }
 
 impl OpenStack {
@@ -75,7 +86,19 @@ impl OpenStack {
             cloud: Arc::new(cloud),
             token: Arc::default(),
             glance_override: None,
+            pacer: None,
         })
+    }
+
+    /// Makes every Glance call wait for `pacer` first.
+    pub fn with_pacer(mut self, pacer: Arc<dyn Pacer>) -> Self {
+        self.pacer = Some(pacer);
+        self
+    }
+
+    /// Names the cloud and region this client talks to (the scope of a rate limit).
+    pub fn cloud_key(&self) -> String {
+        format!("{} {}", self.cloud.auth_url, self.cloud.region)
     }
 
     /// Sends Glance calls to `url` instead of the catalog's endpoint.
@@ -199,6 +222,12 @@ impl OpenStack {
                 Service::Glance => token.glance_url.as_str(),
                 Service::Keystone => self.cloud.auth_url.as_str(),
             };
+            if let (Service::Glance, Some(pacer)) = (service, &self.pacer) {
+                pacer.wait().await.map_err(|e| CallError::Transient {
+                    message: format!("{what}: outbound rate limit unavailable: {e}"),
+                    retry_after: None,
+                })?;
+            }
             let request = self
                 .http
                 .request(method.clone(), format!("{base}{path}"))

@@ -8,10 +8,13 @@
 //!    and is committed only if the lease is still ours.
 
 mod approval;
+mod grant;
+mod pace;
 mod retry;
 mod validate;
 mod webhooks;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +62,8 @@ pub struct WorkerConfig {
     pub policy: SharedPolicy,
     /// How webhook deliveries are sent.
     pub webhooks: WebhookConfig,
+    /// Glance calls per second to one cloud and region, shared by all replicas; 0: no limit.
+    pub glance_rate_limit: u32,
     /// This instance's name in the audit log.
     pub instance: String,
 }
@@ -119,8 +124,42 @@ enum Seen {
     ImageGone,
 }
 
+/// `cloud` with every Glance call waiting for a slot under the limit that all replicas share
+/// (`rate` calls per second to its cloud and region; 0: no limit).
+pub fn paced(cloud: OpenStack, pool: PgPool, rate: u32) -> OpenStack {
+    match rate {
+        0 => cloud,
+        rate => {
+            let key = cloud.cloud_key();
+            cloud.with_pacer(Arc::new(pace::SharedRate::new(pool, key, rate)))
+        }
+    }
+}
+
+/// An audit event about a share, to be written once the rest of the transaction is.
+struct ShareEvent {
+    share: Share,
+    action: &'static str,
+    outcome: &'static str,
+    reason: Option<String>,
+    details: serde_json::Value,
+}
+
+impl ShareEvent {
+    fn new(share: Share, action: &'static str, outcome: &'static str) -> Self {
+        ShareEvent {
+            share,
+            action,
+            outcome,
+            reason: None,
+            details: json!({}),
+        }
+    }
+}
+
 impl Worker {
     pub fn new(pool: PgPool, cloud: OpenStack, config: WorkerConfig) -> Self {
+        let cloud = paced(cloud, pool.clone(), config.glance_rate_limit);
         Worker {
             pool,
             cloud,
@@ -179,17 +218,14 @@ impl Worker {
         listener.abort();
     }
 
-    /// Claims and runs one due job. Tests call this until it returns [`Outcome::Idle`].
+    /// Claims and runs one due job (a grant with the other due grants of its image).
+    /// Tests call this until it returns [`Outcome::Idle`].
     pub async fn run_once(&self) -> anyhow::Result<Outcome> {
         let Some(job) = jobs::claim(&self.pool, self.config.lease).await? else {
             return Ok(Outcome::Idle);
         };
-        let span = tracing::info_span!("job", job.id = %job.id, job.kind = job.kind.as_str(), job.subject = %job.subject, attempt = job.attempts);
         let heartbeat = self.spawn_heartbeat(job.clone());
-        let result = match job.subject {
-            Subject::Share(share_id) => self.run_share_job(&job, share_id).instrument(span).await,
-            Subject::Request(request_id) => self.validate(&job, request_id).instrument(span).await,
-        };
+        let result = self.run_claimed(&job).await;
         heartbeat.abort();
         if let Err(e) = result {
             tracing::warn!(job.id = %job.id, error = ?e, "job abandoned; its lease will lapse and it will be retried");
@@ -197,12 +233,26 @@ impl Worker {
         Ok(Outcome::Ran)
     }
 
+    async fn run_claimed(&self, job: &Claimed) -> anyhow::Result<()> {
+        let mut held = vec![job.clone()];
+        if job.kind == Kind::Grant {
+            held.extend(jobs::adopt(&self.pool, job, self.config.lease, grant::BATCH - 1).await?);
+        }
+        let span = tracing::info_span!("job", job.id = %job.id, job.kind = job.kind.as_str(), job.subject = %job.subject, attempt = job.attempts, batch = held.len());
+        match job.subject {
+            _ if job.kind == Kind::Grant => self.grant(&held).instrument(span).await,
+            Subject::Share(share_id) => self.run_share_job(job, share_id).instrument(span).await,
+            Subject::Request(request_id) => self.validate(job, request_id).instrument(span).await,
+        }
+    }
+
+    /// Renews the lease of `job` and of the jobs adopted under its token.
     fn spawn_heartbeat(&self, job: Claimed) -> tokio::task::JoinHandle<()> {
         let (pool, lease) = (self.pool.clone(), self.config.lease);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(lease / 3).await;
-                match jobs::heartbeat(&pool, &job, lease).await {
+                match jobs::heartbeat(&pool, job.lease_token, lease).await {
                     Ok(true) => {}
                     Ok(false) => {
                         tracing::warn!(job.id = %job.id, "lease lost");
@@ -221,7 +271,7 @@ impl Worker {
         // correlation id: one id finds the job's calls in every log.
         let rid = format!("req-{}", Uuid::new_v4());
         let result = self.execute(job, share_id, &rid).await?;
-        self.settle(job, share_id, result, &rid).await
+        self.settle(vec![(job, share_id, result)], &rid).await
     }
 
     /// The network part. The outer error is ours; the inner one is OpenStack's answer.
@@ -229,99 +279,13 @@ impl Worker {
         let share = db::share_requests::find_share(&self.pool, share_id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("share {share_id} is gone"))?;
-        let request = db::share_requests::find(&self.pool, share.request_id)
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("request {} is gone", share.request_id))?;
         Ok(match job.kind {
-            Kind::Grant => self.grant(job, &share, &request, rid).await?,
             Kind::Poll => self.poll(&share, rid).await,
             Kind::Accept => self.set_status(&share, ShareState::Accepted, rid).await,
             Kind::Reject => self.set_status(&share, ShareState::Rejected, rid).await,
             Kind::Revoke => self.revoke(job, &share, rid).await?,
-            Kind::Validate => anyhow::bail!("a validate job names a share, not a request"),
+            Kind::Grant | Kind::Validate => anyhow::bail!("{} jobs do not run one share at a time", job.kind.as_str()),
         })
-    }
-
-    async fn grant(
-        &self,
-        job: &Claimed,
-        share: &Share,
-        request: &ShareRequest,
-        rid: &str,
-    ) -> anyhow::Result<Result<Effect, CallError>> {
-        if !matches!(share.state, ShareState::Queued | ShareState::Granting) {
-            return Ok(Ok(Effect::Nothing));
-        }
-        if request.expires_at.is_some_and(|at| at <= Utc::now()) {
-            return Ok(Ok(Effect::Expired));
-        }
-        if share.state == ShareState::Queued {
-            let mut tx = self.lease_tx(job).await?;
-            let share = db::shares::set_state(&mut tx, share.id, ShareState::Granting, None).await?;
-            let event = self.event(&share, "update/grant", "pending", rid);
-            db::audit::record(&mut tx, &self.config.instance, event).await?;
-            tx.commit().await?;
-        }
-        let project_id = match self.resolve_target(share, rid).await {
-            Ok(id) => id,
-            Err(e) => return Ok(Err(e)),
-        };
-        let image_id = share.image_id.to_string();
-        let image = match self.cloud.image(&image_id, rid).await {
-            Ok(Some(image)) => image,
-            Ok(None) => {
-                return Ok(Err(CallError::permanent(
-                    Some(404),
-                    format!(
-                        "image {image_id} does not exist in region {} (or the broker cannot see it)",
-                        share.region
-                    ),
-                )));
-            }
-            Err(e) => return Ok(Err(e)),
-        };
-        if image.owner.as_deref() == Some(project_id.as_str()) {
-            return Ok(Err(CallError::permanent(
-                None,
-                "the target project owns the image: nothing to share",
-            )));
-        }
-        match image.visibility.as_str() {
-            "shared" => {}
-            "private" => {
-                // Remember first, so the last revoke puts it back even if we crash right after.
-                let mut tx = self.lease_tx(job).await?;
-                db::shares::mark_made_image_shared(&mut tx, share.id).await?;
-                tx.commit().await?;
-                if let Err(e) = self.cloud.set_visibility(&image_id, "shared", rid).await {
-                    return Ok(Err(e));
-                }
-                self.record_visibility(job, share.id, "private", "shared", rid).await?;
-            }
-            other => {
-                return Ok(Err(CallError::permanent(
-                    Some(403),
-                    format!("a {other} image cannot have members; only private or shared images can be shared"),
-                )));
-            }
-        }
-        if let Err(e) = self.cloud.add_member(&image_id, &project_id, rid).await {
-            return Ok(Err(e));
-        }
-        let accepted = request.auto_accept;
-        if accepted
-            && let Err(e) = self
-                .cloud
-                .set_member_status(&image_id, &project_id, "accepted", rid)
-                .await
-        {
-            return Ok(Err(e));
-        }
-        Ok(Ok(Effect::Granted {
-            project_id,
-            accepted,
-            image,
-        }))
     }
 
     /// The target's Keystone project id: checked again at grant time, for the project may
@@ -383,7 +347,8 @@ impl Worker {
                     if let Err(e) = self.cloud.set_visibility(&image_id, "private", rid).await {
                         return Ok(Err(e));
                     }
-                    self.record_visibility(job, share.id, "shared", "private", rid).await?;
+                    self.record_visibility(std::slice::from_ref(job), share.id, "shared", "private", rid)
+                        .await?;
                 }
                 Ok(_) => {}
                 // The image was deleted, or made private by its owner: nothing to restore.
@@ -397,13 +362,13 @@ impl Worker {
     /// Records a visibility change the broker made, and (to private) that it owes none.
     async fn record_visibility(
         &self,
-        job: &Claimed,
+        held: &[Claimed],
         share_id: Uuid,
         from: &str,
         to: &str,
         rid: &str,
     ) -> anyhow::Result<()> {
-        let mut tx = self.lease_tx(job).await?;
+        let mut tx = self.lease_tx(held).await?;
         let share = db::share_requests::find_share(&mut *tx, share_id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("share {share_id} is gone"))?;
@@ -419,11 +384,11 @@ impl Worker {
         Ok(())
     }
 
-    /// A transaction that goes on only while this worker still holds `job` (the job row
-    /// stays locked until it ends, so the lease cannot be taken over meanwhile).
-    async fn lease_tx(&self, job: &Claimed) -> anyhow::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    /// A transaction that goes on only while this worker still holds every job in `held`
+    /// (the job rows stay locked until it ends, so the lease cannot be taken over meanwhile).
+    async fn lease_tx(&self, held: &[Claimed]) -> anyhow::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
         let mut tx = self.pool.begin().await?;
-        anyhow::ensure!(jobs::holds(&mut tx, job).await?, "lease lost on job {}", job.id);
+        anyhow::ensure!(jobs::holds(&mut tx, held).await?, "lease lost on job {}", held[0].id);
         Ok(tx)
     }
 
@@ -435,25 +400,73 @@ impl Worker {
         }
     }
 
-    /// Records the outcome of a job in one transaction with its audit events.
+    /// Records the outcomes of share jobs (held under one lease) in one transaction with
+    /// their audit events (after the changes they record); commits only if every job is
+    /// still ours. `rid` correlates the events with the jobs' OpenStack calls.
     async fn settle(
         &self,
-        job: &Claimed,
-        share_id: Uuid,
-        result: Result<Effect, CallError>,
+        outcomes: Vec<(&Claimed, Uuid, Result<Effect, CallError>)>,
         rid: &str,
     ) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
-        let Some((share, request)) = db::shares::find_for_update(&mut tx, share_id).await? else {
-            anyhow::bail!("share {share_id} is gone");
-        };
+        let ids: Vec<Uuid> = outcomes.iter().map(|(_, id, _)| *id).collect();
+        let mut shares: HashMap<Uuid, Share> = db::shares::lock_all(&mut tx, &ids)
+            .await?
+            .into_iter()
+            .map(|s| (s.id, s))
+            .collect();
+        let request_ids: Vec<Uuid> = shares.values().map(|s| s.request_id).collect();
+        let requests: HashMap<Uuid, ShareRequest> = db::share_requests::find_many(&mut *tx, &request_ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r))
+            .collect();
+        let mut events = Vec::new();
+        for (job, share_id, result) in outcomes {
+            let share = shares
+                .remove(&share_id)
+                .ok_or_else(|| anyhow::anyhow!("share {share_id} is gone"))?;
+            let request = requests
+                .get(&share.request_id)
+                .ok_or_else(|| anyhow::anyhow!("request {} is gone", share.request_id))?;
+            if !self
+                .record_outcome(&mut tx, job, share, request, result, &mut events)
+                .await?
+            {
+                tx.rollback().await?;
+                tracing::warn!(job.id = %job.id, "lease lost before completion: outcome discarded, another worker owns the job");
+                return Ok(());
+            }
+        }
+        for e in &events {
+            let event = NewEvent {
+                reason: e.reason.as_deref(),
+                details: e.details.clone(),
+                ..self.event(&e.share, e.action, e.outcome, rid)
+            };
+            db::audit::record(&mut tx, &self.config.instance, event).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records one job's outcome inside `tx` and ends the job, adding its audit events to
+    /// `events`; `false` if the lease was lost.
+    async fn record_outcome(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        job: &Claimed,
+        share: Share,
+        request: &ShareRequest,
+        result: Result<Effect, CallError>,
+        events: &mut Vec<ShareEvent>,
+    ) -> anyhow::Result<bool> {
         let now = Utc::now();
-        let instance = self.config.instance.as_str();
         let finish = match result {
             Ok(Effect::Nothing) => Finish::Done,
             Ok(Effect::Expired) => {
-                let share = db::shares::set_state(&mut tx, share.id, ShareState::Expired, None).await?;
-                db::audit::record(&mut tx, instance, self.event(&share, "update/expire", "success", rid)).await?;
+                let share = db::shares::set_state(&mut *tx, share.id, ShareState::Expired, None).await?;
+                events.push(ShareEvent::new(share, "update/expire", "success"));
                 Finish::Done
             }
             Ok(Effect::Granted {
@@ -467,7 +480,7 @@ impl Worker {
                     ShareState::PendingAcceptance
                 };
                 let share = db::shares::set_granted(
-                    &mut tx,
+                    &mut *tx,
                     share.id,
                     &project_id,
                     state,
@@ -475,21 +488,20 @@ impl Worker {
                     image.owner.as_deref(),
                 )
                 .await?;
-                // Who asked and who approved: what an access report answers with.
-                let event = NewEvent {
-                    details: json!({ "requested_by": request.requested_by, "approved_by": request.decided_by }),
-                    ..self.event(&share, "allow", "success", rid)
-                };
-                db::audit::record(&mut tx, instance, event).await?;
-                if accepted {
-                    let event = NewEvent {
-                        details: json!({ "auto_accept": true }),
-                        ..self.event(&share, "accept", "success", rid)
-                    };
-                    db::audit::record(&mut tx, instance, event).await?;
-                } else {
+                if !accepted {
                     let first = now + self.config.accept_poll_first;
-                    jobs::enqueue(&mut tx, Kind::Poll, share.id, share.image_id, first).await?;
+                    jobs::enqueue(&mut *tx, Kind::Poll, share.id, share.image_id, first).await?;
+                }
+                // Who asked and who approved: what an access report answers with.
+                events.push(ShareEvent {
+                    details: json!({ "requested_by": request.requested_by, "approved_by": request.decided_by }),
+                    ..ShareEvent::new(share.clone(), "allow", "success")
+                });
+                if accepted {
+                    events.push(ShareEvent {
+                        details: json!({ "auto_accept": true }),
+                        ..ShareEvent::new(share, "accept", "success")
+                    });
                 }
                 Finish::Done
             }
@@ -508,47 +520,45 @@ impl Worker {
                     Seen::MemberGone => (ShareState::RemovedOutside, "revoke"),
                     Seen::ImageGone => (ShareState::ImageDeleted, "revoke"),
                 };
-                let share = db::shares::set_state(&mut tx, share.id, state, None).await?;
-                let event = NewEvent {
+                let share = db::shares::set_state(&mut *tx, share.id, state, None).await?;
+                events.push(ShareEvent {
                     details: json!({ "observed_in_glance": true }),
-                    ..self.event(&share, action, "success", rid)
-                };
-                db::audit::record(&mut tx, instance, event).await?;
+                    ..ShareEvent::new(share, action, "success")
+                });
                 Finish::Done
             }
             Ok(Effect::StatusSet(state)) => {
-                let share = db::shares::set_state(&mut tx, share.id, state, None).await?;
+                let share = db::shares::set_state(&mut *tx, share.id, state, None).await?;
                 let action = if state == ShareState::Accepted {
                     "accept"
                 } else {
                     "reject"
                 };
-                db::audit::record(&mut tx, instance, self.event(&share, action, "success", rid)).await?;
+                events.push(ShareEvent::new(share, action, "success"));
                 Finish::Done
             }
             Ok(Effect::Revoked) => {
-                let share = db::shares::set_state(&mut tx, share.id, ShareState::Revoked, None).await?;
-                let event = NewEvent {
-                    reason: share.revoke_reason.as_deref(),
+                let share = db::shares::set_state(&mut *tx, share.id, ShareState::Revoked, None).await?;
+                events.push(ShareEvent {
+                    reason: share.revoke_reason.clone(),
                     details: json!({ "revoked_by": share.revoked_by }),
-                    ..self.event(&share, "revoke", "success", rid)
-                };
-                db::audit::record(&mut tx, instance, event).await?;
+                    ..ShareEvent::new(share, "revoke", "success")
+                });
                 Finish::Done
             }
-            Err(e) => return self.settle_error(tx, job, share, e, rid).await,
+            Err(e) => return self.record_error(tx, job, share, e, events).await,
         };
-        self.commit_if_ours(tx, job, finish).await
+        Ok(jobs::finish(tx, job, finish).await?)
     }
 
-    async fn settle_error(
+    async fn record_error(
         &self,
-        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        tx: &mut sqlx::PgConnection,
         job: &Claimed,
         share: Share,
         error: CallError,
-        rid: &str,
-    ) -> anyhow::Result<()> {
+        events: &mut Vec<ShareEvent>,
+    ) -> anyhow::Result<bool> {
         let message = error.to_string();
         let retry_after = match &error {
             CallError::Transient { retry_after, .. } => *retry_after,
@@ -563,7 +573,7 @@ impl Worker {
                 self.config.accept_poll_first,
                 self.config.accept_poll_max,
             );
-            db::shares::set_state(&mut tx, share.id, share.state, Some(&message)).await?;
+            db::shares::set_state(&mut *tx, share.id, share.state, Some(&message)).await?;
             Finish::Later(Utc::now() + next.max(retry_after.unwrap_or_default()), Some(&message))
         } else if !gives_up {
             let jitter: f64 = rand::random();
@@ -574,7 +584,7 @@ impl Worker {
                 retry_after,
                 jitter,
             );
-            db::shares::set_state(&mut tx, share.id, share.state, Some(&message)).await?;
+            db::shares::set_state(&mut *tx, share.id, share.state, Some(&message)).await?;
             Finish::Later(Utc::now() + delay, Some(&message))
         } else {
             let (state, action) = match job.kind {
@@ -583,15 +593,14 @@ impl Worker {
                 Kind::Accept => (share.state, "accept"),
                 Kind::Reject | Kind::Poll | Kind::Validate => (share.state, "reject"),
             };
-            let share = db::shares::set_state(&mut tx, share.id, state, Some(&message)).await?;
-            let event = NewEvent {
-                reason: Some(&message),
-                ..self.event(&share, action, "failure", rid)
-            };
-            db::audit::record(&mut tx, &self.config.instance, event).await?;
+            let share = db::shares::set_state(&mut *tx, share.id, state, Some(&message)).await?;
+            events.push(ShareEvent {
+                reason: Some(message.clone()),
+                ..ShareEvent::new(share, action, "failure")
+            });
             Finish::Failed(&message)
         };
-        self.commit_if_ours(tx, job, finish).await
+        Ok(jobs::finish(tx, job, finish).await?)
     }
 
     async fn commit_if_ours(
@@ -621,7 +630,17 @@ impl Worker {
         let verdict = if undecided(&request) {
             let shares = db::share_requests::shares_of(&self.pool, &[request_id]).await?;
             let rid = format!("req-{}", Uuid::new_v4());
-            Some(validate::check(&self.cloud, &request, &shares, self.config.member_quota, &rid).await)
+            Some(
+                validate::check(
+                    &self.cloud,
+                    &request,
+                    &shares,
+                    self.config.member_quota,
+                    self.config.concurrency,
+                    &rid,
+                )
+                .await,
+            )
         } else {
             None
         };

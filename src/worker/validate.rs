@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 
+use futures_util::{StreamExt, stream};
+
 use crate::db::share_requests::{ImageFacts, ResolvedTarget, Share, ShareRequest};
 use crate::domain::FieldError;
 use crate::openstack::glance::Image;
@@ -25,6 +27,7 @@ pub async fn check(
     request: &ShareRequest,
     shares: &[Share],
     member_quota: usize,
+    concurrency: usize,
     rid: &str,
 ) -> Result<Verdict, CallError> {
     let mut errors = Vec::new();
@@ -65,11 +68,14 @@ pub async fn check(
         ));
     }
 
+    // Keystone reads, several at once; the answers come back in target order.
+    let lookups: Vec<_> = shares.iter().map(|share| resolve(cloud, share, rid)).collect();
+    let projects: Vec<_> = stream::iter(lookups).buffered(concurrency.max(1)).collect().await;
     let mut resolved = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
-    for (i, share) in shares.iter().enumerate() {
+    for ((i, share), project) in shares.iter().enumerate().zip(projects) {
         let field = format!("targets[{i}]");
-        let project = match resolve(cloud, share, rid).await? {
+        let project = match project? {
             Ok(project) => project,
             Err(reason) => {
                 errors.push(FieldError::new(field, reason));

@@ -40,18 +40,29 @@ pub struct FakeGlance {
 }
 
 impl FakeGlance {
-    /// Starts the fake on a free loopback port; returns it and its URL.
-    pub async fn start() -> (FakeGlance, String) {
+    /// An empty Glance with the default member quota (128), not yet serving.
+    pub fn new() -> FakeGlance {
         let fake = FakeGlance::default();
         fake.inner.lock().unwrap().quota = 128;
-        let app = Router::new()
+        fake
+    }
+
+    /// Its routes (`/v2/images/...`), to serve as they are or wrapped (benches add latency).
+    pub fn router(&self) -> Router {
+        Router::new()
             .route("/v2/images/{image}", get(image).patch(patch_image))
             .route("/v2/images/{image}/members", get(list_members).post(add_member))
             .route(
                 "/v2/images/{image}/members/{member}",
                 get(get_member).put(put_member).delete(delete_member),
             )
-            .with_state(fake.clone());
+            .with_state(self.clone())
+    }
+
+    /// Starts the fake on a free loopback port; returns it and its URL.
+    pub async fn start() -> (FakeGlance, String) {
+        let fake = FakeGlance::new();
+        let app = fake.router();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -98,6 +109,11 @@ impl FakeGlance {
             .get(&(method, op))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Every call served, of any operation.
+    pub fn total_calls(&self) -> usize {
+        self.inner.lock().unwrap().calls.values().sum()
     }
 
     pub fn member_status(&self, image: &str, member: &str) -> Option<String> {

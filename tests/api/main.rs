@@ -14,6 +14,7 @@ mod matrix;
 mod openstack;
 mod operations;
 mod outages;
+mod outbound;
 mod pagination;
 mod policy;
 mod proxy;

@@ -140,6 +140,7 @@ pub fn worker_config() -> WorkerConfig {
             timeout: Duration::from_secs(1),
             max_attempts: 3,
         },
+        glance_rate_limit: 0,
         instance: "test-worker".into(),
     }
 }

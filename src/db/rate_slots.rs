@@ -1,0 +1,46 @@
+//! Slots for outbound calls under a rate limit shared by every replica (GSB_GLANCE_RATE_LIMIT).
+//! One row per cloud and region holds the earliest time the next call may go; reserving a
+//! slot moves it on by one interval in a single statement, so reservations from any number
+//! of replicas are serialized by the row lock and never overlap. Time is the database's, so
+//! replicas' clocks need not agree: callers get back how long to wait, not when.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+
+/// One reserved slot.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct Slot {
+    /// When the call may be sent (database time).
+    pub at: DateTime<Utc>,
+    /// How long the caller must wait from now until then.
+    pub wait_secs: f64,
+}
+
+/// Reserves the next slot under `key` for a rate of one call per `interval`: now, when no
+/// call is scheduled, else one interval after the last one reserved.
+pub async fn reserve(db: impl PgExecutor<'_>, key: &str, interval: Duration) -> Result<Slot, sqlx::Error> {
+    sqlx::query_as(
+        "with reserved as (
+            insert into rate_slots as r (key, next_at, reserved)
+            values ($1, clock_timestamp() + make_interval(secs => $2), 1)
+            on conflict (key) do update
+                set next_at = greatest(r.next_at, clock_timestamp()) + make_interval(secs => $2),
+                    reserved = r.reserved + 1
+            returning r.next_at - make_interval(secs => $2) as at)
+         select at, greatest(extract(epoch from at - clock_timestamp())::float8, 0) as wait_secs from reserved",
+    )
+    .bind(key)
+    .bind(interval.as_secs_f64())
+    .fetch_one(db)
+    .await
+}
+
+/// How many slots have been handed out under `key`.
+pub async fn reserved(db: impl PgExecutor<'_>, key: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("select coalesce((select reserved from rate_slots where key = $1), 0)")
+        .bind(key)
+        .fetch_one(db)
+        .await
+}

@@ -1,0 +1,233 @@
+//! Grants, carried out in batches: the grant jobs of one image held under one lease are done
+//! in one pass. Each target is checked again in Keystone (reads, so several at once, ahead of
+//! the writes), the image is read and made `shared` once, the members are added one after
+//! another (Glance can fail concurrent member writes to one image), and every outcome is
+//! settled in one transaction. A batch of one is the plain case.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::{Effect, Worker};
+use crate::db;
+use crate::db::jobs::{Claimed, Subject};
+use crate::db::share_requests::{Share, ShareRequest};
+use crate::domain::ShareState;
+use crate::openstack::CallError;
+use crate::openstack::glance::Image;
+
+/// How many grant jobs of one image one pass carries out at most.
+pub(super) const BATCH: i64 = 64;
+
+impl Worker {
+    /// Carries out the grant jobs in `held` (all on one image, under one lease token).
+    /// An error is ours (database, lost lease): the jobs are left for their lease to lapse.
+    pub(super) async fn grant(&self, held: &[Claimed]) -> anyhow::Result<()> {
+        let ids: Vec<Uuid> = held
+            .iter()
+            .filter_map(|job| match job.subject {
+                Subject::Share(id) => Some(id),
+                Subject::Request(_) => None,
+            })
+            .collect();
+        anyhow::ensure!(ids.len() == held.len(), "a grant job names a request, not a share");
+        let shares: HashMap<Uuid, Share> = db::share_requests::shares_by_id(&self.pool, &ids)
+            .await?
+            .into_iter()
+            .map(|s| (s.id, s))
+            .collect();
+        let request_ids: Vec<Uuid> = shares.values().map(|s| s.request_id).collect();
+        let requests: HashMap<Uuid, ShareRequest> = db::share_requests::find_many(&self.pool, &request_ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r))
+            .collect();
+
+        // What needs Glance, and what is settled without it.
+        let mut outcomes: Vec<Option<Result<Effect, CallError>>> = Vec::with_capacity(held.len());
+        let mut todo = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            let share = shares.get(id).ok_or_else(|| anyhow::anyhow!("share {id} is gone"))?;
+            let request = requests
+                .get(&share.request_id)
+                .ok_or_else(|| anyhow::anyhow!("request {} is gone", share.request_id))?;
+            outcomes.push(if !matches!(share.state, ShareState::Queued | ShareState::Granting) {
+                Some(Ok(Effect::Nothing))
+            } else if request.expires_at.is_some_and(|at| at <= Utc::now()) {
+                Some(Ok(Effect::Expired))
+            } else {
+                todo.push((i, share, request));
+                None
+            });
+        }
+
+        let rid = format!("req-{}", Uuid::new_v4());
+        if !todo.is_empty() {
+            self.grant_members(held, &todo, &rid, &mut outcomes).await?;
+        }
+        let settled = held
+            .iter()
+            .zip(ids)
+            .zip(outcomes)
+            .map(|((job, id), outcome)| (job, id, outcome.expect("every share has an outcome")))
+            .collect();
+        self.settle(settled, &rid).await
+    }
+
+    /// Moves the queued shares to `granting`, with their audit events, before anything is
+    /// written to Glance.
+    async fn start_granting(
+        &self,
+        held: &[Claimed],
+        todo: &[(usize, &Share, &ShareRequest)],
+        rid: &str,
+    ) -> anyhow::Result<()> {
+        let queued: Vec<Uuid> = todo
+            .iter()
+            .filter(|(_, s, _)| s.state == ShareState::Queued)
+            .map(|(_, s, _)| s.id)
+            .collect();
+        if queued.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.lease_tx(held).await?;
+        let granting = db::shares::set_states(&mut tx, &queued, ShareState::Granting).await?;
+        for share in &granting {
+            let event = self.event(share, "update/grant", "pending", rid);
+            db::audit::record(&mut tx, &self.config.instance, event).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The Keystone and Glance calls of a batch; fills in the outcome of each share in `todo`.
+    async fn grant_members(
+        &self,
+        held: &[Claimed],
+        todo: &[(usize, &Share, &ShareRequest)],
+        rid: &str,
+        outcomes: &mut [Option<Result<Effect, CallError>>],
+    ) -> anyhow::Result<()> {
+        // Each target is checked again, for the project may have been deleted since
+        // validation. The checks are reads: they run ahead, several at once, while the
+        // members are added one after another.
+        let limit = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let lookups: Vec<JoinHandle<Result<String, CallError>>> = todo
+            .iter()
+            .map(|(_, share, _)| {
+                let (worker, share, rid, limit) = (self.clone(), (*share).clone(), rid.to_owned(), limit.clone());
+                tokio::spawn(async move {
+                    let _permit = limit.acquire_owned().await.expect("the semaphore is never closed");
+                    worker.resolve_target(&share, &rid).await
+                })
+            })
+            .collect();
+        let (_, first, _) = todo[0];
+        let image_id = first.image_id.to_string();
+        // The image is read while the shares are marked `granting`.
+        let (started, image) = tokio::join!(self.start_granting(held, todo, rid), self.cloud.image(&image_id, rid));
+        started?;
+        let image = match image {
+            Ok(Some(image)) => Ok(image),
+            Ok(None) => Err(CallError::permanent(
+                Some(404),
+                format!(
+                    "image {image_id} does not exist in region {} (or the broker cannot see it)",
+                    first.region
+                ),
+            )),
+            Err(e) => Err(e),
+        };
+        // Whether the image can take members is found out before the first member is added.
+        let mut checked = false;
+        // After a transient failure the rest of the batch waits for the retry as well,
+        // rather than press a Glance that is struggling.
+        let mut failed: Option<CallError> = None;
+        for ((i, share, request), lookup) in todo.iter().zip(lookups) {
+            let project = lookup.await?;
+            let outcome = match (project, &image) {
+                (Err(e), _) => Err(e),
+                (_, Err(e)) => Err(e.clone()),
+                (Ok(project_id), Ok(image)) if image.owner.as_deref() == Some(project_id.as_str()) => Err(
+                    CallError::permanent(None, "the target project owns the image: nothing to share"),
+                ),
+                (Ok(project_id), Ok(image)) => {
+                    if !checked {
+                        checked = true;
+                        failed = match image.visibility.as_str() {
+                            "shared" => Ok(()),
+                            "private" => self.make_shared(held, share, &image_id, rid).await?,
+                            other => Err(CallError::permanent(
+                                Some(403),
+                                format!(
+                                    "a {other} image cannot have members; only private or shared images can be shared"
+                                ),
+                            )),
+                        }
+                        .err();
+                    }
+                    let outcome = match &failed {
+                        Some(e) => Err(e.clone()),
+                        None => {
+                            self.add_member(&image_id, image, project_id, request.auto_accept, rid)
+                                .await
+                        }
+                    };
+                    if let Err(e) = &outcome
+                        && e.is_transient()
+                    {
+                        failed = Some(e.clone());
+                    }
+                    outcome
+                }
+            };
+            outcomes[*i] = Some(outcome);
+        }
+        Ok(())
+    }
+
+    /// Makes a private image `shared`, remembering first (on `share`) that the broker did, so
+    /// the last revoke puts it back even after a crash right after the change.
+    async fn make_shared(
+        &self,
+        held: &[Claimed],
+        share: &Share,
+        image_id: &str,
+        rid: &str,
+    ) -> anyhow::Result<Result<(), CallError>> {
+        let mut tx = self.lease_tx(held).await?;
+        db::shares::mark_made_image_shared(&mut tx, share.id).await?;
+        tx.commit().await?;
+        if let Err(e) = self.cloud.set_visibility(image_id, "shared", rid).await {
+            return Ok(Err(e));
+        }
+        self.record_visibility(held, share.id, "private", "shared", rid).await?;
+        Ok(Ok(()))
+    }
+
+    /// Adds one member, and accepts it for the consumer with `auto_accept`.
+    async fn add_member(
+        &self,
+        image_id: &str,
+        image: &Image,
+        project_id: String,
+        auto_accept: bool,
+        rid: &str,
+    ) -> Result<Effect, CallError> {
+        self.cloud.add_member(image_id, &project_id, rid).await?;
+        if auto_accept {
+            self.cloud
+                .set_member_status(image_id, &project_id, "accepted", rid)
+                .await?;
+        }
+        Ok(Effect::Granted {
+            project_id,
+            accepted: auto_accept,
+            image: image.clone(),
+        })
+    }
+}
