@@ -382,3 +382,28 @@ async fn lists_filter_by_status_image_project_and_requester() {
     assert_eq!(one["state"], "cancelled");
     assert_eq!(one["request_id"], a["id"]);
 }
+
+#[tokio::test]
+async fn a_nul_character_anywhere_in_a_body_is_refused_by_name() {
+    let app = spawn_app().await;
+    let filed = app.file(IMAGE, &[PROJ_B]).await;
+    let path = format!("/v1/share-requests/{}/cancel", filed["id"].as_str().unwrap());
+    let response = app
+        .post(&app.requester, &path, &json!({"comment": "a\u{0}b"}))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(fields(&body), ["comment"]);
+
+    let mut request = request_body(IMAGE, &["proj-b"]);
+    request["targets"][0] = json!("proj\u{0}b");
+    let response = app
+        .post(&app.requester, "/v1/share-requests", &request)
+        .send()
+        .await
+        .unwrap();
+    let body = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(fields(&body), ["targets[0]"]);
+    assert_eq!(app.request_count().await, 1, "nothing stored");
+}
