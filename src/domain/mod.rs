@@ -12,5 +12,7 @@ pub mod webhook;
 pub use audit::{BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, UnsealedEvent};
 pub use canonical::canonical_json;
 pub use principal::{ApproverScope, Capability, Credential, Grant, KeystoneIdentity, Principal, Role, RoleMap, Scope};
-pub use share_request::{FieldError, Limits, MAX_REASON_CHARS, NewShareRequest, ShareRequestInput, Target};
+pub use share_request::{
+    FieldError, Limits, MAX_REASON_CHARS, NewShareRequest, ShareRequestInput, Target, free_text_problem,
+};
 pub use states::{RequestStatus, ShareState, Validation};

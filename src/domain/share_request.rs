@@ -57,6 +57,18 @@ pub struct Limits {
 }
 
 pub const MAX_REASON_CHARS: usize = 1000;
+
+/// Why a free text (a reason, a comment) is refused, if it is: longer than
+/// [`MAX_REASON_CHARS`], or holding a NUL character, which Postgres text cannot store.
+pub fn free_text_problem(text: &str) -> Option<String> {
+    if text.chars().count() > MAX_REASON_CHARS {
+        Some(format!("at most {MAX_REASON_CHARS} characters"))
+    } else if text.contains('\0') {
+        Some("must not contain the NUL character (\\u0000)".into())
+    } else {
+        None
+    }
+}
 pub const MAX_PROJECT_NAME_CHARS: usize = 64;
 const MAX_REGION_CHARS: usize = 255;
 
@@ -160,11 +172,8 @@ impl NewShareRequest {
         let reason = input.reason.trim().to_owned();
         if reason.is_empty() {
             errors.push(FieldError::new("reason", "is required: say why the share is needed"));
-        } else if reason.chars().count() > MAX_REASON_CHARS {
-            errors.push(FieldError::new(
-                "reason",
-                format!("at most {MAX_REASON_CHARS} characters"),
-            ));
+        } else if let Some(problem) = free_text_problem(&reason) {
+            errors.push(FieldError::new("reason", problem));
         }
 
         let region = match input.region {
@@ -265,6 +274,13 @@ mod tests {
         );
         let four = input(&["a", "b", "c", "d"]);
         assert_eq!(fields(NewShareRequest::parse(four, &limits(), Utc::now())), ["targets"]);
+    }
+
+    #[test]
+    fn a_nul_in_the_reason_is_refused() {
+        let mut nul = input(&["a"]);
+        nul.reason = "a\0b".into();
+        assert_eq!(fields(NewShareRequest::parse(nul, &limits(), Utc::now())), ["reason"]);
     }
 
     #[test]

@@ -67,36 +67,8 @@ fn parse<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<Json<
     }
     let document: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::MalformedBody(format!("the body is not valid JSON: {e}")))?;
-    if let Some(field) = nul_in(&document, String::new()) {
-        // Postgres text cannot hold U+0000: refuse it here, named, for every body.
-        return Err(ApiError::field(&field, "must not contain the NUL character (\\u0000)"));
-    }
     let value = serde_path_to_error::deserialize(&document).map_err(|e| field_error(e, "body"))?;
     Ok(Json { value, document })
-}
-
-/// The path of the first string (or key) in `value` that holds a NUL character.
-fn nul_in(value: &Value, path: String) -> Option<String> {
-    match value {
-        Value::String(s) if s.contains('\0') => Some(if path.is_empty() { "body".into() } else { path }),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, item)| nul_in(item, format!("{path}[{i}]"))),
-        Value::Object(fields) => fields.iter().find_map(|(key, item)| {
-            let here = if path.is_empty() {
-                key.clone()
-            } else {
-                format!("{path}.{key}")
-            };
-            if key.contains('\0') {
-                Some(here)
-            } else {
-                nul_in(item, here)
-            }
-        }),
-        _ => None,
-    }
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {

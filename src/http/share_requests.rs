@@ -574,8 +574,8 @@ async fn decide(
     to: RequestStatus,
 ) -> Result<Response, ApiError> {
     let comment = body.value.comment.as_deref().map(str::trim).filter(|c| !c.is_empty());
-    if comment.is_some_and(|c| c.chars().count() > crate::domain::MAX_REASON_CHARS) {
-        return Err(ApiError::field("comment", "at most 1000 characters"));
+    if let Some(problem) = comment.and_then(crate::domain::free_text_problem) {
+        return Err(ApiError::field("comment", problem));
     }
     let verb = match to {
         RequestStatus::Approved => "approve",

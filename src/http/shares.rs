@@ -295,11 +295,11 @@ pub async fn revoke_share(
     body: Json<RevokeInput>,
 ) -> Result<Response, ApiError> {
     let reason = body.value.reason.trim();
-    if reason.is_empty() || reason.chars().count() > crate::domain::MAX_REASON_CHARS {
-        return Err(ApiError::field(
-            "reason",
-            "is required: say why, in at most 1000 characters",
-        ));
+    if reason.is_empty() {
+        return Err(ApiError::field("reason", "is required: say why"));
+    }
+    if let Some(problem) = crate::domain::free_text_problem(reason) {
+        return Err(ApiError::field("reason", problem));
     }
     act(
         &state,

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::fake_glance::Fault;
 use crate::faults::{approve_one, setup, until_state};
 use crate::helpers::{PROJ_B, TestApp, problem, request_body, serve_args, spawn_app};
-use crate::openstack::{Rig, broker_cloud, drain, env, worker_config};
+use crate::openstack::{Rig, broker_cloud, drain, env, until_share_state, worker_config};
 
 const BIN: &str = env!("CARGO_BIN_EXE_glance-share-broker");
 
@@ -81,13 +81,13 @@ async fn granting_accepting_and_revoking_yield_their_exact_events() {
         )
         .await;
     let (request_id, share) = (id(&request, "/id"), id(&request, "/shares/0/id"));
-    drain(&worker).await;
+    until_share_state(&worker, &app.pool, &share, "pending_acceptance").await;
     let consumer = consumer_key(&app, &proj_b).await;
     post_ok(&app, &consumer, &format!("/v1/shares/{share}/accept"), json!({})).await;
-    drain(&worker).await;
+    until_share_state(&worker, &app.pool, &share, "accepted").await;
     let revoke = json!({"reason": "project closed"});
     post_ok(&app, &app.requester, &format!("/v1/shares/{share}/revoke"), revoke).await;
-    drain(&worker).await;
+    until_share_state(&worker, &app.pool, &share, "revoked").await;
 
     assert_eq!(
         trail(&app, &request_id).await,
@@ -143,10 +143,10 @@ async fn rejecting_through_the_broker_yields_its_exact_events() {
         )
         .await;
     let share = id(&request, "/shares/0/id");
-    drain(&worker).await;
+    until_share_state(&worker, &app.pool, &share, "pending_acceptance").await;
     let consumer = consumer_key(&app, &proj_b).await;
     post_ok(&app, &consumer, &format!("/v1/shares/{share}/reject"), json!({})).await;
-    drain(&worker).await;
+    until_share_state(&worker, &app.pool, &share, "rejected").await;
 
     assert_eq!(
         trail(&app, &id(&request, "/id")).await,

@@ -166,3 +166,12 @@ pub async fn drive_until(worker: &Worker, pool: &PgPool, what: &str, done: impl 
     }
     panic!("timed out waiting until {what}");
 }
+
+/// Runs the worker until `share` is in `state` (retries of transient failures included).
+pub async fn until_share_state(worker: &Worker, pool: &PgPool, share: &str, state: &'static str) {
+    let share = share.to_owned();
+    drive_until(worker, pool, state, async move |pool: &PgPool| {
+        crate::helpers::share_state(pool, &share).await == state
+    })
+    .await;
+}

@@ -384,7 +384,7 @@ async fn lists_filter_by_status_image_project_and_requester() {
 }
 
 #[tokio::test]
-async fn a_nul_character_anywhere_in_a_body_is_refused_by_name() {
+async fn a_nul_character_in_free_text_is_refused_by_name() {
     let app = spawn_app().await;
     let filed = app.file(IMAGE, &[PROJ_B]).await;
     let path = format!("/v1/share-requests/{}/cancel", filed["id"].as_str().unwrap());

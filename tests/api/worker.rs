@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::{share_state, spawn_app};
-use crate::openstack::{Rig, broker_cloud, drain, drive_until, env, worker_config};
+use crate::openstack::{Rig, broker_cloud, drain, drive_until, env, until_share_state, worker_config};
 
 fn share_id(request: &Value, i: usize) -> String {
     request["shares"][i]["id"].as_str().unwrap().to_owned()
@@ -58,8 +58,7 @@ async fn a_share_is_granted_accepted_and_revoked_in_the_real_glance() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let share = share_id(&filed, 0);
-    drain(&worker).await;
-    assert_eq!(share_state(&app.pool, &share).await, "pending_acceptance");
+    until_share_state(&worker, &app.pool, &share, "pending_acceptance").await;
     let (_, members) = rig.glance_get(&alice, &format!("/v2/images/{image}/members")).await;
     assert_eq!(members["members"][0]["member_id"], proj_b.as_str());
     assert_eq!(members["members"][0]["status"], "pending");
@@ -93,8 +92,7 @@ async fn a_share_is_granted_accepted_and_revoked_in_the_real_glance() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    drain(&worker).await;
-    assert_eq!(share_state(&app.pool, &share).await, "accepted");
+    until_share_state(&worker, &app.pool, &share, "accepted").await;
     let (_, member) = rig
         .glance_get(&alice, &format!("/v2/images/{image}/members/{proj_b}"))
         .await;
@@ -130,7 +128,7 @@ async fn a_share_is_granted_accepted_and_revoked_in_the_real_glance() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
-    drain(&worker).await;
+    until_share_state(&worker, &app.pool, &share, "revoked").await;
     let view: Value = app
         .get(&app.auditor, &format!("/v1/shares/{share}"))
         .send()
@@ -248,11 +246,7 @@ async fn a_target_given_by_name_is_resolved_and_granted_by_id() {
         .await;
     assert_eq!(request["shares"][0]["project_id"], proj_c.as_str());
     assert_eq!(request["shares"][0]["project_name"], "proj-c");
-    drain(&worker).await;
-    assert_eq!(
-        share_state(&app.pool, &share_id(&request, 0)).await,
-        "pending_acceptance"
-    );
+    until_share_state(&worker, &app.pool, &share_id(&request, 0), "pending_acceptance").await;
 
     // Glance holds exactly the one real member.
     let (_, members) = rig
@@ -314,8 +308,7 @@ async fn the_worker_sees_the_consumer_accept_in_glance() {
         )
         .await;
     let share = share_id(&request, 0);
-    drain(&worker).await;
-    assert_eq!(share_state(&app.pool, &share).await, "pending_acceptance");
+    until_share_state(&worker, &app.pool, &share, "pending_acceptance").await;
 
     // bob accepts with the openstack CLI's call, not through the broker.
     let bob = rig.token("bob").await;
