@@ -174,6 +174,84 @@ pub const GENESIS: [u8; 32] = [0; 32];
 /// Appends an unsealed event inside `tx` and queues the webhook deliveries that announce
 /// it. One insert, no lock: the event's digest goes with it, for [`seal`] to chain.
 pub async fn record(tx: &mut PgConnection, observer: &str, event: NewEvent<'_>) -> Result<Event, sqlx::Error> {
+    let mut stored = record_all(tx, observer, vec![event]).await?;
+    Ok(stored.remove(0))
+}
+
+/// Appends several events inside `tx` in one insert (a worker's batch), in their order,
+/// and queues their webhook deliveries.
+pub async fn record_all(
+    tx: &mut PgConnection,
+    observer: &str,
+    events: Vec<NewEvent<'_>>,
+) -> Result<Vec<Event>, sqlx::Error> {
+    let mut stored: Vec<Event> = events.into_iter().map(|e| prepare(observer, e)).collect();
+    if stored.is_empty() {
+        return Ok(stored);
+    }
+    let column = |f: fn(&Event) -> Option<String>| stored.iter().map(f).collect::<Vec<_>>();
+    let (actions, outcomes, observers) = (
+        column(|e| Some(e.action.clone())),
+        column(|e| Some(e.outcome.clone())),
+        column(|e| Some(e.observer.clone())),
+    );
+    let (project_ids, reasons, correlation_ids) = (
+        column(|e| e.project_id.clone()),
+        column(|e| e.reason.clone()),
+        column(|e| e.correlation_id.clone()),
+    );
+    let ids: Vec<Uuid> = stored.iter().map(|e| e.id).collect();
+    let times: Vec<DateTime<Utc>> = stored.iter().map(|e| e.occurred_at).collect();
+    let initiators: Vec<&Value> = stored.iter().map(|e| &e.initiator).collect();
+    let targets: Vec<&Value> = stored.iter().map(|e| &e.target).collect();
+    let details: Vec<&Value> = stored.iter().map(|e| &e.details).collect();
+    let request_ids: Vec<Option<Uuid>> = stored.iter().map(|e| e.request_id).collect();
+    let share_ids: Vec<Option<Uuid>> = stored.iter().map(|e| e.share_id).collect();
+    let image_ids: Vec<Option<Uuid>> = stored.iter().map(|e| e.image_id).collect();
+    let digests: Vec<Vec<u8>> = stored.iter().map(|e| e.content_digest().to_vec()).collect();
+    // seq comes from a sequence in row order; each row is matched back by its id.
+    let seqs: Vec<(Uuid, i64)> = sqlx::query_as(
+        "insert into audit_events (id, occurred_at, action, outcome, initiator, target, observer,
+             request_id, share_id, image_id, project_id, reason, correlation_id, details, digest)
+         select * from unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::jsonb[],
+             $6::jsonb[], $7::text[], $8::uuid[], $9::uuid[], $10::uuid[], $11::text[], $12::text[],
+             $13::text[], $14::jsonb[], $15::bytea[])
+         returning id, seq",
+    )
+    .bind(&ids)
+    .bind(&times)
+    .bind(&actions)
+    .bind(&outcomes)
+    .bind(&initiators)
+    .bind(&targets)
+    .bind(&observers)
+    .bind(&request_ids)
+    .bind(&share_ids)
+    .bind(&image_ids)
+    .bind(&project_ids)
+    .bind(&reasons)
+    .bind(&correlation_ids)
+    .bind(&details)
+    .bind(&digests)
+    .fetch_all(&mut *tx)
+    .await?;
+    for event in &mut stored {
+        event.seq = seqs
+            .iter()
+            .find(|(id, _)| *id == event.id)
+            .map(|(_, seq)| *seq)
+            .ok_or_else(|| sqlx::Error::Protocol(format!("audit event {} was not stored", event.id)))?;
+    }
+    if super::webhooks::any_active(tx).await? {
+        for event in &stored {
+            super::webhooks::enqueue_for(tx, event).await?;
+        }
+    }
+    Ok(stored)
+}
+
+/// The event as it will be stored: its target, time and content, not yet numbered.
+fn prepare(observer: &str, event: NewEvent<'_>) -> Event {
     let mut target = Map::new();
     for (key, value) in [
         ("image_id", json!(event.image_id)),
@@ -188,7 +266,7 @@ pub async fn record(tx: &mut PgConnection, observer: &str, event: NewEvent<'_>) 
             target.insert(key.into(), value);
         }
     }
-    let mut stored = Event {
+    Event {
         seq: 0,
         id: Uuid::now_v7(),
         // Postgres keeps microseconds: digest what will be read back.
@@ -208,32 +286,7 @@ pub async fn record(tx: &mut PgConnection, observer: &str, event: NewEvent<'_>) 
         chain_pos: None,
         prev_hash: None,
         hash: None,
-    };
-    stored.seq = sqlx::query_scalar(
-        "insert into audit_events (id, occurred_at, action, outcome, initiator, target, observer,
-             request_id, share_id, image_id, project_id, reason, correlation_id, details, digest)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-         returning seq",
-    )
-    .bind(stored.id)
-    .bind(stored.occurred_at)
-    .bind(&stored.action)
-    .bind(&stored.outcome)
-    .bind(&stored.initiator)
-    .bind(&stored.target)
-    .bind(&stored.observer)
-    .bind(stored.request_id)
-    .bind(stored.share_id)
-    .bind(stored.image_id)
-    .bind(&stored.project_id)
-    .bind(&stored.reason)
-    .bind(&stored.correlation_id)
-    .bind(&stored.details)
-    .bind(&stored.content_digest()[..])
-    .fetch_one(&mut *tx)
-    .await?;
-    super::webhooks::enqueue_for(tx, &stored).await?;
-    Ok(stored)
+    }
 }
 
 /// Events sealed per transaction.

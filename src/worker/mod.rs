@@ -438,14 +438,15 @@ impl Worker {
                 return Ok(());
             }
         }
-        for e in &events {
-            let event = NewEvent {
+        let events = events
+            .iter()
+            .map(|e| NewEvent {
                 reason: e.reason.as_deref(),
                 details: e.details.clone(),
                 ..self.event(&e.share, e.action, e.outcome, rid)
-            };
-            db::audit::record(&mut tx, &self.config.instance, event).await?;
-        }
+            })
+            .collect();
+        db::audit::record_all(&mut tx, &self.config.instance, events).await?;
         tx.commit().await?;
         Ok(())
     }
