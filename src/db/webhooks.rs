@@ -155,11 +155,9 @@ pub async fn any_active(tx: &mut PgConnection) -> Result<bool, sqlx::Error> {
 }
 
 /// Queues a delivery of each webhook event `event` announces to every active endpoint that
-/// wants it. Runs inside the transaction that records `event`.
+/// wants it. Runs inside the transaction that records `event`, once [`any_active`] said
+/// there is an endpoint (asked once per batch of events).
 pub async fn enqueue_for(tx: &mut PgConnection, event: &Event) -> Result<(), sqlx::Error> {
-    if !any_active(tx).await? {
-        return Ok(());
-    }
     let Some(resource) = resource(tx, event).await? else {
         return Ok(());
     };

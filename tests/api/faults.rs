@@ -54,13 +54,7 @@ pub async fn approve_one(s: &Setup) -> String {
 }
 
 async fn share(app: &TestApp, id: &str) -> Value {
-    app.get(&app.auditor, &format!("/v1/shares/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    app.read(&format!("/v1/shares/{id}")).await
 }
 
 pub async fn until_state(s: &Setup, id: &str, state: &'static str) -> Value {
@@ -190,15 +184,7 @@ async fn glance_failing_during_validation_keeps_the_request_pending_and_retries(
     let filed = s.app.file_as(&s.app.requester, &body).await;
     let id = filed["id"].as_str().unwrap();
     s.worker.run_once().await.unwrap();
-    let pending: Value = s
-        .app
-        .get(&s.app.auditor, &format!("/v1/share-requests/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pending = s.app.read(&format!("/v1/share-requests/{id}")).await;
     assert_eq!(pending["validation"]["state"], "pending");
     assert!(
         pending["validation"]["last_error"].as_str().unwrap().contains("503"),

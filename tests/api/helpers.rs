@@ -147,6 +147,17 @@ impl TestApp {
         self.client.get(self.url(path)).bearer_auth(key)
     }
 
+    /// GET `path` as the auditor, who reads everything; the JSON body.
+    pub async fn read(&self, path: &str) -> Value {
+        self.get(&self.auditor, path)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub fn post(&self, key: &str, path: &str, body: &Value) -> RequestBuilder {
         self.client.post(self.url(path)).bearer_auth(key).json(body)
     }
@@ -183,14 +194,7 @@ impl TestApp {
             if let Some(worker) = worker {
                 drain(worker).await;
             }
-            let request: Value = self
-                .get(&self.auditor, &format!("/v1/share-requests/{id}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let request: Value = self.read(&format!("/v1/share-requests/{id}")).await;
             if request["validation"]["state"] != "pending" {
                 return request;
             }

@@ -33,7 +33,7 @@ async fn paging_while_others_insert_skips_and_repeats_nothing() {
             Some(c) => format!("/v1/share-requests?limit=7&cursor={c}"),
             None => "/v1/share-requests?limit=7".to_owned(),
         };
-        let page: Value = app.get(&app.auditor, &path).send().await.unwrap().json().await.unwrap();
+        let page: Value = app.read(&path).await;
         let items = page["items"].as_array().unwrap();
         assert!(items.len() <= 7);
         seen.extend(items.iter().map(|r| r["id"].as_str().unwrap().to_owned()));
@@ -55,14 +55,7 @@ async fn paging_while_others_insert_skips_and_repeats_nothing() {
     assert!(pages >= 7);
 
     // Newest first, and a full walk after the writer is done sees everything.
-    let all: Value = app
-        .get(&app.auditor, "/v1/share-requests?limit=200")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Value = app.read("/v1/share-requests?limit=200").await;
     let ids: Vec<&str> = all["items"]
         .as_array()
         .unwrap()

@@ -178,14 +178,7 @@ async fn an_undecided_request_expires_after_the_policy_time() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(worker.sweep_expired().await.unwrap(), 1);
 
-    let request: Value = app
-        .get(&app.auditor, &format!("/v1/share-requests/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let request: Value = app.read(&format!("/v1/share-requests/{id}")).await;
     assert_eq!(request["status"], "expired");
     assert_eq!(request["shares"][0]["state"], "expired");
     assert_eq!(events(&app, id).await.last().unwrap().0, "update/expire");

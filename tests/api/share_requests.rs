@@ -346,15 +346,7 @@ async fn lists_filter_by_status_image_project_and_requester() {
     let ids = |body: Value| -> usize { body["items"].as_array().unwrap().len() };
     let get = |q: String| {
         let app = &app;
-        async move {
-            app.get(&app.auditor, &q)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
+        async move { app.read(&q).await }
     };
     assert_eq!(ids(get("/v1/share-requests".into()).await), 2);
     assert_eq!(ids(get("/v1/share-requests?status=cancelled".into()).await), 1);

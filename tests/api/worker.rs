@@ -129,14 +129,7 @@ async fn a_share_is_granted_accepted_and_revoked_in_the_real_glance() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     until_share_state(&worker, &app.pool, &share, "revoked").await;
-    let view: Value = app
-        .get(&app.auditor, &format!("/v1/shares/{share}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view: Value = app.read(&format!("/v1/shares/{share}")).await;
     assert_eq!(view["state"], "revoked");
     assert_eq!(view["revoked_by"], "portal");
     assert_eq!(view["revoke_reason"], "project closed");
@@ -363,14 +356,7 @@ async fn an_expired_share_is_revoked_by_the_worker() {
         share_state(pool, &id).await == "revoked"
     })
     .await;
-    let view: Value = app
-        .get(&app.auditor, &format!("/v1/shares/{share}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view: Value = app.read(&format!("/v1/shares/{share}")).await;
     assert_eq!(view["revoked_by"], "expiry");
     assert_eq!(
         rig.glance_get(&rig.token("bob").await, &format!("/v2/images/{image}"))
