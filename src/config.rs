@@ -286,6 +286,12 @@ pub struct WorkerArgs {
     #[arg(long, env = "GSB_ACCEPT_POLL_MAX_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub accept_poll_max_secs: u64,
 
+    /// How long a passed validation is trusted: a grant starting later checks each target in
+    /// Keystone again (the project may have been deleted since); one starting sooner uses the
+    /// project ids validation resolved. 0 checks again every time.
+    #[arg(long, env = "GSB_REVALIDATE_AFTER_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=86400))]
+    pub revalidate_after_secs: u64,
+
     /// Glance's `image_member_quota` (Glance's default is 128): validation refuses a request
     /// that would pass it.
     #[arg(long, env = "GSB_IMAGE_MEMBER_QUOTA", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=100000))]
@@ -354,6 +360,7 @@ impl WorkerArgs {
             accept_poll_first: Duration::from_secs(self.accept_poll_first_secs),
             accept_poll_max: Duration::from_secs(self.accept_poll_max_secs),
             member_quota: self.image_member_quota as usize,
+            revalidate_after: Duration::from_secs(self.revalidate_after_secs),
             policy,
             webhooks: crate::worker::WebhookConfig {
                 concurrency: self.webhook_concurrency as usize,

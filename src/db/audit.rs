@@ -209,14 +209,17 @@ pub async fn record_all(
     let share_ids: Vec<Option<Uuid>> = stored.iter().map(|e| e.share_id).collect();
     let image_ids: Vec<Option<Uuid>> = stored.iter().map(|e| e.image_id).collect();
     let digests: Vec<Vec<u8>> = stored.iter().map(|e| e.content_digest().to_vec()).collect();
-    // seq comes from a sequence in row order; each row is matched back by its id.
-    let seqs: Vec<(Uuid, i64)> = sqlx::query_as(
-        "insert into audit_events (id, occurred_at, action, outcome, initiator, target, observer,
-             request_id, share_id, image_id, project_id, reason, correlation_id, details, digest)
-         select * from unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::jsonb[],
-             $6::jsonb[], $7::text[], $8::uuid[], $9::uuid[], $10::uuid[], $11::text[], $12::text[],
-             $13::text[], $14::jsonb[], $15::bytea[])
-         returning id, seq",
+    // seq comes from a sequence in row order; each row is matched back by its id. Whether
+    // any webhook is active comes back with the rows: no round trip of its own.
+    let seqs: Vec<(Uuid, i64, bool)> = sqlx::query_as(
+        "with stored as (
+             insert into audit_events (id, occurred_at, action, outcome, initiator, target, observer,
+                 request_id, share_id, image_id, project_id, reason, correlation_id, details, digest)
+             select * from unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::jsonb[],
+                 $6::jsonb[], $7::text[], $8::uuid[], $9::uuid[], $10::uuid[], $11::text[], $12::text[],
+                 $13::text[], $14::jsonb[], $15::bytea[])
+             returning id, seq)
+         select id, seq, exists (select 1 from webhooks where active) from stored",
     )
     .bind(&ids)
     .bind(&times)
@@ -238,11 +241,11 @@ pub async fn record_all(
     for event in &mut stored {
         event.seq = seqs
             .iter()
-            .find(|(id, _)| *id == event.id)
-            .map(|(_, seq)| *seq)
+            .find(|(id, ..)| *id == event.id)
+            .map(|(_, seq, _)| *seq)
             .ok_or_else(|| sqlx::Error::Protocol(format!("audit event {} was not stored", event.id)))?;
     }
-    if super::webhooks::any_active(tx).await? {
+    if seqs.iter().any(|(.., hooks)| *hooks) {
         for event in &stored {
             super::webhooks::enqueue_for(tx, event).await?;
         }

@@ -129,51 +129,62 @@ pub async fn enqueue(
     image_id: Uuid,
     run_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "insert into jobs (id, kind, share_id, image_id, run_at) values ($1, $2, $3, $4, $5)
-         on conflict (kind, coalesce(share_id, request_id)) where state in ('queued', 'running') do nothing",
-    )
-    .bind(Uuid::now_v7())
-    .bind(kind.as_str())
-    .bind(share_id)
-    .bind(image_id)
-    .bind(run_at)
-    .execute(&mut *tx)
-    .await?;
-    if run_at <= Utc::now() {
-        wake_workers(tx).await?;
-    }
-    Ok(())
+    enqueue_all(tx, kind, &[(share_id, image_id)], run_at).await
 }
 
 /// Queues the grant of each approved share.
 pub async fn enqueue_grants(tx: &mut PgConnection, shares: &[Share]) -> Result<(), sqlx::Error> {
-    for share in shares {
-        enqueue(tx, Kind::Grant, share.id, share.image_id, Utc::now()).await?;
-    }
+    let subjects: Vec<(Uuid, Uuid)> = shares.iter().map(|s| (s.id, s.image_id)).collect();
+    enqueue_all(tx, Kind::Grant, &subjects, Utc::now()).await
+}
+
+/// [`enqueue`] for several (share, image) pairs in one statement, which also wakes the
+/// workers (once) when it queued something due.
+async fn enqueue_all(
+    tx: &mut PgConnection,
+    kind: Kind,
+    subjects: &[(Uuid, Uuid)],
+    run_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let ids: Vec<Uuid> = subjects.iter().map(|_| Uuid::now_v7()).collect();
+    let (share_ids, image_ids): (Vec<Uuid>, Vec<Uuid>) = subjects.iter().copied().unzip();
+    sqlx::query(
+        "with queued as (
+             insert into jobs (id, kind, share_id, image_id, run_at)
+             select id, $2, share_id, image_id, $5 from unnest($1::uuid[], $3::uuid[], $4::uuid[])
+                 as t (id, share_id, image_id)
+             on conflict (kind, coalesce(share_id, request_id)) where state in ('queued', 'running') do nothing
+             returning id)
+         select pg_notify($6, '') where $7 and exists (select 1 from queued)",
+    )
+    .bind(&ids)
+    .bind(kind.as_str())
+    .bind(&share_ids)
+    .bind(&image_ids)
+    .bind(run_at)
+    .bind(CHANNEL)
+    .bind(run_at <= Utc::now())
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 
-/// Queues the validation of a new request. It writes nothing to Glance, so it holds no image.
+/// Queues the validation of a new request and wakes the workers, in one statement. It
+/// writes nothing to Glance, so it holds no image.
 pub async fn enqueue_validation(tx: &mut PgConnection, request_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "insert into jobs (id, kind, request_id) values ($1, $2, $3)
-         on conflict (kind, coalesce(share_id, request_id)) where state in ('queued', 'running') do nothing",
+        "with queued as (
+             insert into jobs (id, kind, request_id) values ($1, $2, $3)
+             on conflict (kind, coalesce(share_id, request_id)) where state in ('queued', 'running') do nothing
+             returning id)
+         select pg_notify($4, '') from queued",
     )
     .bind(Uuid::now_v7())
     .bind(Kind::Validate.as_str())
     .bind(request_id)
+    .bind(CHANNEL)
     .execute(&mut *tx)
     .await?;
-    wake_workers(tx).await
-}
-
-/// Notifies listening workers when `tx` commits.
-async fn wake_workers(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("select pg_notify($1, '')")
-        .bind(CHANNEL)
-        .execute(&mut *tx)
-        .await?;
     Ok(())
 }
 

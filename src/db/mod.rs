@@ -13,18 +13,36 @@ pub mod webhooks;
 
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool};
 
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!();
 
+/// A connection used this recently is handed out without a ping first.
+const TRUSTED_IDLE: Duration = Duration::from_secs(1);
+
 /// A pool that fails fast when Postgres is away, so callers answer 503 instead of hanging.
+///
+/// sqlx pings every idle connection before handing it out: a round trip per acquire, and a
+/// request acquires more than once. Only connections idle for longer than [`TRUSTED_IDLE`]
+/// are pinged (the pattern sqlx documents for `before_acquire`; HikariCP's
+/// `aliveBypassWindowMs` does the same), so one left broken by a Postgres restart is still
+/// found before use, and a busy pool pays nothing.
 pub fn pool(options: PgConnectOptions, max_connections: u32) -> PgPool {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(3))
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > TRUSTED_IDLE {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_lazy_with(options)
 }
 

@@ -147,16 +147,9 @@ async fn resource(tx: &mut PgConnection, event: &Event) -> Result<Option<Value>,
     .await
 }
 
-/// Whether any webhook is active (most clouds have none: then events queue nothing).
-pub async fn any_active(tx: &mut PgConnection) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("select exists (select 1 from webhooks where active)")
-        .fetch_one(tx)
-        .await
-}
-
 /// Queues a delivery of each webhook event `event` announces to every active endpoint that
-/// wants it. Runs inside the transaction that records `event`, once [`any_active`] said
-/// there is an endpoint (asked once per batch of events).
+/// wants it. Runs inside the transaction that records `event`, once the insert of the
+/// events said some endpoint is active (most clouds have none: then events queue nothing).
 pub async fn enqueue_for(tx: &mut PgConnection, event: &Event) -> Result<(), sqlx::Error> {
     let Some(resource) = resource(tx, event).await? else {
         return Ok(());

@@ -326,15 +326,17 @@ pub async fn list_share_requests(
         created_before: q.created_before,
     };
     let limit = q.limit.unwrap_or_default();
-    let mut rows = db::share_requests::list(&state.pool, &filter, q.cursor.map(|c| c.0), limit.fetch()).await?;
+    // The page and what hangs off it on one connection: one acquire (and release) for the three.
+    let mut conn = state.pool.acquire().await?;
+    let mut rows = db::share_requests::list(&mut *conn, &filter, q.cursor.map(|c| c.0), limit.fetch()).await?;
     let next_cursor = limit.trim(&mut rows).map(|last| Cursor(last.id).to_string());
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let mut by_request: HashMap<Uuid, Vec<db::share_requests::Share>> = HashMap::new();
-    for share in db::share_requests::shares_of(&state.pool, &ids).await? {
+    for share in db::share_requests::shares_of(&mut *conn, &ids).await? {
         by_request.entry(share.request_id).or_default().push(share);
     }
     let mut approvals: HashMap<Uuid, Vec<db::share_requests::Approval>> = HashMap::new();
-    for approval in db::share_requests::approvals_of(&state.pool, &ids).await? {
+    for approval in db::share_requests::approvals_of(&mut *conn, &ids).await? {
         approvals.entry(approval.request_id).or_default().push(approval);
     }
     let items = rows

@@ -1,6 +1,6 @@
 //! Grants, carried out in batches: the grant jobs of one image held under one lease are done
-//! in one pass. Each target is checked again in Keystone (reads, so several at once, ahead of
-//! the writes), the image is read and made `shared` once, the members are added one after
+//! in one pass. Targets validated long ago are checked again in Keystone (reads, so several
+//! at once, ahead of the writes), the image is read and made `shared` once, the members are added one after
 //! another (Glance can fail concurrent member writes to one image), and every outcome is
 //! settled in one transaction. A batch of one is the plain case.
 
@@ -96,10 +96,11 @@ impl Worker {
         }
         let mut tx = self.lease_tx(held).await?;
         let granting = db::shares::set_states(&mut tx, &queued, ShareState::Granting).await?;
-        for share in &granting {
-            let event = self.event(share, "update/grant", "pending", rid);
-            db::audit::record(&mut tx, &self.config.instance, event).await?;
-        }
+        let events = granting
+            .iter()
+            .map(|share| self.event(share, "update/grant", "pending", rid))
+            .collect();
+        db::audit::record_all(&mut tx, &self.config.instance, events).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -112,15 +113,23 @@ impl Worker {
         rid: &str,
         outcomes: &mut [Option<Result<Effect, CallError>>],
     ) -> anyhow::Result<()> {
-        // Each target is checked again, for the project may have been deleted since
-        // validation. The checks are reads: they run ahead, several at once, while the
-        // members are added one after another.
+        // A target validated more than `revalidate_after` ago is checked again, for the
+        // project may have been deleted since; a fresh validation's project id is used as it
+        // is. The checks are reads: they run ahead, several at once, while the members are
+        // added one after another.
         let limit = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let lookups: Vec<JoinHandle<Result<String, CallError>>> = todo
             .iter()
-            .map(|(_, share, _)| {
+            .map(|(_, share, request)| {
+                let trusted = self
+                    .validation_is_fresh(request)
+                    .then(|| share.project_id.clone())
+                    .flatten();
                 let (worker, share, rid, limit) = (self.clone(), (*share).clone(), rid.to_owned(), limit.clone());
                 tokio::spawn(async move {
+                    if let Some(project_id) = trusted {
+                        return Ok(project_id);
+                    }
                     let _permit = limit.acquire_owned().await.expect("the semaphore is never closed");
                     worker.resolve_target(&share, &rid).await
                 })
@@ -188,6 +197,12 @@ impl Worker {
             outcomes[*i] = Some(outcome);
         }
         Ok(())
+    }
+
+    /// Whether `request` passed validation less than `revalidate_after` ago.
+    fn validation_is_fresh(&self, request: &ShareRequest) -> bool {
+        let trusted = chrono::Duration::from_std(self.config.revalidate_after).unwrap_or(chrono::Duration::MAX);
+        request.validated_at.is_some_and(|at| Utc::now() - at < trusted)
     }
 
     /// Makes a private image `shared`, remembering first (on `share`) that the broker did, so

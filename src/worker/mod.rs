@@ -57,6 +57,9 @@ pub struct WorkerConfig {
     pub accept_poll_max: Duration,
     /// Glance's `image_member_quota`, which validation checks a request against.
     pub member_quota: usize,
+    /// How long a passed validation is trusted: grants starting later check their targets
+    /// in Keystone again.
+    pub revalidate_after: Duration,
     /// The approval policy applied to each validated request; it also says how long an
     /// undecided request may wait.
     pub policy: SharedPolicy,

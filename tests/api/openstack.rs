@@ -90,6 +90,34 @@ impl Rig {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// A new project in the Default domain, made by the admin; its id.
+    pub async fn create_project(&self, name: &str) -> String {
+        let response = self
+            .http
+            .post(format!("{}/v3/projects", self.keystone))
+            .header("x-auth-token", self.token("admin").await)
+            .json(&json!({"project": {"name": name, "domain_id": "default"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "create project {name}");
+        response.json::<Value>().await.unwrap()["project"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn delete_project(&self, id: &str) {
+        let response = self
+            .http
+            .delete(format!("{}/v3/projects/{id}", self.keystone))
+            .header("x-auth-token", self.token("admin").await)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204, "delete project {id}");
+    }
+
     pub async fn glance_put(&self, token: &str, path: &str, body: Value) -> u16 {
         let response = self
             .http
@@ -134,6 +162,8 @@ pub fn worker_config() -> WorkerConfig {
         accept_poll_first: Duration::from_millis(200),
         accept_poll_max: Duration::from_secs(1),
         member_quota: 128,
+        // Every grant checks its targets again, as after a long wait for approval.
+        revalidate_after: Duration::ZERO,
         policy: Default::default(),
         webhooks: WebhookConfig {
             concurrency: 2,

@@ -1,11 +1,14 @@
 //! Shares carried out against the real Keystone and Glance.
 
+use std::time::Duration;
+
 use glance_share_broker::db;
 use glance_share_broker::domain::Role;
-use glance_share_broker::worker::Worker;
+use glance_share_broker::worker::{Worker, WorkerConfig};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use crate::helpers::{share_state, spawn_app};
 use crate::openstack::{Rig, broker_cloud, drain, drive_until, env, until_share_state, worker_config};
@@ -370,4 +373,61 @@ async fn an_expired_share_is_revoked_by_the_worker() {
             .1["visibility"],
         "private"
     );
+}
+
+/// A grant that starts long after validation (`revalidate_after`) checks its target in
+/// Keystone again: a project deleted in between fails the share and nothing reaches Glance.
+/// One that starts soon after uses the project id validation resolved, with no Keystone read.
+#[tokio::test]
+async fn a_grant_long_after_validation_checks_the_target_again() {
+    let (app, rig) = (spawn_app().await, Rig::from_env());
+    let checking = Worker::new(app.pool.clone(), broker_cloud(), worker_config());
+    let trusting = Worker::new(
+        app.pool.clone(),
+        broker_cloud(),
+        WorkerConfig {
+            revalidate_after: Duration::from_secs(300),
+            ..worker_config()
+        },
+    );
+    let admin = rig.token("admin").await;
+
+    for (worker, expected) in [(&checking, "failed"), (&trusting, "pending_acceptance")] {
+        let project = rig
+            .create_project(&format!("gsb-deleted-{}", Uuid::new_v4().simple()))
+            .await;
+        let image = rig.private_image("revalidate").await;
+        let body = json!({"image_id": image, "targets": [project], "reason": "revalidate"});
+        let request = app.file_and_approve(body, Some(worker)).await;
+        rig.delete_project(&project).await;
+        let share = share_id(&request, 0);
+        until_share_state(worker, &app.pool, &share, expected).await;
+
+        if expected == "failed" {
+            let last_error: Option<String> = sqlx::query_scalar("select last_error from shares where id = $1")
+                .bind(share.parse::<Uuid>().unwrap())
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+            assert!(
+                last_error.as_deref().is_some_and(|e| e.contains(&project)),
+                "the share names the missing project: {last_error:?}"
+            );
+            let (_, found) = rig.glance_get(&admin, &format!("/v2/images/{image}")).await;
+            assert_eq!(found["visibility"], "private", "nothing reached Glance: {found}");
+        } else {
+            let (_, members) = rig.glance_get(&admin, &format!("/v2/images/{image}/members")).await;
+            let member_ids: Vec<&str> = members["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["member_id"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                member_ids,
+                [project.as_str()],
+                "validation's project id was used as it was"
+            );
+        }
+    }
 }
