@@ -140,7 +140,7 @@ pub async fn enqueue_grants(tx: &mut PgConnection, shares: &[Share]) -> Result<(
 
 /// [`enqueue`] for several (share, image) pairs in one statement, which also wakes the
 /// workers (once) when it queued something due.
-async fn enqueue_all(
+pub async fn enqueue_all(
     tx: &mut PgConnection,
     kind: Kind,
     subjects: &[(Uuid, Uuid)],
@@ -262,34 +262,57 @@ pub async fn heartbeat(pool: &PgPool, token: Uuid, lease: Duration) -> Result<bo
 
 /// How a job ends (or pauses).
 #[derive(Debug, Clone)]
-pub enum Finish<'a> {
+pub enum Finish {
     Done,
-    Failed(&'a str),
+    Failed(String),
     /// Run again at this time (a retry, or the next poll).
-    Later(DateTime<Utc>, Option<&'a str>),
+    Later(DateTime<Utc>, Option<String>),
 }
 
 /// Ends the claim inside `tx`; `false` means the lease was lost and `tx` must be rolled back.
-pub async fn finish(tx: &mut PgConnection, job: &Claimed, how: Finish<'_>) -> Result<bool, sqlx::Error> {
-    let (state, run_at, error) = match how {
-        Finish::Done => ("done", None, None),
-        Finish::Failed(e) => ("failed", None, Some(e)),
-        Finish::Later(at, e) => ("queued", Some(at), e),
-    };
+pub async fn finish(tx: &mut PgConnection, job: &Claimed, how: Finish) -> Result<bool, sqlx::Error> {
+    finish_all(tx, vec![(job, how)]).await
+}
+
+/// Ends several claims inside `tx` in one statement; `false` means the lease of at least one
+/// was lost and `tx` must be rolled back.
+pub async fn finish_all(tx: &mut PgConnection, ends: Vec<(&Claimed, Finish)>) -> Result<bool, sqlx::Error> {
+    let count = ends.len();
+    let (mut ids, mut tokens, mut states, mut run_ats, mut errors) = (
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+    );
+    for (job, how) in ends {
+        let (state, run_at, error) = match how {
+            Finish::Done => ("done", None, None),
+            Finish::Failed(e) => ("failed", None, Some(e)),
+            Finish::Later(at, e) => ("queued", Some(at), e),
+        };
+        ids.push(job.id);
+        tokens.push(job.lease_token);
+        states.push(state);
+        run_ats.push(run_at);
+        errors.push(error);
+    }
     let done = sqlx::query(
-        "update jobs set state = $3, run_at = coalesce($4, run_at), last_error = coalesce($5, last_error),
-                lease_token = null, lease_expires_at = null,
-                finished_at = case when $3 in ('done', 'failed') then now() end
-         where id = $1 and lease_token = $2 and state in ('running', 'queued')",
+        "update jobs j set state = e.state, run_at = coalesce(e.run_at, j.run_at),
+                last_error = coalesce(e.error, j.last_error), lease_token = null, lease_expires_at = null,
+                finished_at = case when e.state in ('done', 'failed') then now() end
+         from unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[])
+             as e (id, token, state, run_at, error)
+         where j.id = e.id and j.lease_token = e.token and j.state in ('running', 'queued')",
     )
-    .bind(job.id)
-    .bind(job.lease_token)
-    .bind(state)
-    .bind(run_at)
-    .bind(error)
+    .bind(&ids)
+    .bind(&tokens)
+    .bind(&states)
+    .bind(&run_ats)
+    .bind(&errors)
     .execute(&mut *tx)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(done.rows_affected() == count as u64)
 }
 
 /// Whether this worker still holds every one of `held` (jobs under one lease token); locks

@@ -37,27 +37,41 @@ pub async fn set_states(tx: &mut PgConnection, ids: &[Uuid], state: ShareState) 
     .await
 }
 
-/// Records the member as created in Glance, under its resolved project id, with the image's
-/// name and owner as Glance showed them.
-pub async fn set_granted(
-    tx: &mut PgConnection,
-    id: Uuid,
-    project_id: &str,
-    state: ShareState,
-    image_name: Option<&str>,
-    image_owner: Option<&str>,
-) -> Result<Share, sqlx::Error> {
+/// A member created in Glance: the share, its resolved project id, its new state, and the
+/// image's name and owner as Glance showed them.
+#[derive(Debug, Clone)]
+pub struct Granted<'a> {
+    pub id: Uuid,
+    pub project_id: &'a str,
+    pub state: ShareState,
+    pub image_name: Option<&'a str>,
+    pub image_owner: Option<&'a str>,
+}
+
+/// Records members as created in Glance, in one statement; returns the shares as updated.
+pub async fn set_granted_all(tx: &mut PgConnection, granted: &[Granted<'_>]) -> Result<Vec<Share>, sqlx::Error> {
+    if granted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = granted.iter().map(|g| g.id).collect();
+    let project_ids: Vec<&str> = granted.iter().map(|g| g.project_id).collect();
+    let states: Vec<&str> = granted.iter().map(|g| g.state.as_str()).collect();
+    let names: Vec<Option<&str>> = granted.iter().map(|g| g.image_name).collect();
+    let owners: Vec<Option<&str>> = granted.iter().map(|g| g.image_owner).collect();
     sqlx::query_as(
-        "update shares set state = $3, project_id = $2, last_error = null, granted_at = now(),
-                image_name = $4, image_owner = $5, version = version + 1, updated_at = now()
-         where id = $1 returning *",
+        "update shares s set state = g.state, project_id = g.project_id, last_error = null, granted_at = now(),
+                image_name = g.image_name, image_owner = g.image_owner, version = s.version + 1, updated_at = now()
+         from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
+             as g (id, project_id, state, image_name, image_owner)
+         where s.id = g.id
+         returning s.*",
     )
-    .bind(id)
-    .bind(project_id)
-    .bind(state.as_str())
-    .bind(image_name)
-    .bind(image_owner)
-    .fetch_one(tx)
+    .bind(&ids)
+    .bind(&project_ids)
+    .bind(&states)
+    .bind(&names)
+    .bind(&owners)
+    .fetch_all(tx)
     .await
 }
 

@@ -140,6 +140,14 @@ pub fn paced(cloud: OpenStack, pool: PgPool, rate: u32) -> OpenStack {
 }
 
 /// An audit event about a share, to be written once the rest of the transaction is.
+/// What settling a batch collects besides its state changes: the audit events, in order,
+/// and the (share, image) of each member whose acceptance is to be checked.
+#[derive(Default)]
+struct Settled {
+    events: Vec<ShareEvent>,
+    polls: Vec<(Uuid, Uuid)>,
+}
+
 struct ShareEvent {
     share: Share,
     action: &'static str,
@@ -424,7 +432,34 @@ impl Worker {
             .into_iter()
             .map(|r| (r.id, r))
             .collect();
-        let mut events = Vec::new();
+        // The members created in Glance (a grant batch's usual outcome) in one statement.
+        let granted: Vec<db::shares::Granted> = outcomes
+            .iter()
+            .filter_map(|(_, id, result)| match result {
+                Ok(Effect::Granted {
+                    project_id,
+                    accepted,
+                    image,
+                }) => Some(db::shares::Granted {
+                    id: *id,
+                    project_id,
+                    state: if *accepted {
+                        ShareState::Accepted
+                    } else {
+                        ShareState::PendingAcceptance
+                    },
+                    image_name: image.name.as_deref(),
+                    image_owner: image.owner.as_deref(),
+                }),
+                _ => None,
+            })
+            .collect();
+        for share in db::shares::set_granted_all(&mut tx, &granted).await? {
+            shares.insert(share.id, share);
+        }
+
+        let mut settled = Settled::default();
+        let mut ends = Vec::with_capacity(outcomes.len());
         for (job, share_id, result) in outcomes {
             let share = shares
                 .remove(&share_id)
@@ -432,16 +467,23 @@ impl Worker {
             let request = requests
                 .get(&share.request_id)
                 .ok_or_else(|| anyhow::anyhow!("request {} is gone", share.request_id))?;
-            if !self
-                .record_outcome(&mut tx, job, share, request, result, &mut events)
-                .await?
-            {
-                tx.rollback().await?;
-                tracing::warn!(job.id = %job.id, "lease lost before completion: outcome discarded, another worker owns the job");
-                return Ok(());
-            }
+            let end = self
+                .record_outcome(&mut tx, job, share, request, result, &mut settled)
+                .await?;
+            ends.push((job, end));
         }
-        let events = events
+        let first_job = ends.first().map(|(job, _)| job.id);
+        if !jobs::finish_all(&mut tx, ends).await? {
+            tx.rollback().await?;
+            tracing::warn!(job.id = ?first_job, "lease lost before completion: outcome discarded, another worker owns the job");
+            return Ok(());
+        }
+        if !settled.polls.is_empty() {
+            let first = Utc::now() + self.config.accept_poll_first;
+            jobs::enqueue_all(&mut tx, Kind::Poll, &settled.polls, first).await?;
+        }
+        let events = settled
+            .events
             .iter()
             .map(|e| NewEvent {
                 reason: e.reason.as_deref(),
@@ -454,8 +496,9 @@ impl Worker {
         Ok(())
     }
 
-    /// Records one job's outcome inside `tx` and ends the job, adding its audit events to
-    /// `events`; `false` if the lease was lost.
+    /// Records one job's outcome inside `tx` (a granted member is already recorded, and
+    /// `share` shows it), adding its audit events and acceptance checks to `settled`;
+    /// returns how the job ends.
     async fn record_outcome(
         &self,
         tx: &mut sqlx::PgConnection,
@@ -463,38 +506,20 @@ impl Worker {
         share: Share,
         request: &ShareRequest,
         result: Result<Effect, CallError>,
-        events: &mut Vec<ShareEvent>,
-    ) -> anyhow::Result<bool> {
+        settled: &mut Settled,
+    ) -> anyhow::Result<Finish> {
         let now = Utc::now();
-        let finish = match result {
+        let events = &mut settled.events;
+        Ok(match result {
             Ok(Effect::Nothing) => Finish::Done,
             Ok(Effect::Expired) => {
                 let share = db::shares::set_state(&mut *tx, share.id, ShareState::Expired, None).await?;
                 events.push(ShareEvent::new(share, "update/expire", "success"));
                 Finish::Done
             }
-            Ok(Effect::Granted {
-                project_id,
-                accepted,
-                image,
-            }) => {
-                let state = if accepted {
-                    ShareState::Accepted
-                } else {
-                    ShareState::PendingAcceptance
-                };
-                let share = db::shares::set_granted(
-                    &mut *tx,
-                    share.id,
-                    &project_id,
-                    state,
-                    image.name.as_deref(),
-                    image.owner.as_deref(),
-                )
-                .await?;
+            Ok(Effect::Granted { accepted, .. }) => {
                 if !accepted {
-                    let first = now + self.config.accept_poll_first;
-                    jobs::enqueue(&mut *tx, Kind::Poll, share.id, share.image_id, first).await?;
+                    settled.polls.push((share.id, share.image_id));
                 }
                 // Who asked and who approved: what an access report answers with.
                 events.push(ShareEvent {
@@ -550,9 +575,8 @@ impl Worker {
                 });
                 Finish::Done
             }
-            Err(e) => return self.record_error(tx, job, share, e, events).await,
-        };
-        Ok(jobs::finish(tx, job, finish).await?)
+            Err(e) => self.record_error(tx, job, share, e, events).await?,
+        })
     }
 
     async fn record_error(
@@ -562,7 +586,7 @@ impl Worker {
         share: Share,
         error: CallError,
         events: &mut Vec<ShareEvent>,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Finish> {
         let message = error.to_string();
         let retry_after = match &error {
             CallError::Transient { retry_after, .. } => *retry_after,
@@ -578,7 +602,7 @@ impl Worker {
                 self.config.accept_poll_max,
             );
             db::shares::set_state(&mut *tx, share.id, share.state, Some(&message)).await?;
-            Finish::Later(Utc::now() + next.max(retry_after.unwrap_or_default()), Some(&message))
+            Finish::Later(Utc::now() + next.max(retry_after.unwrap_or_default()), Some(message))
         } else if !gives_up {
             let jitter: f64 = rand::random();
             let delay = retry::next_delay(
@@ -589,7 +613,7 @@ impl Worker {
                 jitter,
             );
             db::shares::set_state(&mut *tx, share.id, share.state, Some(&message)).await?;
-            Finish::Later(Utc::now() + delay, Some(&message))
+            Finish::Later(Utc::now() + delay, Some(message))
         } else {
             let (state, action) = match job.kind {
                 Kind::Grant => (ShareState::Failed, "allow"),
@@ -602,16 +626,16 @@ impl Worker {
                 reason: Some(message.clone()),
                 ..ShareEvent::new(share, action, "failure")
             });
-            Finish::Failed(&message)
+            Finish::Failed(message)
         };
-        Ok(jobs::finish(tx, job, finish).await?)
+        Ok(finish)
     }
 
     async fn commit_if_ours(
         &self,
         mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
         job: &Claimed,
-        finish: Finish<'_>,
+        finish: Finish,
     ) -> anyhow::Result<()> {
         if jobs::finish(&mut tx, job, finish).await? {
             tx.commit().await?;

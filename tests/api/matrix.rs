@@ -152,16 +152,18 @@ async fn fixture(app: &TestApp) -> (Uuid, Uuid, Uuid) {
     db::share_requests::pass_validation(&mut tx, request.id, &image, &[target])
         .await
         .unwrap();
-    let share = db::shares::set_granted(
-        &mut tx,
-        shares[0].id,
-        &env("PROJ_B_ID"),
-        ShareState::PendingAcceptance,
-        None,
-        None,
-    )
-    .await
-    .unwrap();
+    let proj_b = env("PROJ_B_ID");
+    let granted = db::shares::Granted {
+        id: shares[0].id,
+        project_id: &proj_b,
+        state: ShareState::PendingAcceptance,
+        image_name: None,
+        image_owner: None,
+    };
+    let share = db::shares::set_granted_all(&mut tx, &[granted])
+        .await
+        .unwrap()
+        .remove(0);
     let hook = db::webhooks::NewWebhook {
         url: "http://127.0.0.1:9/hook",
         events: &[],
