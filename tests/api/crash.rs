@@ -16,9 +16,36 @@ use crate::openstack::env;
 
 const BIN: &str = env!("CARGO_BIN_EXE_glance-share-broker");
 
+/// A worker process that is killed when dropped, so a failing test leaves none behind
+/// (a stopped one would poll the database for ever).
+struct WorkerProcess(Child);
+
+impl std::ops::Deref for WorkerProcess {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for WorkerProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// A `glance-share-broker worker` process with a 2 s lease, logging to `log`.
-fn worker(db: &str, glance: &str, log: &std::path::Path) -> Child {
-    Command::new(BIN)
+fn worker(db: &str, glance: &str, log: &std::path::Path) -> WorkerProcess {
+    let child = Command::new(BIN)
         .args([
             "worker",
             "--lease-secs",
@@ -37,7 +64,8 @@ fn worker(db: &str, glance: &str, log: &std::path::Path) -> Child {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
-        .unwrap()
+        .unwrap();
+    WorkerProcess(child)
 }
 
 fn signal(child: &Child, sig: Signal) {
