@@ -188,10 +188,29 @@ pub async fn enqueue_validation(tx: &mut PgConnection, request_id: Uuid) -> Resu
     Ok(())
 }
 
+/// How many times a claim that lost a race for an image is tried again at once.
+const CLAIM_TRIES: usize = 3;
+
 /// Claims the next due job (or one whose lease lapsed), skipping images another job is
 /// writing to. Commits at once: the lease is visible to every replica before Glance is called.
+///
+/// Two workers can pick jobs on one image at the same moment; the unique index lets one win,
+/// and the other tries again at once (it then sees the image taken and picks another job),
+/// rather than sit idle until the next poll while work is due.
 pub async fn claim(pool: &PgPool, lease: Duration) -> Result<Option<Claimed>, sqlx::Error> {
-    let result = sqlx::query_as::<_, Row>(
+    for _ in 0..CLAIM_TRIES {
+        match claim_once(pool, lease).await {
+            Err(e) if e.as_database_error().and_then(|d| d.constraint()) == Some("jobs_one_running_per_image_idx") => {
+                continue;
+            }
+            claimed => return claimed,
+        }
+    }
+    Ok(None)
+}
+
+async fn claim_once(pool: &PgPool, lease: Duration) -> Result<Option<Claimed>, sqlx::Error> {
+    let row = sqlx::query_as::<_, Row>(
         "update jobs set state = 'running', lease_token = $1, attempts = attempts + 1,
                 lease_expires_at = now() + make_interval(secs => $2)
          where id = (
@@ -208,15 +227,7 @@ pub async fn claim(pool: &PgPool, lease: Duration) -> Result<Option<Claimed>, sq
     .bind(Uuid::new_v4())
     .bind(lease.as_secs_f64())
     .fetch_optional(pool)
-    .await;
-    let row = match result {
-        Ok(row) => row,
-        // Another worker claimed a job on the same image at the same moment.
-        Err(e) if e.as_database_error().and_then(|d| d.constraint()) == Some("jobs_one_running_per_image_idx") => {
-            return Ok(None);
-        }
-        Err(e) => return Err(e),
-    };
+    .await?;
     Ok(row.and_then(Row::claimed))
 }
 
