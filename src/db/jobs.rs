@@ -192,24 +192,36 @@ pub async fn enqueue_validation(tx: &mut PgConnection, request_id: Uuid) -> Resu
 const CLAIM_TRIES: usize = 3;
 
 /// Claims the next due job (or one whose lease lapsed), skipping images another job is
-/// writing to. Commits at once: the lease is visible to every replica before Glance is called.
+/// writing to; for a grant, adopts up to `batch - 1` more due grants on the same image under
+/// its lease token (see [`adopt`]). The lead comes first; none when nothing is due. Commits
+/// at once, in one transaction: the lease is visible to every replica before Glance is called.
 ///
 /// Two workers can pick jobs on one image at the same moment; the unique index lets one win,
 /// and the other tries again at once (it then sees the image taken and picks another job),
 /// rather than sit idle until the next poll while work is due.
-pub async fn claim(pool: &PgPool, lease: Duration) -> Result<Option<Claimed>, sqlx::Error> {
+pub async fn claim(pool: &PgPool, lease: Duration, batch: i64) -> Result<Vec<Claimed>, sqlx::Error> {
     for _ in 0..CLAIM_TRIES {
-        match claim_once(pool, lease).await {
+        let mut tx = pool.begin().await?;
+        let lead = match claim_one(&mut tx, lease).await {
             Err(e) if e.as_database_error().and_then(|d| d.constraint()) == Some("jobs_one_running_per_image_idx") => {
                 continue;
             }
-            claimed => return claimed,
-        }
+            Err(e) => return Err(e),
+            Ok(None) => return Ok(Vec::new()),
+            Ok(Some(lead)) => lead,
+        };
+        let adopted = if lead.kind == Kind::Grant && batch > 1 {
+            adopt(&mut tx, &lead, lease, batch - 1).await?
+        } else {
+            Vec::new()
+        };
+        tx.commit().await?;
+        return Ok(std::iter::once(lead).chain(adopted).collect());
     }
-    Ok(None)
+    Ok(Vec::new())
 }
 
-async fn claim_once(pool: &PgPool, lease: Duration) -> Result<Option<Claimed>, sqlx::Error> {
+async fn claim_one(tx: &mut PgConnection, lease: Duration) -> Result<Option<Claimed>, sqlx::Error> {
     let row = sqlx::query_as::<_, Row>(
         "update jobs set state = 'running', lease_token = $1, attempts = attempts + 1,
                 lease_expires_at = now() + make_interval(secs => $2)
@@ -226,14 +238,19 @@ async fn claim_once(pool: &PgPool, lease: Duration) -> Result<Option<Claimed>, s
     )
     .bind(Uuid::new_v4())
     .bind(lease.as_secs_f64())
-    .fetch_optional(pool)
+    .fetch_optional(tx)
     .await?;
     Ok(row.and_then(Row::claimed))
 }
 
 /// Adopts up to `limit` more due jobs of the same kind on the same image as `lead` (which
 /// this worker holds), under its lease token. They stay `queued`, due at the lease's end.
-pub async fn adopt(pool: &PgPool, lead: &Claimed, lease: Duration, limit: i64) -> Result<Vec<Claimed>, sqlx::Error> {
+async fn adopt(
+    tx: &mut PgConnection,
+    lead: &Claimed,
+    lease: Duration,
+    limit: i64,
+) -> Result<Vec<Claimed>, sqlx::Error> {
     let rows = sqlx::query_as::<_, Row>(
         "update jobs set lease_token = $1, attempts = attempts + 1,
                 run_at = now() + make_interval(secs => $2)
@@ -251,7 +268,7 @@ pub async fn adopt(pool: &PgPool, lead: &Claimed, lease: Duration, limit: i64) -
     .bind(lead.kind.as_str())
     .bind(lead.id)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(tx)
     .await?;
     Ok(rows.into_iter().filter_map(Row::claimed).collect())
 }

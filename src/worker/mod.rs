@@ -232,11 +232,12 @@ impl Worker {
     /// Claims and runs one due job (a grant with the other due grants of its image).
     /// Tests call this until it returns [`Outcome::Idle`].
     pub async fn run_once(&self) -> anyhow::Result<Outcome> {
-        let Some(job) = jobs::claim(&self.pool, self.config.lease).await? else {
+        let held = jobs::claim(&self.pool, self.config.lease, grant::BATCH).await?;
+        let Some(job) = held.first().cloned() else {
             return Ok(Outcome::Idle);
         };
         let heartbeat = self.spawn_heartbeat(job.clone());
-        let result = self.run_claimed(&job).await;
+        let result = self.run_claimed(&held).await;
         heartbeat.abort();
         if let Err(e) = result {
             tracing::warn!(job.id = %job.id, error = ?e, "job abandoned; its lease will lapse and it will be retried");
@@ -244,14 +245,12 @@ impl Worker {
         Ok(Outcome::Ran)
     }
 
-    async fn run_claimed(&self, job: &Claimed) -> anyhow::Result<()> {
-        let mut held = vec![job.clone()];
-        if job.kind == Kind::Grant {
-            held.extend(jobs::adopt(&self.pool, job, self.config.lease, grant::BATCH - 1).await?);
-        }
+    /// Runs the claimed jobs: a lead and, for grants, those adopted with it.
+    async fn run_claimed(&self, held: &[Claimed]) -> anyhow::Result<()> {
+        let job = &held[0];
         let span = tracing::info_span!("job", job.id = %job.id, job.kind = job.kind.as_str(), job.subject = %job.subject, attempt = job.attempts, batch = held.len());
         match job.subject {
-            _ if job.kind == Kind::Grant => self.grant(&held).instrument(span).await,
+            _ if job.kind == Kind::Grant => self.grant(held).instrument(span).await,
             Subject::Share(share_id) => self.run_share_job(job, share_id).instrument(span).await,
             Subject::Request(request_id) => self.validate(job, request_id).instrument(span).await,
         }
