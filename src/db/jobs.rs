@@ -188,8 +188,10 @@ pub async fn enqueue_validation(tx: &mut PgConnection, request_id: Uuid) -> Resu
     Ok(())
 }
 
-/// How many times a claim that lost a race for an image is tried again at once.
-const CLAIM_TRIES: usize = 3;
+/// How many times a claim that lost a race for an image is tried again at once. Each lost
+/// race means another claim won (and committed), so retrying always makes progress; when all
+/// of one process's loops claim at the same moment, the last one may lose that many times.
+const CLAIM_TRIES: usize = 32;
 
 /// Claims the next due job (or one whose lease lapsed), skipping images another job is
 /// writing to; for a grant, adopts up to `batch - 1` more due grants on the same image under
