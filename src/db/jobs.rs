@@ -229,7 +229,12 @@ async fn claim_one(tx: &mut PgConnection, lease: Duration) -> Result<Option<Clai
                 lease_expires_at = now() + make_interval(secs => $2)
          where id = (
             select j.id from jobs j
-            where ((j.state = 'queued' and j.run_at <= now())
+            where ((j.state = 'queued' and j.run_at <= now()
+                    -- the first due job of its image: a claimer that finds it locked moves
+                    -- on to another image, not to the same image's next job
+                    and not exists (select 1 from jobs e
+                                    where e.image_id = j.image_id and e.state = 'queued'
+                                      and e.run_at <= now() and (e.run_at, e.id) < (j.run_at, j.id)))
                    or (j.state = 'running' and j.lease_expires_at < now()))
               and not exists (select 1 from jobs r
                               where r.image_id = j.image_id and r.state = 'running' and r.id <> j.id)

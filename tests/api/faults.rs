@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use glance_share_broker::db;
 use glance_share_broker::worker::{Worker, WorkerConfig};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -291,4 +292,46 @@ async fn a_private_image_is_made_shared_and_back() {
         .unwrap();
     until_state(&s, &id, "revoked").await;
     assert_eq!(s.fake.visibility(&s.image), "private");
+}
+
+/// A claim that finds an image's first due job locked (another worker is claiming that
+/// image) takes another image's first job with the rest of its batch: it does not lock the
+/// first image's other jobs, which the other worker's batch would then leave behind.
+#[tokio::test]
+async fn a_claim_racing_another_for_an_image_takes_another_image() {
+    let s = setup("shared").await;
+    let second = Uuid::new_v4().to_string();
+    s.fake.add_image(&second, &env("PROJ_A_ID"), "shared");
+    let mut ids = Vec::new();
+    for image in [&s.image, &second] {
+        let body = json!({"image_id": image, "targets": [s.proj_b, env("PROJ_C_ID")], "reason": "race"});
+        let filed = s.app.file_as(&s.app.requester, &body).await;
+        ids.push(filed["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        s.app.validated(id, Some(&s.worker)).await;
+    }
+    for id in &ids {
+        let approve = format!("/v1/share-requests/{id}/approve");
+        let response = s.app.post(&s.app.approver, &approve, &json!({})).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
+    // Another worker's claim, in flight: it holds the row of the first due grant.
+    let mut other = s.app.pool.begin().await.unwrap();
+    let raced: Uuid = sqlx::query_scalar(
+        "select image_id from jobs where kind = 'grant' and state = 'queued' order by run_at limit 1 for update",
+    )
+    .fetch_one(&mut *other)
+    .await
+    .unwrap();
+    let held = db::jobs::claim(&s.app.pool, Duration::from_secs(10), 64).await.unwrap();
+    let images: Vec<Option<Uuid>> = held.iter().map(|job| job.image_id).collect();
+    let expected: Uuid = if raced.to_string() == s.image {
+        second.parse().unwrap()
+    } else {
+        s.image.parse().unwrap()
+    };
+    assert_eq!(images, [Some(expected); 2], "both grants of the other image: {held:?}");
+    other.rollback().await.unwrap();
 }
