@@ -1,6 +1,8 @@
 -- wrk script for benchmark 1 (intake): POST /v1/share-requests, each with a new image id and
 -- target, so that no two requests ask for the same grant (which would be a 409).
 -- GSB_BENCH_KEY: a requester's API key.
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "summary.lua")
+
 local key = os.getenv("GSB_BENCH_KEY")
 local threads = 0
 
@@ -26,13 +28,4 @@ function request()
   local image = hex(8) .. "-" .. hex(4) .. "-4" .. hex(3) .. "-a" .. hex(3) .. "-" .. hex(12)
   local body = '{"image_id":"' .. image .. '","targets":["' .. hex(32) .. '"],"reason":"bench intake"}'
   return wrk.format(nil, nil, nil, body)
-end
-
-function done(summary, latency, requests)
-  local errors = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
-  io.write(string.format(
-    "WRK requests=%d secs=%.3f rps=%.1f p50_ms=%.2f p90_ms=%.2f p99_ms=%.2f non2xx=%d socket_errors=%d\n",
-    summary.requests, summary.duration / 1e6, summary.requests / (summary.duration / 1e6),
-    latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000,
-    summary.errors.status, errors))
 end

@@ -1,14 +1,7 @@
--- wrk script for the GET list endpoints of benchmark 1: prints the same summary as intake.lua.
+-- wrk script for the GET list endpoints of benchmark 1: prints the summary of summary.lua.
 -- GSB_BENCH_KEY: any API key.
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "summary.lua")
+
 function init(args)
   wrk.headers["Authorization"] = "Bearer " .. os.getenv("GSB_BENCH_KEY")
-end
-
-function done(summary, latency, requests)
-  local errors = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
-  io.write(string.format(
-    "WRK requests=%d secs=%.3f rps=%.1f p50_ms=%.2f p90_ms=%.2f p99_ms=%.2f non2xx=%d socket_errors=%d\n",
-    summary.requests, summary.duration / 1e6, summary.requests / (summary.duration / 1e6),
-    latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000,
-    summary.errors.status, errors))
 end

@@ -40,12 +40,7 @@ impl Worker {
             .into_iter()
             .map(|s| (s.id, s))
             .collect();
-        let request_ids: Vec<Uuid> = shares.values().map(|s| s.request_id).collect();
-        let requests: HashMap<Uuid, ShareRequest> = db::share_requests::find_many(&self.pool, &request_ids)
-            .await?
-            .into_iter()
-            .map(|r| (r.id, r))
-            .collect();
+        let requests = super::requests_of(&self.pool, &shares).await?;
 
         // What needs Glance, and what is settled without it.
         let mut outcomes: Vec<Option<Result<Effect, CallError>>> = Vec::with_capacity(held.len());

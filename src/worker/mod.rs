@@ -139,7 +139,16 @@ pub fn paced(cloud: OpenStack, pool: PgPool, rate: u32) -> OpenStack {
     }
 }
 
-/// An audit event about a share, to be written once the rest of the transaction is.
+/// The requests `shares` belong to, by id.
+async fn requests_of(
+    db: impl sqlx::PgExecutor<'_>,
+    shares: &HashMap<Uuid, Share>,
+) -> Result<HashMap<Uuid, ShareRequest>, sqlx::Error> {
+    let ids: Vec<Uuid> = shares.values().map(|s| s.request_id).collect();
+    let requests = db::share_requests::find_many(db, &ids).await?;
+    Ok(requests.into_iter().map(|r| (r.id, r)).collect())
+}
+
 /// What settling a batch collects besides its state changes: the audit events, in order,
 /// and the (share, image) of each member whose acceptance is to be checked.
 #[derive(Default)]
@@ -148,6 +157,7 @@ struct Settled {
     polls: Vec<(Uuid, Uuid)>,
 }
 
+/// An audit event about a share, to be written once the rest of the transaction is.
 struct ShareEvent {
     share: Share,
     action: &'static str,
@@ -425,12 +435,7 @@ impl Worker {
             .into_iter()
             .map(|s| (s.id, s))
             .collect();
-        let request_ids: Vec<Uuid> = shares.values().map(|s| s.request_id).collect();
-        let requests: HashMap<Uuid, ShareRequest> = db::share_requests::find_many(&mut *tx, &request_ids)
-            .await?
-            .into_iter()
-            .map(|r| (r.id, r))
-            .collect();
+        let requests = requests_of(&mut *tx, &shares).await?;
         // The members created in Glance (a grant batch's usual outcome) in one statement.
         let granted: Vec<db::shares::Granted> = outcomes
             .iter()

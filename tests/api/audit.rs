@@ -410,6 +410,21 @@ async fn events_from(app: &TestApp, chain_pos: i64) -> Vec<Event> {
         .unwrap()
 }
 
+/// Files `count` requests at once, each for a new image; every one is created.
+async fn file_at_once(app: &TestApp, count: usize) {
+    let filings = (0..count).map(|_| {
+        app.post(
+            &app.requester,
+            "/v1/share-requests",
+            &request_body(&Uuid::new_v4().to_string(), &[PROJ_B]),
+        )
+        .send()
+    });
+    for response in futures_util::future::join_all(filings).await {
+        assert_eq!(response.unwrap().status(), StatusCode::CREATED);
+    }
+}
+
 async fn file_three(app: &TestApp) {
     for _ in 0..3 {
         app.file(&Uuid::new_v4().to_string(), &[PROJ_B]).await;
@@ -541,17 +556,7 @@ async fn a_deleted_tail_and_rehashed_history_are_caught_by_checkpoints() {
 #[tokio::test]
 async fn concurrent_writers_keep_one_valid_chain() {
     let app = spawn_app().await;
-    let filings = (0..20).map(|_| {
-        app.post(
-            &app.requester,
-            "/v1/share-requests",
-            &request_body(&Uuid::new_v4().to_string(), &[PROJ_B]),
-        )
-        .send()
-    });
-    for response in futures_util::future::join_all(filings).await {
-        assert_eq!(response.unwrap().status(), StatusCode::CREATED);
-    }
+    file_at_once(&app, 20).await;
     let report = verify(&app).await;
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["events_checked"], 20);
@@ -1003,17 +1008,7 @@ async fn concurrent_writers_and_two_sealers_keep_one_valid_chain() {
             })
         })
         .collect();
-    let filings = (0..30).map(|_| {
-        app.post(
-            &app.requester,
-            "/v1/share-requests",
-            &request_body(&Uuid::new_v4().to_string(), &[PROJ_B]),
-        )
-        .send()
-    });
-    for response in futures_util::future::join_all(filings).await {
-        assert_eq!(response.unwrap().status(), StatusCode::CREATED);
-    }
+    file_at_once(&app, 30).await;
     stop.send(true).unwrap();
     for sealer in sealers {
         sealer.await.unwrap();

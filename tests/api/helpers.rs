@@ -149,13 +149,12 @@ impl TestApp {
 
     /// GET `path` as the auditor, who reads everything; the JSON body.
     pub async fn read(&self, path: &str) -> Value {
-        self.get(&self.auditor, path)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.read_as(&self.auditor, path).await
+    }
+
+    /// GET `path` with `key`; the JSON body.
+    pub async fn read_as(&self, key: &str, path: &str) -> Value {
+        self.get(key, path).send().await.unwrap().json().await.unwrap()
     }
 
     pub fn post(&self, key: &str, path: &str, body: &Value) -> RequestBuilder {

@@ -214,15 +214,7 @@ async fn a_receiver_that_keeps_failing_holds_up_no_share_and_gets_only_its_event
     assert!(receiver.accepted().is_empty());
 
     let log_path = format!("/v1/webhooks/{}/deliveries", hook["id"].as_str().unwrap());
-    let log = async || -> Value {
-        app.get(&app.admin, &log_path)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    };
+    let log = async || -> Value { app.read_as(&app.admin, &log_path).await };
     let failed = |log: &Value| log["items"].as_array().unwrap().iter().all(|d| d["state"] == "failed");
     for _ in 0..200 {
         while worker.deliver_once().await.unwrap() == Outcome::Ran {}
