@@ -357,19 +357,15 @@ fn spawn_idempotency_purge(pool: PgPool, ttl_hours: i64) {
     });
 }
 
-/// Records the head of the audit chain every `every`, when it moved; also logs it, so a copy
-/// lives outside the database.
+/// Records the head of the audit chain every `every`, when it moved (`db::audit::checkpoint`
+/// also logs it, so a copy lives outside the database).
 fn spawn_audit_checkpoints(pool: PgPool, every: Duration, instance: String) {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         loop {
             ticks.tick().await;
-            match db::audit::checkpoint(&pool, &instance).await {
-                Ok(Some(head)) => {
-                    tracing::info!(audit.chain_pos = head.chain_pos, audit.hash = %head.hash, "audit checkpoint")
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "audit checkpoint failed"),
+            if let Err(e) = db::audit::checkpoint(&pool, &instance).await {
+                tracing::warn!(error = %e, "audit checkpoint failed");
             }
         }
     });

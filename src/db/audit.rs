@@ -450,22 +450,27 @@ pub fn stream(
 
 /// Seals what has committed, then records the sealed head (its place and hash) as a
 /// checkpoint, unless a checkpoint already holds it (or a later one). Returns the head
-/// recorded, if any.
+/// recorded, if any. The head is read by `audit_checkpoint` in the database, never passed in:
+/// the application's role may not insert checkpoints itself. Each checkpoint is also logged
+/// (target `audit.checkpoint`), so a copy of the head lives outside the database for an
+/// auditor to anchor `audit verify --expect` on.
 pub async fn checkpoint(pool: &PgPool, taken_by: &str) -> Result<Option<ChainLink>, sqlx::Error> {
     seal_all(pool).await?;
-    let row: Option<(i64, Vec<u8>)> = sqlx::query_as(
-        "insert into audit_checkpoints (id, chain_pos, hash, taken_by)
-         select $1, head.chain_pos, head.hash, $2
-         from (select chain_pos, hash from audit_events where chain_pos is not null
-               order by chain_pos desc limit 1) head
-         where not exists (select 1 from audit_checkpoints c where c.chain_pos >= head.chain_pos)
-         returning chain_pos, hash",
-    )
-    .bind(Uuid::now_v7())
-    .bind(taken_by)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|(chain_pos, hash)| link(chain_pos, &hash)))
+    let row: Option<(i64, Vec<u8>)> = sqlx::query_as("select chain_pos, hash from audit_checkpoint($1)")
+        .bind(taken_by)
+        .fetch_optional(pool)
+        .await?;
+    let taken = row.map(|(chain_pos, hash)| link(chain_pos, &hash));
+    if let Some(head) = &taken {
+        tracing::info!(
+            target: "audit.checkpoint",
+            chain_pos = head.chain_pos,
+            hash = %head.hash,
+            taken_by,
+            "audit checkpoint"
+        );
+    }
+    Ok(taken)
 }
 
 fn link(chain_pos: i64, hash: &[u8]) -> ChainLink {
