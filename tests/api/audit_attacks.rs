@@ -125,6 +125,7 @@ async fn the_seal_ignores_a_temporary_audit_events_table_even_where_temp_is_gran
         .unwrap();
     // An unsealed event for the seal to find, as the broker's writers leave them.
     app.file(&Uuid::new_v4().to_string(), &[PROJ_B]).await;
+    let written = log_state(&app).await.0.len();
     let mut attacker = as_app_role(&app).await;
 
     let errors = temp_table_attack(&mut attacker).await;
@@ -135,7 +136,7 @@ async fn the_seal_ignores_a_temporary_audit_events_table_even_where_temp_is_gran
         events.iter().all(|(_, reason)| reason.as_deref() != Some("rewritten")),
         "{events:?}"
     );
-    assert_eq!(events.len(), 2, "nothing deleted: {errors:?}");
+    assert_eq!(events.len(), written, "nothing deleted: {errors:?}");
     assert!(
         errors.last().unwrap().contains("permission denied"),
         "the delete: {errors:?}"
