@@ -1269,3 +1269,49 @@ async fn each_policy_load_and_reload_is_audited_with_its_digest_and_rules_refusa
     assert_eq!(observer, "policy-worker");
     assert_chain_holds(&app).await;
 }
+
+#[tokio::test]
+async fn the_verify_endpoint_checks_the_anchors_it_is_given() {
+    let app = spawn_app().await;
+    file_three(&app).await;
+    let head = verify(&app).await["head"].clone();
+    let anchor = format!("{}:{}", head["chain_pos"], head["hash"].as_str().unwrap());
+
+    let held = json_of(
+        app.get(&app.auditor, &format!("/v1/audit-events/verify?expect={anchor}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(held["ok"], true, "{held}");
+    assert_eq!(held["anchors_checked"], 1);
+    assert_eq!(held["anchor_mismatch"], Value::Null);
+
+    let wrong = format!("2:{}", "ab".repeat(32));
+    let report = json_of(
+        app.get(&app.auditor, &format!("/v1/audit-events/verify?expect={anchor},{wrong}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["anchors_checked"], 2);
+    let mismatch = &report["anchor_mismatch"];
+    assert_eq!(mismatch["expected"]["chain_pos"], 2);
+    assert_eq!(mismatch["expected"]["hash"], "ab".repeat(32));
+    assert_eq!(mismatch["stored_hash"].as_str().unwrap().len(), 64);
+    assert!(mismatch["detail"].as_str().unwrap().contains("rewritten"), "{mismatch}");
+    assert_eq!(report["checkpoint_written"], Value::Null, "no checkpoint of a failed check");
+
+    let bad = app
+        .get(&app.auditor, "/v1/audit-events/verify?expect=2:xyz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::helpers::fields(&problem(bad, StatusCode::UNPROCESSABLE_ENTITY).await),
+        ["expect"]
+    );
+}
