@@ -7,8 +7,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use rand::RngCore;
-use sha2::{Digest, Sha256};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -76,7 +76,9 @@ pub async fn create(
 /// Who changes keys: they are changed from the command line (`glance-share-broker keys`),
 /// with database credentials, so the database user the change was made as.
 async fn operator(tx: &mut PgConnection) -> Result<Initiator, sqlx::Error> {
-    let user: String = sqlx::query_scalar("select session_user::text").fetch_one(&mut *tx).await?;
+    let user: String = sqlx::query_scalar("select session_user::text")
+        .fetch_one(&mut *tx)
+        .await?;
     Ok(Initiator {
         kind: "database_user",
         ..Initiator::service(&user)

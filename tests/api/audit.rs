@@ -494,9 +494,15 @@ async fn the_command_line_verifies_an_intact_log_and_records_a_checkpoint() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     let head = SETUP + 3;
-    assert!(stdout.contains(&format!("the chain holds up to place {head}")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("the chain holds up to place {head}")),
+        "{stdout}"
+    );
     assert!(stdout.contains("0 events not sealed yet"), "{stdout}");
-    assert!(stdout.contains(&format!("checkpoint recorded at place {head}")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("checkpoint recorded at place {head}")),
+        "{stdout}"
+    );
 }
 
 #[tokio::test]
@@ -659,7 +665,13 @@ async fn page(app: &TestApp, query: &str) -> Value {
 /// The cursor past the events `spawn_app` leaves (the first [`SETUP`] in the chain).
 async fn after_setup(app: &TestApp) -> String {
     let setup = page(app, &format!("?limit={SETUP}")).await;
-    assert!(setup["items"].as_array().unwrap().iter().all(|e| e["action"] == "create/key"));
+    assert!(
+        setup["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["action"] == "create/key")
+    );
     setup["next_cursor"].as_str().unwrap().to_owned()
 }
 
@@ -1155,7 +1167,9 @@ async fn the_csv_export_neutralises_cells_a_spreadsheet_would_read_as_formulas()
     let headers = reader.headers().unwrap().clone();
     let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
-    let filed = rows.iter().find(|r| &r[column("action")] == "create" && &r[column("outcome")] == "success");
+    let filed = rows
+        .iter()
+        .find(|r| &r[column("action")] == "create" && &r[column("outcome")] == "success");
     assert_eq!(&filed.unwrap()[column("reason")], format!("'{reason}"));
     let refused: Vec<&str> = rows
         .iter()
@@ -1251,7 +1265,10 @@ async fn each_policy_load_and_reload_is_audited_with_its_digest_and_rules_refusa
     let (outcome, reason, details) = &events[1];
     assert_eq!(outcome, "failure");
     assert!(reason.as_deref().unwrap().contains("rules[0].approvals"), "{reason:?}");
-    assert_eq!(details, &json!({"trigger": "reload", "path": path, "digest": sha256_hex(bad)}));
+    assert_eq!(
+        details,
+        &json!({"trigger": "reload", "path": path, "digest": sha256_hex(bad)})
+    );
     assert_eq!(
         events[2],
         (
@@ -1290,10 +1307,13 @@ async fn the_verify_endpoint_checks_the_anchors_it_is_given() {
 
     let wrong = format!("2:{}", "ab".repeat(32));
     let report = json_of(
-        app.get(&app.auditor, &format!("/v1/audit-events/verify?expect={anchor},{wrong}"))
-            .send()
-            .await
-            .unwrap(),
+        app.get(
+            &app.auditor,
+            &format!("/v1/audit-events/verify?expect={anchor},{wrong}"),
+        )
+        .send()
+        .await
+        .unwrap(),
     )
     .await;
     assert_eq!(report["ok"], false, "{report}");
@@ -1303,7 +1323,11 @@ async fn the_verify_endpoint_checks_the_anchors_it_is_given() {
     assert_eq!(mismatch["expected"]["hash"], "ab".repeat(32));
     assert_eq!(mismatch["stored_hash"].as_str().unwrap().len(), 64);
     assert!(mismatch["detail"].as_str().unwrap().contains("rewritten"), "{mismatch}");
-    assert_eq!(report["checkpoint_written"], Value::Null, "no checkpoint of a failed check");
+    assert_eq!(
+        report["checkpoint_written"],
+        Value::Null,
+        "no checkpoint of a failed check"
+    );
 
     let bad = app
         .get(&app.auditor, "/v1/audit-events/verify?expect=2:xyz")

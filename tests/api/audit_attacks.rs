@@ -151,10 +151,12 @@ async fn the_seal_ignores_a_temporary_audit_events_table_even_where_temp_is_gran
 
 /// The sealed head: (chain_pos, hash).
 async fn head(app: &TestApp) -> (i64, Vec<u8>) {
-    sqlx::query_as("select chain_pos, hash from audit_events where chain_pos is not null order by chain_pos desc limit 1")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
+    sqlx::query_as(
+        "select chain_pos, hash from audit_events where chain_pos is not null order by chain_pos desc limit 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
 }
 
 /// An insert of an event that claims the place after the head, with a link that holds.
@@ -265,9 +267,14 @@ async fn the_broker_running_as_the_application_role_files_seals_checkpoints_and_
     let (addr, pool) = (restricted.local_addr(), restricted.pool.clone());
     tokio::spawn(restricted.run_until(std::future::pending()));
     // A key made by the application's role: its creation is audited as that role.
-    let (_, key) = db::api_keys::create(&pool, "restricted-portal", glance_share_broker::domain::Role::Requester, &[])
-        .await
-        .unwrap();
+    let (_, key) = db::api_keys::create(
+        &pool,
+        "restricted-portal",
+        glance_share_broker::domain::Role::Requester,
+        &[],
+    )
+    .await
+    .unwrap();
 
     let response = app
         .client
@@ -279,7 +286,10 @@ async fn the_broker_running_as_the_application_role_files_seals_checkpoints_and_
         .unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
     assert!(db::audit::seal_all(&pool).await.unwrap());
-    let taken = db::audit::checkpoint(&pool, "restricted").await.unwrap().expect("a new head");
+    let taken = db::audit::checkpoint(&pool, "restricted")
+        .await
+        .unwrap()
+        .expect("a new head");
     let report = db::audit::verify(&pool, "restricted").await.unwrap();
     assert!(report.ok, "{report:?}");
     assert_eq!(report.head.as_ref().unwrap().chain_pos, taken.chain_pos);

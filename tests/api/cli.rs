@@ -169,7 +169,12 @@ fn logged_checkpoints(stderr: &str) -> Vec<(i64, String)> {
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|line| line["target"] == "audit.checkpoint")
-        .map(|line| (line["chain_pos"].as_i64().unwrap(), line["hash"].as_str().unwrap().to_owned()))
+        .map(|line| {
+            (
+                line["chain_pos"].as_i64().unwrap(),
+                line["hash"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -179,11 +184,23 @@ async fn keys_create_and_revoke_are_audited_and_the_secret_is_nowhere_in_the_log
     run(&db, &["migrate"]);
     let out = run(
         &db,
-        &["keys", "create", "--name", "portal", "--role", "requester", "--project", "proj-a"],
+        &[
+            "keys",
+            "create",
+            "--name",
+            "portal",
+            "--role",
+            "requester",
+            "--project",
+            "proj-a",
+        ],
     );
     let secret = out.lines().last().unwrap().to_owned();
     assert!(run(&db, &["keys", "revoke", "--name", "portal"]).contains("revoked"));
-    assert!(!try_run(&db, &["keys", "revoke", "--name", "portal"]).0, "revoked already");
+    assert!(
+        !try_run(&db, &["keys", "revoke", "--name", "portal"]).0,
+        "revoked already"
+    );
 
     let pool = sqlx::PgPool::connect(&db).await.unwrap();
     let rows: Vec<(String, String, Value, Value, String)> = sqlx::query_as(
@@ -193,7 +210,11 @@ async fn keys_create_and_revoke_are_audited_and_the_secret_is_nowhere_in_the_log
     .await
     .unwrap();
     let actions: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
-    assert_eq!(actions, ["create/key", "delete/key"], "one event per change, none for a refused one");
+    assert_eq!(
+        actions,
+        ["create/key", "delete/key"],
+        "one event per change, none for a refused one"
+    );
     let key_id: String = sqlx::query_scalar("select id::text from api_keys where name = 'portal'")
         .fetch_one(&pool)
         .await
@@ -242,7 +263,14 @@ async fn audit_verify_logs_each_checkpoint_and_fails_on_an_anchor_the_chain_does
     // The anchors an auditor kept hold: the check passes.
     let (ok, stdout, stderr) = try_run(
         &db,
-        &["audit", "verify", "--expect", &anchor, "--expect", &format!("1:{first}")],
+        &[
+            "audit",
+            "verify",
+            "--expect",
+            &anchor,
+            "--expect",
+            &format!("1:{first}"),
+        ],
     );
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains("2 anchors match the chain"), "{stdout}");
@@ -250,7 +278,10 @@ async fn audit_verify_logs_each_checkpoint_and_fails_on_an_anchor_the_chain_does
     // Another hash at a place, or a place the chain does not reach: a clear failure.
     let zeros = "0".repeat(64);
     for (expect, finding) in [
-        (format!("3:{zeros}"), "the event at place 3 does not have the anchored hash"),
+        (
+            format!("3:{zeros}"),
+            "the event at place 3 does not have the anchored hash",
+        ),
         (format!("9:{hash}"), "the chain has no event at place 9"),
     ] {
         let (ok, stdout, stderr) = try_run(&db, &["audit", "verify", "--expect", &anchor, "--expect", &expect]);
@@ -260,10 +291,16 @@ async fn audit_verify_logs_each_checkpoint_and_fails_on_an_anchor_the_chain_does
             stderr.contains(&format!("does not match the anchor --expect {expect}")) && stderr.contains(finding),
             "{stderr}"
         );
-        assert!(logged_checkpoints(&stderr).is_empty(), "no checkpoint of a failed check");
+        assert!(
+            logged_checkpoints(&stderr).is_empty(),
+            "no checkpoint of a failed check"
+        );
     }
     let (ok, _, stderr) = try_run(&db, &["audit", "verify", "--expect", "3:abc"]);
-    assert!(!ok && stderr.contains("--expect") && stderr.contains("<chain_pos>:<hash>"), "{stderr}");
+    assert!(
+        !ok && stderr.contains("--expect") && stderr.contains("<chain_pos>:<hash>"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
