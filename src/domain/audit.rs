@@ -75,8 +75,8 @@ impl Initiator {
 /// What walking the audit chain found.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ChainReport {
-    /// True when every link holds, every checkpoint matches the chain and no event waited
-    /// too long for its seal.
+    /// True when every link holds, every checkpoint and every anchor given matches the
+    /// chain, and no event waited too long for its seal.
     pub ok: bool,
     /// Sealed events read, in chain order, up to the first broken link.
     pub events_checked: i64,
