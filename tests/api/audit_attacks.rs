@@ -247,7 +247,11 @@ async fn the_application_role_has_no_temp_and_its_security_definer_functions_pin
     .await
     .unwrap();
     let names: Vec<&str> = definers.iter().map(|(name, _)| name.as_str()).collect();
-    assert_eq!(names, ["audit_checkpoint", "audit_seal"]);
+    assert!(
+        names.contains(&"audit_checkpoint") && names.contains(&"audit_seal"),
+        "{names:?}"
+    );
+    // Any other, now or later, is held to the same rule.
     for (name, config) in &definers {
         assert_eq!(
             config.as_deref(),
