@@ -184,6 +184,13 @@ async fn an_event_that_claims_to_be_sealed_is_refused_for_every_role() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("only audit_seal seals"), "{error}");
+    // Nor can it switch the triggers off for its session, the way replication does.
+    let error = sqlx::query("set session_replication_role = replica")
+        .execute(&mut as_app_role(&app).await)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("permission denied"), "{error}");
     let error = sqlx::query(&forged).execute(&app.pool).await.unwrap_err().to_string();
     assert!(error.contains("only audit_seal seals"), "even the superuser: {error}");
 
@@ -238,6 +245,16 @@ async fn the_application_role_has_no_temp_and_its_security_definer_functions_pin
         .await
         .unwrap();
     assert!(!temp, "gsb_app may create temporary tables");
+    // Nor objects of its own in the schema the functions search, nor move the event
+    // numbers (USAGE, for nextval, is all it has on the sequence).
+    let (create, setval): (bool, bool) = sqlx::query_as(
+        "select has_schema_privilege('gsb_app', 'public', 'create'),
+                has_sequence_privilege('gsb_app', 'public.audit_events_seq', 'update')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(!create && !setval, "create on public: {create}, setval: {setval}");
     // Every SECURITY DEFINER function of the schema, and what it sets.
     let definers: Vec<(String, Option<Vec<String>>)> = sqlx::query_as(
         "select p.proname::text, p.proconfig from pg_proc p
