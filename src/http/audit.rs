@@ -224,7 +224,9 @@ pub struct ListAuditEvents {
 /// streamed as it is read: memory stays constant however long the log is. The log lists
 /// sealed events: each read first seals the events committed before it. Events appended
 /// while a caller pages or exports never make it skip or repeat one (the cursor is a place
-/// in the chain, and an event that commits late is placed after the others).
+/// in the chain, and an event that commits late is placed after the others). In CSV, a cell
+/// that starts with `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'`, so a
+/// spreadsheet shows the caller-written text instead of running it as a formula.
 #[utoipa::path(
     get, path = "/v1/audit-events", tag = "audit",
     params(ListAuditEvents),
