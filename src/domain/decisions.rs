@@ -26,7 +26,9 @@ impl Refusal {
     /// What the caller is told.
     pub fn detail(self) -> &'static str {
         match self {
-            Refusal::NotTheRequester => "only the requester who filed it (or the user it was filed for), or an admin, may cancel a request",
+            Refusal::NotTheRequester => {
+                "only the requester who filed it (or the user it was filed for), or an admin, may cancel a request"
+            }
             Refusal::OwnRequest => "nobody may decide a request filed by or for themselves",
             Refusal::RequesterUnknown => {
                 "this request was filed for a user the broker could not identify; it can be denied or cancelled, not approved"
@@ -90,10 +92,7 @@ mod tests {
         // alice filed with her token; a key acting for alice is alice.
         let alice = user("a1ice-id");
         for ask in [Ask::Approve, Ask::Deny] {
-            assert_eq!(
-                may_decide(&alice, true, &alice, &[], ask),
-                Err(Refusal::OwnRequest)
-            );
+            assert_eq!(may_decide(&alice, true, &alice, &[], ask), Err(Refusal::OwnRequest));
         }
         assert_eq!(may_decide(&user("bob-id"), false, &alice, &[], Ask::Approve), Ok(()));
         let portal = Subject::Key("portal".into());

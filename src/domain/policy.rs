@@ -603,12 +603,16 @@ decision = "require_approval"
         };
         assert_eq!(
             policy.decide(&blocked),
-            Decision::Deny {
-                rule: "blocked".into()
-            },
+            Decision::Deny { rule: "blocked".into() },
             "a deny rule denies for its own reason"
         );
-        assert_eq!(policy.decide(&Facts { auto_accept: false, ..within }), approve("same-domain"));
+        assert_eq!(
+            policy.decide(&Facts {
+                auto_accept: false,
+                ..within
+            }),
+            approve("same-domain")
+        );
     }
 
     #[test]

@@ -588,7 +588,12 @@ mod tests {
 
     #[test]
     fn a_customers_admin_is_no_broker_admin_and_decides_in_its_domain_only() {
-        let roles = vec!["admin".into(), "member".into(), "reader".into(), "image_share_approver".into()];
+        let roles = vec![
+            "admin".into(),
+            "member".into(),
+            "reader".into(),
+            "image_share_approver".into(),
+        ];
         let domain_scoped = KeystoneIdentity {
             user_id: "mallory".into(),
             domain_id: Some("customer".into()),
@@ -623,7 +628,10 @@ mod tests {
         }
         assert_eq!(Subject::parse("key:portal"), Subject::Key("portal".into()));
         let erin = Subject::parse("unresolved:erin");
-        assert!(!erin.same_as(&erin), "an unresolved subject matches nobody, not even itself");
+        assert!(
+            !erin.same_as(&erin),
+            "an unresolved subject matches nobody, not even itself"
+        );
         let portal = Principal::api_key("portal".into(), Role::Requester, &[]);
         assert_eq!(portal.subject(), Subject::Key("portal".into()));
         assert_ne!(portal.subject(), Subject::User("portal".into()));

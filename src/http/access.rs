@@ -153,7 +153,9 @@ impl AppState {
     /// The domain of a project a key acts for (`None` when Keystone has no such project).
     async fn project_domain(&self, project: &str) -> Result<Option<String>, ApiError> {
         let cloud = self.cloud.as_ref().ok_or_else(|| {
-            ApiError::Upstream("finding the caller's domain needs the broker's OpenStack cloud, and none is configured".into())
+            ApiError::Upstream(
+                "finding the caller's domain needs the broker's OpenStack cloud, and none is configured".into(),
+            )
         })?;
         let rid = format!("req-{}", uuid::Uuid::new_v4());
         match cloud.project(project, &rid).await {

@@ -10,9 +10,9 @@ use serde_json::Value;
 use std::net::SocketAddr;
 use uuid::Uuid;
 
+use super::middleware::PrincipalRateLimit;
 use super::{ApiError, AppState};
 use crate::db;
-use super::middleware::PrincipalRateLimit;
 use crate::domain::{Capability, Credential, FieldError, Initiator, Principal, Subject};
 
 /// A JSON body, checked for content type, size, syntax and shape. Keeps the parsed document
@@ -166,7 +166,8 @@ fn header_text(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<S
 /// A request carrying more than one credential is refused: which one counts must never be
 /// the caller's game (it once chose the rate-limit bucket).
 async fn authenticate(state: &AppState, headers: &HeaderMap, request_id: &str) -> Result<Principal, ApiError> {
-    let credentials = headers.get_all("x-auth-token").iter().count() + headers.get_all(header::AUTHORIZATION).iter().count();
+    let credentials =
+        headers.get_all("x-auth-token").iter().count() + headers.get_all(header::AUTHORIZATION).iter().count();
     if credentials > 1 {
         return Err(ApiError::Unauthorized(
             "send one credential: either `Authorization: Bearer <key>` or `X-Auth-Token`, once",
@@ -237,13 +238,7 @@ where
         }
         let on_behalf_of = on_behalf_of(&parts.headers, &principal)?;
         let subject = match &on_behalf_of {
-            Some(given) => Subject::User(
-                state
-                    .tokens
-                    .user(ON_BEHALF_OF, given, &openstack_request_id)
-                    .await?
-                    .id,
-            ),
+            Some(given) => Subject::User(state.tokens.user(ON_BEHALF_OF, given, &openstack_request_id).await?.id),
             None => principal.subject(),
         };
         let address = parts

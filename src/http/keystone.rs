@@ -70,7 +70,10 @@ where
     K: std::hash::Hash + Eq + Send + Sync + 'static,
     T: Clone + Send + Sync + 'static,
 {
-    Cache::builder().max_capacity(MAX_ENTRIES).expire_after(Lifetime).build()
+    Cache::builder()
+        .max_capacity(MAX_ENTRIES)
+        .expire_after(Lifetime)
+        .build()
 }
 
 /// Keystone did not answer: shared by every caller waiting on the same look-up, never kept.
@@ -208,7 +211,10 @@ async fn resolve_user(cloud: &OpenStack, given: &str, rid: &str) -> Result<Resol
         }
     };
     // Keystone ids are hex (or other URL-safe text); anything else is no id.
-    if given.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if given
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         add(cloud.user(given, rid).await?.into_iter().collect());
     }
     add(cloud.users_named(given, None, rid).await?);

@@ -195,7 +195,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(axum::Extension(principal_limit))
-        .layer(axum::middleware::from_fn_with_state(address_limit, middleware::limit_rate))
+        .layer(axum::middleware::from_fn_with_state(
+            address_limit,
+            middleware::limit_rate,
+        ))
         .layer(
             ServiceBuilder::new()
                 .layer(SetSensitiveRequestHeadersLayer::new([

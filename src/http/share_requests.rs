@@ -19,9 +19,7 @@ use super::shares::ShareView;
 use super::{ApiError, AppState, access};
 use crate::db::{self, audit::NewEvent, share_requests::ShareRequest};
 use crate::domain::decisions::{self, Ask, Refusal};
-use crate::domain::{
-    Capability, FieldError, NewShareRequest, RequestStatus, ShareRequestInput, Subject, Validation,
-};
+use crate::domain::{Capability, FieldError, NewShareRequest, RequestStatus, ShareRequestInput, Subject, Validation};
 
 /// A share request with its shares.
 #[derive(Debug, Serialize, ToSchema)]
@@ -509,15 +507,15 @@ fn may_decide(
     };
     let earlier: Vec<Subject> = earlier.iter().map(|a| Subject::parse(&a.approver_subject)).collect();
     let requester = Subject::parse(&request.requested_by_subject);
-    decisions::may_decide(&caller.subject, principal.is_admin(), &requester, &earlier, ask).map_err(
-        |refusal| match refusal {
+    decisions::may_decide(&caller.subject, principal.is_admin(), &requester, &earlier, ask).map_err(|refusal| {
+        match refusal {
             Refusal::AlreadyApproved => ApiError::Conflict {
                 detail: refusal.detail().into(),
                 errors: Vec::new(),
             },
             _ => ApiError::Forbidden(refusal.detail().into()),
-        },
-    )?;
+        }
+    })?;
     if ask != Ask::Cancel
         && !principal.may_in(
             Capability::Approve,
@@ -551,7 +549,10 @@ async fn approve(
         on_behalf_of: caller.on_behalf_of.as_deref(),
     };
     // The database holds the rule too: one approval per subject, even for two at once.
-    if db::share_requests::add_approval(tx, id, approver, comment).await?.is_none() {
+    if db::share_requests::add_approval(tx, id, approver, comment)
+        .await?
+        .is_none()
+    {
         return Err(ApiError::Conflict {
             detail: Refusal::AlreadyApproved.detail().into(),
             errors: Vec::new(),

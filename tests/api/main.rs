@@ -2,6 +2,7 @@
 
 mod audit;
 mod auth;
+mod authz_attacks;
 mod cli;
 mod crash;
 mod fake_glance;
