@@ -191,9 +191,7 @@ impl OpenStack {
             .map_err(|e| CallError::transport(what, &e))?
             .projects)
     }
-}
 
-impl OpenStack {
     /// The user with this id, or `None` when Keystone has none.
     pub async fn user(&self, id: &str, request_id: &str) -> Result<Option<User>, CallError> {
         let what = "get user";
