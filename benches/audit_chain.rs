@@ -82,7 +82,9 @@ async fn intake(pool: &PgPool, initiator: &Initiator) {
     let mut tx = pool.begin().await.unwrap();
     let filer = db::share_requests::Filer {
         requested_by: "portal",
+        subject: "key:portal",
         on_behalf_of: None,
+        target_domains: None,
         image_owner: None,
     };
     let (request, _) = db::share_requests::insert(&mut tx, &new, filer).await.unwrap();

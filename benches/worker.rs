@@ -199,7 +199,9 @@ async fn approved(pool: &PgPool, cloud: &FakeCloud, images: usize, targets: &[St
         let mut tx = pool.begin().await.unwrap();
         let filer = db::share_requests::Filer {
             requested_by: "bench",
+            subject: "key:bench",
             on_behalf_of: None,
+            target_domains: None,
             image_owner: Some(OWNER),
         };
         let (request, _) = db::share_requests::insert(&mut tx, &new, filer).await.unwrap();

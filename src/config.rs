@@ -105,14 +105,23 @@ pub struct ServeArgs {
     #[arg(long, env = "GSB_INSTANCE")]
     pub instance: Option<String>,
 
-    /// Requests per second each caller (API key or token; else client address) may make to
-    /// `/v1/`, per API replica; more get 429 with Retry-After. 0 turns the limit off.
+    /// Requests per second each authenticated caller (an API key, or a Keystone user) may make
+    /// to `/v1/`, per API replica; more get 429 with Retry-After. 0 turns the limit off.
     #[arg(long, env = "GSB_RATE_LIMIT_PER_SEC", default_value_t = 50)]
     pub rate_limit_per_sec: u32,
 
     /// Requests a caller may make at once above its steady rate.
     #[arg(long, env = "GSB_RATE_LIMIT_BURST", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub rate_limit_burst: u32,
+
+    /// Requests per second one client address may make to `/v1/`, counted before
+    /// authentication, per API replica. 0 turns the limit off.
+    #[arg(long, env = "GSB_ADDRESS_RATE_LIMIT_PER_SEC", default_value_t = 200)]
+    pub address_rate_limit_per_sec: u32,
+
+    /// Requests one client address may make at once above its steady rate.
+    #[arg(long, env = "GSB_ADDRESS_RATE_LIMIT_BURST", default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub address_rate_limit_burst: u32,
 
     /// Serve the API only; run the worker elsewhere (`glance-share-broker worker`).
     #[arg(long, env = "GSB_NO_WORKER")]
@@ -134,6 +143,22 @@ pub struct AccessArgs {
     /// How long a validated Keystone token is trusted before Keystone is asked again (0: always ask).
     #[arg(long, env = "GSB_TOKEN_CACHE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub token_cache_secs: u64,
+
+    /// How long Keystone's "no such token" is remembered, so junk tokens do not reach
+    /// Keystone on every call (0: always ask).
+    #[arg(long, env = "GSB_INVALID_TOKEN_CACHE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub invalid_token_cache_secs: u64,
+
+    /// Projects whose tokens carry cloud-wide broker roles (admin, auditor, an `everywhere`
+    /// approver), besides system-scoped tokens: project ids or `<project name>@<domain name>`.
+    /// Any other token's roles hold in its own project or domain only.
+    #[arg(
+        long,
+        env = "GSB_ADMIN_PROJECTS",
+        value_delimiter = ',',
+        default_value = "admin@Default"
+    )]
+    pub admin_projects: Vec<String>,
 
     /// Keystone roles that make a user requester of its project's images and consumer of shares to it.
     #[arg(
@@ -204,11 +229,15 @@ impl AccessArgs {
             auditor: names(&self.keystone_auditor_roles),
             admin: names(&self.keystone_admin_roles),
             approver_scope: self.keystone_approver_scope,
+            cloud_projects: names(&self.admin_projects),
         }
     }
 
-    pub fn token_cache(&self) -> Duration {
-        Duration::from_secs(self.token_cache_secs)
+    pub fn token_cache(&self) -> crate::http::CacheTimes {
+        crate::http::CacheTimes {
+            valid: Duration::from_secs(self.token_cache_secs),
+            invalid: Duration::from_secs(self.invalid_token_cache_secs),
+        }
     }
 }
 
@@ -409,6 +438,10 @@ impl ServeArgs {
             rate_limit: NonZeroU32::new(self.rate_limit_per_sec).map(|per_sec| RateLimitConfig {
                 per_sec,
                 burst: NonZeroU32::new(self.rate_limit_burst).unwrap_or(per_sec),
+            }),
+            address_rate_limit: NonZeroU32::new(self.address_rate_limit_per_sec).map(|per_sec| RateLimitConfig {
+                per_sec,
+                burst: NonZeroU32::new(self.address_rate_limit_burst).unwrap_or(per_sec),
             }),
         }
     }

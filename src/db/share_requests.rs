@@ -14,6 +14,10 @@ pub struct ShareRequest {
     pub region: String,
     pub reason: String,
     pub requested_by: String,
+    /// Who the request is for in separation-of-duties rules (see `domain::Subject`).
+    pub requested_by_subject: String,
+    /// The domains target names resolve in; `None`: the whole cloud.
+    pub target_domains: Option<Vec<String>>,
     #[sqlx(try_from = "String")]
     pub status: RequestStatus,
     pub expires_at: Option<DateTime<Utc>>,
@@ -75,7 +79,11 @@ pub const ONE_LIVE_GRANT: [&str; 2] = ["shares_one_live_grant_idx", "shares_one_
 #[derive(Debug, Clone, Copy)]
 pub struct Filer<'a> {
     pub requested_by: &'a str,
+    /// The subject the request is for: the user a key acts for, else the principal's own.
+    pub subject: &'a str,
     pub on_behalf_of: Option<&'a str>,
+    /// The domains target names may resolve in; `None`: the whole cloud.
+    pub target_domains: Option<&'a [String]>,
     /// The project owning the image, when checked at filing (validation fills it otherwise).
     pub image_owner: Option<&'a str>,
 }
@@ -88,8 +96,8 @@ pub async fn insert(
 ) -> Result<(ShareRequest, Vec<Share>), sqlx::Error> {
     let request = sqlx::query_as::<_, ShareRequest>(
         "insert into share_requests (id, image_id, region, reason, requested_by, status, expires_at, auto_accept,
-                                     image_owner, on_behalf_of)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) returning *",
+                                     image_owner, on_behalf_of, requested_by_subject, target_domains)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) returning *",
     )
     .bind(Uuid::now_v7())
     .bind(new.image_id)
@@ -101,6 +109,8 @@ pub async fn insert(
     .bind(new.auto_accept)
     .bind(filer.image_owner)
     .bind(filer.on_behalf_of)
+    .bind(filer.subject)
+    .bind(filer.target_domains)
     .fetch_one(&mut *tx)
     .await?;
 
@@ -341,6 +351,8 @@ pub async fn live_grants_to(
 pub struct Viewer {
     pub name: String,
     pub projects: Vec<String>,
+    /// Domains whose projects' requests and shares it sees.
+    pub domains: Vec<String>,
 }
 
 /// Filters for listing requests; `None` means "any".
@@ -374,7 +386,8 @@ pub async fn list(
            and ($5::timestamptz is null or r.created_at >= $5)
            and ($6::timestamptz is null or r.created_at < $6)
            and ($7::uuid is null or r.id < $7)
-           and ($9::text is null or r.requested_by = $9 or r.image_owner = any($10))
+           and ($9::text is null or r.requested_by = $9 or r.image_owner = any($10)
+                or r.image_owner_domain = any($11))
          order by r.id desc
          limit $8",
     )
@@ -388,6 +401,7 @@ pub async fn list(
     .bind(limit)
     .bind(filter.viewer.as_ref().map(|v| &v.name))
     .bind(filter.viewer.as_ref().map(|v| &v.projects))
+    .bind(filter.viewer.as_ref().map(|v| &v.domains))
     .fetch_all(db)
     .await
 }
@@ -423,8 +437,10 @@ pub async fn list_shares(
            and ($6::timestamptz is null or s.created_at >= $6)
            and ($7::timestamptz is null or s.created_at < $7)
            and ($8::uuid is null or s.id < $8)
-           and ($10::text is null or s.project_id = any($11) or exists (select 1 from share_requests r
-                where r.id = s.request_id and (r.requested_by = $10 or r.image_owner = any($11))))
+           and ($10::text is null or s.project_id = any($11) or s.project_domain = any($12)
+                or exists (select 1 from share_requests r
+                where r.id = s.request_id and (r.requested_by = $10 or r.image_owner = any($11)
+                                               or r.image_owner_domain = any($12))))
          order by s.id desc
          limit $9",
     )
@@ -439,6 +455,7 @@ pub async fn list_shares(
     .bind(limit)
     .bind(filter.viewer.as_ref().map(|v| &v.name))
     .bind(filter.viewer.as_ref().map(|v| &v.projects))
+    .bind(filter.viewer.as_ref().map(|v| &v.domains))
     .fetch_all(db)
     .await
 }
@@ -484,27 +501,40 @@ pub async fn set_policy(
 pub struct Approval {
     pub request_id: Uuid,
     pub approver: String,
+    /// Who approved in separation-of-duties rules (see `domain::Subject`): one approval each.
+    pub approver_subject: String,
     pub on_behalf_of: Option<String>,
     pub comment: Option<String>,
     pub approved_at: DateTime<Utc>,
 }
 
-/// Records `approver`'s approval; `None` when it had already approved. Bumps the request's
-/// version, since its approvals are part of it.
+/// Who gives an approval.
+#[derive(Debug, Clone, Copy)]
+pub struct Approver<'a> {
+    /// The principal's name (an API key's, or `keystone:<user id>`).
+    pub name: &'a str,
+    /// The subject: one approval per subject and request.
+    pub subject: &'a str,
+    pub on_behalf_of: Option<&'a str>,
+}
+
+/// Records `approver`'s approval; `None` when its subject had already approved. Bumps the
+/// request's version, since its approvals are part of it.
 pub async fn add_approval(
     tx: &mut PgConnection,
     request_id: Uuid,
-    approver: &str,
-    on_behalf_of: Option<&str>,
+    approver: Approver<'_>,
     comment: Option<&str>,
 ) -> Result<Option<Approval>, sqlx::Error> {
     let added = sqlx::query_as::<_, Approval>(
-        "insert into approvals (request_id, approver, on_behalf_of, comment) values ($1, $2, $3, $4)
-         on conflict do nothing returning *",
+        "insert into approvals (request_id, approver, approver_subject, on_behalf_of, comment)
+         values ($1, $2, $3, $4, $5)
+         on conflict (request_id, approver_subject) do nothing returning *",
     )
     .bind(request_id)
-    .bind(approver)
-    .bind(on_behalf_of)
+    .bind(approver.name)
+    .bind(approver.subject)
+    .bind(approver.on_behalf_of)
     .bind(comment)
     .fetch_optional(&mut *tx)
     .await?;

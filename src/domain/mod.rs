@@ -3,6 +3,7 @@
 
 mod audit;
 mod canonical;
+pub mod decisions;
 pub mod policy;
 mod principal;
 mod share_request;
@@ -11,7 +12,9 @@ pub mod webhook;
 
 pub use audit::{AnchorMismatch, BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, UnsealedEvent};
 pub use canonical::canonical_json;
-pub use principal::{ApproverScope, Capability, Credential, Grant, KeystoneIdentity, Principal, Role, RoleMap, Scope};
+pub use principal::{
+    ApproverScope, Capability, Credential, Grant, KeystoneIdentity, Principal, Readable, Role, RoleMap, Scope, Subject,
+};
 pub use share_request::{
     FieldError, Limits, MAX_REASON_CHARS, NewShareRequest, ShareRequestInput, Target, free_text_problem,
 };

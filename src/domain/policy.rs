@@ -1,5 +1,6 @@
 //! The approval policy: rules tried in order, each deciding a validated request by itself
-//! (approve, deny) or saying how many distinct approvers it needs; and how long a request may
+//! (approve, deny) or saying how many distinct approvers it needs, and whether the requester
+//! may accept the share on the consumer's behalf (`auto_accept`); and how long a request may
 //! wait for a decision. Written as TOML or YAML; parsed and checked here, so a bad file is
 //! refused whole. Pure: `startup` reads the file and swaps the policy on SIGHUP.
 
@@ -9,13 +10,26 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// A policy, checked. The default has no rules (every request needs one approver) and lets
-/// requests wait forever.
+/// A policy, checked. The default has no rules (every request needs one approver), lets
+/// requests wait forever, and allows no `auto_accept`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     /// Undecided requests expire this long after they were filed.
     pub expire_undecided_after: Option<Duration>,
+    /// Whether a request may ask for `auto_accept` when the rule deciding it does not say
+    /// (or no rule matches).
+    pub auto_accept: AutoAccept,
     pub rules: Vec<Rule>,
+}
+
+/// Whether a request may accept its shares on the consumer's behalf (`auto_accept`): the
+/// consumer never says yes itself, so only the operator's policy may allow it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AutoAccept {
+    Allow,
+    #[default]
+    Forbid,
 }
 
 /// One rule: when every condition holds (a rule with none always holds), the outcome.
@@ -24,6 +38,8 @@ pub struct Rule {
     pub name: String,
     pub when: Vec<Condition>,
     pub outcome: Outcome,
+    /// Whether requests this rule decides may ask for `auto_accept`; `None`: as the policy says.
+    pub auto_accept: Option<AutoAccept>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +68,8 @@ pub struct Facts {
     pub owner_project: Option<String>,
     pub owner_domain: Option<String>,
     pub targets: Vec<TargetFacts>,
+    /// The requester asked to accept the shares for the consumers.
+    pub auto_accept: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +90,11 @@ pub enum Decision {
     /// People decide: `approvals` distinct approvers; `rule` is `None` when no rule matched.
     Require {
         approvals: u8,
+        rule: Option<String>,
+    },
+    /// The request asks for `auto_accept` and the rule deciding it (`None`: no rule matched)
+    /// does not allow it: it is denied, never granted without the consumer's say.
+    AutoAcceptForbidden {
         rule: Option<String>,
     },
 }
@@ -102,9 +125,19 @@ impl Condition {
 }
 
 impl Policy {
-    /// The first rule whose conditions all hold decides; with none, one approver.
+    /// The first rule whose conditions all hold decides; with none, one approver. A request
+    /// asking for `auto_accept` that the deciding rule (or, when it does not say, the policy)
+    /// does not allow is denied.
     pub fn decide(&self, facts: &Facts) -> Decision {
-        let Some(rule) = self.rules.iter().find(|r| r.when.iter().all(|c| c.holds(facts))) else {
+        let rule = self.rules.iter().find(|r| r.when.iter().all(|c| c.holds(facts)));
+        let auto_accept = rule.and_then(|r| r.auto_accept).unwrap_or(self.auto_accept);
+        let denies = rule.is_some_and(|r| r.outcome == Outcome::Deny);
+        if facts.auto_accept && auto_accept == AutoAccept::Forbid && !denies {
+            return Decision::AutoAcceptForbidden {
+                rule: rule.map(|r| r.name.clone()),
+            };
+        }
+        let Some(rule) = rule else {
             return Decision::Require {
                 approvals: 1,
                 rule: None,
@@ -142,6 +175,9 @@ struct PolicyFile {
     /// `30m`, `72h`, `7d`...
     #[serde(default)]
     expire_undecided_after: Option<String>,
+    /// `allow` or `forbid` (the default).
+    #[serde(default)]
+    auto_accept: AutoAccept,
     #[serde(default)]
     rules: Vec<RuleFile>,
 }
@@ -161,6 +197,8 @@ struct RuleFile {
     decision: Verdict,
     #[serde(default)]
     approvals: Option<u8>,
+    #[serde(default)]
+    auto_accept: Option<AutoAccept>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -223,10 +261,19 @@ impl PolicyFile {
                     when.push(condition(list));
                 }
             }
-            rules.push(Rule { name, when, outcome });
+            if rule.auto_accept.is_some() && outcome == Outcome::Deny {
+                return Err(format!("{at}.auto_accept: a `deny` rule grants nothing to accept"));
+            }
+            rules.push(Rule {
+                name,
+                when,
+                outcome,
+                auto_accept: rule.auto_accept,
+            });
         }
         Ok(Policy {
             expire_undecided_after,
+            auto_accept: self.auto_accept,
             rules,
         })
     }
@@ -285,6 +332,7 @@ mod tests {
                     domain_id: Some((*d).into()),
                 })
                 .collect(),
+            auto_accept: false,
         }
     }
 
@@ -412,6 +460,7 @@ approvals = 2
                 project_id: "p2".into(),
                 domain_id: None,
             }],
+            auto_accept: false,
         };
         assert_ne!(example().decide(&f), approve("same-domain"));
     }
@@ -471,6 +520,12 @@ rules:
                 "[[rules]]\nname = \"a\"\nowner_in = [\"\"]\ndecision = \"deny\"",
                 "rules[0].owner_in",
             ),
+            (
+                "p.toml",
+                "[[rules]]\nname = \"a\"\ndecision = \"deny\"\nauto_accept = \"allow\"",
+                "rules[0].auto_accept",
+            ),
+            ("p.toml", "auto_accept = \"sometimes\"", "not a valid policy"),
             ("p.toml", "expire_undecided_after = \"soon\"", "expire_undecided_after"),
             ("p.toml", "expire_undecided_after = \"0h\"", "expire_undecided_after"),
         ];
@@ -478,6 +533,86 @@ rules:
             let error = Policy::parse(name, text).unwrap_err();
             assert!(error.contains(wanted), "{text:?}: {error}");
         }
+    }
+
+    #[test]
+    fn auto_accept_needs_the_policy_to_allow_it() {
+        let asking = Facts {
+            auto_accept: true,
+            ..facts(("p1", "d1"), &[("p2", "d2")])
+        };
+        assert_eq!(
+            Policy::default().decide(&asking),
+            Decision::AutoAcceptForbidden { rule: None },
+            "by default nobody accepts for the consumer"
+        );
+        let allowed = Policy {
+            auto_accept: AutoAccept::Allow,
+            ..Policy::default()
+        };
+        assert_eq!(
+            allowed.decide(&asking),
+            Decision::Require {
+                approvals: 1,
+                rule: None
+            }
+        );
+        let policy = Policy::parse(
+            "policy.toml",
+            r#"
+auto_accept = "allow"
+
+[[rules]]
+name = "blocked"
+any_target_in = ["p-blocked"]
+decision = "deny"
+
+[[rules]]
+name = "same-domain"
+same_domain = true
+decision = "approve"
+auto_accept = "forbid"
+
+[[rules]]
+name = "people"
+decision = "require_approval"
+"#,
+        )
+        .unwrap();
+        let within = Facts {
+            auto_accept: true,
+            ..facts(("p1", "d1"), &[("p2", "d1")])
+        };
+        assert_eq!(
+            policy.decide(&within),
+            Decision::AutoAcceptForbidden {
+                rule: Some("same-domain".into())
+            },
+            "a rule may forbid what the policy allows"
+        );
+        assert_eq!(
+            policy.decide(&asking),
+            Decision::Require {
+                approvals: 1,
+                rule: Some("people".into())
+            }
+        );
+        let blocked = Facts {
+            auto_accept: true,
+            ..facts(("p1", "d1"), &[("p-blocked", "d1")])
+        };
+        assert_eq!(
+            policy.decide(&blocked),
+            Decision::Deny { rule: "blocked".into() },
+            "a deny rule denies for its own reason"
+        );
+        assert_eq!(
+            policy.decide(&Facts {
+                auto_accept: false,
+                ..within
+            }),
+            approve("same-domain")
+        );
     }
 
     #[test]

@@ -117,6 +117,20 @@ impl FromStr for ApproverScope {
     }
 }
 
+/// What a caller may read, when not everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Readable {
+    pub projects: Vec<String>,
+    pub domains: Vec<String>,
+}
+
+impl Readable {
+    fn covers(&self, project: Option<&str>, domain: Option<&str>) -> bool {
+        project.is_some_and(|p| self.projects.iter().any(|x| x == p))
+            || domain.is_some_and(|d| self.domains.iter().any(|x| x == d))
+    }
+}
+
 /// A capability within a scope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
@@ -134,16 +148,92 @@ pub enum Credential {
 }
 
 /// What a validated Keystone token says about its holder.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct KeystoneIdentity {
     pub user_id: String,
+    /// For people reading logs only: a name never authorizes anything (names are reused
+    /// across domains); rules compare [`Subject`]s.
     pub user_name: String,
-    /// The project the token is scoped to; `None` for unscoped and domain-scoped tokens.
+    /// The project the token is scoped to; `None` for unscoped, domain- and system-scoped tokens.
     pub project_id: Option<String>,
-    /// That project's domain.
+    /// That project's name, and its domain's id and name.
+    pub project_name: Option<String>,
     pub project_domain_id: Option<String>,
+    pub project_domain_name: Option<String>,
+    /// The domain a domain-scoped token is scoped to.
+    pub domain_id: Option<String>,
+    /// A system-scoped token (`system: {all: true}`): the cloud operator's scope.
+    pub system: bool,
     /// The token's role names in that scope (implied roles included).
     pub roles: Vec<String>,
+}
+
+impl KeystoneIdentity {
+    /// The domain the token's roles hold in: its project's domain, or the domain it is scoped to.
+    pub fn home_domain(&self) -> Option<&str> {
+        self.project_domain_id.as_deref().or(self.domain_id.as_deref())
+    }
+
+    /// Whether the token is scoped to one of `projects`, each a project id or
+    /// `<project name>@<domain name>` (unique in Keystone: domain names are unique, and
+    /// project names within a domain).
+    fn scoped_to_any(&self, projects: &[String]) -> bool {
+        let Some(id) = self.project_id.as_deref() else {
+            return false;
+        };
+        projects.iter().any(|p| match p.rsplit_once('@') {
+            Some((name, domain)) => {
+                self.project_name.as_deref() == Some(name) && self.project_domain_name.as_deref() == Some(domain)
+            }
+            None => p == id,
+        })
+    }
+}
+
+/// One person or one service, as separation of duties tells them apart. A Keystone user is
+/// its user id, whichever credential it calls with: its own token, or a service's key acting
+/// for it (`X-On-Behalf-Of`, resolved through Keystone). A key acting for nobody is itself.
+/// Stored as text: the user id, or `key:<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    /// A Keystone user, by id.
+    User(String),
+    /// An API key acting for nobody, by name.
+    Key(String),
+    /// A user named in `X-On-Behalf-Of` before the broker resolved names to users (rows
+    /// written then): it matches nobody, so it can never pass a separation-of-duties check.
+    Unresolved(String),
+}
+
+impl Subject {
+    const KEY: &'static str = "key:";
+    const UNRESOLVED: &'static str = "unresolved:";
+
+    /// The subject as stored in the database.
+    pub fn parse(stored: &str) -> Subject {
+        if let Some(name) = stored.strip_prefix(Self::KEY) {
+            Subject::Key(name.to_owned())
+        } else if let Some(name) = stored.strip_prefix(Self::UNRESOLVED) {
+            Subject::Unresolved(name.to_owned())
+        } else {
+            Subject::User(stored.to_owned())
+        }
+    }
+
+    /// Whether both stand for the same known person or key; an unresolved subject is nobody's.
+    pub fn same_as(&self, other: &Subject) -> bool {
+        !matches!(self, Subject::Unresolved(_)) && self == other
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::User(id) => f.write_str(id),
+            Subject::Key(name) => write!(f, "{}{name}", Self::KEY),
+            Subject::Unresolved(name) => write!(f, "{}{name}", Self::UNRESOLVED),
+        }
+    }
 }
 
 /// Which Keystone roles stand for which broker capabilities (configurable; see `config`).
@@ -161,6 +251,9 @@ pub struct RoleMap {
     pub admin: Vec<String>,
     /// Where approver roles hold.
     pub approver_scope: ApproverScope,
+    /// Projects whose tokens carry cloud-wide roles (admin, auditor, an `everywhere`
+    /// approver), besides system-scoped tokens: ids or `<name>@<domain name>`.
+    pub cloud_projects: Vec<String>,
 }
 
 impl Default for RoleMap {
@@ -172,6 +265,7 @@ impl Default for RoleMap {
             auditor: Vec::new(),
             admin: vec!["admin".into()],
             approver_scope: ApproverScope::Everywhere,
+            cloud_projects: vec!["admin@Default".into()],
         }
     }
 }
@@ -224,11 +318,15 @@ impl Principal {
         }
     }
 
-    /// A Keystone user, its roles mapped by `map`. Project roles hold in the token's project;
-    /// approver roles where `map.approver_scope` says; auditor and admin roles everywhere.
+    /// A Keystone user, its roles mapped by `map`. Project roles hold in the token's project.
+    /// Cloud-wide roles (admin, auditor, an `everywhere` approver) hold only for a
+    /// system-scoped token or one scoped to a project of `map.cloud_projects`: anyone else's
+    /// `admin` is the admin of its own project or domain (a customer's), not the broker's.
+    /// Elsewhere an approver role holds within the token's domain at most.
     pub fn keystone(identity: KeystoneIdentity, map: &RoleMap) -> Self {
         use Capability::*;
         let has = |names: &[String]| identity.roles.iter().any(|r| names.contains(r));
+        let cloud_wide = identity.system || identity.scoped_to_any(&map.cloud_projects);
         let mut grants = Vec::new();
         if let Some(project) = &identity.project_id {
             let here = |c| grant(c, Scope::Project(project.clone()));
@@ -239,26 +337,36 @@ impl Principal {
             }
         }
         if has(&map.approver) {
+            let domain = || identity.home_domain().map(|d| Scope::Domain(d.to_owned()));
             let scope = match map.approver_scope {
-                ApproverScope::Everywhere => Some(Scope::Everywhere),
+                ApproverScope::Everywhere if cloud_wide => Some(Scope::Everywhere),
+                ApproverScope::Everywhere | ApproverScope::Domain => domain(),
                 ApproverScope::Project => identity.project_id.clone().map(Scope::Project),
-                ApproverScope::Domain => identity.project_domain_id.clone().map(Scope::Domain),
             };
-            // A limited approver with no project in its token decides nothing.
+            // A limited approver with no project or domain in its token decides nothing; it
+            // reads what it decides.
             if let Some(scope) = scope {
-                grants.extend([grant(Approve, scope), grant(Read, Scope::Everywhere)]);
+                grants.extend([grant(Approve, scope.clone()), grant(Read, scope)]);
             }
         }
-        if has(&map.auditor) {
+        if cloud_wide && has(&map.auditor) {
             grants.push(grant(Audit, Scope::Everywhere));
         }
-        if has(&map.admin) {
+        if cloud_wide && has(&map.admin) {
             grants.push(grant(Admin, Scope::Everywhere));
         }
         Principal {
             name: format!("keystone:{}", identity.user_id),
             credential: Credential::Keystone(identity),
             grants,
+        }
+    }
+
+    /// Who the caller is for separation of duties, before any `X-On-Behalf-Of`.
+    pub fn subject(&self) -> Subject {
+        match &self.credential {
+            Credential::Keystone(k) => Subject::User(k.user_id.clone()),
+            Credential::ApiKey { .. } => Subject::Key(self.name.clone()),
         }
     }
 
@@ -307,39 +415,42 @@ impl Principal {
         )
     }
 
-    /// The projects whose requests and shares the caller may read; `None` means all of them.
-    pub fn readable_projects(&self) -> Option<Vec<String>> {
-        if self.may_somewhere(Capability::Audit) {
+    /// The projects and domains whose requests and shares the caller may read; `None` means
+    /// all of them.
+    pub fn readable(&self) -> Option<Readable> {
+        if self.may_somewhere(Capability::Audit) || self.may(Capability::Read, None) {
             return None;
         }
-        self.projects_for(Capability::Read)
-    }
-
-    /// Whether the caller may see a request of `owner_project` filed by `requested_by`.
-    pub fn sees_request(&self, owner_project: Option<&str>, requested_by: &str) -> bool {
-        requested_by == self.name
-            || match self.readable_projects() {
-                None => true,
-                Some(projects) => owner_project.is_some_and(|o| projects.iter().any(|p| p == o)),
+        let mut readable = Readable::default();
+        for g in self.grants.iter().filter(|g| g.capability == Capability::Read) {
+            match &g.scope {
+                Scope::Project(p) => readable.projects.push(p.clone()),
+                Scope::Domain(d) => readable.domains.push(d.clone()),
+                Scope::Everywhere => {}
             }
+        }
+        Some(readable)
     }
 
-    /// Whether the caller may see a share to `project` (its request as in [`Self::sees_request`]).
-    pub fn sees_share(&self, project: Option<&str>, owner_project: Option<&str>, requested_by: &str) -> bool {
-        self.sees_request(owner_project, requested_by)
-            || project.is_some_and(|t| {
-                self.readable_projects()
-                    .is_some_and(|projects| projects.iter().any(|p| p == t))
-            })
+    /// The projects whose requests and shares the caller may read; `None` means all of them.
+    pub fn readable_projects(&self) -> Option<Vec<String>> {
+        self.readable().map(|r| r.projects)
     }
 
-    /// Whether `who` (a principal name, Keystone user id or name) is this caller.
-    pub fn is(&self, who: &str) -> bool {
-        who == self.name
-            || match &self.credential {
-                Credential::Keystone(k) => who == k.user_id || who == k.user_name,
-                Credential::ApiKey { .. } => false,
-            }
+    /// Whether the caller may see a request of `owner` (project, domain) filed by `requested_by`.
+    pub fn sees_request(&self, owner: (Option<&str>, Option<&str>), requested_by: &str) -> bool {
+        requested_by == self.name || self.readable().is_none_or(|r| r.covers(owner.0, owner.1))
+    }
+
+    /// Whether the caller may see a share to `project` (project, domain), its request as in
+    /// [`Self::sees_request`].
+    pub fn sees_share(
+        &self,
+        project: (Option<&str>, Option<&str>),
+        owner: (Option<&str>, Option<&str>),
+        requested_by: &str,
+    ) -> bool {
+        self.sees_request(owner, requested_by) || self.readable().is_some_and(|r| r.covers(project.0, project.1))
     }
 
     /// The caller's roles as the audit log shows them: the key's role, or the token's roles.
@@ -362,8 +473,19 @@ mod tests {
             project_id: Some(project.into()),
             project_domain_id: Some("default".into()),
             roles: roles.iter().map(|r| r.to_string()).collect(),
+            ..KeystoneIdentity::default()
         };
-        Principal::keystone(identity, &RoleMap::default())
+        let map = RoleMap {
+            cloud_projects: vec!["ops-id".into(), "admin@Default".into()],
+            ..RoleMap::default()
+        };
+        Principal::keystone(identity, &map)
+    }
+
+    const NOWHERE: (Option<&str>, Option<&str>) = (None, None);
+
+    fn at(project: &str) -> (Option<&str>, Option<&str>) {
+        (Some(project), None)
     }
 
     #[test]
@@ -375,16 +497,17 @@ mod tests {
         assert!(!alice.may(Capability::Request, None));
         assert!(!alice.may_somewhere(Capability::Approve));
         assert_eq!(alice.readable_projects(), Some(vec!["proj-a".to_owned()]));
-        assert!(alice.sees_request(Some("proj-a"), "someone"));
-        assert!(!alice.sees_request(Some("proj-b"), "someone"));
-        assert!(alice.sees_share(Some("proj-a"), Some("proj-b"), "someone"));
-        assert!(!alice.sees_share(Some("proj-c"), Some("proj-b"), "someone"));
+        assert!(alice.sees_request(at("proj-a"), "someone"));
+        assert!(!alice.sees_request(at("proj-b"), "someone"));
+        assert!(alice.sees_share(at("proj-a"), at("proj-b"), "someone"));
+        assert!(!alice.sees_share(at("proj-c"), at("proj-b"), "someone"));
+        assert_eq!(alice.subject(), Subject::User("u1".into()));
     }
 
     #[test]
     fn a_reader_reads_and_changes_nothing() {
         let reader = user("proj-a", &["reader"]);
-        assert!(reader.sees_request(Some("proj-a"), "x"));
+        assert!(reader.sees_request(at("proj-a"), "x"));
         for c in [Capability::Request, Capability::Consume, Capability::Approve] {
             assert!(!reader.may_somewhere(c), "{c:?}");
         }
@@ -399,6 +522,7 @@ mod tests {
                 project_id: Some("proj-d".into()),
                 project_domain_id: Some("dom-1".into()),
                 roles: vec!["image_share_approver".into()],
+                ..KeystoneIdentity::default()
             };
             let map = RoleMap {
                 approver_scope: scope,
@@ -417,20 +541,100 @@ mod tests {
             "the domain must be known"
         );
         let everywhere = approver(ApproverScope::Everywhere);
-        assert!(everywhere.may_in(Capability::Approve, Some("proj-x"), Some("dom-2")));
+        assert!(
+            !everywhere.may_in(Capability::Approve, Some("proj-x"), Some("dom-2")),
+            "outside the cloud's projects, an approver holds in its own domain only"
+        );
+        assert!(everywhere.may_in(Capability::Approve, Some("proj-x"), Some("dom-1")));
+        assert!(everywhere.sees_request((Some("proj-x"), Some("dom-1")), "x"));
+        assert!(!everywhere.sees_request((Some("proj-y"), Some("dom-2")), "x"));
         assert_eq!("domain".parse(), Ok(ApproverScope::Domain));
         assert!("galaxy".parse::<ApproverScope>().is_err());
     }
 
     #[test]
     fn cloud_wide_roles_hold_everywhere() {
-        let approver = user("ops", &["image_share_approver"]);
+        let approver = user("ops-id", &["image_share_approver"]);
         assert!(approver.may(Capability::Approve, Some("proj-a")));
         assert!(approver.may(Capability::Approve, None));
         assert_eq!(approver.readable_projects(), None);
         assert!(!approver.may_somewhere(Capability::Request));
-        let admin = user("admin", &["admin", "member", "reader"]);
+        let admin = user("ops-id", &["admin", "member", "reader"]);
         assert!(admin.is_admin() && admin.may(Capability::Consume, Some("anything")));
+        let by_name = KeystoneIdentity {
+            project_id: Some("some-id".into()),
+            project_name: Some("admin".into()),
+            project_domain_name: Some("Default".into()),
+            roles: vec!["admin".into()],
+            ..KeystoneIdentity::default()
+        };
+        assert!(Principal::keystone(by_name.clone(), &RoleMap::default()).is_admin());
+        let elsewhere = KeystoneIdentity {
+            project_domain_name: Some("Customer".into()),
+            ..by_name
+        };
+        assert!(
+            !Principal::keystone(elsewhere, &RoleMap::default()).is_admin(),
+            "a project named admin in another domain is not the cloud's"
+        );
+        let system = KeystoneIdentity {
+            system: true,
+            roles: vec!["admin".into(), "image_share_approver".into()],
+            ..KeystoneIdentity::default()
+        };
+        let system = Principal::keystone(system, &RoleMap::default());
+        assert!(system.is_admin() && system.may(Capability::Approve, None));
+    }
+
+    #[test]
+    fn a_customers_admin_is_no_broker_admin_and_decides_in_its_domain_only() {
+        let roles = vec![
+            "admin".into(),
+            "member".into(),
+            "reader".into(),
+            "image_share_approver".into(),
+        ];
+        let domain_scoped = KeystoneIdentity {
+            user_id: "mallory".into(),
+            domain_id: Some("customer".into()),
+            roles: roles.clone(),
+            ..KeystoneIdentity::default()
+        };
+        let project_scoped = KeystoneIdentity {
+            user_id: "mallory".into(),
+            project_id: Some("customer-proj".into()),
+            project_name: Some("admin".into()),
+            project_domain_id: Some("customer".into()),
+            project_domain_name: Some("Customer".into()),
+            roles,
+            ..KeystoneIdentity::default()
+        };
+        for identity in [domain_scoped, project_scoped] {
+            let mallory = Principal::keystone(identity, &RoleMap::default());
+            assert!(!mallory.is_admin());
+            assert!(!mallory.may_somewhere(Capability::Audit));
+            assert!(!mallory.may(Capability::Approve, None));
+            assert!(!mallory.may_in(Capability::Approve, Some("proj-a"), Some("default")));
+            assert!(mallory.may_in(Capability::Approve, Some("p"), Some("customer")));
+            assert!(!mallory.sees_request((Some("proj-a"), Some("default")), "portal"));
+            assert_ne!(mallory.readable(), None);
+        }
+    }
+
+    #[test]
+    fn a_subject_is_a_user_id_or_a_key_and_never_a_name() {
+        for stored in ["8d6f1c2e", "key:portal", "unresolved:erin"] {
+            assert_eq!(Subject::parse(stored).to_string(), stored);
+        }
+        assert_eq!(Subject::parse("key:portal"), Subject::Key("portal".into()));
+        let erin = Subject::parse("unresolved:erin");
+        assert!(
+            !erin.same_as(&erin),
+            "an unresolved subject matches nobody, not even itself"
+        );
+        let portal = Principal::api_key("portal".into(), Role::Requester, &[]);
+        assert_eq!(portal.subject(), Subject::Key("portal".into()));
+        assert_ne!(portal.subject(), Subject::User("portal".into()));
     }
 
     #[test]
@@ -445,6 +649,7 @@ mod tests {
             project_id: Some("p".into()),
             project_domain_id: Some("d".into()),
             roles: vec![role.into()],
+            ..KeystoneIdentity::default()
         };
         assert!(Principal::keystone(identity("share-boss"), &map).may_somewhere(Capability::Approve));
         assert!(!Principal::keystone(identity("image_share_approver"), &map).may_somewhere(Capability::Approve));
@@ -463,7 +668,8 @@ mod tests {
         let b = Principal::api_key("b".into(), Role::Requester, &["proj-b".into()]);
         assert!(b.may(Capability::Consume, Some("proj-b")));
         assert!(!b.may(Capability::Request, Some("proj-a")));
-        assert!(b.sees_request(Some("proj-x"), "b"), "a caller sees what it filed");
+        assert!(b.sees_request(at("proj-x"), "b"), "a caller sees what it filed");
+        assert!(!b.sees_request(NOWHERE, "c"));
 
         let approver = Principal::api_key("w".into(), Role::Approver, &["proj-a".into()]);
         assert!(approver.may(Capability::Approve, Some("proj-a")));

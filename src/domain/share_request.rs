@@ -24,7 +24,8 @@ pub struct ShareRequestInput {
     /// When the shares end on their own; must be in the future.
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
-    /// Accept each share for the consumer as soon as it is granted.
+    /// Accept each share for the consumer as soon as it is granted. Only when the approval
+    /// policy allows it: otherwise the request is denied by the policy once validated.
     #[serde(default)]
     pub auto_accept: bool,
 }

@@ -9,25 +9,30 @@ use super::{ApiError, AppState};
 use crate::db::audit::NewEvent;
 use crate::db::share_requests::{Share, ShareRequest, Viewer};
 use crate::db::{self};
-use crate::domain::{Capability, Principal};
+use crate::domain::{Capability, Credential, Principal};
 use crate::openstack::CallError;
 
 /// What a principal may list: `None` when it sees everything.
 pub fn viewer(principal: &Principal) -> Option<Viewer> {
-    principal.readable_projects().map(|projects| Viewer {
+    principal.readable().map(|r| Viewer {
         name: principal.name.clone(),
-        projects,
+        projects: r.projects,
+        domains: r.domains,
     })
 }
 
+fn owner(request: &ShareRequest) -> (Option<&str>, Option<&str>) {
+    (request.image_owner.as_deref(), request.image_owner_domain.as_deref())
+}
+
 pub fn sees_request(principal: &Principal, request: &ShareRequest) -> bool {
-    principal.sees_request(request.image_owner.as_deref(), &request.requested_by)
+    principal.sees_request(owner(request), &request.requested_by)
 }
 
 pub fn sees_share(principal: &Principal, share: &Share, request: &ShareRequest) -> bool {
     principal.sees_share(
-        share.project_id.as_deref(),
-        request.image_owner.as_deref(),
+        (share.project_id.as_deref(), share.project_domain.as_deref()),
+        owner(request),
         &request.requested_by,
     )
 }
@@ -114,6 +119,51 @@ impl AppState {
                 ));
                 Err(self.refused(caller, attempt, error).await)
             }
+        }
+    }
+
+    /// The domains whose projects the caller may name as targets by name: those of the
+    /// projects it requests for (a Keystone token's domain; a restricted key's projects'
+    /// domains); `None` for a caller that requests for any project (the whole cloud).
+    pub(super) async fn target_domains(&self, caller: &Caller) -> Result<Option<Vec<String>>, ApiError> {
+        let Some(projects) = caller.principal.projects_for(Capability::Request) else {
+            return Ok(None);
+        };
+        let mut domains: Vec<String> = Vec::new();
+        for project in &projects {
+            let known = match &caller.principal.credential {
+                Credential::Keystone(k) if k.project_id.as_deref() == Some(project.as_str()) => {
+                    k.project_domain_id.clone()
+                }
+                _ => None,
+            };
+            let domain = match known {
+                Some(domain) => Some(domain),
+                None => self.project_domain(project).await?,
+            };
+            if let Some(domain) = domain
+                && !domains.contains(&domain)
+            {
+                domains.push(domain);
+            }
+        }
+        Ok(Some(domains))
+    }
+
+    /// The domain of a project a key acts for (`None` when Keystone has no such project).
+    async fn project_domain(&self, project: &str) -> Result<Option<String>, ApiError> {
+        let cloud = self.cloud.as_ref().ok_or_else(|| {
+            ApiError::Upstream(
+                "finding the caller's domain needs the broker's OpenStack cloud, and none is configured".into(),
+            )
+        })?;
+        let rid = format!("req-{}", uuid::Uuid::new_v4());
+        match cloud.project(project, &rid).await {
+            Ok(found) => Ok(found.map(|p| p.domain_id)),
+            Err(CallError::Transient { message, .. }) => Err(ApiError::Upstream(format!(
+                "Keystone cannot say which domain the caller's project is in now ({message}); retry later"
+            ))),
+            Err(e) => Err(ApiError::Internal(anyhow::anyhow!("looking up project {project}: {e}"))),
         }
     }
 }

@@ -10,9 +10,10 @@ use serde_json::Value;
 use std::net::SocketAddr;
 use uuid::Uuid;
 
+use super::middleware::PrincipalRateLimit;
 use super::{ApiError, AppState};
 use crate::db;
-use crate::domain::{Capability, Credential, FieldError, Initiator, Principal};
+use crate::domain::{Capability, Credential, FieldError, Initiator, Principal, Subject};
 
 /// A JSON body, checked for content type, size, syntax and shape. Keeps the parsed document
 /// so an `Idempotency-Key` can compare requests by meaning, not by whitespace.
@@ -136,8 +137,11 @@ pub struct Caller {
     pub principal: Principal,
     pub initiator: Initiator,
     pub request_id: Option<String>,
-    /// The end user a service's key acts for (`X-On-Behalf-Of`).
+    /// The end user a service's key acts for (`X-On-Behalf-Of`), as the service named it.
     pub on_behalf_of: Option<String>,
+    /// Who the caller stands for in separation-of-duties rules: the Keystone user a key acts
+    /// for (resolved through Keystone), else the principal itself.
+    pub subject: Subject,
 }
 
 impl Caller {
@@ -159,7 +163,16 @@ fn header_text(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<S
 }
 
 /// The principal behind `X-Auth-Token` (a Keystone token) or `Authorization: Bearer` (a key).
+/// A request carrying more than one credential is refused: which one counts must never be
+/// the caller's game (it once chose the rate-limit bucket).
 async fn authenticate(state: &AppState, headers: &HeaderMap, request_id: &str) -> Result<Principal, ApiError> {
+    let credentials =
+        headers.get_all("x-auth-token").iter().count() + headers.get_all(header::AUTHORIZATION).iter().count();
+    if credentials > 1 {
+        return Err(ApiError::Unauthorized(
+            "send one credential: either `Authorization: Bearer <key>` or `X-Auth-Token`, once",
+        ));
+    }
     if let Some(token) = headers.get("x-auth-token") {
         let token = token
             .to_str()
@@ -185,21 +198,24 @@ async fn authenticate(state: &AppState, headers: &HeaderMap, request_id: &str) -
         .ok_or(ApiError::Unauthorized("the API key is unknown or revoked"))
 }
 
-/// `X-On-Behalf-Of`: the end user a service's key acts for; only keys may name one.
+const ON_BEHALF_OF: &str = "X-On-Behalf-Of";
+
+/// `X-On-Behalf-Of`: the end user a service's key acts for; only keys may name one. It is
+/// resolved to a Keystone user by the caller, never compared as text.
 fn on_behalf_of(headers: &HeaderMap, principal: &Principal) -> Result<Option<String>, ApiError> {
     let Some(raw) = headers.get("x-on-behalf-of") else {
         return Ok(None);
     };
     if !matches!(principal.credential, Credential::ApiKey { .. }) {
         return Err(ApiError::field(
-            "X-On-Behalf-Of",
+            ON_BEHALF_OF,
             "only an API key may act on behalf of a user; a Keystone token already names its user",
         ));
     }
     match raw.to_str().map(str::trim) {
         Ok(user) if (1..=255).contains(&user.len()) && !user.chars().any(char::is_control) => Ok(Some(user.to_owned())),
         _ => Err(ApiError::field(
-            "X-On-Behalf-Of",
+            ON_BEHALF_OF,
             "must name the user in 1 to 255 printable characters",
         )),
     }
@@ -217,7 +233,14 @@ where
         let request_id = header_text(&parts.headers, "x-request-id");
         let openstack_request_id = format!("req-{}", request_id.as_deref().unwrap_or("broker"));
         let principal = authenticate(&state, &parts.headers, &openstack_request_id).await?;
+        if let Some(PrincipalRateLimit(Some(limit))) = parts.extensions.get::<PrincipalRateLimit>() {
+            limit.check(principal.subject().to_string())?;
+        }
         let on_behalf_of = on_behalf_of(&parts.headers, &principal)?;
+        let subject = match &on_behalf_of {
+            Some(given) => Subject::User(state.tokens.user(ON_BEHALF_OF, given, &openstack_request_id).await?.id),
+            None => principal.subject(),
+        };
         let address = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -229,6 +252,7 @@ where
             principal,
             request_id,
             on_behalf_of,
+            subject,
         })
     }
 }

@@ -1,5 +1,6 @@
-//! Request-wide concerns: the tracing span, Prometheus metrics, each caller's rate limit,
-//! and turning bare error responses (unknown method, timeout, panic) into problem+json.
+//! Request-wide concerns: the tracing span, Prometheus metrics, rate limits (per client
+//! address before authentication, per authenticated principal after it), and turning bare
+//! error responses (unknown method, timeout, panic) into problem+json.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
@@ -9,7 +10,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
@@ -34,18 +35,39 @@ pub fn request_span(request: &Request<Body>) -> tracing::Span {
     )
 }
 
+/// The route label of a request that matched no route: one value, whatever the path.
+const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The method label: a standard method, or `other` for anything a caller made up (each new
+/// label value is a new series in every scrape, so callers must not choose them).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
 /// Counts requests and times them, by route template (not by raw path: ids would explode the
-/// label set) and status.
+/// label set), method and status; every label takes a bounded set of values.
 pub async fn record_metrics(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(String::new, |p| p.as_str().to_owned());
-    let method = request.method().to_string();
+        .map_or(UNMATCHED_ROUTE, |p| p.as_str())
+        .to_owned();
+    let method = method_label(request.method());
     let response = next.run(request).await;
     let labels = [
-        ("method", method),
+        ("method", method.to_owned()),
         ("route", route),
         ("status", response.status().as_u16().to_string()),
     ];
@@ -88,8 +110,8 @@ pub struct RateLimitConfig {
     pub burst: NonZeroU32,
 }
 
-/// A token bucket per caller. Callers are told apart by their credential (kept only as a
-/// hash) or, without one, by their address; one replica's limit, not the fleet's.
+/// A token bucket per key (a client address, or an authenticated principal's subject, kept
+/// only as a hash); one replica's limit, not the fleet's.
 #[derive(Clone)]
 pub struct RateLimit(Arc<DefaultKeyedRateLimiter<u64>>);
 
@@ -102,37 +124,38 @@ impl RateLimit {
         RateLimit(Arc::new(DefaultKeyedRateLimiter::dashmap(quota)))
     }
 
-    fn caller(request: &Request) -> u64 {
-        let mut hasher = DefaultHasher::new();
-        let credential = [header::AUTHORIZATION.as_str(), "x-auth-token"]
-            .into_iter()
-            .find_map(|name| request.headers().get(name));
-        match credential {
-            Some(value) => value.as_bytes().hash(&mut hasher),
-            None => request
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| addr.ip())
-                .hash(&mut hasher),
+    /// Takes one request from `key`'s budget, or says how long to wait (429).
+    pub fn check(&self, key: impl Hash) -> Result<(), ApiError> {
+        if self.0.len() > MAX_TRACKED_CALLERS {
+            self.0.retain_recent();
         }
-        hasher.finish()
+        let mut hasher = DefaultHasher::new();
+        key.hash(&mut hasher);
+        self.0.check_key(&hasher.finish()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::TooManyRequests(wait.as_secs_f64().ceil().max(1.0) as u64)
+        })
     }
 }
 
-/// Answers 429 with `Retry-After` to a caller over its budget. Health, readiness and metrics
-/// are never limited: probes must see the truth.
+/// The per-principal limit, checked by the `Caller` extractor once the caller is known
+/// (the credential headers cannot key it: a caller chooses them freely).
+#[derive(Clone)]
+pub struct PrincipalRateLimit(pub Option<RateLimit>);
+
+/// Answers 429 with `Retry-After` to a client address over its budget, before any
+/// authentication (so junk credentials cost the broker and Keystone little). Health,
+/// readiness and metrics are never limited: probes must see the truth.
 pub async fn limit_rate(State(limit): State<Option<RateLimit>>, request: Request, next: Next) -> Response {
     let Some(limit) = limit.filter(|_| request.uri().path().starts_with("/v1/")) else {
         return next.run(request).await;
     };
-    if limit.0.len() > MAX_TRACKED_CALLERS {
-        limit.0.retain_recent();
-    }
-    match limit.0.check_key(&RateLimit::caller(&request)) {
+    let address = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    match limit.check(address) {
         Ok(()) => next.run(request).await,
-        Err(not_until) => {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            ApiError::TooManyRequests(wait.as_secs_f64().ceil().max(1.0) as u64).into_response()
-        }
+        Err(too_many) => too_many.into_response(),
     }
 }

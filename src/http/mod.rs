@@ -39,7 +39,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use error::CommonProblems;
 pub use error::{ApiError, Problem};
-pub use keystone::TokenValidator;
+pub use keystone::{CacheTimes, TokenValidator};
 pub use middleware::RateLimitConfig;
 
 use crate::db::{self, audit::NewEvent, share_requests::ShareRequest};
@@ -60,8 +60,10 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
     /// This broker instance's name, as the audit log's observer.
     pub instance: String,
-    /// Each caller's request budget; `None` means unlimited.
+    /// Each authenticated principal's request budget; `None` means unlimited.
     pub rate_limit: Option<RateLimitConfig>,
+    /// Each client address's request budget, before authentication; `None` means unlimited.
+    pub address_rate_limit: Option<RateLimitConfig>,
 }
 
 #[derive(Clone)]
@@ -184,14 +186,19 @@ pub fn router(state: AppState) -> Router {
     let (routes, spec) = routes_and_spec();
     let request_id = HeaderName::from_static("x-request-id");
     let timeout = state.config.request_timeout;
-    let rate_limit = state.config.rate_limit.map(middleware::RateLimit::new);
+    let address_limit = state.config.address_rate_limit.map(middleware::RateLimit::new);
+    let principal_limit = middleware::PrincipalRateLimit(state.config.rate_limit.map(middleware::RateLimit::new));
     routes
         .route_layer(axum::middleware::from_fn(middleware::record_metrics))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
         .fallback(|| async { ApiError::NotFound("no such route; see /openapi.json".into()) })
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(axum::middleware::from_fn_with_state(rate_limit, middleware::limit_rate))
+        .layer(axum::Extension(principal_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            address_limit,
+            middleware::limit_rate,
+        ))
         .layer(
             ServiceBuilder::new()
                 .layer(SetSensitiveRequestHeadersLayer::new([

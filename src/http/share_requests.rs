@@ -18,7 +18,8 @@ use super::pagination::{Cursor, Limit};
 use super::shares::ShareView;
 use super::{ApiError, AppState, access};
 use crate::db::{self, audit::NewEvent, share_requests::ShareRequest};
-use crate::domain::{Capability, FieldError, NewShareRequest, RequestStatus, ShareRequestInput, Validation};
+use crate::domain::decisions::{self, Ask, Refusal};
+use crate::domain::{Capability, FieldError, NewShareRequest, RequestStatus, ShareRequestInput, Subject, Validation};
 
 /// A share request with its shares.
 #[derive(Debug, Serialize, ToSchema)]
@@ -30,6 +31,9 @@ pub struct ShareRequestView {
     pub reason: String,
     /// The principal that filed the request: an API key's name, or `keystone:<user id>`.
     pub requested_by: String,
+    /// Who the request is for, as separation of duties sees it: the Keystone user id of the
+    /// user who filed it (or whom a key's `X-On-Behalf-Of` named), or `key:<name>`.
+    pub requested_by_subject: String,
     /// The end user a service filed it for (`X-On-Behalf-Of`).
     pub on_behalf_of: Option<String>,
     pub expires_at: Option<DateTime<Utc>>,
@@ -64,6 +68,8 @@ pub struct ApprovalView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApprovalEntry {
     pub approver: String,
+    /// Who approved, as separation of duties sees it (a Keystone user id, or `key:<name>`).
+    pub approver_subject: String,
     /// The end user the approver's key acted for.
     pub on_behalf_of: Option<String>,
     pub comment: Option<String>,
@@ -109,6 +115,7 @@ impl ShareRequestView {
             region: r.region,
             reason: r.reason,
             requested_by: r.requested_by,
+            requested_by_subject: r.requested_by_subject,
             on_behalf_of: r.on_behalf_of,
             expires_at: r.expires_at,
             auto_accept: r.auto_accept,
@@ -136,6 +143,7 @@ impl ShareRequestView {
                     .into_iter()
                     .map(|a| ApprovalEntry {
                         approver: a.approver,
+                        approver_subject: a.approver_subject,
                         on_behalf_of: a.on_behalf_of,
                         comment: a.comment,
                         approved_at: a.approved_at,
@@ -207,6 +215,7 @@ pub async fn create_share_request(
     state.require(&caller, Capability::Request, "create", None).await?;
     let new = NewShareRequest::parse(body.value, &state.config.limits, Utc::now()).map_err(ApiError::Validation)?;
     let owner = state.requestable_owner(&caller, new.image_id).await?;
+    let target_domains = state.target_domains(&caller).await?;
     let (mut tx, claim) = match idempotency::begin(
         &state,
         &caller,
@@ -221,9 +230,12 @@ pub async fn create_share_request(
         Begun::Proceed(tx, claim) => (tx, claim),
     };
 
+    let subject = caller.subject.to_string();
     let filer = db::share_requests::Filer {
         requested_by: &caller.principal.name,
+        subject: &subject,
         on_behalf_of: caller.on_behalf_of.as_deref(),
+        target_domains: target_domains.as_deref(),
         image_owner: owner.as_deref(),
     };
     let (request, shares) = db::share_requests::insert(&mut tx, &new, filer)
@@ -236,7 +248,8 @@ pub async fn create_share_request(
             &mut tx,
             NewEvent {
                 reason: Some(&request.reason),
-                details: json!({ "targets": targets, "expires_at": request.expires_at, "auto_accept": request.auto_accept }),
+                details: json!({ "targets": targets, "expires_at": request.expires_at, "auto_accept": request.auto_accept,
+                                 "subject": subject }),
                 ..AppState::event(&caller, &request, "create")
             },
         )
@@ -474,36 +487,47 @@ pub async fn deny_share_request(
     decide(state, caller, id, if_match, key, body, RequestStatus::Denied).await
 }
 
-/// Whether `caller` may move `request` to `to`: cancel what it filed (admins anything); decide
-/// within its approval scope, never a request filed by or for itself.
-fn may_decide(caller: &Caller, request: &ShareRequest, to: RequestStatus) -> Result<(), ApiError> {
+/// Whether `caller` may move `request` to `to`: cancel what was filed for it (admins
+/// anything); decide within its approval scope, never a request filed by or for itself, and
+/// approve once (the rules compare subjects: `domain::decisions`).
+fn may_decide(
+    caller: &Caller,
+    request: &ShareRequest,
+    earlier: &[db::share_requests::Approval],
+    to: RequestStatus,
+) -> Result<(), ApiError> {
     let principal = &caller.principal;
     if !access::sees_request(principal, request) {
         return Err(ApiError::not_found("share request"));
     }
-    // The caller, or the end user its key acts for, filed the request or had it filed.
-    let same_user = |u: &str| principal.is(u) || caller.on_behalf_of.as_deref() == Some(u);
-    let own = same_user(&request.requested_by) || request.on_behalf_of.as_deref().is_some_and(same_user);
-    match to {
-        RequestStatus::Cancelled if !principal.is(&request.requested_by) && !principal.is_admin() => Err(
-            ApiError::Forbidden("only the requester who filed it, or an admin, may cancel a request".into()),
-        ),
-        RequestStatus::Approved | RequestStatus::Denied if own => Err(ApiError::Forbidden(
-            "nobody may decide a request filed by or for themselves".into(),
-        )),
-        RequestStatus::Approved | RequestStatus::Denied
-            if !principal.may_in(
-                Capability::Approve,
-                request.image_owner.as_deref(),
-                request.image_owner_domain.as_deref(),
-            ) =>
-        {
-            Err(ApiError::Forbidden(
-                "the request's image belongs to a project outside the projects you may approve for".into(),
-            ))
+    let ask = match to {
+        RequestStatus::Approved => Ask::Approve,
+        RequestStatus::Denied => Ask::Deny,
+        _ => Ask::Cancel,
+    };
+    let earlier: Vec<Subject> = earlier.iter().map(|a| Subject::parse(&a.approver_subject)).collect();
+    let requester = Subject::parse(&request.requested_by_subject);
+    decisions::may_decide(&caller.subject, principal.is_admin(), &requester, &earlier, ask).map_err(|refusal| {
+        match refusal {
+            Refusal::AlreadyApproved => ApiError::Conflict {
+                detail: refusal.detail().into(),
+                errors: Vec::new(),
+            },
+            _ => ApiError::Forbidden(refusal.detail().into()),
         }
-        _ => Ok(()),
+    })?;
+    if ask != Ask::Cancel
+        && !principal.may_in(
+            Capability::Approve,
+            request.image_owner.as_deref(),
+            request.image_owner_domain.as_deref(),
+        )
+    {
+        return Err(ApiError::Forbidden(
+            "the request's image belongs to a project outside the projects you may approve for".into(),
+        ));
     }
+    Ok(())
 }
 
 /// Records the caller's approval; approves the request once it has as many distinct
@@ -518,28 +542,25 @@ async fn approve(
 ) -> Result<ShareRequest, ApiError> {
     let id = request.id;
     let earlier = db::share_requests::approvals_of(&mut *tx, &[id]).await?;
-    let same_person = |a: &db::share_requests::Approval| {
-        caller.principal.is(&a.approver)
-            || a.on_behalf_of
-                .as_deref()
-                .is_some_and(|u| caller.principal.is(u) || caller.on_behalf_of.as_deref() == Some(u))
+    let subject = caller.subject.to_string();
+    let approver = db::share_requests::Approver {
+        name: &caller.principal.name,
+        subject: &subject,
+        on_behalf_of: caller.on_behalf_of.as_deref(),
     };
-    let added = match earlier.iter().any(same_person) {
-        true => None,
-        false => {
-            db::share_requests::add_approval(tx, id, &caller.principal.name, caller.on_behalf_of.as_deref(), comment)
-                .await?
-        }
-    };
-    if added.is_none() {
+    // The database holds the rule too: one approval per subject, even for two at once.
+    if db::share_requests::add_approval(tx, id, approver, comment)
+        .await?
+        .is_none()
+    {
         return Err(ApiError::Conflict {
-            detail: "you have already approved this request; it needs another approver".into(),
+            detail: Refusal::AlreadyApproved.detail().into(),
             errors: Vec::new(),
         });
     }
     let given = earlier.len() + 1;
     let required = usize::try_from(request.required_approvals).unwrap_or(1);
-    let progress = json!({ "approvals": given, "required": required, "rule": request.policy_rule });
+    let progress = json!({ "approvals": given, "required": required, "rule": request.policy_rule, "subject": subject });
     if given < required {
         let request = db::share_requests::find(&mut *tx, id)
             .await?
@@ -594,8 +615,13 @@ async fn decide(
         .await?
         .ok_or_else(|| ApiError::not_found("share request"))?;
     let action = format!("update/{verb}");
-    if let Err(refusal) = may_decide(&caller, &request, to) {
+    let earlier = db::share_requests::approvals_of(&mut *tx, &[id]).await?;
+    if let Err(refusal) = may_decide(&caller, &request, &earlier, to) {
         tx.rollback().await?;
+        // Approving twice is a conflict with one's own earlier approval, not a forbidden act.
+        if matches!(refusal, ApiError::Conflict { .. }) {
+            return Err(refusal);
+        }
         let attempt = NewEvent::about_request(&caller.initiator, &request, &action);
         return Err(state.refused(&caller, attempt, refusal).await);
     }

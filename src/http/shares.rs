@@ -19,7 +19,8 @@ use crate::db::{
     jobs::Kind,
     share_requests::{Share, ShareRequest},
 };
-use crate::domain::{Capability, Principal, ShareState};
+use crate::domain::decisions;
+use crate::domain::{Capability, ShareState, Subject};
 
 /// One image granted (or to be granted) to one project.
 #[derive(Debug, Serialize, ToSchema)]
@@ -314,35 +315,37 @@ pub async fn revoke_share(
     .await
 }
 
-/// Whether `principal` may do `action` to `share`: accept or reject as its consumer project,
-/// revoke as its requester (or a requester of the image's project); admins do everything.
-fn may_act(principal: &Principal, share: &Share, request: &ShareRequest, action: Action) -> Result<(), ApiError> {
+/// Whether `caller` may do `action` to `share`: accept or reject as its consumer project,
+/// revoke as the subject its request was filed for (or a requester of the image's project);
+/// admins do everything.
+fn may_act(caller: &Caller, share: &Share, request: &ShareRequest, action: Action) -> Result<(), ApiError> {
+    let principal = &caller.principal;
     if !access::sees_share(principal, share, request) {
         return Err(ApiError::not_found("share"));
     }
-    let allowed = match action {
-        Action::Accept | Action::Reject => share
-            .project_id
-            .as_deref()
-            .is_some_and(|p| principal.may(Capability::Consume, Some(p))),
-        Action::Revoke => {
-            principal.is(&request.requested_by)
-                || request
-                    .image_owner
-                    .as_deref()
-                    .is_some_and(|p| principal.may(Capability::Request, Some(p)))
-                || principal.is_admin()
+    match action {
+        Action::Accept | Action::Reject => {
+            let consumer = share
+                .project_id
+                .as_deref()
+                .is_some_and(|p| principal.may(Capability::Consume, Some(p)));
+            if consumer {
+                return Ok(());
+            }
+            Err(ApiError::Forbidden(
+                "only the consumer project, or an admin, may accept or reject a share".into(),
+            ))
         }
-    };
-    if allowed {
-        return Ok(());
+        Action::Revoke => {
+            let owner_requester = request
+                .image_owner
+                .as_deref()
+                .is_some_and(|p| principal.may(Capability::Request, Some(p)));
+            let requester = Subject::parse(&request.requested_by_subject);
+            decisions::may_revoke(&caller.subject, principal.is_admin(), &requester, owner_requester)
+                .map_err(|refusal| ApiError::Forbidden(refusal.detail().into()))
+        }
     }
-    Err(ApiError::Forbidden(match action {
-        Action::Revoke => {
-            "only the requester who filed the share, its image's project, or an admin may revoke it".into()
-        }
-        _ => "only the consumer project, or an admin, may accept or reject a share".into(),
-    }))
 }
 
 /// Checks who may do `action` to the share and whether its state allows it, then records the
@@ -366,7 +369,7 @@ async fn act(
     let (share, request) = db::shares::find_for_update(&mut tx, id)
         .await?
         .ok_or_else(|| ApiError::not_found("share"))?;
-    if let Err(refusal) = may_act(&caller.principal, &share, &request, action) {
+    if let Err(refusal) = may_act(caller, &share, &request, action) {
         tx.rollback().await?;
         let attempt = NewEvent::about_share(&caller.initiator, &share, action.verb(), "failure");
         return Err(state.refused(caller, attempt, refusal).await);

@@ -1,5 +1,5 @@
-//! Keystone v3: is a target project real, which id does a name stand for, and who holds a
-//! token a caller presents.
+//! Keystone v3: is a target project real, which id does a name stand for, who holds a
+//! token a caller presents, and which user a name or id stands for.
 
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
@@ -25,14 +25,50 @@ struct Many {
     projects: Vec<Project>,
 }
 
+/// A Keystone user.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+    pub domain_id: String,
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+struct OneUser {
+    user: User,
+}
+
+#[derive(Deserialize)]
+struct ManyUsers {
+    users: Vec<User>,
+}
+
+#[derive(Deserialize)]
+struct ManyDomains {
+    domains: Vec<Named>,
+}
+
 /// What Keystone says about a caller's token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenHolder {
     pub user_id: String,
     pub user_name: String,
-    /// The project the token is scoped to, if it is project-scoped, and that project's domain.
+    /// The project the token is scoped to, if it is project-scoped, and that project's name
+    /// and domain (id and name).
     pub project_id: Option<String>,
+    pub project_name: Option<String>,
     pub project_domain_id: Option<String>,
+    pub project_domain_name: Option<String>,
+    /// The domain a domain-scoped token is scoped to.
+    pub domain_id: Option<String>,
+    /// A system-scoped token (`system: {all: true}`).
+    pub system: bool,
     pub roles: Vec<String>,
     pub expires_at: DateTime<Utc>,
 }
@@ -49,18 +85,30 @@ struct ValidatedToken {
     #[serde(default)]
     project: Option<ScopedProject>,
     #[serde(default)]
+    domain: Option<Named>,
+    #[serde(default)]
+    system: Option<SystemScope>,
+    #[serde(default)]
     roles: Vec<Named>,
 }
 
 #[derive(Deserialize)]
 struct ScopedProject {
     id: String,
+    name: Option<String>,
     domain: Option<DomainRef>,
 }
 
 #[derive(Deserialize)]
 struct DomainRef {
     id: String,
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SystemScope {
+    #[serde(default)]
+    all: bool,
 }
 
 #[derive(Deserialize)]
@@ -87,11 +135,17 @@ impl OpenStack {
                     .await
                     .map_err(|e| CallError::transport(what, &e))?
                     .token;
+                let project = token.project;
+                let domain = project.as_ref().and_then(|p| p.domain.as_ref());
                 Ok(Some(TokenHolder {
                     user_id: token.user.id,
                     user_name: token.user.name,
-                    project_domain_id: token.project.as_ref().and_then(|p| Some(p.domain.as_ref()?.id.clone())),
-                    project_id: token.project.map(|p| p.id),
+                    project_domain_id: domain.map(|d| d.id.clone()),
+                    project_domain_name: domain.and_then(|d| d.name.clone()),
+                    project_name: project.as_ref().and_then(|p| p.name.clone()),
+                    project_id: project.map(|p| p.id),
+                    domain_id: token.domain.map(|d| d.id),
+                    system: token.system.is_some_and(|s| s.all),
                     roles: token.roles.into_iter().map(|r| r.name).collect(),
                     expires_at: token.expires_at,
                 }))
@@ -136,5 +190,71 @@ impl OpenStack {
             .await
             .map_err(|e| CallError::transport(what, &e))?
             .projects)
+    }
+
+    /// The user with this id, or `None` when Keystone has none.
+    pub async fn user(&self, id: &str, request_id: &str) -> Result<Option<User>, CallError> {
+        let what = "get user";
+        let path = format!("/users/{id}");
+        let response = self
+            .send(Service::Keystone, Method::GET, &path, what, request_id, |r| r)
+            .await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Ok(Some(
+                response
+                    .json::<OneUser>()
+                    .await
+                    .map_err(|e| CallError::transport(what, &e))?
+                    .user,
+            )),
+            _ => Err(error_of(what, response).await),
+        }
+    }
+
+    /// Every user with this name (one per domain at most), or only the one in `domain_id`.
+    pub async fn users_named(
+        &self,
+        name: &str,
+        domain_id: Option<&str>,
+        request_id: &str,
+    ) -> Result<Vec<User>, CallError> {
+        let what = "find user by name";
+        let response = self
+            .send(Service::Keystone, Method::GET, "/users", what, request_id, |r| {
+                let r = r.query(&[("name", name)]);
+                match domain_id {
+                    Some(domain) => r.query(&[("domain_id", domain)]),
+                    None => r,
+                }
+            })
+            .await?;
+        if !response.status().is_success() {
+            return Err(error_of(what, response).await);
+        }
+        Ok(response
+            .json::<ManyUsers>()
+            .await
+            .map_err(|e| CallError::transport(what, &e))?
+            .users)
+    }
+
+    /// The id of the domain with this name, if there is one.
+    pub async fn domain_named(&self, name: &str, request_id: &str) -> Result<Option<String>, CallError> {
+        let what = "find domain by name";
+        let response = self
+            .send(Service::Keystone, Method::GET, "/domains", what, request_id, |r| {
+                r.query(&[("name", name)])
+            })
+            .await?;
+        if !response.status().is_success() {
+            return Err(error_of(what, response).await);
+        }
+        let domains = response
+            .json::<ManyDomains>()
+            .await
+            .map_err(|e| CallError::transport(what, &e))?
+            .domains;
+        Ok(domains.into_iter().next().map(|d| d.id))
     }
 }

@@ -1,6 +1,8 @@
 //! The approval policy, applied the moment validation has the facts, inside the transaction
 //! that records the validation: a rule approves the request (its grants are queued) or denies
-//! it, or the request waits for as many distinct approvers as the policy requires.
+//! it, or the request waits for as many distinct approvers as the policy requires. A request
+//! asking for `auto_accept` that the policy does not allow is denied here, before anyone
+//! approves it and before anything reaches Glance.
 
 use serde_json::{Value, json};
 use sqlx::PgConnection;
@@ -25,6 +27,7 @@ pub fn facts(request: &ShareRequest, shares: &[Share]) -> Facts {
                 })
             })
             .collect(),
+        auto_accept: request.auto_accept,
     }
 }
 
@@ -35,6 +38,9 @@ pub fn details(decision: &Decision) -> Value {
         Decision::Deny { rule } => json!({ "decision": "deny", "rule": rule }),
         Decision::Require { approvals, rule } => {
             json!({ "decision": "require_approval", "approvals": approvals, "rule": rule })
+        }
+        Decision::AutoAcceptForbidden { rule } => {
+            json!({ "decision": "deny", "reason": "auto_accept_forbidden", "rule": rule })
         }
     }
 }
@@ -52,11 +58,23 @@ pub async fn apply(
             db::share_requests::set_policy(tx, request.id, *approvals, rule.as_deref()).await?;
             return Ok(());
         }
-        Decision::Approve { rule } => (RequestStatus::Approved, rule),
-        Decision::Deny { rule } => (RequestStatus::Denied, rule),
+        Decision::Approve { rule } => (RequestStatus::Approved, Some(rule)),
+        Decision::Deny { rule } => (RequestStatus::Denied, Some(rule)),
+        Decision::AutoAcceptForbidden { rule } => (RequestStatus::Denied, rule.as_ref()),
     };
-    db::share_requests::set_policy(tx, request.id, 1, Some(rule)).await?;
-    let comment = format!("decided by the approval policy's rule `{rule}`");
+    db::share_requests::set_policy(tx, request.id, 1, rule.map(String::as_str)).await?;
+    // Why, as the request and the audit log show it.
+    let comment = match (decision, rule) {
+        (Decision::AutoAcceptForbidden { .. }, rule) => format!(
+            "auto_accept is not allowed by the approval policy ({}): the consumer must accept the share \
+             itself; file the request again without auto_accept",
+            rule.map_or("no rule allows it".to_owned(), |r| format!("rule `{r}`"))
+        ),
+        (_, rule) => format!(
+            "decided by the approval policy's rule `{}`",
+            rule.map_or("", String::as_str)
+        ),
+    };
     let (request, decided) = db::share_requests::decide(tx, request.id, to, "policy", Some(&comment)).await?;
     if to == RequestStatus::Approved {
         db::jobs::enqueue_grants(tx, &decided).await?;
@@ -69,7 +87,7 @@ pub async fn apply(
     };
     let event = NewEvent {
         reason: Some(&comment),
-        details: json!({ "rule": rule }),
+        details: details(decision),
         ..NewEvent::about_request(&actor, &request, action)
     };
     db::audit::record(tx, instance, event).await?;

@@ -1,7 +1,7 @@
 //! Validation of a new request, before anyone decides on it: the image exists in the region
-//! and can take members, each target is a real Keystone project (names resolved to ids), the
-//! owner is not among them, and the member quota has room. Reads only: nothing is written
-//! to Glance.
+//! and can take members, each target is a real Keystone project (names resolved to ids, only
+//! among the projects the requester may see), the owner is not among them, and the member
+//! quota has room. Reads only: nothing is written to Glance.
 
 use std::collections::HashMap;
 
@@ -69,7 +69,11 @@ pub async fn check(
     }
 
     // Keystone reads, several at once; the answers come back in target order.
-    let lookups: Vec<_> = shares.iter().map(|share| resolve(cloud, share, rid)).collect();
+    let domains = request.target_domains.as_deref();
+    let lookups: Vec<_> = shares
+        .iter()
+        .map(|share| resolve_within(cloud, share, domains, rid))
+        .collect();
     let projects: Vec<_> = stream::iter(lookups).buffered(concurrency.max(1)).collect().await;
     let mut resolved = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -119,6 +123,20 @@ pub async fn check(
 
 /// The Keystone project a target names, or why it names none.
 pub(super) async fn resolve(cloud: &OpenStack, share: &Share, rid: &str) -> Result<Result<Project, String>, CallError> {
+    resolve_within(cloud, share, None, rid).await
+}
+
+/// Like [`resolve`], with a target given by name looked for only in `domains` (`None`: the
+/// whole cloud): a name found only elsewhere gets the very answer of a name found nowhere, so
+/// a requester never learns that another tenant's project exists, nor its id or domain. A
+/// project id is taken wherever it is (sharing across domains is the point of the broker;
+/// an id is not guessed).
+async fn resolve_within(
+    cloud: &OpenStack,
+    share: &Share,
+    domains: Option<&[String]>,
+    rid: &str,
+) -> Result<Result<Project, String>, CallError> {
     if let Some(id) = &share.project_id {
         return Ok(cloud
             .project(id, rid)
@@ -126,6 +144,7 @@ pub(super) async fn resolve(cloud: &OpenStack, share: &Share, rid: &str) -> Resu
             .ok_or_else(|| format!("Keystone has no project with id {id}")));
     }
     let mut found = cloud.projects_named(&share.target, rid).await?;
+    found.retain(|p| domains.is_none_or(|domains| domains.contains(&p.domain_id)));
     Ok(match found.len() {
         1 => Ok(found.remove(0)),
         0 => Err(format!("Keystone has no project named `{}`", share.target)),

@@ -54,8 +54,10 @@ pub fn serve_args(database_url: &str) -> ServeArgs {
         instance: Some("test-broker".into()),
         rate_limit_per_sec: 1000,
         rate_limit_burst: 1000,
+        address_rate_limit_per_sec: 10_000,
+        address_rate_limit_burst: 10_000,
         no_worker: true,
-        access: Default::default(),
+        access: test_access(),
         audit: AuditArgs {
             audit_checkpoint_secs: 300,
             audit_seal_ms: 200,
@@ -287,4 +289,14 @@ pub async fn share_state(pool: &PgPool, share_id: &str) -> String {
         .fetch_one(pool)
         .await
         .unwrap()
+}
+
+/// The access settings of a test broker: the defaults, with the dev stack's admin project
+/// named by id as the project whose tokens carry cloud-wide roles (when the rig is up).
+pub fn test_access() -> glance_share_broker::config::AccessArgs {
+    let mut access = glance_share_broker::config::AccessArgs::default();
+    if let Ok(admin_project) = std::env::var("ADMIN_PROJECT_ID") {
+        access.admin_projects = vec![admin_project];
+    }
+    access
 }

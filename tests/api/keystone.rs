@@ -220,18 +220,19 @@ async fn without_a_cloud_tokens_are_refused_clearly_and_keys_still_work() {
 
 #[tokio::test]
 async fn a_key_acting_for_a_user_is_recorded_with_the_user_and_cannot_approve_for_them() {
-    let (app, rig) = (spawn_app().await, Rig::from_env());
+    let (app, rig) = (spawn_app_with_keystone().await, Rig::from_env());
     let image = rig.private_image("on-behalf").await;
     let body = json!({"image_id": image, "targets": [env("PROJ_B_ID")], "reason": "r"});
     let response = app
         .post(&app.requester, "/v1/share-requests", &body)
-        .header("x-on-behalf-of", "erin@example.com")
+        .header("x-on-behalf-of", "alice")
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
     let filed: Value = response.json().await.unwrap();
-    assert_eq!(filed["on_behalf_of"], "erin@example.com");
+    assert_eq!(filed["on_behalf_of"], "alice");
+    assert_eq!(filed["requested_by_subject"], env("ALICE_USER_ID"));
     let id = filed["id"].as_str().unwrap();
     let worker = Worker::new(app.pool.clone(), broker_cloud(), worker_config());
     app.validated(id, Some(&worker)).await;
@@ -241,20 +242,20 @@ async fn a_key_acting_for_a_user_is_recorded_with_the_user_and_cannot_approve_fo
         .unwrap();
     assert_eq!(initiator["name"], "portal");
     assert_eq!(initiator["kind"], "api_key");
-    assert_eq!(initiator["on_behalf_of"], "erin@example.com");
+    assert_eq!(initiator["on_behalf_of"], "alice");
 
-    // The approval workflow acting for erin herself may not approve her request.
+    // The approval workflow acting for alice herself may not approve her request.
     let approve = format!("/v1/share-requests/{id}/approve");
     let response = app
         .post(&app.approver, &approve, &json!({}))
-        .header("x-on-behalf-of", "erin@example.com")
+        .header("x-on-behalf-of", "alice")
         .send()
         .await
         .unwrap();
     problem(response, StatusCode::FORBIDDEN).await;
     let response = app
         .post(&app.approver, &approve, &json!({}))
-        .header("x-on-behalf-of", "frank@example.com")
+        .header("x-on-behalf-of", "bob")
         .send()
         .await
         .unwrap();
@@ -296,8 +297,9 @@ async fn an_approver_limited_to_its_project_or_domain_decides_only_those_images(
     let rig = Rig::from_env();
     let [alice, dave] = [rig.token("alice").await, rig.token("dave").await];
     for (scope, expected) in [
-        // dave's token is scoped to proj-d, which owns none of alice's images...
-        (ApproverScope::Project, StatusCode::FORBIDDEN),
+        // dave's token is scoped to proj-d, which owns none of alice's images: he neither
+        // sees nor decides their requests...
+        (ApproverScope::Project, StatusCode::NOT_FOUND),
         // ...but proj-d and proj-a are both in the Default domain.
         (ApproverScope::Domain, StatusCode::OK),
     ] {

@@ -3,6 +3,7 @@
 mod audit;
 mod audit_attacks;
 mod auth;
+mod authz_attacks;
 mod cli;
 mod crash;
 mod fake_glance;

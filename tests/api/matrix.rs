@@ -132,7 +132,9 @@ async fn fixture(app: &TestApp) -> (Uuid, Uuid, Uuid) {
     let proj_a = env("PROJ_A_ID");
     let filer = db::share_requests::Filer {
         requested_by: "portal",
+        subject: "key:portal",
         on_behalf_of: None,
+        target_domains: None,
         image_owner: Some(&proj_a),
     };
     let mut tx = app.pool.begin().await.unwrap();

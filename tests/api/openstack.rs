@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use glance_share_broker::domain::policy::{AutoAccept, Policy, SharedPolicy};
 use glance_share_broker::openstack::{CloudConfig, OpenStack};
 use glance_share_broker::worker::{Outcome, WebhookConfig, Worker, WorkerConfig};
 use serde_json::{Value, json};
@@ -164,7 +165,12 @@ pub fn worker_config() -> WorkerConfig {
         member_quota: 128,
         // Every grant checks its targets again, as after a long wait for approval.
         revalidate_after: Duration::ZERO,
-        policy: Default::default(),
+        // No rules (one approver each); requests may ask for auto_accept, which the default
+        // policy forbids (tests/api/authz_attacks.rs shows that).
+        policy: SharedPolicy::new(Policy {
+            auto_accept: AutoAccept::Allow,
+            ..Policy::default()
+        }),
         webhooks: WebhookConfig {
             concurrency: 2,
             timeout: Duration::from_secs(1),
@@ -204,4 +210,115 @@ pub async fn until_share_state(worker: &Worker, pool: &PgPool, share: &str, stat
         crate::helpers::share_state(pool, &share).await == state
     })
     .await;
+}
+
+/// Keystone identities made for one test: domains, projects in them, users and roles.
+impl Rig {
+    /// POST `body` to Keystone's `path` as the admin; the created object under `key`.
+    async fn keystone_create(&self, path: &str, key: &str, body: Value) -> Value {
+        let response = self
+            .http
+            .post(format!("{}/v3{path}", self.keystone))
+            .header("x-auth-token", self.token("admin").await)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "create {path}: {body}");
+        response.json::<Value>().await.unwrap()[key].clone()
+    }
+
+    /// A new domain; its id.
+    pub async fn create_domain(&self, name: &str) -> String {
+        let domain = self
+            .keystone_create("/domains", "domain", json!({"domain": {"name": name}}))
+            .await;
+        domain["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A new project in `domain_id`; its id.
+    pub async fn create_project_in(&self, name: &str, domain_id: &str) -> String {
+        let project = self
+            .keystone_create(
+                "/projects",
+                "project",
+                json!({"project": {"name": name, "domain_id": domain_id}}),
+            )
+            .await;
+        project["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A new user in `domain_id` whose password is `password`; its id.
+    pub async fn create_user(&self, name: &str, domain_id: &str, password: &str) -> String {
+        let user = self
+            .keystone_create(
+                "/users",
+                "user",
+                json!({"user": {"name": name, "domain_id": domain_id, "password": password}}),
+            )
+            .await;
+        user["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Grants the role named `role` to `user_id` on `target` (`projects/<id>` or `domains/<id>`).
+    pub async fn grant(&self, target: &str, user_id: &str, role: &str) {
+        let admin = self.token("admin").await;
+        let roles: Value = self
+            .http
+            .get(format!("{}/v3/roles", self.keystone))
+            .query(&[("name", role)])
+            .header("x-auth-token", &admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let role_id = roles["roles"][0]["id"].as_str().unwrap().to_owned();
+        let response = self
+            .http
+            .put(format!("{}/v3/{target}/users/{user_id}/roles/{role_id}", self.keystone))
+            .header("x-auth-token", &admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 204, "grant {role} on {target}");
+    }
+
+    /// A token for the user with id `user_id`, scoped as `scope` (Keystone's `scope` object).
+    pub async fn token_for(&self, user_id: &str, password: &str, scope: Value) -> String {
+        let body = json!({"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {"id": user_id, "password": password}}},
+            "scope": scope}});
+        let response = self
+            .http
+            .post(format!("{}/v3/auth/tokens", self.keystone))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "token for {user_id} scoped {scope}");
+        response.headers()["x-subject-token"].to_str().unwrap().to_owned()
+    }
+
+    /// The admin's system-scoped token (`system: {all: true}`).
+    pub async fn system_token(&self) -> String {
+        let admin = env("ADMIN_USER_ID");
+        self.token_for(&admin, &env("ADMIN_PASSWORD"), json!({"system": {"all": true}}))
+            .await
+    }
+}
+
+/// The broker's own client, authenticating through `auth_url` (a proxy in front of Keystone).
+pub fn broker_cloud_at(auth_url: &str) -> OpenStack {
+    let config = CloudConfig::from_lookup(|k| match k {
+        "OS_AUTH_URL" => Some(format!("{auth_url}/v3")),
+        "OS_USERNAME" => Some("admin".into()),
+        "OS_PASSWORD" => Some(env("ADMIN_PASSWORD")),
+        "OS_PROJECT_NAME" => Some("admin".into()),
+        "OS_USER_DOMAIN_NAME" | "OS_PROJECT_DOMAIN_NAME" => Some("Default".into()),
+        _ => None,
+    })
+    .unwrap();
+    OpenStack::new(config, Duration::from_secs(10)).unwrap()
 }

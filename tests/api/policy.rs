@@ -157,12 +157,12 @@ async fn a_two_approver_rule_needs_two_distinct_approvers() {
             (
                 "pending".to_owned(),
                 "workflow".to_owned(),
-                json!({"approvals": 1, "required": 2, "rule": "two-eyes"})
+                json!({"approvals": 1, "required": 2, "rule": "two-eyes", "subject": "key:workflow"})
             ),
             (
                 "success".to_owned(),
                 "ops".to_owned(),
-                json!({"approvals": 2, "required": 2, "rule": "two-eyes"})
+                json!({"approvals": 2, "required": 2, "rule": "two-eyes", "subject": "key:ops"})
             ),
         ]
     );

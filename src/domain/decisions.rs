@@ -1,0 +1,163 @@
+//! Separation of duties: who may approve, deny, cancel and revoke, decided on [`Subject`]s
+//! (one per person: a Keystone user id, or a key acting for nobody), never on names or on
+//! header text. Pure; the API asks these rules, the database holds them too (one approval
+//! per subject and request).
+
+use super::Subject;
+
+/// Why a rule refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Only the person the request is for (or an admin) may cancel it.
+    NotTheRequester,
+    /// Nobody decides a request filed by or for themselves.
+    OwnRequest,
+    /// The request was filed for a user the broker never resolved (before subjects were
+    /// recorded): who filed it cannot be told apart from the approver, so it cannot be approved.
+    RequesterUnknown,
+    /// This person has already approved; the request needs someone else.
+    AlreadyApproved,
+    /// Only the person the request is for, a requester of the image's project, or an admin
+    /// may revoke.
+    MayNotRevoke,
+}
+
+impl Refusal {
+    /// What the caller is told.
+    pub fn detail(self) -> &'static str {
+        match self {
+            Refusal::NotTheRequester => {
+                "only the requester who filed it (or the user it was filed for), or an admin, may cancel a request"
+            }
+            Refusal::OwnRequest => "nobody may decide a request filed by or for themselves",
+            Refusal::RequesterUnknown => {
+                "this request was filed for a user the broker could not identify; it can be denied or cancelled, not approved"
+            }
+            Refusal::AlreadyApproved => "you have already approved this request; it needs another approver",
+            Refusal::MayNotRevoke => {
+                "only the requester who filed the share, its image's project, or an admin may revoke it"
+            }
+        }
+    }
+}
+
+/// What a caller asks of an undecided request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    Approve,
+    Deny,
+    Cancel,
+}
+
+/// Whether `actor` may make `ask` on a request filed for `requester`, after `earlier`
+/// approvals (their subjects). `admin` lets one cancel anything; nobody, admins included,
+/// decides a request filed by or for themselves, nor approves twice.
+pub fn may_decide(
+    actor: &Subject,
+    admin: bool,
+    requester: &Subject,
+    earlier: &[Subject],
+    ask: Ask,
+) -> Result<(), Refusal> {
+    match ask {
+        Ask::Cancel if admin || actor.same_as(requester) => Ok(()),
+        Ask::Cancel => Err(Refusal::NotTheRequester),
+        _ if actor.same_as(requester) => Err(Refusal::OwnRequest),
+        Ask::Approve if matches!(requester, Subject::Unresolved(_)) => Err(Refusal::RequesterUnknown),
+        Ask::Approve if earlier.iter().any(|e| actor.same_as(e)) => Err(Refusal::AlreadyApproved),
+        Ask::Approve | Ask::Deny => Ok(()),
+    }
+}
+
+/// Whether `actor` may revoke a share of a request filed for `requester`: as that requester,
+/// as a requester of the image's project (`owner_requester`), or as an admin.
+pub fn may_revoke(actor: &Subject, admin: bool, requester: &Subject, owner_requester: bool) -> Result<(), Refusal> {
+    if admin || owner_requester || actor.same_as(requester) {
+        Ok(())
+    } else {
+        Err(Refusal::MayNotRevoke)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str) -> Subject {
+        Subject::User(id.into())
+    }
+
+    #[test]
+    fn nobody_decides_for_themselves_whatever_credential_they_use() {
+        // alice filed with her token; a key acting for alice is alice.
+        let alice = user("a1ice-id");
+        for ask in [Ask::Approve, Ask::Deny] {
+            assert_eq!(may_decide(&alice, true, &alice, &[], ask), Err(Refusal::OwnRequest));
+        }
+        assert_eq!(may_decide(&user("bob-id"), false, &alice, &[], Ask::Approve), Ok(()));
+        let portal = Subject::Key("portal".into());
+        assert_eq!(
+            may_decide(&portal, false, &portal, &[], Ask::Approve),
+            Err(Refusal::OwnRequest)
+        );
+    }
+
+    #[test]
+    fn one_person_approves_once() {
+        let (alice, dave, carol) = (user("a"), user("d"), user("c"));
+        assert_eq!(
+            may_decide(&dave, false, &alice, std::slice::from_ref(&dave), Ask::Approve),
+            Err(Refusal::AlreadyApproved)
+        );
+        assert_eq!(
+            may_decide(&carol, false, &alice, std::slice::from_ref(&dave), Ask::Approve),
+            Ok(())
+        );
+        assert_eq!(
+            may_decide(&dave, false, &alice, std::slice::from_ref(&dave), Ask::Deny),
+            Ok(()),
+            "an approver may still deny what it approved while it waits for a second"
+        );
+    }
+
+    #[test]
+    fn a_request_for_an_unknown_user_can_be_denied_or_cancelled_but_not_approved() {
+        let erin = Subject::Unresolved("erin".into());
+        let dave = user("d");
+        assert_eq!(
+            may_decide(&dave, false, &erin, &[], Ask::Approve),
+            Err(Refusal::RequesterUnknown)
+        );
+        assert_eq!(may_decide(&dave, false, &erin, &[], Ask::Deny), Ok(()));
+        assert_eq!(may_decide(&dave, true, &erin, &[], Ask::Cancel), Ok(()));
+        assert_eq!(
+            may_decide(&erin, false, &erin, &[], Ask::Cancel),
+            Err(Refusal::NotTheRequester)
+        );
+    }
+
+    #[test]
+    fn only_the_requester_or_an_admin_cancels() {
+        let (alice, bob) = (user("a"), user("b"));
+        assert_eq!(may_decide(&alice, false, &alice, &[], Ask::Cancel), Ok(()));
+        assert_eq!(
+            may_decide(&bob, false, &alice, &[], Ask::Cancel),
+            Err(Refusal::NotTheRequester)
+        );
+        assert_eq!(may_decide(&bob, true, &alice, &[], Ask::Cancel), Ok(()));
+    }
+
+    #[test]
+    fn revoking_takes_the_requester_its_project_or_an_admin() {
+        let (alice, bob) = (user("a"), user("b"));
+        assert_eq!(may_revoke(&alice, false, &alice, false), Ok(()));
+        assert_eq!(may_revoke(&bob, false, &alice, true), Ok(()));
+        assert_eq!(may_revoke(&bob, true, &alice, false), Ok(()));
+        assert_eq!(may_revoke(&bob, false, &alice, false), Err(Refusal::MayNotRevoke));
+        // A user whose name is a key's name is not that key.
+        assert_eq!(
+            may_revoke(&user("portal"), false, &Subject::Key("portal".into()), false),
+            Err(Refusal::MayNotRevoke)
+        );
+    }
+}
