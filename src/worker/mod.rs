@@ -37,6 +37,7 @@ use crate::openstack::{CallError, OpenStack};
 
 pub use retry::{backoff, next_delay, poll_delay};
 use validate::Verdict;
+pub use pace::{ApiBudget, api_key};
 pub use webhooks::WebhookConfig;
 
 /// How the worker paces itself.
