@@ -4,6 +4,7 @@ mod audit;
 mod auth;
 mod cli;
 mod crash;
+mod edges;
 mod fake_glance;
 mod faults;
 mod fuzz;
