@@ -156,7 +156,11 @@ mod tests {
     #[test]
     fn the_reason_says_what_kind_of_address_it_is() {
         assert_eq!(forbidden("127.0.0.1".parse().unwrap()), Some("a loopback address"));
-        assert!(forbidden("169.254.169.254".parse().unwrap()).unwrap().contains("metadata"));
+        assert!(
+            forbidden("169.254.169.254".parse().unwrap())
+                .unwrap()
+                .contains("metadata")
+        );
         assert!(forbidden("fd00:ec2::254".parse().unwrap()).unwrap().contains("private"));
     }
 }

@@ -14,7 +14,6 @@ pub use audit::{BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiato
 pub use canonical::canonical_json;
 pub use principal::{ApproverScope, Capability, Credential, Grant, KeystoneIdentity, Principal, Role, RoleMap, Scope};
 pub use share_request::{
-    FieldError, Limits, MAX_REASON_CHARS, NewShareRequest, ShareRequestInput, Target, catalog_region,
-    free_text_problem,
+    FieldError, Limits, MAX_REASON_CHARS, NewShareRequest, ShareRequestInput, Target, catalog_region, free_text_problem,
 };
 pub use states::{RequestStatus, ShareState, Validation};

@@ -135,7 +135,9 @@ pub fn catalog_region(asked: &str, regions: &[String]) -> Result<String, String>
         Some(r) => format!(" (region names are case-sensitive: did you mean `{r}`?)"),
         None => String::new(),
     };
-    Err(format!("unknown region `{asked}`{hint}: the broker shares images in {known}"))
+    Err(format!(
+        "unknown region `{asked}`{hint}: the broker shares images in {known}"
+    ))
 }
 
 /// A share request that passed every check the broker can make on its own.

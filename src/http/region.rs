@@ -12,9 +12,9 @@ impl AppState {
     pub(super) async fn check_region(&self, new: &mut NewShareRequest) -> Result<(), ApiError> {
         let Some(cloud) = &self.cloud else { return Ok(()) };
         let regions = cloud.regions().await.map_err(|e| match e {
-            CallError::Transient { message, .. } => {
-                ApiError::Upstream(format!("Keystone cannot list the cloud's regions now ({message}); retry later"))
-            }
+            CallError::Transient { message, .. } => ApiError::Upstream(format!(
+                "Keystone cannot list the cloud's regions now ({message}); retry later"
+            )),
             CallError::Permanent { message, .. } => {
                 ApiError::Internal(anyhow::anyhow!("reading the cloud's regions: {message}"))
             }

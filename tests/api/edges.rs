@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
-use crate::helpers::{IMAGE, PROJ_B, TestApp, fields, problem, request_body, spawn_app, spawn_app_with, spawn_app_with_cloud};
+use crate::helpers::{
+    IMAGE, PROJ_B, TestApp, fields, problem, request_body, spawn_app, spawn_app_with, spawn_app_with_cloud,
+};
 use crate::openstack::{Rig, broker_cloud, broker_cloud_with_glance, env, worker_config};
 
 // ---- item 10 of issue 10: regions -------------------------------------------------------
@@ -34,13 +36,24 @@ async fn a_region_is_checked_against_the_catalog_and_stored_as_the_catalog_spell
     assert_eq!(filed["region"], "RegionOne");
 
     let other = json!({ "image_id": Uuid::new_v4(), "targets": [PROJ_B], "region": "regionone", "reason": "CI" });
-    let response = app.post(&app.requester, "/v1/share-requests", &other).send().await.unwrap();
+    let response = app
+        .post(&app.requester, "/v1/share-requests", &other)
+        .send()
+        .await
+        .unwrap();
     let body = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(fields(&body), ["region"]);
-    assert!(body["errors"][0]["reason"].as_str().unwrap().contains("`RegionOne`"), "{body}");
+    assert!(
+        body["errors"][0]["reason"].as_str().unwrap().contains("`RegionOne`"),
+        "{body}"
+    );
 
     let nowhere = json!({ "image_id": Uuid::new_v4(), "targets": [PROJ_B], "region": "Nowhere", "reason": "CI" });
-    let response = app.post(&app.requester, "/v1/share-requests", &nowhere).send().await.unwrap();
+    let response = app
+        .post(&app.requester, "/v1/share-requests", &nowhere)
+        .send()
+        .await
+        .unwrap();
     let body = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(fields(&body), ["region"]);
     let reason = body["errors"][0]["reason"].as_str().unwrap();
@@ -128,7 +141,10 @@ async fn webhook_urls_at_internal_addresses_are_refused_at_registration() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
-    let id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let response = app
         .client
         .patch(app.url(&format!("/v1/webhooks/{id}")))
@@ -165,9 +181,16 @@ async fn deliveries_to_internal_addresses_are_refused_when_they_connect() {
     // by a worker that does not allow them: `localhost` resolves to loopback at delivery.
     let app = spawn_app().await;
     let (port, hits) = counting_receiver().await;
-    for url in [format!("http://localhost:{port}/hooks"), format!("http://127.0.0.1:{port}/hooks")] {
+    for url in [
+        format!("http://localhost:{port}/hooks"),
+        format!("http://127.0.0.1:{port}/hooks"),
+    ] {
         let response = app
-            .post(&app.admin, "/v1/webhooks", &json!({ "url": url, "events": ["request.created"] }))
+            .post(
+                &app.admin,
+                "/v1/webhooks",
+                &json!({ "url": url, "events": ["request.created"] }),
+            )
             .send()
             .await
             .unwrap();
@@ -301,7 +324,10 @@ async fn filings_beyond_the_apis_glance_budget_get_503_and_leave_the_workers_bud
         }
     }
     let passed = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
-    let refused = statuses.iter().filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE).count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
     assert_eq!(passed + refused, 12, "{statuses:?}");
     assert!(passed >= 1 && refused >= 1, "{statuses:?}");
 
@@ -309,7 +335,10 @@ async fn filings_beyond_the_apis_glance_budget_get_503_and_leave_the_workers_bud
     let workers = db::rate_slots::reserved(&app.pool, &cloud.cloud_key()).await.unwrap();
     let api = db::rate_slots::reserved(&app.pool, &api_key(&cloud)).await.unwrap();
     assert_eq!(workers, 0, "the filings took none of the workers' slots");
-    assert_eq!(api, passed as i64, "one slot per filing that went to Glance, none for refusals");
+    assert_eq!(
+        api, passed as i64,
+        "one slot per filing that went to Glance, none for refusals"
+    );
 }
 
 // ---- retention -----------------------------------------------------------------------------
