@@ -136,7 +136,8 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct EdgeArgs {
     /// Longest a client may take to send a request's head (request line and headers); the
-    /// connection is closed after it.
+    /// connection is closed after it. Also how long an idle keep-alive connection is kept
+    /// (behind a load balancer, keep it above the balancer's idle timeout).
     #[arg(long, env = "GSB_HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub header_read_timeout_secs: u64,
 
