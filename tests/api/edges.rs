@@ -294,6 +294,76 @@ async fn the_openstack_client_follows_no_redirect_with_its_password_or_token() {
     assert_eq!(*redirector.stolen.lock().unwrap(), Vec::<String>::new());
 }
 
+/// A TLS server on 127.0.0.1 with a certificate of the test CA (tests/api/tls), answering
+/// every request 404; its https URL.
+async fn tls_server() -> String {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/api/tls");
+    let certs = CertificateDer::pem_file_iter(format!("{dir}/test-server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(format!("{dir}/test-server.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else { return };
+                let not_found = hyper::service::service_fn(|_| async {
+                    Ok::<_, std::convert::Infallible>(
+                        hyper::Response::builder().status(404).body(String::new()).unwrap(),
+                    )
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), not_found)
+                    .await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn the_openstack_client_trusts_the_cacert_of_clouds_yaml_and_verify_false_only_when_said() {
+    let url = tls_server().await;
+    let client = |cacert: Option<&str>, verify: bool| {
+        let mut cloud = CloudConfig::from_lookup(|k| match k {
+            "OS_AUTH_URL" => Some(format!("{url}/v3")),
+            "OS_APPLICATION_CREDENTIAL_ID" => Some("a".into()),
+            "OS_APPLICATION_CREDENTIAL_SECRET" => Some("s".into()),
+            _ => None,
+        })
+        .unwrap();
+        cloud.cacert = cacert.map(|name| format!("{}/tests/api/tls/{name}", env!("CARGO_MANIFEST_DIR")).into());
+        cloud.verify = verify;
+        OpenStack::new(cloud, Duration::from_secs(5)).unwrap()
+    };
+    // Keystone's 404 means the TLS handshake went through; a transport error that it did not.
+    let answer = async |cloud: OpenStack| cloud.project("p", "req-tls").await.unwrap_err().to_string();
+
+    let trusted = answer(client(Some("test-ca.pem"), true)).await;
+    assert!(trusted.contains("404"), "with cacert: {trusted}");
+    let untrusted = answer(client(None, true)).await;
+    assert!(
+        !untrusted.contains("404"),
+        "without cacert the test CA is not trusted: {untrusted}"
+    );
+    let unverified = answer(client(None, false)).await;
+    assert!(unverified.contains("404"), "verify: false: {unverified}");
+}
+
 // ---- the API's own Glance budget ---------------------------------------------------------
 
 #[tokio::test]
