@@ -109,6 +109,78 @@ async fn validation_refuses_a_region_the_catalog_does_not_spell_so() {
     assert_eq!(request["region"], "RegionOne");
 }
 
+/// A database with every migration before the edges one applied.
+async fn before_edges_migration() -> sqlx::PgPool {
+    let pool = sqlx::PgPool::connect(&crate::helpers::fresh_database().await)
+        .await
+        .unwrap();
+    let earlier: Vec<_> = db::MIGRATOR
+        .iter()
+        .filter(|m| m.version < 20261220000004)
+        .cloned()
+        .collect();
+    let migrator = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(earlier),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    migrator.run(&pool).await.unwrap();
+    pool
+}
+
+/// A request and one share of it, in `region` and `state`, as rows filed before regions
+/// were checked would be.
+async fn legacy_share(pool: &sqlx::PgPool, region: &str, state: &str) {
+    let request = Uuid::new_v4();
+    sqlx::query(
+        "insert into share_requests (id, image_id, region, reason, requested_by, status)
+         values ($1, $2, $3, 'old', 'portal', 'approved')",
+    )
+    .bind(request)
+    .bind(Uuid::parse_str(IMAGE).unwrap())
+    .bind(region)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into shares (id, request_id, image_id, region, target, project_id, state)
+         values ($1, $2, $3, $4, $5, $5, $6)",
+    )
+    .bind(Uuid::new_v4())
+    .bind(request)
+    .bind(Uuid::parse_str(IMAGE).unwrap())
+    .bind(region)
+    .bind(PROJ_B)
+    .bind(state)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_migration_trims_stored_regions_and_names_live_twins_it_cannot_keep() {
+    let pool = before_edges_migration().await;
+    legacy_share(&pool, "RegionOne ", "accepted").await;
+    legacy_share(&pool, " RegionOne", "revoked").await;
+    db::MIGRATOR.run(&pool).await.unwrap();
+    let regions: Vec<String> =
+        sqlx::query_scalar("select distinct region from shares union select distinct region from share_requests")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(regions, ["RegionOne"]);
+
+    // Two live shares of one image to one project, the region spelled two ways (the attack of
+    // issue 10): the migration stops and says which, rather than keep both or drop one.
+    let pool = before_edges_migration().await;
+    legacy_share(&pool, "RegionOne", "accepted").await;
+    legacy_share(&pool, "RegionOne ", "pending_acceptance").await;
+    let error = db::MIGRATOR.run(&pool).await.unwrap_err().to_string();
+    assert!(
+        error.contains("two live shares") && error.contains(IMAGE) && error.contains(PROJ_B),
+        "{error}"
+    );
+}
+
 // ---- webhooks that point inside -----------------------------------------------------------
 
 #[tokio::test]
