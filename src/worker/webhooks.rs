@@ -161,10 +161,15 @@ impl Worker {
                 let status = response.status();
                 (Some(status.as_u16()), Some(format!("the receiver answered {status}")))
             }
-            Err(e) if forbidden_in(&e).is_some() => (None, forbidden_in(&e).map(ToString::to_string)),
-            Err(e) if e.is_timeout() => (None, Some("the receiver did not answer in time".into())),
-            Err(e) if e.is_connect() => (None, Some("could not connect to the receiver".into())),
-            Err(_) => (None, Some("the request to the receiver failed".into())),
+            Err(e) => {
+                let why = match forbidden_in(&e) {
+                    Some(forbidden) => forbidden.to_string(),
+                    None if e.is_timeout() => "the receiver did not answer in time".into(),
+                    None if e.is_connect() => "could not connect to the receiver".into(),
+                    None => "the request to the receiver failed".into(),
+                };
+                (None, Some(why))
+            }
         }
     }
 }
