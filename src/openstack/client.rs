@@ -328,9 +328,14 @@ fn http_client(cloud: &CloudConfig, timeout: Duration) -> anyhow::Result<reqwest
             builder = builder.add_root_certificate(certificate);
         }
     }
+    // The host alone: a URL may carry credentials.
+    let keystone = url::Url::parse(&cloud.auth_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
     if !cloud.verify {
         tracing::warn!(
-            auth_url = %cloud.auth_url,
+            keystone.host = %keystone,
             "TLS CERTIFICATES ARE NOT VERIFIED (clouds.yaml `verify: false` / OS_INSECURE): anyone on \
              the path to Keystone and Glance can read the broker's password and tokens. Set `cacert` instead."
         );
@@ -338,7 +343,7 @@ fn http_client(cloud: &CloudConfig, timeout: Duration) -> anyhow::Result<reqwest
     }
     if cloud.auth_url.starts_with("http://") {
         tracing::warn!(
-            auth_url = %cloud.auth_url,
+            keystone.host = %keystone,
             "Keystone is reached over plain http: the broker's password and tokens cross the network unencrypted"
         );
     }

@@ -561,7 +561,7 @@ async fn audit_count(app: &TestApp) -> i64 {
 async fn a_client_that_stalls_in_its_request_head_is_disconnected_after_the_timeout() {
     let app = spawn_app_with(|args| args.edges.header_read_timeout_secs = 1).await;
     let mut stream = tokio::net::TcpStream::connect(app.addr).await.unwrap();
-    stream.write_all(b"GET /healthz HTTP/1.1\r\nHo").await.unwrap();
+    stream.write_all(b"GET /heal").await.unwrap();
     let started = Instant::now();
     let mut answer = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
