@@ -239,6 +239,7 @@ fn config(concurrency: usize, glance_rate_limit: u32) -> WorkerConfig {
             concurrency: 1,
             timeout: Duration::from_secs(5),
             max_attempts: 3,
+            allow_private: false,
         },
         glance_rate_limit,
         instance: "bench".into(),

@@ -9,6 +9,8 @@
 #   ensure_openstack    loopback Keystone + Glance installed, started, seeded;
 #                       exports everything in $OS_STATE/env.sh and seed.env
 #   ensure_schemathesis schemathesis (pinned) in its own venv; exports SCHEMATHESIS
+#   ensure_cargo_deny   cargo-deny (pinned) in ~/.cargo/bin
+#   check_dependencies  cargo deny check (deny.toml); advisories as the network allows
 #
 # Settings (environment):
 #   GSB_STATE_DIR   runtime state (default ${TMPDIR:-/tmp}/glance-share-broker)
@@ -219,4 +221,37 @@ ensure_schemathesis() {
   fi
   export SCHEMATHESIS="$venv/bin/schemathesis"
   log "schemathesis: $("$SCHEMATHESIS" --version)"
+}
+
+# --------------------------------------------------------------- cargo-deny
+# Advisories, licences, banned crates and sources (deny.toml). cargo-deny is installed
+# (pinned) into ~/.cargo/bin when missing, built outside the project's target directory.
+CARGO_DENY_VERSION=${CARGO_DENY_VERSION:-0.20.2}
+ensure_cargo_deny() {
+  if ! cargo deny --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION"; then
+    log "cargo-deny: installing $CARGO_DENY_VERSION (cargo install --locked, a few minutes once)"
+    CARGO_TARGET_DIR="$GSB_STATE_DIR/cargo-deny-build" cargo install --locked --quiet "cargo-deny@$CARGO_DENY_VERSION" \
+      || die "cargo install cargo-deny@$CARGO_DENY_VERSION failed"
+  fi
+  log "cargo-deny: $(cargo deny --version)"
+}
+
+# Licences, bans and sources need only Cargo.lock. Advisories need the RustSec database,
+# which lives on GitHub: fetched fresh when GitHub answers; else the copy an earlier run
+# fetched is used, with its age said; else the advisory check is skipped, loudly (a machine
+# that cannot reach GitHub must not turn CI red, nor pass it silently).
+check_dependencies() {
+  cargo deny --locked check --hide-inclusion-graph bans licenses sources || return 1
+  local dbs="${CARGO_HOME:-$HOME/.cargo}/advisory-dbs" fetch_log="$GSB_STATE_DIR/cargo-deny-fetch.log"
+  mkdir -p "$GSB_STATE_DIR"
+  if cargo deny --locked fetch db >"$fetch_log" 2>&1; then
+    cargo deny --locked --offline check --hide-inclusion-graph advisories
+  elif compgen -G "$dbs/advisory-db-*/crates" >/dev/null; then
+    local copy
+    copy=$(git -C "$(dirname "$(compgen -G "$dbs/advisory-db-*/crates" | head -n 1)")" log -1 --format=%cs 2>/dev/null || echo "an unknown date")
+    log "WARNING: the RustSec advisory database could not be fetched ($(grep -v "^[[:space:]]*$" "$fetch_log" | tail -n 1)); checking against the copy of $copy"
+    cargo deny --locked --offline check --hide-inclusion-graph advisories
+  else
+    log "WARNING: ADVISORIES NOT CHECKED: the RustSec advisory database could not be fetched and no copy is at hand ($(grep -v "^[[:space:]]*$" "$fetch_log" | tail -n 1)); licences, bans and sources were checked"
+  fi
 }

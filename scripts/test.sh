@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (CI runs it through .ci/run):
-#   rustfmt check, clippy (warnings are errors), cargo test --all-targets,
+#   rustfmt check, clippy (warnings are errors), cargo deny (advisories, licences,
+#   bans, sources: deny.toml), cargo test --all-targets,
 # against a local Postgres and a real loopback Keystone + Glance
 # (scripts/openstack), both started here if they are not running.
 #
@@ -19,6 +20,7 @@ ensure_rust_tools
 ensure_postgres
 ensure_openstack
 ensure_schemathesis
+ensure_cargo_deny
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 log "DATABASE_URL=$DATABASE_URL"
 # Each test makes its own database; forget those of earlier runs.
@@ -29,5 +31,6 @@ fi
 
 run_step "cargo fmt" cargo fmt --all -- --check
 run_step "cargo clippy" cargo clippy --all-targets -- -D warnings
+run_step "cargo deny" check_dependencies
 run_step "cargo test" cargo test --all-targets "$@"
 log "all checks passed in $(( $(date +%s) - T0 ))s"

@@ -135,6 +135,60 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub worker: WorkerArgs,
+
+    #[command(flatten)]
+    pub edges: EdgeArgs,
+}
+
+/// Bounds at the service's edges: slow clients, the API's own share of Glance, and how long
+/// finished work is kept.
+#[derive(Debug, Clone, Args)]
+pub struct EdgeArgs {
+    /// Longest a client may take to send a request's head (request line and headers); the
+    /// connection is closed after it. Also how long an idle keep-alive connection is kept
+    /// (behind a load balancer, keep it above the balancer's idle timeout).
+    #[arg(long, env = "GSB_HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub header_read_timeout_secs: u64,
+
+    /// Glance calls per second the API makes (who owns an image, when a request is filed), all
+    /// API replicas together, apart from the workers' GSB_GLANCE_RATE_LIMIT. Beyond it (after a
+    /// wait of at most a second) filings are answered 503 with Retry-After. 0 turns it off.
+    #[arg(long, env = "GSB_API_GLANCE_RATE_LIMIT", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100000))]
+    pub api_glance_rate_limit: u32,
+
+    /// Glance calls one API replica makes at once; more are answered 503 with Retry-After.
+    #[arg(long, env = "GSB_API_GLANCE_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub api_glance_concurrency: u32,
+
+    /// Days a finished job (done or failed) is kept.
+    #[arg(long, env = "GSB_RETAIN_JOBS_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub retain_jobs_days: u32,
+
+    /// Days a settled webhook delivery (delivered or failed) is kept in the delivery log.
+    #[arg(long, env = "GSB_RETAIN_DELIVERIES_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub retain_deliveries_days: u32,
+
+    /// How often old jobs, deliveries, expired idempotency keys and idle rate slots are purged.
+    #[arg(long, env = "GSB_PURGE_EVERY_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub purge_every_secs: u64,
+}
+
+impl Default for EdgeArgs {
+    /// The defaults above (and any GSB_* variables set).
+    fn default() -> Self {
+        defaults()
+    }
+}
+
+impl EdgeArgs {
+    /// What the retention purge keeps, with the idempotency keys' time to live.
+    pub fn retention(&self, idempotency_ttl_hours: u32) -> crate::db::retention::Retention {
+        crate::db::retention::Retention {
+            jobs_days: self.retain_jobs_days,
+            deliveries_days: self.retain_deliveries_days,
+            idempotency_hours: idempotency_ttl_hours,
+        }
+    }
 }
 
 /// Who may call the API: Keystone tokens and how their roles map to the broker's.
@@ -343,6 +397,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "GSB_WEBHOOK_MAX_ATTEMPTS", default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=100))]
     pub webhook_max_attempts: i32,
 
+    /// Let webhooks reach loopback, private, link-local (cloud metadata) and other internal
+    /// addresses. Off: such URLs are refused at registration and deliveries to them refused.
+    #[arg(long, env = "GSB_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_private: bool,
+
     /// Timeout of one call to Keystone or Glance.
     #[arg(long, env = "GSB_OPENSTACK_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub openstack_timeout_secs: u64,
@@ -395,6 +454,7 @@ impl WorkerArgs {
                 concurrency: self.webhook_concurrency as usize,
                 timeout: Duration::from_secs(self.webhook_timeout_secs),
                 max_attempts: self.webhook_max_attempts,
+                allow_private: self.webhook_allow_private,
             },
             glance_rate_limit: self.glance_rate_limit,
             instance,
@@ -443,6 +503,7 @@ impl ServeArgs {
                 per_sec,
                 burst: NonZeroU32::new(self.address_rate_limit_burst).unwrap_or(per_sec),
             }),
+            webhook_allow_private: self.worker.webhook_allow_private,
         }
     }
 }

@@ -227,6 +227,8 @@ pub struct Application {
     pub pool: PgPool,
     /// Whether callers may use Keystone tokens (a cloud is configured).
     pub keystone: bool,
+    /// Longest a client may take to send a request's head.
+    header_read_timeout: Duration,
 }
 
 impl Application {
@@ -236,12 +238,24 @@ impl Application {
         let pool = db::pool(args.database.connect_options()?, args.database.db_max_connections);
         migrate(&pool).await?;
         let config = args.api_config();
-        spawn_idempotency_purge(pool.clone(), config.idempotency_ttl_hours);
+        spawn_retention_purge(
+            pool.clone(),
+            args.edges.retention(args.idempotency_ttl_hours),
+            Duration::from_secs(args.edges.purge_every_secs),
+        );
         let keystone = cloud.is_some();
         spawn_audit_checkpoints(pool.clone(), args.audit.checkpoint_every(), config.instance.clone());
         spawn_audit_sealer(pool.clone(), args.audit.seal_every());
-        // The API's own Glance calls (who owns an image) count against the shared limit too.
-        let cloud = cloud.map(|cloud| crate::worker::paced(cloud, pool.clone(), args.worker.glance_rate_limit));
+        // The API's own Glance calls (who owns an image) have a budget of their own, apart
+        // from the workers': filings never take the slots grants and revokes need.
+        let cloud = cloud.map(|cloud| {
+            crate::worker::ApiBudget::apply(
+                cloud,
+                pool.clone(),
+                args.edges.api_glance_rate_limit,
+                args.edges.api_glance_concurrency,
+            )
+        });
         let state = http::AppState {
             pool: pool.clone(),
             config: Arc::new(config),
@@ -257,6 +271,7 @@ impl Application {
             router: http::router(state),
             pool,
             keystone,
+            header_read_timeout: Duration::from_secs(args.edges.header_read_timeout_secs),
         })
     }
 
@@ -266,10 +281,7 @@ impl Application {
 
     /// Serves until `shutdown` completes, then finishes the requests in flight.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        http::serve(self.listener, self.router, self.header_read_timeout, shutdown).await?;
         tracing::info!("stopped");
         Ok(())
     }
@@ -437,16 +449,24 @@ impl PolicySource {
     }
 }
 
-/// Forgets idempotency keys past their time, hourly.
-fn spawn_idempotency_purge(pool: PgPool, ttl_hours: i64) {
+/// Forgets finished jobs, settled deliveries, expired idempotency keys and idle rate slots
+/// (`db::retention`), every `every` (the first time at start).
+fn spawn_retention_purge(pool: PgPool, keep: db::retention::Retention, every: Duration) {
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(3600));
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            every.tick().await;
-            match db::idempotency::purge(&pool, ttl_hours).await {
-                Ok(n) if n > 0 => tracing::info!(purged = n, "expired idempotency keys purged"),
+            ticks.tick().await;
+            match db::retention::purge(&pool, keep).await {
+                Ok(purged) if purged.total() > 0 => tracing::info!(
+                    purged.jobs = purged.jobs,
+                    purged.deliveries = purged.deliveries,
+                    purged.idempotency_keys = purged.idempotency_keys,
+                    purged.rate_slots = purged.rate_slots,
+                    "old rows purged"
+                ),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "purging idempotency keys failed"),
+                Err(e) => tracing::warn!(error = %e, "purging old rows failed"),
             }
         }
     });

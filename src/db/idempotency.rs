@@ -1,6 +1,7 @@
 //! Saved responses for `Idempotency-Key`. A key belongs to one principal. While a request
 //! with a key runs, its transaction holds an advisory lock derived from the key, so a second
-//! request with that key learns at once that the first is still in flight.
+//! request with that key learns at once that the first is still in flight. Keys past their
+//! time are deleted by the retention purge (`db::retention`).
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -79,13 +80,4 @@ pub async fn save(
     .execute(tx)
     .await?;
     Ok(())
-}
-
-/// Deletes keys older than `ttl_hours`; returns how many went.
-pub async fn purge(pool: &sqlx::PgPool, ttl_hours: i64) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("delete from idempotency_keys where created_at < now() - make_interval(hours => $1::int)")
-        .bind(ttl_hours)
-        .execute(pool)
-        .await?;
-    Ok(done.rows_affected())
 }

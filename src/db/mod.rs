@@ -7,6 +7,7 @@ pub mod audit;
 pub mod idempotency;
 pub mod jobs;
 pub mod rate_slots;
+pub mod retention;
 pub mod share_requests;
 pub mod shares;
 pub mod webhooks;

@@ -2,7 +2,8 @@
 //! One row per cloud and region holds the earliest time the next call may go; reserving a
 //! slot moves it on by one interval in a single statement, so reservations from any number
 //! of replicas are serialized by the row lock and never overlap. Time is the database's, so
-//! replicas' clocks need not agree: callers get back how long to wait, not when.
+//! replicas' clocks need not agree: callers get back how long to wait, not when. A row idle
+//! for a day is purged (`db::retention`): it holds nothing a new row would not.
 
 use std::time::Duration;
 
@@ -35,6 +36,44 @@ pub async fn reserve(db: impl PgExecutor<'_>, key: &str, interval: Duration) -> 
     .bind(interval.as_secs_f64())
     .fetch_one(db)
     .await
+}
+
+/// Reserves the next slot under `key` like [`reserve`], but only when it comes within
+/// `max_wait`; otherwise reserves nothing (so refused callers do not push the queue further
+/// out) and says how long until a slot within `max_wait` is free.
+pub async fn try_reserve(
+    db: impl PgExecutor<'_>,
+    key: &str,
+    interval: Duration,
+    max_wait: Duration,
+) -> Result<Result<Slot, Duration>, sqlx::Error> {
+    // The second branch reads the row as it was before the statement: it is there only when
+    // the first reserved nothing.
+    let (at, wait_secs, granted): (DateTime<Utc>, f64, bool) = sqlx::query_as(
+        "with reserved as (
+            insert into rate_slots as r (key, next_at, reserved)
+            values ($1, clock_timestamp() + make_interval(secs => $2), 1)
+            on conflict (key) do update
+                set next_at = greatest(r.next_at, clock_timestamp()) + make_interval(secs => $2),
+                    reserved = r.reserved + 1
+                where r.next_at <= clock_timestamp() + make_interval(secs => $3)
+            returning r.next_at - make_interval(secs => $2) as at)
+         select at, greatest(extract(epoch from at - clock_timestamp())::float8, 0) as wait_secs, true
+           from reserved
+         union all
+         select next_at, greatest(extract(epoch from next_at - clock_timestamp())::float8, 0), false
+           from rate_slots where key = $1 and not exists (select 1 from reserved)",
+    )
+    .bind(key)
+    .bind(interval.as_secs_f64())
+    .bind(max_wait.as_secs_f64())
+    .fetch_one(db)
+    .await?;
+    Ok(if granted {
+        Ok(Slot { at, wait_secs })
+    } else {
+        Err(Duration::from_secs_f64((wait_secs - max_wait.as_secs_f64()).max(0.0)))
+    })
 }
 
 /// How many slots have been handed out under `key`.

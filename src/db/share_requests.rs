@@ -334,7 +334,7 @@ pub async fn live_grants_to(
 ) -> Result<Vec<(String, Uuid)>, sqlx::Error> {
     sqlx::query_as(
         "select project_id, request_id from shares
-         where image_id = $1 and region = $2 and project_id = any($3) and request_id <> $4
+         where image_id = $1 and lower(region) = lower($2) and project_id = any($3) and request_id <> $4
            and share_is_live(state)",
     )
     .bind(image_id)

@@ -1,6 +1,7 @@
 //! The broker's vocabulary: principals and roles, share requests and their validation,
 //! share states. Pure data and rules: nothing here imports axum, sqlx or reqwest.
 
+pub mod address;
 mod audit;
 mod canonical;
 pub mod decisions;
@@ -16,6 +17,6 @@ pub use principal::{
     ApproverScope, Capability, Credential, Grant, KeystoneIdentity, Principal, Readable, Role, RoleMap, Scope, Subject,
 };
 pub use share_request::{
-    FieldError, Limits, MAX_REASON_CHARS, NewShareRequest, ShareRequestInput, Target, free_text_problem,
+    FieldError, Limits, MAX_REASON_CHARS, NewShareRequest, ShareRequestInput, Target, catalog_region, free_text_problem,
 };
 pub use states::{RequestStatus, ShareState, Validation};

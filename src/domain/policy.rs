@@ -160,7 +160,7 @@ impl Policy {
         let file: PolicyFile = if file_name.ends_with(".toml") {
             toml::from_str(text).map_err(|e| format!("not a valid policy: {}", e.message()))?
         } else if file_name.ends_with(".yaml") || file_name.ends_with(".yml") {
-            serde_yaml::from_str(text).map_err(|e| format!("not a valid policy: {e}"))?
+            serde_norway::from_str(text).map_err(|e| format!("not a valid policy: {e}"))?
         } else {
             return Err("a policy file must be .toml, .yaml or .yml".into());
         };

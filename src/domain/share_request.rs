@@ -120,6 +120,27 @@ fn is_project_id(s: &str) -> bool {
     (s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())) || (s.len() == 36 && Uuid::try_parse(s).is_ok())
 }
 
+/// `asked` as the catalog spells it, when it is one of `regions` (the catalog's regions the
+/// broker serves). Keystone region ids are case-sensitive: another spelling is refused, with
+/// the right one named, rather than guessed.
+pub fn catalog_region(asked: &str, regions: &[String]) -> Result<String, String> {
+    let asked = asked.trim();
+    if let Some(region) = regions.iter().find(|r| *r == asked) {
+        return Ok(region.clone());
+    }
+    if regions.is_empty() {
+        return Err("the broker's cloud has no Glance in its region (check the catalog and region_name)".into());
+    }
+    let known = regions.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ");
+    let hint = match regions.iter().find(|r| r.eq_ignore_ascii_case(asked)) {
+        Some(r) => format!(" (region names are case-sensitive: did you mean `{r}`?)"),
+        None => String::new(),
+    };
+    Err(format!(
+        "unknown region `{asked}`{hint}: the broker shares images in {known}"
+    ))
+}
+
 /// A share request that passed every check the broker can make on its own.
 #[derive(Debug, Clone)]
 pub struct NewShareRequest {
@@ -177,16 +198,18 @@ impl NewShareRequest {
             errors.push(FieldError::new("reason", problem));
         }
 
-        let region = match input.region {
-            None => limits.default_region.clone(),
-            Some(r) if r.trim().is_empty() || r.len() > MAX_REGION_CHARS || r.chars().any(char::is_control) => {
+        // Surrounding spaces never make another region: stored trimmed, a region has one
+        // spelling (the catalog's, once `catalog_region` has checked it).
+        let region = match input.region.as_deref().map(str::trim) {
+            None => limits.default_region.trim().to_owned(),
+            Some(r) if r.is_empty() || r.len() > MAX_REGION_CHARS || r.chars().any(char::is_control) => {
                 errors.push(FieldError::new(
                     "region",
                     "must be a region name (1 to 255 printable characters)",
                 ));
                 String::new()
             }
-            Some(r) => r,
+            Some(r) => r.to_owned(),
         };
 
         if let Some(at) = input.expires_at
@@ -275,6 +298,31 @@ mod tests {
         );
         let four = input(&["a", "b", "c", "d"]);
         assert_eq!(fields(NewShareRequest::parse(four, &limits(), Utc::now())), ["targets"]);
+    }
+
+    #[test]
+    fn a_region_is_stored_trimmed() {
+        let mut spaced = input(&["a"]);
+        spaced.region = Some(" RegionOne ".into());
+        assert_eq!(
+            NewShareRequest::parse(spaced, &limits(), Utc::now()).unwrap().region,
+            "RegionOne"
+        );
+        let mut blank = input(&["a"]);
+        blank.region = Some("   ".into());
+        assert_eq!(fields(NewShareRequest::parse(blank, &limits(), Utc::now())), ["region"]);
+    }
+
+    #[test]
+    fn a_region_must_be_one_the_catalog_spells_exactly() {
+        let regions = vec!["RegionOne".to_owned()];
+        assert_eq!(catalog_region("RegionOne", &regions).unwrap(), "RegionOne");
+        assert_eq!(catalog_region("RegionOne ", &regions).unwrap(), "RegionOne");
+        let other_case = catalog_region("regionone", &regions).unwrap_err();
+        assert!(other_case.contains("did you mean `RegionOne`"), "{other_case}");
+        let unknown = catalog_region("Nowhere", &regions).unwrap_err();
+        assert!(unknown.contains("`RegionOne`"), "{unknown}");
+        assert!(catalog_region("RegionOne", &[]).is_err());
     }
 
     #[test]

@@ -61,6 +61,10 @@ pub enum ApiError {
     /// Keystone or Glance cannot answer (or no cloud is configured to ask).
     #[error("{0}")]
     Upstream(String),
+    /// Keystone or Glance cannot answer now, or the API's budget for them is spent: come
+    /// back after `retry_after` seconds (sent as Retry-After).
+    #[error("{detail}")]
+    UpstreamLater { detail: String, retry_after: u64 },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -89,7 +93,9 @@ impl ApiError {
             ApiError::IdempotencyKeyInFlight => (StatusCode::CONFLICT, "idempotency-key-in-flight"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::TooManyRequests(_) => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
-            ApiError::Upstream(_) => (StatusCode::SERVICE_UNAVAILABLE, "upstream-unavailable"),
+            ApiError::Upstream(_) | ApiError::UpstreamLater { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "upstream-unavailable")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -154,7 +160,7 @@ impl IntoResponse for ApiError {
         };
         let unauthorized = matches!(self, ApiError::Unauthorized(_));
         let retry_after = match self {
-            ApiError::TooManyRequests(secs) => Some(secs),
+            ApiError::TooManyRequests(secs) | ApiError::UpstreamLater { retry_after: secs, .. } => Some(secs),
             _ => None,
         };
         let errors = match self {

@@ -12,6 +12,9 @@ mod idempotency;
 mod keystone;
 mod middleware;
 mod pagination;
+mod region;
+mod request_id;
+mod serve;
 mod share_requests;
 mod shares;
 mod webhooks;
@@ -41,6 +44,7 @@ use error::CommonProblems;
 pub use error::{ApiError, Problem};
 pub use keystone::{CacheTimes, TokenValidator};
 pub use middleware::RateLimitConfig;
+pub use serve::serve;
 
 use crate::db::{self, audit::NewEvent, share_requests::ShareRequest};
 use crate::domain::{FieldError, Limits};
@@ -64,6 +68,8 @@ pub struct ApiConfig {
     pub rate_limit: Option<RateLimitConfig>,
     /// Each client address's request budget, before authentication; `None` means unlimited.
     pub address_rate_limit: Option<RateLimitConfig>,
+    /// Whether webhook URLs may point at internal addresses (GSB_WEBHOOK_ALLOW_PRIVATE).
+    pub webhook_allow_private: bool,
 }
 
 #[derive(Clone)]
@@ -205,6 +211,7 @@ pub fn router(state: AppState) -> Router {
                     header::AUTHORIZATION,
                     HeaderName::from_static("x-auth-token"),
                 ]))
+                .layer(axum::middleware::map_request(request_id::drop_unacceptable))
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
                 .layer(TraceLayer::new_for_http().make_span_with(middleware::request_span))
                 .layer(PropagateRequestIdLayer::new(request_id))

@@ -213,7 +213,8 @@ pub async fn create_share_request(
     body: Json<ShareRequestInput>,
 ) -> Result<Response, ApiError> {
     state.require(&caller, Capability::Request, "create", None).await?;
-    let new = NewShareRequest::parse(body.value, &state.config.limits, Utc::now()).map_err(ApiError::Validation)?;
+    let mut new = NewShareRequest::parse(body.value, &state.config.limits, Utc::now()).map_err(ApiError::Validation)?;
+    state.check_region(&mut new).await?;
     let owner = state.requestable_owner(&caller, new.image_id).await?;
     let target_domains = state.target_domains(&caller).await?;
     let (mut tx, claim) = match idempotency::begin(

@@ -1,5 +1,10 @@
 //! `/v1/webhooks`: endpoints admins register to hear of requests and shares, and each one's
-//! delivery log. A webhook's secret is shown once, when it is created.
+//! delivery log. A webhook's secret is shown once, when it is created. A URL whose host is,
+//! or resolves to, an internal address is refused unless GSB_WEBHOOK_ALLOW_PRIVATE (the
+//! worker checks again at each delivery, since a name may resolve elsewhere later).
+
+use std::net::IpAddr;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri, header};
@@ -17,10 +22,14 @@ use super::{ApiError, AppState, FieldError};
 use crate::db::audit::NewEvent;
 use crate::db::webhooks::{Delivery, NewWebhook, Webhook, WebhookChange};
 use crate::db::{self};
+use crate::domain::address;
 use crate::domain::webhook::EVENTS;
 use crate::domain::{Capability, MAX_REASON_CHARS};
 
 const MAX_URL_CHARS: usize = 2048;
+
+/// Longest wait for DNS when a URL is registered.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A registered endpoint (never with its secret).
 #[derive(Debug, Serialize, ToSchema)]
@@ -195,6 +204,35 @@ fn check_description(description: Option<&str>, errors: &mut Vec<FieldError>) {
     }
 }
 
+/// Refuses a URL whose host is, or resolves to, an address webhooks may not reach, or does
+/// not resolve at all.
+async fn check_destination(url: &str) -> Result<(), ApiError> {
+    let refuse = |reason: String| ApiError::field("url", reason);
+    let parsed = url::Url::parse(url).map_err(|_| refuse("must be an http or https URL with a host".into()))?;
+    let host = parsed
+        .host_str()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, port))).await {
+            Ok(Ok(found)) => found.map(|a| a.ip()).collect(),
+            _ => Vec::new(),
+        },
+    };
+    if addresses.is_empty() {
+        return Err(refuse(format!("the host `{host}` does not resolve")));
+    }
+    match address::first_forbidden(addresses) {
+        Some((_, why)) => Err(refuse(format!(
+            "the host is {why}, which webhooks may not reach (GSB_WEBHOOK_ALLOW_PRIVATE allows it)"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The host a URL names, for the audit log (the URL itself may carry credentials).
 fn host_of(url: &str) -> Option<String> {
     Uri::try_from(url).ok()?.host().map(str::to_owned)
@@ -249,6 +287,9 @@ pub async fn create_webhook(
     check_description(input.description.as_deref(), &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
+    }
+    if !state.config.webhook_allow_private {
+        check_destination(&input.url).await?;
     }
     let (mut tx, claim) =
         match idempotency::begin(&state, &caller, key, &Method::POST, "/v1/webhooks", &body.document).await? {
@@ -356,6 +397,11 @@ pub async fn update_webhook(
     check_description(patch.description.as_deref(), &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
+    }
+    if let Some(url) = &patch.url
+        && !state.config.webhook_allow_private
+    {
+        check_destination(url).await?;
     }
     let change = WebhookChange {
         url: patch.url.as_deref(),

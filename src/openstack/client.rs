@@ -1,5 +1,7 @@
 //! The authenticated client: one Keystone token, cached until shortly before it expires and
-//! renewed once on a 401; Glance found in the token's catalog.
+//! renewed once on a 401; Glance found in the token's catalog. It never follows a redirect
+//! (a token or a password must not travel to wherever an answer points), trusts the CA that
+//! clouds.yaml names (`cacert`), and says loudly when TLS is off or not verified.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,6 +26,8 @@ struct Token {
     value: String,
     expires_at: DateTime<Utc>,
     glance_url: String,
+    /// The regions whose Glance this client reaches, as the catalog spells them.
+    regions: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,10 +60,38 @@ struct Endpoint {
 }
 
 /// Waits for the right to send one Glance call: an outbound rate limit, possibly shared with
-/// other replicas. An error means the right could not be had; the call is then not sent and
-/// fails as transient.
+/// other replicas, and possibly a bound on calls in flight. A refusal means the right could
+/// not be had (soon enough); the call is then not sent and fails as transient.
 pub trait Pacer: Send + Sync {
-    fn wait(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+    fn wait(&self) -> Pin<Box<dyn Future<Output = Result<Pass, PaceRefused>> + Send + '_>>;
+}
+
+/// The right to send one call, held until its answer is in (a pacer that bounds the calls in
+/// flight puts its permit here).
+pub struct Pass {
+    _held: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Pass {
+    /// A right that holds nothing.
+    pub fn free() -> Self {
+        Pass { _held: None }
+    }
+
+    /// A right that holds `permit` until the call is answered.
+    pub fn holding(permit: impl std::any::Any + Send + Sync) -> Self {
+        Pass {
+            _held: Some(Box::new(permit)),
+        }
+    }
+}
+
+/// Why a pacer let no call go now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaceRefused {
+    pub reason: String,
+    /// When asking again makes sense, if the pacer knows.
+    pub retry_after: Option<Duration>,
 }
 
 /// Talks to one cloud's Keystone and Glance as the broker.
@@ -76,11 +108,7 @@ pub struct OpenStack {
 
 impl OpenStack {
     pub fn new(cloud: CloudConfig, timeout: Duration) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("glance-share-broker/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(5).min(timeout))
-            .timeout(timeout)
-            .build()?;
+        let http = http_client(&cloud, timeout)?;
         Ok(OpenStack {
             http,
             cloud: Arc::new(cloud),
@@ -99,6 +127,14 @@ impl OpenStack {
     /// Names the cloud and region this client talks to (the scope of a rate limit).
     pub fn cloud_key(&self) -> String {
         format!("{} {}", self.cloud.auth_url, self.cloud.region)
+    }
+
+    /// The regions whose images this client can share, as the catalog spells them: its own
+    /// region, when the catalog has a Glance there (it talks to that one Glance only, so a
+    /// share in any other region would be carried out in the wrong place). Empty when the
+    /// catalog has no Glance in the configured region.
+    pub async fn regions(&self) -> Result<Vec<String>, CallError> {
+        Ok(self.token(None).await?.regions.clone())
     }
 
     /// Sends Glance calls to `url` instead of the catalog's endpoint.
@@ -167,7 +203,22 @@ impl OpenStack {
             value,
             expires_at: body.token.expires_at,
             glance_url,
+            regions: self.served_regions(&body.token.catalog),
         }))
+    }
+
+    /// The configured region, spelled as in the catalog, if the catalog has a Glance there.
+    fn served_regions(&self, catalog: &[CatalogEntry]) -> Vec<String> {
+        catalog
+            .iter()
+            .filter(|e| e.kind == "image")
+            .flat_map(|e| &e.endpoints)
+            .filter(|e| e.interface == self.cloud.interface)
+            .filter_map(|e| e.region_id.as_ref().or(e.region.as_ref()))
+            .filter(|r| **r == self.cloud.region)
+            .take(1)
+            .cloned()
+            .collect()
     }
 
     fn find_endpoint(&self, catalog: &[CatalogEntry], kind: &str) -> Result<String, CallError> {
@@ -222,12 +273,14 @@ impl OpenStack {
                 Service::Glance => token.glance_url.as_str(),
                 Service::Keystone => self.cloud.auth_url.as_str(),
             };
-            if let (Service::Glance, Some(pacer)) = (service, &self.pacer) {
-                pacer.wait().await.map_err(|e| CallError::Transient {
-                    message: format!("{what}: outbound rate limit unavailable: {e}"),
-                    retry_after: None,
-                })?;
-            }
+            // Held until the answer is in: a pacer may bound the calls in flight.
+            let _pass = match (service, &self.pacer) {
+                (Service::Glance, Some(pacer)) => pacer.wait().await.map_err(|e| CallError::Transient {
+                    message: format!("{what}: {}", e.reason),
+                    retry_after: e.retry_after,
+                })?,
+                _ => Pass::free(),
+            };
             let request = self
                 .http
                 .request(method.clone(), format!("{base}{path}"))
@@ -249,6 +302,54 @@ impl OpenStack {
     }
 }
 
+/// The HTTP client for one cloud: no redirects, the cloud's CA if it names one (instead of
+/// the built-in roots, as every OpenStack tool reads `cacert`), certificate checks off only
+/// when `verify: false` says so, with a warning; a warning too for a plain-http Keystone.
+fn http_client(cloud: &CloudConfig, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("glance-share-broker/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(5).min(timeout))
+        .timeout(timeout)
+        // A redirect would carry the token (or, on authentication, the password) to another
+        // place; an OpenStack API has no reason to send one.
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = &cloud.cacert {
+        let pem = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("reading cacert {} (clouds.yaml / OS_CACERT): {e}", path.display()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| anyhow::anyhow!("cacert {} is not a PEM bundle: {e}", path.display()))?;
+        anyhow::ensure!(
+            !certificates.is_empty(),
+            "cacert {} holds no certificate",
+            path.display()
+        );
+        builder = builder.tls_built_in_root_certs(false);
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    // The host alone: a URL may carry credentials.
+    let keystone = url::Url::parse(&cloud.auth_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    if !cloud.verify {
+        tracing::warn!(
+            keystone.host = %keystone,
+            "TLS CERTIFICATES ARE NOT VERIFIED (clouds.yaml `verify: false` / OS_INSECURE): anyone on \
+             the path to Keystone and Glance can read the broker's password and tokens. Set `cacert` instead."
+        );
+        builder = builder.danger_accept_invalid_certs(true);
+    }
+    if cloud.auth_url.starts_with("http://") {
+        tracing::warn!(
+            keystone.host = %keystone,
+            "Keystone is reached over plain http: the broker's password and tokens cross the network unencrypted"
+        );
+    }
+    Ok(builder.build()?)
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Service {
     Glance,
@@ -261,4 +362,58 @@ pub(super) async fn error_of(what: &str, response: Response) -> CallError {
     let after = retry_after(response.headers());
     let body = response.text().await.unwrap_or_default();
     CallError::status(what, status, after, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openstack::CloudConfig;
+
+    /// A self-signed CA (CN keystone.test), as an operator's cacert would hold.
+    const CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBhzCCAS2gAwIBAgIUMETqTmW/mtRNqy86Y4Dg8ORkGQkwCgYIKoZIzj0EAwIw
+GDEWMBQGA1UEAwwNa2V5c3RvbmUudGVzdDAgFw0yNjEyMDIxMDU1MzFaGA8yMTI2
+MTEwODEwNTUzMVowGDEWMBQGA1UEAwwNa2V5c3RvbmUudGVzdDBZMBMGByqGSM49
+AgEGCCqGSM49AwEHA0IABJoZG1Tlbj6eGgGep8ZfmQ05giFkrC5wcmvgAKenBiP0
+4tJcLfZFnC6uzzbHai3nMf1jGbo+/9Zzl7/NWXE7F76jUzBRMB0GA1UdDgQWBBRp
+zKfe1x6Zq8zQ8pD5B2a5wVBIoTAfBgNVHSMEGDAWgBRpzKfe1x6Zq8zQ8pD5B2a5
+wVBIoTAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCICmEjV9W9Xix
+++gYOI9dla3wrfIsUujYmGifih8E29fuAiEArKXnLotKal6dWfsV0yc/jzZr2b91
+tYHbA+OFKWOm6Hg=
+-----END CERTIFICATE-----
+";
+
+    fn cloud_with_cacert(cacert: Option<std::path::PathBuf>) -> CloudConfig {
+        let mut cloud = CloudConfig::from_lookup(|k| match k {
+            "OS_AUTH_URL" => Some("https://keystone.test/v3".to_owned()),
+            "OS_APPLICATION_CREDENTIAL_ID" => Some("a".to_owned()),
+            "OS_APPLICATION_CREDENTIAL_SECRET" => Some("s".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        cloud.cacert = cacert;
+        cloud
+    }
+
+    #[test]
+    fn the_client_is_built_with_the_cacert_of_clouds_yaml_and_refuses_a_bad_one() {
+        let dir = std::env::temp_dir().join(format!("gsb-cacert-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("ca.pem");
+        std::fs::write(&good, CA).unwrap();
+        let bad = dir.join("not-a-ca.pem");
+        std::fs::write(&bad, "not a certificate").unwrap();
+        let timeout = Duration::from_secs(1);
+
+        assert!(OpenStack::new(cloud_with_cacert(Some(good)), timeout).is_ok());
+        let err = OpenStack::new(cloud_with_cacert(Some(bad.clone())), timeout)
+            .err()
+            .expect("a cacert without a certificate stops the start");
+        assert!(err.to_string().contains(&bad.display().to_string()), "{err}");
+        let missing = dir.join("missing.pem");
+        let err = OpenStack::new(cloud_with_cacert(Some(missing.clone())), timeout)
+            .err()
+            .expect("a missing cacert stops the start");
+        assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
+    }
 }

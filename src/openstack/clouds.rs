@@ -46,6 +46,10 @@ pub struct CloudConfig {
     pub region: String,
     /// Catalog interface: `public`, `internal` or `admin`.
     pub interface: String,
+    /// A PEM bundle of the CAs to trust instead of the built-in ones (`cacert`, `OS_CACERT`).
+    pub cacert: Option<PathBuf>,
+    /// Whether TLS certificates are checked (`verify: false` or `OS_INSECURE=true` turn it off).
+    pub verify: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,6 +64,10 @@ struct CloudEntry {
     region_name: Option<String>,
     interface: Option<String>,
     auth_type: Option<String>,
+    cacert: Option<PathBuf>,
+    verify: Option<bool>,
+    /// The older spelling of `verify: false`.
+    insecure: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,7 +98,7 @@ impl CloudConfig {
                 let path = clouds_file(&env)?;
                 let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
                 let mut file: CloudsFile =
-                    serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+                    serde_norway::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
                 file.clouds
                     .remove(&cloud)
                     .ok_or_else(|| anyhow!("OS_CLOUD={cloud}: no such cloud in {}", path.display()))?
@@ -113,6 +121,9 @@ impl CloudConfig {
                 region_name: env("OS_REGION_NAME"),
                 interface: env("OS_INTERFACE"),
                 auth_type: env("OS_AUTH_TYPE"),
+                cacert: env("OS_CACERT").map(PathBuf::from),
+                verify: None,
+                insecure: env("OS_INSECURE").map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes")),
             },
         };
         entry.into_config()
@@ -198,6 +209,8 @@ impl CloudEntry {
                 .unwrap_or_else(|| "public".into())
                 .trim_end_matches("URL")
                 .to_owned(),
+            cacert: self.cacert,
+            verify: self.verify.unwrap_or(true) && !self.insecure.unwrap_or(false),
         })
     }
 }
@@ -256,6 +269,45 @@ mod tests {
         let cloud = CloudConfig::from_lookup(env).unwrap();
         assert_eq!(cloud.auth_url, "https://keystone.example.com/v3");
         assert!(matches!(cloud.credentials, Credentials::ApplicationCredential { ref id, .. } if id == "abc"));
+    }
+
+    #[test]
+    fn cacert_and_verify_are_read_from_clouds_yaml_and_os_variables() {
+        let dir = std::env::temp_dir().join(format!("gsb-clouds-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("clouds.yaml");
+        std::fs::write(
+            &path,
+            "clouds:\n  tls:\n    auth:\n      auth_url: https://keystone.example.com/v3\n      application_credential_id: a\n      application_credential_secret: s\n    cacert: /etc/ssl/cloud-ca.pem\n  insecure:\n    auth:\n      auth_url: https://keystone.example.com/v3\n      application_credential_id: a\n      application_credential_secret: s\n    verify: false\n",
+        )
+        .unwrap();
+        let file = path.display().to_string();
+        let cloud = |name: &'static str| {
+            CloudConfig::from_lookup(|k| match k {
+                "OS_CLOUD" => Some(name.to_owned()),
+                "OS_CLIENT_CONFIG_FILE" => Some(file.clone()),
+                _ => None,
+            })
+            .unwrap()
+        };
+        let tls = cloud("tls");
+        assert_eq!(tls.cacert, Some(PathBuf::from("/etc/ssl/cloud-ca.pem")));
+        assert!(tls.verify);
+        let insecure = cloud("insecure");
+        assert_eq!(insecure.cacert, None);
+        assert!(!insecure.verify);
+
+        let from_env = CloudConfig::from_lookup(|k| match k {
+            "OS_AUTH_URL" => Some("https://k/v3".to_owned()),
+            "OS_APPLICATION_CREDENTIAL_ID" => Some("a".to_owned()),
+            "OS_APPLICATION_CREDENTIAL_SECRET" => Some("s".to_owned()),
+            "OS_CACERT" => Some("/ca.pem".to_owned()),
+            "OS_INSECURE" => Some("true".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(from_env.cacert, Some(PathBuf::from("/ca.pem")));
+        assert!(!from_env.verify);
     }
 
     #[test]

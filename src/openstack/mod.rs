@@ -9,6 +9,6 @@ mod error;
 pub mod glance;
 pub mod keystone;
 
-pub use client::{OpenStack, Pacer};
+pub use client::{OpenStack, PaceRefused, Pacer, Pass};
 pub use clouds::{CloudConfig, Credentials};
 pub use error::CallError;

@@ -35,6 +35,7 @@ use crate::domain::{FieldError, Initiator, RequestStatus, ShareState, Validation
 use crate::openstack::glance::Image;
 use crate::openstack::{CallError, OpenStack};
 
+pub use pace::{ApiBudget, api_key};
 pub use retry::{backoff, next_delay, poll_delay};
 use validate::Verdict;
 pub use webhooks::WebhookConfig;

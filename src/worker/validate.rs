@@ -1,14 +1,16 @@
-//! Validation of a new request, before anyone decides on it: the image exists in the region
-//! and can take members, each target is a real Keystone project (names resolved to ids, only
-//! among the projects the requester may see), the owner is not among them, and the member
-//! quota has room. Reads only: nothing is written to Glance.
+//! Validation of a new request, before anyone decides on it: the region is the one the broker
+//! serves, spelled as in the catalog (the API checks it too when it has a cloud; an API
+//! without one files any region), the image exists in the region and can take members, each
+//! target is a real Keystone project (names resolved to ids, only among the projects the
+//! requester may see), the owner is not among them, and the member quota has room. Reads
+//! only: nothing is written to Glance.
 
 use std::collections::HashMap;
 
 use futures_util::{StreamExt, stream};
 
 use crate::db::share_requests::{ImageFacts, ResolvedTarget, Share, ShareRequest};
-use crate::domain::FieldError;
+use crate::domain::{FieldError, catalog_region};
 use crate::openstack::glance::Image;
 use crate::openstack::keystone::Project;
 use crate::openstack::{CallError, OpenStack};
@@ -31,6 +33,9 @@ pub async fn check(
     rid: &str,
 ) -> Result<Verdict, CallError> {
     let mut errors = Vec::new();
+    if let Err(reason) = catalog_region(&request.region, &cloud.regions().await?) {
+        errors.push(FieldError::new("region", reason));
+    }
     let image = cloud.image(&request.image_id.to_string(), rid).await?;
     let facts = match &image {
         Some(image) => {

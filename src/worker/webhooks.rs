@@ -2,7 +2,12 @@
 //! POSTed with their own short timeout and signed, retried with backoff. They run in loops of
 //! their own, apart from the share jobs, and hold no image: a slow or failing receiver never
 //! holds up a share. Receivers are not OpenStack, so this part calls reqwest directly.
+//! Unless GSB_WEBHOOK_ALLOW_PRIVATE, a receiver's name is resolved by a resolver that refuses
+//! internal addresses (`domain::address`), and the connection goes to the addresses it
+//! checked: a name that resolves elsewhere later (DNS rebinding) gains nothing.
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -12,6 +17,7 @@ use secrecy::ExposeSecret;
 use super::{Outcome, Worker, retry};
 use crate::db;
 use crate::db::webhooks::{Attempt, ClaimedDelivery};
+use crate::domain::address;
 use crate::domain::webhook::signature;
 
 /// How deliveries are sent.
@@ -23,18 +29,72 @@ pub struct WebhookConfig {
     pub timeout: Duration,
     /// Tries before a delivery is `failed`.
     pub max_attempts: i32,
+    /// Whether receivers may be at internal addresses (loopback, private, link-local...).
+    pub allow_private: bool,
 }
 
 /// The HTTP client for receivers: their own timeout, and no redirects (a delivery goes only
-/// where it was registered to go).
+/// where it was registered to go). Unless internal addresses are allowed, names resolve
+/// through [`GuardedResolver`], and no proxy is used (a proxy would resolve the name itself,
+/// out of the resolver's sight).
 pub fn client(config: &WebhookConfig) -> reqwest::Client {
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .user_agent(concat!("glance-share-broker/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(config.timeout)
         .timeout(config.timeout)
-        .redirect(reqwest::redirect::Policy::none())
+        .redirect(reqwest::redirect::Policy::none());
+    let builder = if config.allow_private {
+        builder
+    } else {
+        builder.no_proxy().dns_resolver(Arc::new(GuardedResolver))
+    };
+    builder
         .build()
         .expect("building an HTTP client fails only without a TLS backend")
+}
+
+/// Resolves receivers' names, refusing a name any of whose addresses is internal. The client
+/// connects only to the addresses returned here, so the check holds for the connection.
+struct GuardedResolver;
+
+/// A receiver at an address webhooks may not reach.
+#[derive(Debug, thiserror::Error)]
+#[error("the receiver's host is {0}, which webhooks may not reach (GSB_WEBHOOK_ALLOW_PRIVATE allows it)")]
+struct Forbidden(&'static str);
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let addresses: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            if let Some((_, why)) = address::first_forbidden(addresses.iter().map(SocketAddr::ip)) {
+                return Err(Box::new(Forbidden(why)) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Why a receiver URL that names an IP address (which no resolver sees) may not be reached.
+fn forbidden_literal(url: &str) -> Option<Forbidden> {
+    let url = url::Url::parse(url).ok()?;
+    let ip = match url.host()? {
+        url::Host::Ipv4(ip) => IpAddr::V4(ip),
+        url::Host::Ipv6(ip) => IpAddr::V6(ip),
+        url::Host::Domain(_) => return None,
+    };
+    address::forbidden(ip).map(Forbidden)
+}
+
+/// The refusal of an internal address somewhere in a failed request's causes, if any.
+fn forbidden_in(e: &reqwest::Error) -> Option<&Forbidden> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = cause {
+        if let Some(forbidden) = error.downcast_ref::<Forbidden>() {
+            return Some(forbidden);
+        }
+        cause = error.source();
+    }
+    None
 }
 
 impl Worker {
@@ -77,6 +137,11 @@ impl Worker {
     /// POSTs the delivery: the receiver's status, and why it failed if it did. Errors never
     /// name the URL, which may carry credentials.
     async fn send(&self, delivery: &ClaimedDelivery) -> (Option<u16>, Option<String>) {
+        if !self.config.webhooks.allow_private
+            && let Some(forbidden) = forbidden_literal(&delivery.url)
+        {
+            return (None, Some(forbidden.to_string()));
+        }
         let body = delivery.payload.to_string().into_bytes();
         let timestamp = Utc::now().timestamp();
         let signed = signature(delivery.secret.expose_secret().as_bytes(), timestamp, &body);
@@ -96,9 +161,15 @@ impl Worker {
                 let status = response.status();
                 (Some(status.as_u16()), Some(format!("the receiver answered {status}")))
             }
-            Err(e) if e.is_timeout() => (None, Some("the receiver did not answer in time".into())),
-            Err(e) if e.is_connect() => (None, Some("could not connect to the receiver".into())),
-            Err(_) => (None, Some("the request to the receiver failed".into())),
+            Err(e) => {
+                let why = match forbidden_in(&e) {
+                    Some(forbidden) => forbidden.to_string(),
+                    None if e.is_timeout() => "the receiver did not answer in time".into(),
+                    None if e.is_connect() => "could not connect to the receiver".into(),
+                    None => "the request to the receiver failed".into(),
+                };
+                (None, Some(why))
+            }
         }
     }
 }

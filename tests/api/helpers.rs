@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use glance_share_broker::config::{AuditArgs, DatabaseArgs, ServeArgs};
+use glance_share_broker::config::{AuditArgs, DatabaseArgs, ServeArgs, WorkerArgs};
 use glance_share_broker::db;
 use glance_share_broker::domain::Role;
 use glance_share_broker::openstack::OpenStack;
@@ -62,7 +62,13 @@ pub fn serve_args(database_url: &str) -> ServeArgs {
             audit_checkpoint_secs: 300,
             audit_seal_ms: 200,
         },
-        worker: Default::default(),
+        // The tests' webhook receivers listen on 127.0.0.1, which webhooks may reach only
+        // when allowed (tests/api/edges.rs checks the refusal without it).
+        worker: WorkerArgs {
+            webhook_allow_private: true,
+            ..Default::default()
+        },
+        edges: Default::default(),
     }
 }
 

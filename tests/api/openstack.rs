@@ -175,6 +175,8 @@ pub fn worker_config() -> WorkerConfig {
             concurrency: 2,
             timeout: Duration::from_secs(1),
             max_attempts: 3,
+            // The tests' receivers listen on 127.0.0.1 (tests/api/edges.rs checks the refusal).
+            allow_private: true,
         },
         glance_rate_limit: 0,
         instance: "test-worker".into(),
