@@ -132,8 +132,8 @@ async fn before_edges_migration() -> sqlx::PgPool {
 async fn legacy_share(pool: &sqlx::PgPool, region: &str, state: &str) {
     let request = Uuid::new_v4();
     sqlx::query(
-        "insert into share_requests (id, image_id, region, reason, requested_by, status)
-         values ($1, $2, $3, 'old', 'portal', 'approved')",
+        "insert into share_requests (id, image_id, region, reason, requested_by, requested_by_subject, status)
+         values ($1, $2, $3, 'old', 'portal', 'key:portal', 'approved')",
     )
     .bind(request)
     .bind(Uuid::parse_str(IMAGE).unwrap())
