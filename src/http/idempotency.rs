@@ -91,7 +91,7 @@ pub async fn begin(
     let Some(key) = key.0 else {
         return Ok(Begun::Proceed(tx, None));
     };
-    let principal = caller.principal.name.clone();
+    let principal = key_owner(caller);
     if !db::idempotency::try_lock(&mut tx, &principal, &key).await? {
         return Err(ApiError::IdempotencyKeyInFlight);
     }
@@ -100,6 +100,17 @@ pub async fn begin(
         Some(saved) if saved.request_hash != hash => Err(ApiError::IdempotencyKeyReused),
         Some(saved) => Ok(Begun::Replay(replay(saved))),
         None => Ok(Begun::Proceed(tx, Some(Claim { principal, key, hash }))),
+    }
+}
+
+/// Whose key space an `Idempotency-Key` lives in: the principal's, and for a key acting for
+/// a user, that user's within it. A portal sends the same key for each user's form; one user's
+/// answer must never be replayed to another.
+fn key_owner(caller: &Caller) -> String {
+    match &caller.on_behalf_of {
+        // U+001F (unit separator): a control character no Keystone id and no key name holds.
+        Some(_) => format!("{}\u{1f}{}", caller.principal.name, caller.subject),
+        None => caller.principal.name.clone(),
     }
 }
 

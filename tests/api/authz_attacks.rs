@@ -497,3 +497,47 @@ async fn auto_accept_is_the_policys_choice_not_the_requesters() {
     assert_eq!(request["status"], "pending_approval", "{request}");
     assert_eq!(request["approval"]["rule"], "ci");
 }
+
+#[tokio::test]
+async fn a_keys_idempotency_key_never_replays_one_users_answer_to_another() {
+    let (app, rig) = (spawn_app_with_keystone().await, Rig::from_env());
+    let image = rig.private_image("obo-idempotency").await;
+    let body = request_body(&image, &[PROJ_B]);
+    let file_for = async |user: &str| {
+        app.post(&app.requester, "/v1/share-requests", &body)
+            .header("x-on-behalf-of", user)
+            .header("idempotency-key", "portal-form-1")
+            .send()
+            .await
+            .unwrap()
+    };
+
+    let for_alice = file_for("alice").await;
+    assert_eq!(for_alice.status(), StatusCode::CREATED);
+    let for_alice: Value = for_alice.json().await.unwrap();
+    // The same key and body for alice again: her own answer, replayed.
+    let again = file_for("alice").await;
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], for_alice["id"]);
+
+    // alice withdraws hers; then bob files the same form with the portal's same key.
+    let cancel = format!("/v1/share-requests/{}/cancel", for_alice["id"].as_str().unwrap());
+    let response = app
+        .post(&app.requester, &cancel, &json!({}))
+        .header("x-on-behalf-of", "alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // For bob the key is bob's own: a request of his, not alice's answer replayed (which
+    // would show bob alice's request and file nothing for him).
+    let for_bob = file_for("bob").await;
+    assert_eq!(for_bob.status(), StatusCode::CREATED);
+    assert!(for_bob.headers().get("idempotent-replayed").is_none());
+    let for_bob: Value = for_bob.json().await.unwrap();
+    assert_ne!(for_bob["id"], for_alice["id"]);
+    assert_eq!(for_bob["requested_by_subject"], env("BOB_USER_ID"));
+    assert_eq!(app.request_count().await, 2);
+}
