@@ -5,6 +5,7 @@ mod audit;
 mod canonical;
 pub mod policy;
 mod principal;
+mod share;
 mod share_request;
 mod states;
 pub mod webhook;
@@ -12,7 +13,8 @@ pub mod webhook;
 pub use audit::{BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, UnsealedEvent};
 pub use canonical::canonical_json;
 pub use principal::{ApproverScope, Capability, Credential, Grant, KeystoneIdentity, Principal, Role, RoleMap, Scope};
+pub use share::{REJECTED_BY_CONSUMER, Refusal, Trigger};
 pub use share_request::{
     FieldError, Limits, MAX_REASON_CHARS, NewShareRequest, ShareRequestInput, Target, free_text_problem,
 };
-pub use states::{RequestStatus, ShareState, Validation};
+pub use states::{RequestStatus, RevokeCause, ShareState, Validation};
