@@ -10,7 +10,11 @@ alter table shares
     add column revoke_cause text
         check (revoke_cause in ('requested', 'expiry', 'rejected', 'rejected_in_glance', 'failed_grant')),
     add column revoke_started_at timestamptz,
-    add column revoke_stalled_at timestamptz;
+    add column revoke_stalled_at timestamptz,
+    -- When the revoke last removed the member: it is looked for again a moment later, for
+    -- Glance brings a removed member back when a status update that read it before the
+    -- removal completes after it.
+    add column member_removed_at timestamptz;
 
 -- Revokes in progress when this runs started no later than now.
 update shares set revoke_started_at = updated_at where state = 'revoking';

@@ -333,6 +333,12 @@ pub struct WorkerArgs {
     /// GSB_MAX_ATTEMPTS failed tries; it is retried until the member is gone either way.
     #[arg(long, env = "GSB_REVOKE_STALLED_AFTER_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=604800))]
     pub revoke_stalled_after_secs: u64,
+
+    /// How long after removing a member a revoke looks for it again before the share is
+    /// `revoked` (Glance brings a removed member back when a status update that read it
+    /// before the removal completes after it); one that came back is removed again.
+    #[arg(long, env = "GSB_REVOKE_CONFIRM_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=600000))]
+    pub revoke_confirm_ms: u64,
 }
 
 impl Default for WorkerArgs {
@@ -377,6 +383,7 @@ impl WorkerArgs {
             glance_rate_limit: self.glance_rate_limit,
             instance,
             revoke_stalled_after: Duration::from_secs(self.revoke_stalled_after_secs),
+            revoke_confirm_after: Duration::from_millis(self.revoke_confirm_ms),
         }
     }
 

@@ -122,7 +122,7 @@ pub async fn start_revoke(
 ) -> Result<Option<Share>, sqlx::Error> {
     sqlx::query_as(
         "update shares set state = 'revoking', revoked_by = $3, revoke_reason = $4, revoke_cause = $5,
-                last_error = $6, revoke_started_at = now(), revoke_stalled_at = null,
+                last_error = $6, revoke_started_at = now(), revoke_stalled_at = null, member_removed_at = null,
                 version = version + 1, updated_at = now()
          where id = $1 and state = $2 returning *",
     )
@@ -144,21 +144,34 @@ pub struct Revocation {
     pub started_at: Option<DateTime<Utc>>,
     /// When the revoke was reported stalled (`share.revoke_stalled`), if it was.
     pub stalled_at: Option<DateTime<Utc>>,
+    /// When the revoke last removed the member (to be confirmed gone a moment later).
+    pub member_removed_at: Option<DateTime<Utc>>,
 }
 
 /// How the revoke of share `id` stands.
 pub async fn revocation(db: impl PgExecutor<'_>, id: Uuid) -> Result<Revocation, sqlx::Error> {
-    let (cause, started_at, stalled_at): (Option<String>, _, _) =
-        sqlx::query_as("select revoke_cause, revoke_started_at, revoke_stalled_at from shares where id = $1")
-            .bind(id)
-            .fetch_one(db)
-            .await?;
+    let (cause, started_at, stalled_at, member_removed_at): (Option<String>, _, _, _) = sqlx::query_as(
+        "select revoke_cause, revoke_started_at, revoke_stalled_at, member_removed_at from shares where id = $1",
+    )
+    .bind(id)
+    .fetch_one(db)
+    .await?;
     Ok(Revocation {
         // The column's check constraint admits only the causes' names.
         cause: cause.as_deref().and_then(RevokeCause::parse),
         started_at,
         stalled_at,
+        member_removed_at,
     })
+}
+
+/// Records that the revoke of share `id` removed its member just now.
+pub async fn note_member_removed(tx: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("update shares set member_removed_at = now() where id = $1 and state = 'revoking'")
+        .bind(id)
+        .execute(tx)
+        .await?;
+    Ok(())
 }
 
 /// Marks the revoke of share `id` as stalled, once; `None` when it is not `revoking` or was

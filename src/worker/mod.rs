@@ -88,6 +88,10 @@ pub struct WorkerConfig {
     /// A revoke still failing this long after it started is reported stalled (as after
     /// `max_attempts` failed tries, whichever comes first).
     pub revoke_stalled_after: Duration,
+    /// How long after removing a member the revoke looks for it again before the share is
+    /// `revoked`: Glance brings a removed member back when a status update by the consumer
+    /// that read it before the removal completes after it.
+    pub revoke_confirm_after: Duration,
 }
 
 /// What one pass found to do.
@@ -169,7 +173,10 @@ enum Effect {
     /// A `reject` job queued before rejections were carried out as revokes: the rejection is
     /// to be carried out now.
     RejectAsked,
-    /// The member is gone (and the image private again when the broker owed that).
+    /// The member was removed; it is to be looked for again at this time.
+    Removed(chrono::DateTime<Utc>),
+    /// The member is gone, and stayed gone (and the image is private again when the broker
+    /// owed that).
     Revoked,
 }
 
@@ -439,6 +446,9 @@ impl Worker {
         Ok(set.map(|()| Effect::Accepted).map_err(Failure::from))
     }
 
+    /// Removes the member, looks for it again `revoke_confirm_after` later (removing it again
+    /// if it came back), then leaves the image private if the broker made it shared and no
+    /// member is left.
     async fn revoke(&self, job: &Claimed, share: &Share, rid: &str) -> anyhow::Result<Result<Effect, Failure>> {
         if share.state != ShareState::Revoking {
             return Ok(Ok(Effect::Nothing));
@@ -446,9 +456,31 @@ impl Worker {
         let held = std::slice::from_ref(job);
         let image_id = share.image_id.to_string();
         if let Some(project_id) = &share.project_id {
-            self.fence(held).await?;
-            if let Err(e) = self.cloud.remove_member(&image_id, project_id, rid).await {
-                return Ok(Err(e.into()));
+            let confirm_after =
+                chrono::Duration::from_std(self.config.revoke_confirm_after).unwrap_or(chrono::Duration::MAX);
+            let removed_at = db::shares::revocation(&self.pool, share.id).await?.member_removed_at;
+            let remove = match removed_at {
+                None => true,
+                Some(at) if Utc::now() < at + confirm_after => return Ok(Ok(Effect::Removed(at + confirm_after))),
+                Some(_) => match self.cloud.member(&image_id, project_id, rid).await {
+                    Ok(None) => false,
+                    Ok(Some(member)) => {
+                        metrics::counter!("gsb_members_back_after_removal_total").increment(1);
+                        tracing::warn!(share.id = %share.id, member.status = %member.status, "the removed member is back in Glance: removing it again");
+                        true
+                    }
+                    Err(e) => return Ok(Err(e.into())),
+                },
+            };
+            if remove {
+                self.fence(held).await?;
+                if let Err(e) = self.cloud.remove_member(&image_id, project_id, rid).await {
+                    return Ok(Err(e.into()));
+                }
+                let mut tx = self.lease_tx(held).await?;
+                db::shares::note_member_removed(&mut tx, share.id).await?;
+                tx.commit().await?;
+                return Ok(Ok(Effect::Removed(Utc::now() + confirm_after)));
             }
         }
         // Leave the image as the broker found it: private, once the last member is gone.
@@ -753,6 +785,8 @@ impl Worker {
                 }
                 Finish::Done
             }
+            Ok(Effect::Removed(_)) if share.state != ShareState::Revoking => Finish::Done,
+            Ok(Effect::Removed(confirm_at)) => Finish::Later(confirm_at, None),
             Ok(Effect::Revoked) => {
                 self.record_revoked(tx, share, events).await?;
                 Finish::Done
