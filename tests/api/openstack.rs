@@ -173,7 +173,7 @@ pub fn worker_config() -> WorkerConfig {
         glance_rate_limit: 0,
         instance: "test-worker".into(),
         revoke_stalled_after: Duration::from_secs(900),
-        revoke_confirm_after: Duration::from_millis(100),
+        revoke_confirm_after: Duration::from_millis(200),
     }
 }
 
