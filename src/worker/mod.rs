@@ -130,6 +130,16 @@ impl Queue {
     }
 }
 
+/// A job's heartbeat, stopped when dropped: also when its pass panics, so that a job a
+/// panic abandoned is not renewed for ever, and its lease lapses.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs one pass of the loop `name`; a pass that panics becomes a failed pass (logged and
 /// counted in `gsb_worker_panics_total`), so the loop goes on instead of stopping for good.
 /// A panicking job is left for its lease to lapse, like any abandoned job.
@@ -338,7 +348,7 @@ impl Worker {
         };
         let heartbeat = self.spawn_heartbeat(job.clone());
         let result = self.run_claimed(&held).await;
-        heartbeat.abort();
+        drop(heartbeat);
         if let Err(e) = result {
             tracing::warn!(job.id = %job.id, error = ?e, "job abandoned; its lease will lapse and it will be retried");
         }
@@ -356,10 +366,10 @@ impl Worker {
         }
     }
 
-    /// Renews the lease of `job` and of the jobs adopted under its token.
-    fn spawn_heartbeat(&self, job: Claimed) -> tokio::task::JoinHandle<()> {
+    /// Renews the lease of `job` and of the jobs adopted under its token, until dropped.
+    fn spawn_heartbeat(&self, job: Claimed) -> Heartbeat {
         let (pool, lease) = (self.pool.clone(), self.config.lease);
-        tokio::spawn(async move {
+        Heartbeat(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(lease / 3).await;
                 match jobs::heartbeat(&pool, job.lease_token, lease).await {
@@ -371,7 +381,7 @@ impl Worker {
                     Err(e) => tracing::warn!(job.id = %job.id, error = %e, "heartbeat failed"),
                 }
             }
-        })
+        }))
     }
 
     /// A job on one share: its calls to OpenStack, then one transaction for the outcome.
@@ -860,8 +870,11 @@ impl Worker {
             tracing::info!(error = %message, state = %share.state, "OpenStack call failed, but the share moved on: the job ends");
             return Ok(Finish::Done);
         }
-        let gives_up = !error.is_transient() || job.attempts >= self.config.max_attempts;
-        tracing::warn!(error = %message, gives_up = gives_up && job.kind != Kind::Revoke && job.kind != Kind::Poll, "OpenStack call failed");
+        // Polls and revokes never give up; grants and accepts do, after a permanent error or
+        // their last try.
+        let gives_up = matches!(job.kind, Kind::Grant | Kind::Accept)
+            && (!error.is_transient() || job.attempts >= self.config.max_attempts);
+        tracing::warn!(error = %message, gives_up, "OpenStack call failed");
         let backoff = retry::next_delay(
             job.attempts - 1,
             self.config.retry_base,
@@ -1216,6 +1229,27 @@ mod tests {
         assert_eq!(outcomes[0], Ok(Outcome::Ran));
         assert_eq!(outcomes[1], Err("the jobs pass panicked: a bad row".to_owned()));
         assert_eq!(outcomes[2], Ok(Outcome::Ran), "the pass after the panic runs");
+    }
+
+    #[tokio::test]
+    async fn a_pass_that_panics_stops_its_heartbeat() {
+        let alive = Arc::new(());
+        let held = alive.clone();
+        let pass = survive("jobs", async move {
+            let _heartbeat = Heartbeat(tokio::spawn(async move {
+                let _held = held;
+                std::future::pending::<()>().await
+            }));
+            panic!("mid-job");
+        });
+        assert!(pass.await.is_err());
+        for _ in 0..100 {
+            if Arc::strong_count(&alive) == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the heartbeat outlived its pass: the job's lease would never lapse");
     }
 
     #[tokio::test]
