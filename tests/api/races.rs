@@ -562,7 +562,7 @@ async fn every_revoke_ends_with_no_member_in_glance_whatever_races_it() {
     let seed: u64 = std::env::var("GSB_RACE_SEED").map_or(0x5eed_2026, |s| s.parse().unwrap());
     let mut rng = StdRng::seed_from_u64(seed);
     // Each round races three shares of one image; GSB_RACE_ROUNDS runs more for a deeper look.
-    let rounds: usize = std::env::var("GSB_RACE_ROUNDS").map_or(16, |s| s.parse().unwrap());
+    let rounds: usize = std::env::var("GSB_RACE_ROUNDS").map_or(30, |s| s.parse().unwrap());
     let mut revoked = 0;
     for round in 0..rounds {
         let image = rig.private_image(&format!("race-{round}")).await;
