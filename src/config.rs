@@ -453,6 +453,10 @@ pub enum AuditCommand {
     Verify {
         #[command(flatten)]
         database: DatabaseArgs,
+        /// An anchor kept outside the database, `<chain_pos>:<hash>` (a logged `audit.checkpoint`):
+        /// fails unless the chain holds that hash at that place (repeat for more).
+        #[arg(long = "expect", value_name = "CHAIN_POS:HASH")]
+        expect: Vec<crate::domain::ChainLink>,
     },
 }
 

@@ -31,8 +31,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let app = Application::build(&args, cloud.clone()).await?;
     let worker = match cloud.filter(|_| !args.no_worker) {
         Some(cloud) => {
-            let policy = approval_policy(&args.worker)?;
-            let config = args.worker.worker_config(instance_name(&args.instance), policy);
+            let instance = instance_name(&args.instance);
+            let policy = approval_policy(&args.worker, &app.pool, &instance).await?;
+            let config = args.worker.worker_config(instance, policy);
             Some(RunningWorker::start(app.pool.clone(), cloud, config))
         }
         None => None,
@@ -58,11 +59,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Worker(args) => {
             let cloud = args.worker.openstack()?;
-            let config = args
-                .worker
-                .worker_config(instance_name(&args.instance), approval_policy(&args.worker)?);
             let pool = db::pool(args.database.connect_options()?, args.database.db_max_connections);
             migrate(&pool).await?;
+            let instance = instance_name(&args.instance);
+            let policy = approval_policy(&args.worker, &pool, &instance).await?;
+            let config = args.worker.worker_config(instance, policy);
             spawn_audit_checkpoints(
                 pool.clone(),
                 args.audit.checkpoint_every(),
@@ -81,10 +82,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(command) => keys(command).await,
-        Command::Audit(AuditCommand::Verify { database }) => {
+        Command::Audit(AuditCommand::Verify { database, expect }) => {
             let pool = db::pool(database.connect_options()?, 2);
-            let report = db::audit::verify(&pool, "verify by the command line").await?;
+            let report = db::audit::verify_anchored(&pool, "verify by the command line", &expect).await?;
             print_report(&report);
+            if let Some(anchor) = &report.anchor_mismatch {
+                anyhow::bail!(
+                    "the audit log does not match the anchor --expect {}:{}: {}",
+                    anchor.expected.chain_pos,
+                    anchor.expected.hash,
+                    anchor.detail
+                );
+            }
             anyhow::ensure!(
                 report.ok,
                 "the audit log does not verify: it was tampered with, or events wait unsealed"
@@ -135,6 +144,17 @@ fn print_report(report: &ChainReport) {
     println!("{} events not sealed yet", report.unsealed_events);
     if let Some(stale) = &report.stale_unsealed {
         println!("UNSEALED TOO LONG: {}", stale.detail);
+    }
+    match &report.anchor_mismatch {
+        Some(m) => println!(
+            "ANCHOR MISMATCH at place {}: {}\n  hash: expected {}, stored {}",
+            m.expected.chain_pos,
+            m.detail,
+            m.expected.hash,
+            m.stored_hash.as_deref().unwrap_or("(no such event)")
+        ),
+        None if report.anchors_checked > 0 => println!("{} anchors match the chain", report.anchors_checked),
+        None => {}
     }
     if let Some(written) = &report.checkpoint_written {
         println!("checkpoint recorded at place {}", written.chain_pos);
@@ -279,12 +299,17 @@ impl RunningWorker {
 }
 
 /// The approval policy from `--policy-file`, reloaded on SIGHUP; none: one approver each.
-fn approval_policy(args: &WorkerArgs) -> anyhow::Result<SharedPolicy> {
+/// Every load, at start and on each SIGHUP, in force or refused, is recorded in the audit
+/// log as `update/policy` (the file's digest and rule names), as `observer`.
+async fn approval_policy(args: &WorkerArgs, pool: &PgPool, observer: &str) -> anyhow::Result<SharedPolicy> {
     let Some(path) = &args.policy_file else {
         return Ok(SharedPolicy::default());
     };
-    let source = PolicySource::load(path)?;
+    let loaded = PolicySource::load(path);
+    audit_policy(pool, observer, "start", path, loaded.as_ref().map(|s| &s.loaded)).await;
+    let source = loaded?;
     let policy = source.policy();
+    let (pool, observer) = (pool.clone(), observer.to_owned());
     tokio::spawn(async move {
         let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(hangups) => hangups,
@@ -293,15 +318,76 @@ fn approval_policy(args: &WorkerArgs) -> anyhow::Result<SharedPolicy> {
             }
         };
         while hangups.recv().await.is_some() {
-            if let Err(e) = source.reload() {
+            let reloaded = source.reload();
+            if let Err(e) = &reloaded {
                 tracing::error!(
                     error = format!("{e:#}"),
                     "approval policy not reloaded: keeping the policy in force"
                 );
             }
+            audit_policy(&pool, &observer, "reload", &source.path, reloaded.as_ref()).await;
         }
     });
     Ok(policy)
+}
+
+/// Records a load of the policy file (`trigger`: `start` or `reload`) in the audit log: in
+/// force, with its digest and rule names, or refused, with why. A failure to record is
+/// logged; the policy in force is what was decided either way.
+async fn audit_policy(
+    pool: &PgPool,
+    observer: &str,
+    trigger: &str,
+    path: &Path,
+    loaded: Result<&PolicyVersion, &anyhow::Error>,
+) {
+    let actor = crate::domain::Initiator::service("policy-file");
+    let path_text = path.display().to_string();
+    let (outcome, reason, details) = match loaded {
+        Ok(version) => (
+            "success",
+            None,
+            serde_json::json!({
+                "trigger": trigger,
+                "path": path_text,
+                "digest": version.digest,
+                "rules": version.rules,
+            }),
+        ),
+        Err(e) => (
+            "failure",
+            Some(format!("{e:#}")),
+            serde_json::json!({
+                "trigger": trigger,
+                "path": path_text,
+                // The file as it is now (it may have been unreadable).
+                "digest": std::fs::read(path).ok().map(|bytes| PolicyVersion::digest_of(&bytes)),
+            }),
+        ),
+    };
+    let event = db::audit::NewEvent {
+        outcome,
+        reason: reason.as_deref(),
+        details,
+        ..db::audit::NewEvent::attempt(&actor, "update/policy")
+    };
+    if let Err(e) = db::audit::record_alone(pool, observer, event).await {
+        tracing::error!(error = %e, "recording the approval policy's load in the audit log failed");
+    }
+}
+
+/// Which policy a load put in force: the SHA-256 of the file (hex) and its rules' names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyVersion {
+    pub digest: String,
+    pub rules: Vec<String>,
+}
+
+impl PolicyVersion {
+    fn digest_of(bytes: &[u8]) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(bytes))
+    }
 }
 
 /// The approval policy file: read at start (a bad file stops the start) and on [`Self::reload`],
@@ -309,15 +395,18 @@ fn approval_policy(args: &WorkerArgs) -> anyhow::Result<SharedPolicy> {
 pub struct PolicySource {
     path: PathBuf,
     policy: SharedPolicy,
+    /// What was read at start.
+    pub loaded: PolicyVersion,
 }
 
 impl PolicySource {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let policy = Self::read(path)?;
-        tracing::info!(path = %path.display(), rules = policy.rules.len(), "approval policy loaded");
+        let (policy, loaded) = Self::read(path)?;
+        tracing::info!(path = %path.display(), rules = policy.rules.len(), digest = %loaded.digest, "approval policy loaded");
         Ok(PolicySource {
             path: path.to_owned(),
             policy: SharedPolicy::new(policy),
+            loaded,
         })
     }
 
@@ -326,19 +415,25 @@ impl PolicySource {
         self.policy.clone()
     }
 
-    /// Reads the file again; the policy in force is replaced only by a valid one.
-    pub fn reload(&self) -> anyhow::Result<()> {
-        let policy = Self::read(&self.path)?;
-        tracing::info!(path = %self.path.display(), rules = policy.rules.len(), "approval policy reloaded");
+    /// Reads the file again; the policy in force is replaced only by a valid one. Returns
+    /// which one is now in force.
+    pub fn reload(&self) -> anyhow::Result<PolicyVersion> {
+        let (policy, version) = Self::read(&self.path)?;
+        tracing::info!(path = %self.path.display(), rules = policy.rules.len(), digest = %version.digest, "approval policy reloaded");
         self.policy.replace(policy);
-        Ok(())
+        Ok(version)
     }
 
-    fn read(path: &Path) -> anyhow::Result<Policy> {
+    fn read(path: &Path) -> anyhow::Result<(Policy, PolicyVersion)> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the approval policy {} (GSB_POLICY_FILE)", path.display()))?;
-        Policy::parse(&path.to_string_lossy(), &text)
-            .map_err(|e| anyhow::anyhow!("the approval policy {} is refused: {e}", path.display()))
+        let policy = Policy::parse(&path.to_string_lossy(), &text)
+            .map_err(|e| anyhow::anyhow!("the approval policy {} is refused: {e}", path.display()))?;
+        let version = PolicyVersion {
+            digest: PolicyVersion::digest_of(text.as_bytes()),
+            rules: policy.rules.iter().map(|rule| rule.name.clone()).collect(),
+        };
+        Ok((policy, version))
     }
 }
 
@@ -357,19 +452,15 @@ fn spawn_idempotency_purge(pool: PgPool, ttl_hours: i64) {
     });
 }
 
-/// Records the head of the audit chain every `every`, when it moved; also logs it, so a copy
-/// lives outside the database.
+/// Records the head of the audit chain every `every`, when it moved (`db::audit::checkpoint`
+/// also logs it, so a copy lives outside the database).
 fn spawn_audit_checkpoints(pool: PgPool, every: Duration, instance: String) {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         loop {
             ticks.tick().await;
-            match db::audit::checkpoint(&pool, &instance).await {
-                Ok(Some(head)) => {
-                    tracing::info!(audit.chain_pos = head.chain_pos, audit.hash = %head.hash, "audit checkpoint")
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "audit checkpoint failed"),
+            if let Err(e) = db::audit::checkpoint(&pool, &instance).await {
+                tracing::warn!(error = %e, "audit checkpoint failed");
             }
         }
     });

@@ -1,15 +1,19 @@
 //! API keys for services. A key is `gsb_` followed by 43 characters of randomness; only its
-//! SHA-256 is stored, so a database dump does not hand out access.
+//! SHA-256 is stored, so a database dump does not hand out access. Creating and revoking a
+//! key writes its audit event in the same transaction; the secret goes nowhere but to the
+//! caller of [`create`].
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use rand::RngCore;
+use serde_json::json;
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::domain::{Principal, Role};
+use super::audit::{self, NewEvent};
+use crate::domain::{Initiator, Principal, Role};
 
 const PREFIX: &str = "gsb_";
 
@@ -40,7 +44,9 @@ fn hash(key: &str) -> Vec<u8> {
     Sha256::digest(key.as_bytes()).to_vec()
 }
 
-/// Creates a key and returns it with the only copy of its secret.
+/// Creates a key and returns it with the only copy of its secret. The key and its audit
+/// event (`create/key`: its id, name, role and projects, never the secret nor its hash)
+/// are written in one transaction.
 pub async fn create(
     pool: &PgPool,
     name: &str,
@@ -50,6 +56,7 @@ pub async fn create(
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut secret);
     let key = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(secret));
+    let mut tx = pool.begin().await?;
     let row = sqlx::query_as::<_, ApiKey>(
         "insert into api_keys (id, name, role, projects, key_hash) values ($1, $2, $3, $4, $5)
          returning id, name, role, projects, created_at, revoked_at",
@@ -59,10 +66,46 @@ pub async fn create(
     .bind(role.as_str())
     .bind(projects)
     .bind(hash(&key))
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
+    record(&mut tx, "create/key", &row).await?;
+    tx.commit().await?;
     Ok((row, key))
 }
+
+/// Who changes keys: they are changed from the command line (`glance-share-broker keys`),
+/// with database credentials, so the database user the change was made as.
+async fn operator(tx: &mut PgConnection) -> Result<Initiator, sqlx::Error> {
+    let user: String = sqlx::query_scalar("select session_user::text")
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(Initiator {
+        kind: "database_user",
+        ..Initiator::service(&user)
+    })
+}
+
+/// Records `action` on `key` in the audit log, inside `tx`. What identifies the key and
+/// what it may do; nothing that would let anyone use it.
+async fn record(tx: &mut PgConnection, action: &str, key: &ApiKey) -> Result<(), sqlx::Error> {
+    let initiator = operator(tx).await?;
+    let event = NewEvent {
+        details: json!({
+            "key": {
+                "id": key.id,
+                "name": key.name,
+                "role": key.role.0.as_str(),
+                "projects": key.projects,
+            }
+        }),
+        ..NewEvent::attempt(&initiator, action)
+    };
+    audit::record(tx, OBSERVER, event).await?;
+    Ok(())
+}
+
+/// The observer of key changes: the command line, not a broker instance.
+pub const OBSERVER: &str = "glance-share-broker keys";
 
 pub async fn list(pool: &PgPool) -> Result<Vec<ApiKey>, sqlx::Error> {
     sqlx::query_as("select id, name, role, projects, created_at, revoked_at from api_keys order by created_at, name")
@@ -70,13 +113,23 @@ pub async fn list(pool: &PgPool) -> Result<Vec<ApiKey>, sqlx::Error> {
         .await
 }
 
-/// Revokes a key by name; returns whether a live key was revoked.
+/// Revokes a key by name; returns whether a live key was revoked. The revocation and its
+/// audit event (`delete/key`) are written in one transaction.
 pub async fn revoke(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("update api_keys set revoked_at = now() where name = $1 and revoked_at is null")
-        .bind(name)
-        .execute(pool)
-        .await?;
-    Ok(done.rows_affected() == 1)
+    let mut tx = pool.begin().await?;
+    let revoked = sqlx::query_as::<_, ApiKey>(
+        "update api_keys set revoked_at = now() where name = $1 and revoked_at is null
+         returning id, name, role, projects, created_at, revoked_at",
+    )
+    .bind(name)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(key) = revoked else {
+        return Ok(false);
+    };
+    record(&mut tx, "delete/key", &key).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// The principal a presented key stands for, if it is a live key.

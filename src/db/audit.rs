@@ -23,7 +23,9 @@ use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use super::share_requests::{Share, ShareRequest};
-use crate::domain::{BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, UnsealedEvent, canonical_json};
+use crate::domain::{
+    AnchorMismatch, BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, UnsealedEvent, canonical_json,
+};
 
 /// An event to append. Its `target` (the image, its owner, the member project, the region,
 /// the request and share) is built from these fields; `details` holds the rest.
@@ -176,6 +178,15 @@ pub const GENESIS: [u8; 32] = [0; 32];
 pub async fn record(tx: &mut PgConnection, observer: &str, event: NewEvent<'_>) -> Result<Event, sqlx::Error> {
     let mut stored = record_all(tx, observer, vec![event]).await?;
     Ok(stored.remove(0))
+}
+
+/// Appends an event in a transaction of its own: for what changes nothing in the database
+/// (a policy reloaded from its file) or was refused.
+pub async fn record_alone(pool: &PgPool, observer: &str, event: NewEvent<'_>) -> Result<Event, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let stored = record(&mut tx, observer, event).await?;
+    tx.commit().await?;
+    Ok(stored)
 }
 
 /// Appends several events inside `tx` in one insert (a worker's batch), in their order,
@@ -450,22 +461,27 @@ pub fn stream(
 
 /// Seals what has committed, then records the sealed head (its place and hash) as a
 /// checkpoint, unless a checkpoint already holds it (or a later one). Returns the head
-/// recorded, if any.
+/// recorded, if any. The head is read by `audit_checkpoint` in the database, never passed in:
+/// the application's role may not insert checkpoints itself. Each checkpoint is also logged
+/// (target `audit.checkpoint`), so a copy of the head lives outside the database for an
+/// auditor to anchor `audit verify --expect` on.
 pub async fn checkpoint(pool: &PgPool, taken_by: &str) -> Result<Option<ChainLink>, sqlx::Error> {
     seal_all(pool).await?;
-    let row: Option<(i64, Vec<u8>)> = sqlx::query_as(
-        "insert into audit_checkpoints (id, chain_pos, hash, taken_by)
-         select $1, head.chain_pos, head.hash, $2
-         from (select chain_pos, hash from audit_events where chain_pos is not null
-               order by chain_pos desc limit 1) head
-         where not exists (select 1 from audit_checkpoints c where c.chain_pos >= head.chain_pos)
-         returning chain_pos, hash",
-    )
-    .bind(Uuid::now_v7())
-    .bind(taken_by)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|(chain_pos, hash)| link(chain_pos, &hash)))
+    let row: Option<(i64, Vec<u8>)> = sqlx::query_as("select chain_pos, hash from audit_checkpoint($1)")
+        .bind(taken_by)
+        .fetch_optional(pool)
+        .await?;
+    let taken = row.map(|(chain_pos, hash)| link(chain_pos, &hash));
+    if let Some(head) = &taken {
+        tracing::info!(
+            target: "audit.checkpoint",
+            chain_pos = head.chain_pos,
+            hash = %head.hash,
+            taken_by,
+            "audit checkpoint"
+        );
+    }
+    Ok(taken)
 }
 
 fn link(chain_pos: i64, hash: &[u8]) -> ChainLink {
@@ -536,12 +552,22 @@ struct CheckpointRow {
     stored_hash: Option<Vec<u8>>,
 }
 
-/// Seals what has committed, walks the whole chain in order, in constant memory, and stops
-/// at the first broken link; then compares every checkpoint with the chain, and counts the
-/// events still unsealed (failing when one waited more than [`UNSEALED_GRACE_SECS`]). When
-/// all holds and the chain has grown since the last checkpoint, records a new one as
-/// `taken_by`.
+/// [`verify_anchored`] with no anchors.
 pub async fn verify(pool: &PgPool, taken_by: &str) -> Result<ChainReport, sqlx::Error> {
+    verify_anchored(pool, taken_by, &[]).await
+}
+
+/// Seals what has committed, walks the whole chain in order, in constant memory, and stops
+/// at the first broken link; then compares every checkpoint, and every anchor the caller
+/// kept outside the database (`anchors`: places and the hashes they must hold), with the
+/// chain, and counts the events still unsealed (failing when one waited more than
+/// [`UNSEALED_GRACE_SECS`]). When all holds and the chain has grown since the last
+/// checkpoint, records a new one as `taken_by`.
+///
+/// Checkpoints live in the database: whoever can rewrite the log can rewrite them too.
+/// Anchors cannot be reached from there, so an intact chain that matches them is the chain
+/// the auditor saw.
+pub async fn verify_anchored(pool: &PgPool, taken_by: &str, anchors: &[ChainLink]) -> Result<ChainReport, sqlx::Error> {
     let mut events = pin!(stream(pool.clone(), EventFilter::default(), 0));
     let (mut checked, mut head, mut first_broken_link) = (0, None::<(i64, Vec<u8>)>, None);
     while let Some(event) = events.next().await.transpose()? {
@@ -609,7 +635,9 @@ pub async fn verify(pool: &PgPool, taken_by: &str) -> Result<ChainReport, sqlx::
         ),
     });
 
-    let ok = first_broken_link.is_none() && mismatch.is_none() && stale_unsealed.is_none();
+    let anchor_mismatch = anchor_mismatch(pool, anchors).await?;
+
+    let ok = first_broken_link.is_none() && mismatch.is_none() && stale_unsealed.is_none() && anchor_mismatch.is_none();
     let checkpoint_written = if ok { checkpoint(pool, taken_by).await? } else { None };
     Ok(ChainReport {
         ok,
@@ -621,5 +649,42 @@ pub async fn verify(pool: &PgPool, taken_by: &str) -> Result<ChainReport, sqlx::
         checkpoint_written,
         unsealed_events,
         stale_unsealed,
+        anchors_checked: anchors.len() as i64,
+        anchor_mismatch,
     })
+}
+
+/// The first of `anchors`, by place, whose hash the chain does not hold at its place.
+async fn anchor_mismatch(pool: &PgPool, anchors: &[ChainLink]) -> Result<Option<AnchorMismatch>, sqlx::Error> {
+    if anchors.is_empty() {
+        return Ok(None);
+    }
+    let places: Vec<i64> = anchors.iter().map(|a| a.chain_pos).collect();
+    let hashes: Vec<String> = anchors.iter().map(|a| a.hash.clone()).collect();
+    let found: Option<(i64, String, Option<Vec<u8>>)> = sqlx::query_as(
+        "select a.chain_pos, a.hash, e.hash
+         from unnest($1::bigint[], $2::text[]) as a (chain_pos, hash)
+         left join audit_events e on e.chain_pos = a.chain_pos
+         where e.hash is distinct from decode(a.hash, 'hex')
+         order by a.chain_pos limit 1",
+    )
+    .bind(&places)
+    .bind(&hashes)
+    .fetch_optional(pool)
+    .await?;
+    Ok(found.map(|(chain_pos, hash, stored)| {
+        let detail = match &stored {
+            None => format!(
+                "the chain has no event at place {chain_pos}, which the anchor expects: events were deleted from the tail, or the anchor is from another log"
+            ),
+            Some(_) => format!(
+                "the event at place {chain_pos} does not have the anchored hash: the history up to there was rewritten"
+            ),
+        };
+        AnchorMismatch {
+            expected: ChainLink { chain_pos, hash },
+            stored_hash: stored.map(hex::encode),
+            detail,
+        }
+    }))
 }

@@ -9,7 +9,8 @@ use super::principal::Credential;
 /// The party behind an action: a caller of the API, or the broker itself.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Initiator {
-    /// `api_key`, `keystone_user` or `service` (the broker's own worker, expiry, ...).
+    /// `api_key`, `keystone_user`, `service` (the broker's own worker, expiry, ...) or
+    /// `database_user` (a change made from the command line with database credentials).
     pub kind: &'static str,
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -74,8 +75,8 @@ impl Initiator {
 /// What walking the audit chain found.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ChainReport {
-    /// True when every link holds, every checkpoint matches the chain and no event waited
-    /// too long for its seal.
+    /// True when every link holds, every checkpoint and every anchor given matches the
+    /// chain, and no event waited too long for its seal.
     pub ok: bool,
     /// Sealed events read, in chain order, up to the first broken link.
     pub events_checked: i64,
@@ -95,6 +96,22 @@ pub struct ChainReport {
     /// The oldest event unsealed for more than 60 s: a working sealer seals within a
     /// second, so no sealer runs, or it fails. The check then fails.
     pub stale_unsealed: Option<UnsealedEvent>,
+    /// Anchors the caller kept outside the database (`expect`) compared with the chain.
+    pub anchors_checked: i64,
+    /// The first anchor the chain does not hold (the check then fails): the event at its
+    /// place has another hash, or is gone.
+    pub anchor_mismatch: Option<AnchorMismatch>,
+}
+
+/// An anchor, `<chain_pos>:<hash>`, that the chain does not hold.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AnchorMismatch {
+    /// The place and hash the caller expects.
+    pub expected: ChainLink,
+    /// The hash the chain holds at that place; absent when it has no event there.
+    pub stored_hash: Option<String>,
+    /// The finding in a sentence.
+    pub detail: String,
 }
 
 /// An event that has no place in the chain yet.
@@ -114,6 +131,25 @@ pub struct ChainLink {
     pub chain_pos: i64,
     /// SHA-256, hex.
     pub hash: String,
+}
+
+/// An anchor as an auditor writes it, `<chain_pos>:<hash>` (a logged checkpoint's
+/// `chain_pos` and `hash`): a place from 1 and 64 hex digits.
+impl std::str::FromStr for ChainLink {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let wrong = || format!("`{text}` is not <chain_pos>:<hash>, a place from 1 and a SHA-256 in 64 hex digits");
+        let (pos, hash) = text.trim().split_once(':').ok_or_else(wrong)?;
+        let chain_pos = pos.parse::<i64>().ok().filter(|pos| *pos >= 1).ok_or_else(wrong)?;
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(wrong());
+        }
+        Ok(ChainLink {
+            chain_pos,
+            hash: hash.to_ascii_lowercase(),
+        })
+    }
 }
 
 /// Where the chain breaks, and how.
@@ -144,4 +180,34 @@ pub struct CheckpointMismatch {
     pub stored_hash: Option<String>,
     /// The finding in a sentence.
     pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_anchor_is_a_place_from_one_and_a_sha256_in_hex() {
+        let hash = "AB".repeat(32);
+        let anchor: ChainLink = format!("12:{hash}").parse().unwrap();
+        assert_eq!(
+            anchor,
+            ChainLink {
+                chain_pos: 12,
+                hash: "ab".repeat(32)
+            }
+        );
+        for bad in [
+            format!("0:{hash}"),
+            format!("-1:{hash}"),
+            format!("x:{hash}"),
+            "12:abcd".to_owned(),
+            format!("12:{}", "zz".repeat(32)),
+            hash.clone(),
+            String::new(),
+        ] {
+            let error = bad.parse::<ChainLink>().unwrap_err();
+            assert!(error.contains("<chain_pos>:<hash>"), "{bad}: {error}");
+        }
+    }
 }

