@@ -713,3 +713,52 @@ async fn a_consumer_setting_its_member_status_during_the_revoke_cannot_keep_the_
         assert_eq!(members_in_glance(&rig, &image).await, Vec::new(), "try {attempt}");
     }
 }
+
+/// A share of a fake Glance's image to proj-b, granted; returns (app, fake, worker, image, share).
+async fn granted_in_fake() -> (TestApp, FakeGlance, Worker, String, String) {
+    let app = spawn_app().await;
+    let (fake, url) = FakeGlance::start().await;
+    let image = Uuid::new_v4().to_string();
+    fake.add_image(&image, &env("PROJ_A_ID"), "shared");
+    let worker = worker_through(&app, &url);
+    let body = json!({"image_id": image, "targets": [env("PROJ_B_ID")], "reason": "upgrade"});
+    let request = app.file_and_approve(body, Some(&worker)).await;
+    let share = request["shares"][0]["id"].as_str().unwrap().to_owned();
+    until_share_state(&worker, &app.pool, &share, "pending_acceptance").await;
+    (app, fake, worker, image, share)
+}
+
+#[tokio::test]
+async fn a_reject_job_queued_before_rejections_removed_members_removes_the_member() {
+    let (app, fake, worker, image, share) = granted_in_fake().await;
+    let mut tx = app.pool.begin().await.unwrap();
+    let (share_id, image_id) = (share.parse().unwrap(), image.parse().unwrap());
+    db::jobs::enqueue(&mut tx, db::jobs::Kind::Reject, share_id, image_id, chrono::Utc::now())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    until_share_state(&worker, &app.pool, &share, "revoked").await;
+    assert_eq!(fake.member_status(&image, &env("PROJ_B_ID")), None);
+    assert_eq!(
+        fake.calls(Method::PUT, "put_member"),
+        0,
+        "no status is set on a member to remove"
+    );
+}
+
+#[tokio::test]
+async fn a_share_left_rejected_with_its_member_is_revoked_by_the_sweep() {
+    let (app, fake, worker, image, share) = granted_in_fake().await;
+    // As a share seen rejected before rejections removed the member was left.
+    sqlx::query("update shares set state = 'rejected' where id = $1::uuid")
+        .bind(&share)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(worker.sweep_expired().await.unwrap(), 1);
+    assert_eq!(share_state(&app.pool, &share).await, "revoking");
+    until_share_state(&worker, &app.pool, &share, "revoked").await;
+    assert_eq!(fake.member_status(&image, &env("PROJ_B_ID")), None);
+    let trail = share_trail(&app.pool, &share).await;
+    assert!(has(&trail, "revoke", "success"), "{trail:?}");
+}
