@@ -243,6 +243,8 @@ fn config(concurrency: usize, glance_rate_limit: u32) -> WorkerConfig {
         },
         glance_rate_limit,
         instance: "bench".into(),
+        revoke_stalled_after: Duration::from_secs(900),
+        revoke_confirm_after: Duration::from_millis(100),
     }
 }
 

@@ -349,7 +349,8 @@ pub struct WorkerArgs {
     #[arg(long, env = "GSB_IDLE_POLL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60000))]
     pub idle_poll_ms: u64,
 
-    /// Tries of a failing Glance call before the share is `failed`.
+    /// Tries of a failing Glance call before a grant is `failed`, or a revoke (which is
+    /// retried until done) is reported stalled.
     #[arg(long, env = "GSB_MAX_ATTEMPTS", default_value_t = 8, value_parser = clap::value_parser!(i32).range(1..=100))]
     pub max_attempts: i32,
 
@@ -414,6 +415,18 @@ pub struct WorkerArgs {
     /// (they share the limit through Postgres). 0 turns the limit off.
     #[arg(long, env = "GSB_GLANCE_RATE_LIMIT", default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=100000))]
     pub glance_rate_limit: u32,
+
+    /// A revoke still failing this long after it started is reported stalled (the
+    /// `share.revoke_stalled` webhook, the `gsb_revokes_stalled` gauge), as after
+    /// GSB_MAX_ATTEMPTS failed tries; it is retried until the member is gone either way.
+    #[arg(long, env = "GSB_REVOKE_STALLED_AFTER_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=604800))]
+    pub revoke_stalled_after_secs: u64,
+
+    /// How long after removing a member a revoke looks for it again before the share is
+    /// `revoked` (Glance brings a removed member back when a status update that read it
+    /// before the removal completes after it); one that came back is removed again.
+    #[arg(long, env = "GSB_REVOKE_CONFIRM_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=600000))]
+    pub revoke_confirm_ms: u64,
 }
 
 impl Default for WorkerArgs {
@@ -458,6 +471,8 @@ impl WorkerArgs {
             },
             glance_rate_limit: self.glance_rate_limit,
             instance,
+            revoke_stalled_after: Duration::from_secs(self.revoke_stalled_after_secs),
+            revoke_confirm_after: Duration::from_millis(self.revoke_confirm_ms),
         }
     }
 

@@ -367,3 +367,26 @@ pub async fn holds(tx: &mut PgConnection, held: &[Claimed]) -> Result<bool, sqlx
     .await?;
     Ok(rows.len() == ids.len())
 }
+
+/// Whether this worker still holds every one of `held` (jobs under one lease token) under a
+/// lease that has not lapsed: the fence checked before each write to Glance. A lapsed lease
+/// counts as lost even before another worker takes the job over, for that may happen at any
+/// moment; a worker that finds its lease lost stops writing, so a stalled worker cannot
+/// re-add a member that was revoked meanwhile.
+pub async fn still_held(db: impl sqlx::PgExecutor<'_>, held: &[Claimed]) -> Result<bool, sqlx::Error> {
+    let ids: Vec<Uuid> = held.iter().map(|j| j.id).collect();
+    let Some(token) = held.first().map(|j| j.lease_token) else {
+        return Ok(true);
+    };
+    // Adopted jobs stay `queued`, due at the lease's end (see the module's docs).
+    let live: i64 = sqlx::query_scalar(
+        "select count(*) from jobs
+         where id = any($1) and lease_token = $2
+           and ((state = 'running' and lease_expires_at > now()) or (state = 'queued' and run_at > now()))",
+    )
+    .bind(&ids)
+    .bind(token)
+    .fetch_one(db)
+    .await?;
+    Ok(live == ids.len() as i64)
+}

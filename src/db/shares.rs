@@ -1,40 +1,65 @@
 //! State changes of one share, as the worker and the API make them. Each function runs inside
-//! the caller's transaction, next to the audit event that records the change.
+//! the caller's transaction, next to the audit event that records the change. Every change
+//! is guarded: it names the state it moves the share from (`where state = $from`), and a
+//! share that moved on meanwhile is left as it is (`None`, or left out of the result).
 
-use sqlx::{PgConnection, PgPool};
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use super::share_requests::{Share, ShareRequest};
-use crate::domain::ShareState;
+use crate::domain::{RevokeCause, ShareState};
 
-/// Moves a share to `state`, with the error that put it there (if any).
-pub async fn set_state(
+/// Moves a share from `from` to `to` (a move [`ShareState::on`] allowed), with the error that
+/// put it there (if any). `None` when the share is no longer in `from`: someone else moved it
+/// first, and this change lost the race (it is never written over theirs).
+pub async fn transition(
     tx: &mut PgConnection,
     id: Uuid,
-    state: ShareState,
+    from: ShareState,
+    to: ShareState,
     last_error: Option<&str>,
-) -> Result<Share, sqlx::Error> {
+) -> Result<Option<Share>, sqlx::Error> {
     sqlx::query_as(
-        "update shares set state = $2, last_error = $3, version = version + 1, updated_at = now()
-         where id = $1 returning *",
+        "update shares set state = $3, last_error = $4, version = version + 1, updated_at = now()
+         where id = $1 and state = $2 returning *",
     )
     .bind(id)
-    .bind(state.as_str())
+    .bind(from.as_str())
+    .bind(to.as_str())
     .bind(last_error)
-    .fetch_one(tx)
+    .fetch_optional(tx)
     .await
 }
 
-/// Moves several shares to `state`, clearing their errors.
-pub async fn set_states(tx: &mut PgConnection, ids: &[Uuid], state: ShareState) -> Result<Vec<Share>, sqlx::Error> {
+/// Moves those of the shares `ids` that are in `from` to `to`, clearing their errors; returns
+/// the shares moved (the others moved on meanwhile).
+pub async fn transition_all(
+    tx: &mut PgConnection,
+    ids: &[Uuid],
+    from: ShareState,
+    to: ShareState,
+) -> Result<Vec<Share>, sqlx::Error> {
     sqlx::query_as(
-        "update shares set state = $2, last_error = null, version = version + 1, updated_at = now()
-         where id = any($1) returning *",
+        "update shares set state = $3, last_error = null, version = version + 1, updated_at = now()
+         where id = any($1) and state = $2 returning *",
     )
     .bind(ids)
-    .bind(state.as_str())
+    .bind(from.as_str())
+    .bind(to.as_str())
     .fetch_all(tx)
     .await
+}
+
+/// Records the error a job met on a share that is still in `state`; `None` when the share
+/// has moved on (the error is about work nobody needs any more).
+pub async fn note_error(
+    tx: &mut PgConnection,
+    id: Uuid,
+    state: ShareState,
+    error: &str,
+) -> Result<Option<Share>, sqlx::Error> {
+    transition(tx, id, state, state, Some(error)).await
 }
 
 /// A member created in Glance: the share, its resolved project id, its new state, and the
@@ -48,7 +73,8 @@ pub struct Granted<'a> {
     pub image_owner: Option<&'a str>,
 }
 
-/// Records members as created in Glance, in one statement; returns the shares as updated.
+/// Records members as created in Glance, in one statement, for the shares still `granting`;
+/// returns the shares as updated (a share that moved on meanwhile is left as it is).
 pub async fn set_granted_all(tx: &mut PgConnection, granted: &[Granted<'_>]) -> Result<Vec<Share>, sqlx::Error> {
     if granted.is_empty() {
         return Ok(Vec::new());
@@ -63,7 +89,7 @@ pub async fn set_granted_all(tx: &mut PgConnection, granted: &[Granted<'_>]) -> 
                 image_name = g.image_name, image_owner = g.image_owner, version = s.version + 1, updated_at = now()
          from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
              as g (id, project_id, state, image_name, image_owner)
-         where s.id = g.id
+         where s.id = g.id and s.state = 'granting'
          returning s.*",
     )
     .bind(&ids)
@@ -75,18 +101,96 @@ pub async fn set_granted_all(tx: &mut PgConnection, granted: &[Granted<'_>]) -> 
     .await
 }
 
-/// Marks a share as being revoked, by whom and why.
-pub async fn start_revoke(tx: &mut PgConnection, id: Uuid, by: &str, reason: &str) -> Result<Share, sqlx::Error> {
+/// Who revokes a share, and why.
+#[derive(Debug, Clone, Copy)]
+pub struct RevokeStart<'a> {
+    /// A principal's name, `expiry`, or the worker.
+    pub by: &'a str,
+    pub reason: &'a str,
+    pub cause: RevokeCause,
+    /// Why the share needs revoking, when an error is the reason (a failed grant).
+    pub last_error: Option<&'a str>,
+}
+
+/// Moves a share from `from` to `revoking`, saying by whom and why (a move [`ShareState::on`]
+/// allowed); `None` when the share is no longer in `from`.
+pub async fn start_revoke(
+    tx: &mut PgConnection,
+    id: Uuid,
+    from: ShareState,
+    start: RevokeStart<'_>,
+) -> Result<Option<Share>, sqlx::Error> {
     sqlx::query_as(
-        "update shares set state = 'revoking', revoked_by = $2, revoke_reason = $3,
+        "update shares set state = 'revoking', revoked_by = $3, revoke_reason = $4, revoke_cause = $5,
+                last_error = $6, revoke_started_at = now(), revoke_stalled_at = null, member_removed_at = null,
                 version = version + 1, updated_at = now()
-         where id = $1 returning *",
+         where id = $1 and state = $2 returning *",
     )
     .bind(id)
-    .bind(by)
-    .bind(reason)
-    .fetch_one(tx)
+    .bind(from.as_str())
+    .bind(start.by)
+    .bind(start.reason)
+    .bind(start.cause.as_str())
+    .bind(start.last_error)
+    .fetch_optional(tx)
     .await
+}
+
+/// How a revoke in progress stands.
+#[derive(Debug, Clone)]
+pub struct Revocation {
+    /// `None` for a revoke started before causes were recorded (a person's or expiry's).
+    pub cause: Option<RevokeCause>,
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the revoke was reported stalled (`share.revoke_stalled`), if it was.
+    pub stalled_at: Option<DateTime<Utc>>,
+    /// When the revoke last removed the member (to be confirmed gone a moment later).
+    pub member_removed_at: Option<DateTime<Utc>>,
+}
+
+/// How the revoke of share `id` stands.
+pub async fn revocation(db: impl PgExecutor<'_>, id: Uuid) -> Result<Revocation, sqlx::Error> {
+    let (cause, started_at, stalled_at, member_removed_at): (Option<String>, _, _, _) = sqlx::query_as(
+        "select revoke_cause, revoke_started_at, revoke_stalled_at, member_removed_at from shares where id = $1",
+    )
+    .bind(id)
+    .fetch_one(db)
+    .await?;
+    Ok(Revocation {
+        // The column's check constraint admits only the causes' names.
+        cause: cause.as_deref().and_then(RevokeCause::parse),
+        started_at,
+        stalled_at,
+        member_removed_at,
+    })
+}
+
+/// Records that the revoke of share `id` removed its member just now.
+pub async fn note_member_removed(tx: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("update shares set member_removed_at = now() where id = $1 and state = 'revoking'")
+        .bind(id)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Marks the revoke of share `id` as stalled, once; `None` when it is not `revoking` or was
+/// marked already.
+pub async fn mark_revoke_stalled(tx: &mut PgConnection, id: Uuid) -> Result<Option<Share>, sqlx::Error> {
+    sqlx::query_as(
+        "update shares set revoke_stalled_at = now(), updated_at = now()
+         where id = $1 and state = 'revoking' and revoke_stalled_at is null returning *",
+    )
+    .bind(id)
+    .fetch_optional(tx)
+    .await
+}
+
+/// How many revokes are stalled now (reported, and not done yet).
+pub async fn stalled_revokes(db: impl PgExecutor<'_>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("select count(*) from shares where state = 'revoking' and revoke_stalled_at is not null")
+        .fetch_one(db)
+        .await
 }
 
 /// Remembers that the broker made the image `shared` for this share, before it does so.
@@ -155,4 +259,13 @@ pub async fn expired_in_force(tx: &mut PgConnection, limit: i64) -> Result<Vec<S
     .bind(limit)
     .fetch_all(tx)
     .await
+}
+
+/// Shares seen `rejected` in Glance before rejections removed the member (they still have
+/// one), locked; the expiry sweep revokes them.
+pub async fn rejected_with_member(tx: &mut PgConnection, limit: i64) -> Result<Vec<Share>, sqlx::Error> {
+    sqlx::query_as("select * from shares where state = 'rejected' order by updated_at limit $1 for update skip locked")
+        .bind(limit)
+        .fetch_all(tx)
+        .await
 }

@@ -159,6 +159,7 @@ pub async fn enqueue_for(tx: &mut PgConnection, event: &Event) -> Result<(), sql
         outcome: &event.outcome,
         about_share: event.share_id.is_some(),
         share_state: resource["state"].as_str(),
+        by_broker: event.initiator["kind"] == "service",
         details: &event.details,
     });
     let mut queued = false;

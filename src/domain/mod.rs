@@ -7,6 +7,7 @@ mod canonical;
 pub mod decisions;
 pub mod policy;
 mod principal;
+mod share;
 mod share_request;
 mod states;
 pub mod webhook;
@@ -16,7 +17,8 @@ pub use canonical::canonical_json;
 pub use principal::{
     ApproverScope, Capability, Credential, Grant, KeystoneIdentity, Principal, Readable, Role, RoleMap, Scope, Subject,
 };
+pub use share::{REJECTED_BY_CONSUMER, Refusal, Trigger};
 pub use share_request::{
     FieldError, Limits, MAX_REASON_CHARS, NewShareRequest, ShareRequestInput, Target, catalog_region, free_text_problem,
 };
-pub use states::{RequestStatus, ShareState, Validation};
+pub use states::{RequestStatus, RevokeCause, ShareState, Validation};

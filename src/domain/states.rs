@@ -79,9 +79,11 @@ string_enum! {
         PendingAcceptance => "pending_acceptance",
         /// The consumer accepted: the image is in its image list.
         Accepted => "accepted",
-        /// The consumer rejected the share.
+        /// Seen rejected in Glance before rejections removed the member; such a share is
+        /// revoked by the worker. A rejection now goes `revoking`, then `revoked`.
         Rejected => "rejected",
-        /// The worker is removing the member from Glance.
+        /// The worker is removing the member from Glance (revoked by a person, by expiry, after
+        /// a rejection, or after a grant that failed); retried until done, with `last_error`.
         Revoking => "revoking",
         /// The member is gone from Glance.
         Revoked => "revoked",
@@ -91,7 +93,7 @@ string_enum! {
         Cancelled => "cancelled",
         /// The request or the share expired.
         Expired => "expired",
-        /// The worker gave up; `last_error` says why.
+        /// The grant failed for good, and no member is left in Glance; `last_error` says why.
         Failed => "failed",
         /// The member disappeared from Glance without the broker removing it.
         RemovedOutside => "removed_outside",
@@ -99,6 +101,24 @@ string_enum! {
         ImageDeleted => "image_deleted",
         /// Its request failed validation.
         Invalid => "invalid",
+    }
+}
+
+string_enum! {
+    /// Why a share is being revoked: what the end of the revoke records.
+    RevokeCause {
+        /// A person revoked it (its requester, a requester of the image's project, an admin).
+        Requested => "requested",
+        /// Its request's `expires_at` passed.
+        Expiry => "expiry",
+        /// The consumer rejected it through the broker: the end of the revoke also records the
+        /// rejection as done.
+        Rejected => "rejected",
+        /// A poll saw the consumer reject it in Glance (the rejection is recorded already).
+        RejectedInGlance => "rejected_in_glance",
+        /// Its grant failed after Glance may have created the member: the share ends `failed`
+        /// once the member is gone.
+        FailedGrant => "failed_grant",
     }
 }
 

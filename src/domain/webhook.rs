@@ -6,7 +6,7 @@ use serde_json::Value;
 use sha2::Sha256;
 
 /// Every event a webhook may subscribe to.
-pub const EVENTS: [&str; 12] = [
+pub const EVENTS: [&str; 13] = [
     "request.created",
     "request.needs_approval",
     "request.approved",
@@ -19,6 +19,7 @@ pub const EVENTS: [&str; 12] = [
     "share.rejected",
     "share.revoked",
     "share.failed",
+    "share.revoke_stalled",
 ];
 
 /// What the announcing side knows about one audit event.
@@ -30,10 +31,14 @@ pub struct Recorded<'a> {
     pub about_share: bool,
     /// The share's state after the change, for share events.
     pub share_state: Option<&'a str>,
+    /// Whether the broker itself did it (the worker, expiry), rather than a caller.
+    pub by_broker: bool,
     pub details: &'a Value,
 }
 
 /// The webhook events an audit event announces, in order (most announce none or one).
+/// A caller's failure is a refusal (the caller was not allowed, or the share's state did not
+/// allow it): refusals announce nothing, whatever the share's state.
 pub fn events_for(e: Recorded<'_>) -> Vec<&'static str> {
     let success = e.outcome == "success";
     match (e.about_share, e.action) {
@@ -52,7 +57,10 @@ pub fn events_for(e: Recorded<'_>) -> Vec<&'static str> {
         (true, "accept") if success => vec!["share.accepted"],
         (true, "reject") if success => vec!["share.rejected"],
         (true, "revoke") if success => vec!["share.revoked"],
-        (true, _) if e.outcome == "failure" && e.share_state == Some("failed") => vec!["share.failed"],
+        (true, "revoke") if e.by_broker && e.outcome == "failure" && e.details["stalled"] == true => {
+            vec!["share.revoke_stalled"]
+        }
+        (true, _) if e.by_broker && e.outcome == "failure" && e.share_state == Some("failed") => vec!["share.failed"],
         _ => Vec::new(),
     }
 }
@@ -79,6 +87,7 @@ mod tests {
             outcome,
             about_share: false,
             share_state: None,
+            by_broker: false,
             details,
         })
     }
@@ -89,7 +98,20 @@ mod tests {
             outcome,
             about_share: true,
             share_state: Some(state),
+            by_broker: true,
             details: &Value::Null,
+        })
+    }
+
+    /// A caller's audited refusal, as `AppState::refused` records it.
+    fn refused(action: &str, state: &str) -> Vec<&'static str> {
+        events_for(Recorded {
+            action,
+            outcome: "failure",
+            about_share: true,
+            share_state: Some(state),
+            by_broker: false,
+            details: &json!({"reason": "forbidden", "detail": "only the consumer project may accept"}),
         })
     }
 
@@ -135,5 +157,38 @@ mod tests {
         );
         assert_ne!(got, signature(b"Jefe", 2, b"what do ya want for nothing?"));
         assert_ne!(got, signature(b"other", 1, b"what do ya want for nothing?"));
+    }
+
+    #[test]
+    fn refusals_announce_nothing() {
+        for action in ["accept", "reject", "revoke", "allow"] {
+            for state in ["failed", "revoking", "accepted"] {
+                assert!(refused(action, state).is_empty(), "{action} refused on a {state} share");
+            }
+        }
+        assert_eq!(
+            on_share("allow", "failure", "failed"),
+            ["share.failed"],
+            "the worker's own failure"
+        );
+    }
+
+    #[test]
+    fn a_stalled_revoke_is_announced() {
+        let stalled = json!({"stalled": true, "attempts": 8});
+        let announced = events_for(Recorded {
+            action: "revoke",
+            outcome: "failure",
+            about_share: true,
+            share_state: Some("revoking"),
+            by_broker: true,
+            details: &stalled,
+        });
+        assert_eq!(announced, ["share.revoke_stalled"]);
+        assert!(EVENTS.contains(&"share.revoke_stalled"));
+        assert!(
+            on_share("revoke", "failure", "revoking").is_empty(),
+            "one failed try is no stall"
+        );
     }
 }

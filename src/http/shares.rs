@@ -13,6 +13,7 @@ use super::idempotency::{self, Begun, Saved};
 use super::pagination::{Cursor, Limit};
 use super::share_requests::etag;
 use super::{ApiError, AppState, access};
+use crate::db::shares::RevokeStart;
 use crate::db::{
     self,
     audit::NewEvent,
@@ -20,7 +21,7 @@ use crate::db::{
     share_requests::{Share, ShareRequest},
 };
 use crate::domain::decisions;
-use crate::domain::{Capability, ShareState, Subject};
+use crate::domain::{Capability, REJECTED_BY_CONSUMER, Refusal, RevokeCause, ShareState, Subject, Trigger};
 
 /// One image granted (or to be granted) to one project.
 #[derive(Debug, Serialize, ToSchema)]
@@ -233,6 +234,11 @@ pub async fn accept_share(
 }
 
 /// Reject a share for the consumer project (its members' keys, or an admin).
+///
+/// A rejected member still lets the consumer boot the image by id, so a rejection removes it:
+/// the share goes `revoking` at once (reason "rejected by the consumer"), and `revoked` once
+/// the worker has removed the member (and made the image `private` again when the broker made
+/// it `shared` and no member is left).
 #[utoipa::path(
     post, path = "/v1/shares/{id}/reject", tag = "shares",
     params(("id" = Uuid, Path, description = "The share's id"),
@@ -376,38 +382,49 @@ async fn act(
     }
     if_match.check(&etag(share.version))?;
 
-    let principal = &caller.principal;
-    let granted = matches!(
-        share.state,
-        ShareState::PendingAcceptance | ShareState::Accepted | ShareState::Rejected
-    );
-    let revocable = granted || share.state == ShareState::Failed;
-    if !(granted || (action == Action::Revoke && revocable)) {
-        let hint = match share.state {
-            ShareState::AwaitingApproval => "; cancel or deny its request instead",
-            ShareState::Queued | ShareState::Granting => "; retry once it is granted",
-            _ => "",
-        };
-        return Err(ApiError::Conflict {
-            detail: format!(
-                "a share in state {} cannot be {}ed{hint}",
-                share.state,
-                action.verb().trim_end_matches('e')
-            ),
-            errors: Vec::new(),
-        });
-    }
-
-    let (share, kind) = match action {
-        Action::Revoke => {
-            let reason = reason.unwrap_or_default();
-            (
-                db::shares::start_revoke(&mut tx, id, &principal.name, reason).await?,
-                Kind::Revoke,
-            )
+    // The share's state machine decides, as the worker's does when it records the outcome.
+    let trigger = match action {
+        Action::Accept => Trigger::Accept,
+        Action::Reject => Trigger::Reject,
+        Action::Revoke => Trigger::Revoke,
+    };
+    let refused = |refusal: Refusal| ApiError::Conflict {
+        detail: refusal.to_string(),
+        errors: Vec::new(),
+    };
+    share.state.on(trigger).map_err(refused)?;
+    // A revoke, and a rejection (a rejected member still gives access in Glance: only its
+    // removal takes access away), start revoking now: from here on a revoke wins over every
+    // accept, reject, poll and expiry the worker may be carrying out.
+    let start = match action {
+        Action::Accept => None,
+        Action::Reject => Some(RevokeStart {
+            by: &caller.principal.name,
+            reason: REJECTED_BY_CONSUMER,
+            cause: RevokeCause::Rejected,
+            last_error: None,
+        }),
+        Action::Revoke => Some(RevokeStart {
+            by: &caller.principal.name,
+            reason: reason.unwrap_or_default(),
+            cause: RevokeCause::Requested,
+            last_error: None,
+        }),
+    };
+    let (share, kind) = match start {
+        None => (share, Kind::Accept),
+        Some(start) => {
+            // The share is locked: the guard holds unless the lock is gone.
+            let revoking = db::shares::start_revoke(&mut tx, id, share.state, start)
+                .await?
+                .ok_or_else(|| {
+                    refused(Refusal {
+                        state: share.state,
+                        trigger,
+                    })
+                })?;
+            (revoking, Kind::Revoke)
         }
-        Action::Accept => (share, Kind::Accept),
-        Action::Reject => (share, Kind::Reject),
     };
     let event = NewEvent {
         reason,

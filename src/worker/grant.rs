@@ -12,11 +12,11 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::{Effect, Worker};
+use super::{Effect, Failure, Worker};
 use crate::db;
 use crate::db::jobs::{Claimed, Subject};
 use crate::db::share_requests::{Share, ShareRequest};
-use crate::domain::ShareState;
+use crate::domain::{ShareState, Trigger};
 use crate::openstack::CallError;
 use crate::openstack::glance::Image;
 
@@ -43,14 +43,14 @@ impl Worker {
         let requests = super::requests_of(&self.pool, &shares).await?;
 
         // What needs Glance, and what is settled without it.
-        let mut outcomes: Vec<Option<Result<Effect, CallError>>> = Vec::with_capacity(held.len());
+        let mut outcomes: Vec<Option<Result<Effect, Failure>>> = Vec::with_capacity(held.len());
         let mut todo = Vec::new();
         for (i, id) in ids.iter().enumerate() {
             let share = shares.get(id).ok_or_else(|| anyhow::anyhow!("share {id} is gone"))?;
             let request = requests
                 .get(&share.request_id)
                 .ok_or_else(|| anyhow::anyhow!("request {} is gone", share.request_id))?;
-            outcomes.push(if !matches!(share.state, ShareState::Queued | ShareState::Granting) {
+            outcomes.push(if share.state.on(Trigger::StartGrant).is_err() {
                 Some(Ok(Effect::Nothing))
             } else if request.expires_at.is_some_and(|at| at <= Utc::now()) {
                 Some(Ok(Effect::Expired))
@@ -89,8 +89,10 @@ impl Worker {
         if queued.is_empty() {
             return Ok(());
         }
+        let granting = ShareState::Queued.on(Trigger::StartGrant)?;
         let mut tx = self.lease_tx(held).await?;
-        let granting = db::shares::set_states(&mut tx, &queued, ShareState::Granting).await?;
+        let granting = db::shares::transition_all(&mut tx, &queued, ShareState::Queued, granting).await?;
+        anyhow::ensure!(granting.len() == queued.len(), "a queued share moved during its grant");
         let events = granting
             .iter()
             .map(|share| self.event(share, "update/grant", "pending", rid))
@@ -106,7 +108,7 @@ impl Worker {
         held: &[Claimed],
         todo: &[(usize, &Share, &ShareRequest)],
         rid: &str,
-        outcomes: &mut [Option<Result<Effect, CallError>>],
+        outcomes: &mut [Option<Result<Effect, Failure>>],
     ) -> anyhow::Result<()> {
         // A target validated more than `revalidate_after` ago is checked again, for the
         // project may have been deleted since; a fresh validation's project id is used as it
@@ -154,11 +156,11 @@ impl Worker {
         for ((i, share, request), lookup) in todo.iter().zip(lookups) {
             let project = lookup.await?;
             let outcome = match (project, &image) {
-                (Err(e), _) => Err(e),
-                (_, Err(e)) => Err(e.clone()),
-                (Ok(project_id), Ok(image)) if image.owner.as_deref() == Some(project_id.as_str()) => Err(
-                    CallError::permanent(None, "the target project owns the image: nothing to share"),
-                ),
+                (Err(e), _) => Err(e.into()),
+                (_, Err(e)) => Err(e.clone().into()),
+                (Ok(project_id), Ok(image)) if image.owner.as_deref() == Some(project_id.as_str()) => {
+                    Err(CallError::permanent(None, "the target project owns the image: nothing to share").into())
+                }
                 (Ok(project_id), Ok(image)) => {
                     if !checked {
                         checked = true;
@@ -175,16 +177,16 @@ impl Worker {
                         .err();
                     }
                     let outcome = match &failed {
-                        Some(e) => Err(e.clone()),
+                        Some(e) => Err(e.clone().into()),
                         None => {
-                            self.add_member(&image_id, image, project_id, request.auto_accept, rid)
-                                .await
+                            self.add_member(held, &image_id, image, project_id, request.auto_accept, rid)
+                                .await?
                         }
                     };
-                    if let Err(e) = &outcome
-                        && e.is_transient()
+                    if let Err(Failure { error, .. }) = &outcome
+                        && error.is_transient()
                     {
-                        failed = Some(e.clone());
+                        failed = Some(error.clone());
                     }
                     outcome
                 }
@@ -212,6 +214,7 @@ impl Worker {
         let mut tx = self.lease_tx(held).await?;
         db::shares::mark_made_image_shared(&mut tx, share.id).await?;
         tx.commit().await?;
+        self.fence(held).await?;
         if let Err(e) = self.cloud.set_visibility(image_id, "shared", rid).await {
             return Ok(Err(e));
         }
@@ -219,25 +222,44 @@ impl Worker {
         Ok(Ok(()))
     }
 
-    /// Adds one member, and accepts it for the consumer with `auto_accept`.
+    /// Adds one member, and accepts it for the consumer with `auto_accept`, each write only
+    /// while the lease holds. A failure says whether Glance may hold the member anyway: an add
+    /// that timed out or failed with a server error may have been carried out, and a failed
+    /// accept comes after the add.
     async fn add_member(
         &self,
+        held: &[Claimed],
         image_id: &str,
         image: &Image,
         project_id: String,
         auto_accept: bool,
         rid: &str,
-    ) -> Result<Effect, CallError> {
-        self.cloud.add_member(image_id, &project_id, rid).await?;
-        if auto_accept {
-            self.cloud
-                .set_member_status(image_id, &project_id, "accepted", rid)
-                .await?;
+    ) -> anyhow::Result<Result<Effect, Failure>> {
+        self.fence(held).await?;
+        if let Err(error) = self.cloud.add_member(image_id, &project_id, rid).await {
+            let member_may_exist = error.is_transient();
+            return Ok(Err(Failure {
+                error,
+                member_may_exist,
+            }));
         }
-        Ok(Effect::Granted {
+        if auto_accept {
+            self.fence(held).await?;
+            if let Err(error) = self
+                .cloud
+                .set_member_status(image_id, &project_id, "accepted", rid)
+                .await
+            {
+                return Ok(Err(Failure {
+                    error,
+                    member_may_exist: true,
+                }));
+            }
+        }
+        Ok(Ok(Effect::Granted {
             project_id,
             accepted: auto_accept,
             image: image.clone(),
-        })
+        }))
     }
 }

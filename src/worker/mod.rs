@@ -6,6 +6,15 @@
 //! 2. execute: the Glance and Keystone calls, with the lease renewed by a heartbeat;
 //! 3. settle: one transaction records the outcome, its audit event and the job's end,
 //!    and is committed only if the lease is still ours.
+//!
+//! Races: the API and other jobs change shares while a job runs, so settle asks the share's
+//! state machine ([`ShareState::on`]) again against the share as it is then, and writes only
+//! a move it allows, guarded by the state it moves from. An outcome that lost its race (an
+//! acceptance polled while the share was being revoked) is discarded, and a job that finds
+//! its share moved on just ends. Before each write to Glance the job checks that its lease
+//! still holds (the fence), so a worker that stalled past its lease writes nothing more.
+//! Revokes never give up: they are retried, with backoff up to `GSB_RETRY_MAX_SECS`, until
+//! the member is gone, and reported stalled (`share.revoke_stalled`) when they take long.
 
 mod approval;
 mod grant;
@@ -15,10 +24,13 @@ mod validate;
 mod webhooks;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use futures_util::FutureExt;
 use serde_json::json;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
@@ -30,8 +42,11 @@ use crate::db;
 use crate::db::audit::NewEvent;
 use crate::db::jobs::{self, Claimed, Finish, Kind, Subject};
 use crate::db::share_requests::{Share, ShareRequest};
+use crate::db::shares::RevokeStart;
 use crate::domain::policy::SharedPolicy;
-use crate::domain::{FieldError, Initiator, RequestStatus, ShareState, Validation};
+use crate::domain::{
+    FieldError, Initiator, REJECTED_BY_CONSUMER, RequestStatus, RevokeCause, ShareState, Trigger, Validation,
+};
 use crate::openstack::glance::Image;
 use crate::openstack::{CallError, OpenStack};
 
@@ -49,7 +64,8 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// How often an idle worker looks for due jobs when no notification comes.
     pub idle_poll: Duration,
-    /// Tries of a Glance call that keeps failing transiently before the share fails.
+    /// Tries of a Glance call that keeps failing transiently before a grant fails, or a
+    /// revoke (which never gives up) is reported stalled.
     pub max_attempts: i32,
     pub retry_base: Duration,
     pub retry_max: Duration,
@@ -70,6 +86,13 @@ pub struct WorkerConfig {
     pub glance_rate_limit: u32,
     /// This instance's name in the audit log.
     pub instance: String,
+    /// A revoke still failing this long after it started is reported stalled (as after
+    /// `max_attempts` failed tries, whichever comes first).
+    pub revoke_stalled_after: Duration,
+    /// How long after removing a member the revoke looks for it again before the share is
+    /// `revoked`: Glance brings a removed member back when a status update by the consumer
+    /// that read it before the removal completes after it.
+    pub revoke_confirm_after: Duration,
 }
 
 /// What one pass found to do.
@@ -99,6 +122,47 @@ enum Queue {
     Deliveries,
 }
 
+impl Queue {
+    fn name(self) -> &'static str {
+        match self {
+            Queue::Jobs => "jobs",
+            Queue::Deliveries => "deliveries",
+        }
+    }
+}
+
+/// A job's heartbeat, stopped when dropped: also when its pass panics, so that a job a
+/// panic abandoned is not renewed for ever, and its lease lapses.
+struct Heartbeat(tokio::task::JoinHandle<()>);
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs one pass of the loop `name`; a pass that panics becomes a failed pass (logged and
+/// counted in `gsb_worker_panics_total`), so the loop goes on instead of stopping for good.
+/// A panicking job is left for its lease to lapse, like any abandoned job.
+async fn survive<F>(name: &'static str, pass: F) -> anyhow::Result<Outcome>
+where
+    F: Future<Output = anyhow::Result<Outcome>>,
+{
+    match AssertUnwindSafe(pass).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic with no message".to_owned());
+            metrics::counter!("gsb_worker_panics_total", "loop" => name).increment(1);
+            tracing::error!(worker.loop = name, panic = %message, "a worker pass panicked; the loop goes on");
+            Err(anyhow::anyhow!("the {name} pass panicked: {message}"))
+        }
+    }
+}
+
 /// What Glance said, once a job's calls are done.
 #[derive(Debug)]
 enum Effect {
@@ -115,8 +179,34 @@ enum Effect {
     /// The consumer has not decided yet.
     StillPending,
     Seen(Seen),
-    StatusSet(ShareState),
+    /// The broker accepted the member for the consumer.
+    Accepted,
+    /// A `reject` job queued before rejections were carried out as revokes: the rejection is
+    /// to be carried out now.
+    RejectAsked,
+    /// The member was removed; it is to be looked for again at this time.
+    Removed(chrono::DateTime<Utc>),
+    /// The member is gone, and stayed gone (and the image is private again when the broker
+    /// owed that).
     Revoked,
+}
+
+/// An OpenStack call that failed, and whether Glance may hold the share's member anyway.
+#[derive(Debug)]
+struct Failure {
+    error: CallError,
+    /// The add of the member timed out or failed with a server error (Glance may have
+    /// created it), or a call after the add failed.
+    member_may_exist: bool,
+}
+
+impl From<CallError> for Failure {
+    fn from(error: CallError) -> Self {
+        Failure {
+            error,
+            member_may_exist: false,
+        }
+    }
 }
 
 /// A change observed in Glance.
@@ -148,6 +238,12 @@ async fn requests_of(
     let ids: Vec<Uuid> = shares.values().map(|s| s.request_id).collect();
     let requests = db::share_requests::find_many(db, &ids).await?;
     Ok(requests.into_iter().map(|r| (r.id, r)).collect())
+}
+
+/// Logs an outcome that lost its race to a newer change of its share, and counts it.
+fn discarded(share_id: Uuid, refusal: &crate::domain::Refusal) {
+    metrics::counter!("gsb_outcomes_discarded_total").increment(1);
+    tracing::info!(share.id = %share_id, %refusal, "the share moved on: this outcome lost its race and is discarded");
 }
 
 /// What settling a batch collects besides its state changes: the audit events, in order,
@@ -202,10 +298,13 @@ impl Worker {
             let (worker, wake, mut shutdown) = (self.clone(), wake.clone(), shutdown.clone());
             loops.push(tokio::spawn(async move {
                 while !*shutdown.borrow() {
-                    let pass = match queue {
-                        Queue::Jobs => worker.run_once().await,
-                        Queue::Deliveries => worker.deliver_once().await,
-                    };
+                    let pass = survive(queue.name(), async {
+                        match queue {
+                            Queue::Jobs => worker.run_once().await,
+                            Queue::Deliveries => worker.deliver_once().await,
+                        }
+                    })
+                    .await;
                     let outcome = pass.unwrap_or_else(|e| {
                         tracing::error!(error = ?e, ?queue, "worker pass failed");
                         Outcome::Idle
@@ -224,7 +323,8 @@ impl Worker {
             let worker = self.clone();
             tokio::spawn(async move {
                 loop {
-                    if let Err(e) = worker.sweep_expired().await {
+                    let swept = survive("sweeper", async { worker.sweep_expired().await.map(|_| Outcome::Ran) });
+                    if let Err(e) = swept.await {
                         tracing::warn!(error = %e, "expiry sweep failed");
                     }
                     tokio::time::sleep(worker.config.idle_poll).await;
@@ -249,7 +349,7 @@ impl Worker {
         };
         let heartbeat = self.spawn_heartbeat(job.clone());
         let result = self.run_claimed(&held).await;
-        heartbeat.abort();
+        drop(heartbeat);
         if let Err(e) = result {
             tracing::warn!(job.id = %job.id, error = ?e, "job abandoned; its lease will lapse and it will be retried");
         }
@@ -267,10 +367,10 @@ impl Worker {
         }
     }
 
-    /// Renews the lease of `job` and of the jobs adopted under its token.
-    fn spawn_heartbeat(&self, job: Claimed) -> tokio::task::JoinHandle<()> {
+    /// Renews the lease of `job` and of the jobs adopted under its token, until dropped.
+    fn spawn_heartbeat(&self, job: Claimed) -> Heartbeat {
         let (pool, lease) = (self.pool.clone(), self.config.lease);
-        tokio::spawn(async move {
+        Heartbeat(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(lease / 3).await;
                 match jobs::heartbeat(&pool, job.lease_token, lease).await {
@@ -282,7 +382,7 @@ impl Worker {
                     Err(e) => tracing::warn!(job.id = %job.id, error = %e, "heartbeat failed"),
                 }
             }
-        })
+        }))
     }
 
     /// A job on one share: its calls to OpenStack, then one transaction for the outcome.
@@ -296,17 +396,29 @@ impl Worker {
     }
 
     /// The network part. The outer error is ours; the inner one is OpenStack's answer.
-    async fn execute(&self, job: &Claimed, share_id: Uuid, rid: &str) -> anyhow::Result<Result<Effect, CallError>> {
+    async fn execute(&self, job: &Claimed, share_id: Uuid, rid: &str) -> anyhow::Result<Result<Effect, Failure>> {
         let share = db::share_requests::find_share(&self.pool, share_id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("share {share_id} is gone"))?;
         Ok(match job.kind {
-            Kind::Poll => self.poll(&share, rid).await,
-            Kind::Accept => self.set_status(&share, ShareState::Accepted, rid).await,
-            Kind::Reject => self.set_status(&share, ShareState::Rejected, rid).await,
+            Kind::Poll => self.poll(&share, rid).await.map_err(Failure::from),
+            Kind::Accept => self.accept(job, &share, rid).await?,
+            // Carried out as a revoke, which settle starts: nothing to ask Glance first.
+            Kind::Reject => Ok(Effect::RejectAsked),
             Kind::Revoke => self.revoke(job, &share, rid).await?,
             Kind::Grant | Kind::Validate => anyhow::bail!("{} jobs do not run one share at a time", job.kind.as_str()),
         })
+    }
+
+    /// Stops a job whose lease was lost or lapsed before it writes to Glance: another worker
+    /// may own the job now, and the share may have moved on (a revoked member must not be
+    /// added again). The error abandons the job, as any lost lease does.
+    async fn fence(&self, held: &[Claimed]) -> anyhow::Result<()> {
+        if jobs::still_held(&self.pool, held).await? {
+            return Ok(());
+        }
+        metrics::counter!("gsb_fenced_writes_total").increment(1);
+        anyhow::bail!("lease lost on job {}: no more writes to Glance", held[0].id)
     }
 
     /// The target's Keystone project id: checked again at grant time, for the project may
@@ -332,49 +444,70 @@ impl Worker {
         })
     }
 
-    async fn set_status(&self, share: &Share, to: ShareState, rid: &str) -> Result<Effect, CallError> {
-        let live = matches!(
-            share.state,
-            ShareState::PendingAcceptance | ShareState::Accepted | ShareState::Rejected
-        );
-        let (true, Some(project_id)) = (live, &share.project_id) else {
-            return Ok(Effect::Nothing);
+    /// Accepts the member for the consumer, if the share can still be accepted.
+    async fn accept(&self, job: &Claimed, share: &Share, rid: &str) -> anyhow::Result<Result<Effect, Failure>> {
+        let (Ok(_), Some(project_id)) = (share.state.on(Trigger::Accept), &share.project_id) else {
+            return Ok(Ok(Effect::Nothing));
         };
-        let status = if to == ShareState::Accepted {
-            "accepted"
-        } else {
-            "rejected"
-        };
-        self.cloud
-            .set_member_status(&share.image_id.to_string(), project_id, status, rid)
-            .await?;
-        Ok(Effect::StatusSet(to))
+        self.fence(std::slice::from_ref(job)).await?;
+        let set = self
+            .cloud
+            .set_member_status(&share.image_id.to_string(), project_id, "accepted", rid)
+            .await;
+        Ok(set.map(|()| Effect::Accepted).map_err(Failure::from))
     }
 
-    async fn revoke(&self, job: &Claimed, share: &Share, rid: &str) -> anyhow::Result<Result<Effect, CallError>> {
+    /// Removes the member, looks for it again `revoke_confirm_after` later (removing it again
+    /// if it came back), then leaves the image private if the broker made it shared and no
+    /// member is left.
+    async fn revoke(&self, job: &Claimed, share: &Share, rid: &str) -> anyhow::Result<Result<Effect, Failure>> {
         if share.state != ShareState::Revoking {
             return Ok(Ok(Effect::Nothing));
         }
+        let held = std::slice::from_ref(job);
         let image_id = share.image_id.to_string();
-        if let Some(project_id) = &share.project_id
-            && let Err(e) = self.cloud.remove_member(&image_id, project_id, rid).await
-        {
-            return Ok(Err(e));
+        if let Some(project_id) = &share.project_id {
+            let confirm_after =
+                chrono::Duration::from_std(self.config.revoke_confirm_after).unwrap_or(chrono::Duration::MAX);
+            let removed_at = db::shares::revocation(&self.pool, share.id).await?.member_removed_at;
+            let remove = match removed_at {
+                None => true,
+                Some(at) if Utc::now() < at + confirm_after => return Ok(Ok(Effect::Removed(at + confirm_after))),
+                Some(_) => match self.cloud.member(&image_id, project_id, rid).await {
+                    Ok(None) => false,
+                    Ok(Some(member)) => {
+                        metrics::counter!("gsb_members_back_after_removal_total").increment(1);
+                        tracing::warn!(share.id = %share.id, member.status = %member.status, "the removed member is back in Glance: removing it again");
+                        true
+                    }
+                    Err(e) => return Ok(Err(e.into())),
+                },
+            };
+            if remove {
+                self.fence(held).await?;
+                if let Err(e) = self.cloud.remove_member(&image_id, project_id, rid).await {
+                    return Ok(Err(e.into()));
+                }
+                let mut tx = self.lease_tx(held).await?;
+                db::shares::note_member_removed(&mut tx, share.id).await?;
+                tx.commit().await?;
+                return Ok(Ok(Effect::Removed(Utc::now() + confirm_after)));
+            }
         }
         // Leave the image as the broker found it: private, once the last member is gone.
         if db::shares::broker_made_image_shared(&self.pool, share.image_id, &share.region).await? {
             match self.cloud.members(&image_id, rid).await {
                 Ok(members) if members.is_empty() => {
+                    self.fence(held).await?;
                     if let Err(e) = self.cloud.set_visibility(&image_id, "private", rid).await {
-                        return Ok(Err(e));
+                        return Ok(Err(e.into()));
                     }
-                    self.record_visibility(std::slice::from_ref(job), share.id, "shared", "private", rid)
-                        .await?;
+                    self.record_visibility(held, share.id, "shared", "private", rid).await?;
                 }
                 Ok(_) => {}
                 // The image was deleted, or made private by its owner: nothing to restore.
                 Err(CallError::Permanent { .. }) => {}
-                Err(e) => return Ok(Err(e)),
+                Err(e) => return Ok(Err(e.into())),
             }
         }
         Ok(Ok(Effect::Revoked))
@@ -423,10 +556,12 @@ impl Worker {
 
     /// Records the outcomes of share jobs (held under one lease) in one transaction with
     /// their audit events (after the changes they record); commits only if every job is
-    /// still ours. `rid` correlates the events with the jobs' OpenStack calls.
+    /// still ours. `rid` correlates the events with the jobs' OpenStack calls. Each outcome
+    /// is checked against its share as it is now (locked): one the share's state machine
+    /// refuses lost a race and is discarded.
     async fn settle(
         &self,
-        outcomes: Vec<(&Claimed, Uuid, Result<Effect, CallError>)>,
+        mut outcomes: Vec<(&Claimed, Uuid, Result<Effect, Failure>)>,
         rid: &str,
     ) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
@@ -437,6 +572,17 @@ impl Worker {
             .map(|s| (s.id, s))
             .collect();
         let requests = requests_of(&mut *tx, &shares).await?;
+        // A member added for a share that moved on meanwhile lost its race. (Nothing but its
+        // grant moves a `granting` share, yet the rule is the same everywhere.)
+        for (_, id, result) in &mut outcomes {
+            if let Ok(Effect::Granted { accepted, .. }) = result {
+                let share = shares.get(id).ok_or_else(|| anyhow::anyhow!("share {id} is gone"))?;
+                if let Err(refusal) = share.state.on(Trigger::Granted { accepted: *accepted }) {
+                    discarded(*id, &refusal);
+                    *result = Ok(Effect::Nothing);
+                }
+            }
+        }
         // The members created in Glance (a grant batch's usual outcome) in one statement.
         let granted: Vec<db::shares::Granted> = outcomes
             .iter()
@@ -448,18 +594,16 @@ impl Worker {
                 }) => Some(db::shares::Granted {
                     id: *id,
                     project_id,
-                    state: if *accepted {
-                        ShareState::Accepted
-                    } else {
-                        ShareState::PendingAcceptance
-                    },
+                    state: shares[id].state.on(Trigger::Granted { accepted: *accepted }).ok()?,
                     image_name: image.name.as_deref(),
                     image_owner: image.owner.as_deref(),
                 }),
                 _ => None,
             })
             .collect();
-        for share in db::shares::set_granted_all(&mut tx, &granted).await? {
+        let updated = db::shares::set_granted_all(&mut tx, &granted).await?;
+        anyhow::ensure!(updated.len() == granted.len(), "a locked share moved during its grant");
+        for share in updated {
             shares.insert(share.id, share);
         }
 
@@ -501,6 +645,50 @@ impl Worker {
         Ok(())
     }
 
+    /// Moves `share` (as it is now, locked) on `trigger` if its state machine allows, guarded
+    /// by its state, with the error that put it there (if any); `None` when the outcome lost
+    /// its race to a newer change (it is discarded, never written over that change).
+    async fn apply(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        share: &Share,
+        trigger: Trigger,
+        last_error: Option<&str>,
+    ) -> anyhow::Result<Option<Share>> {
+        let to = match share.state.on(trigger) {
+            Ok(to) => to,
+            Err(refusal) => {
+                discarded(share.id, &refusal);
+                return Ok(None);
+            }
+        };
+        Ok(db::shares::transition(tx, share.id, share.state, to, last_error).await?)
+    }
+
+    /// Starts revoking `share` (as it is now, locked) on `trigger`, and queues the revoke;
+    /// `None` when the share's state machine refuses (the outcome lost its race).
+    async fn start_revoke(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        share: &Share,
+        trigger: Trigger,
+        start: RevokeStart<'_>,
+    ) -> anyhow::Result<Option<Share>> {
+        match share.state.on(trigger) {
+            Ok(ShareState::Revoking) => {}
+            Ok(other) => anyhow::bail!("{trigger:?} moves a share to {other}, not to revoking"),
+            Err(refusal) => {
+                discarded(share.id, &refusal);
+                return Ok(None);
+            }
+        }
+        let revoking = db::shares::start_revoke(tx, share.id, share.state, start).await?;
+        if let Some(revoking) = &revoking {
+            jobs::enqueue(tx, Kind::Revoke, revoking.id, revoking.image_id, Utc::now()).await?;
+        }
+        Ok(revoking)
+    }
+
     /// Records one job's outcome inside `tx` (a granted member is already recorded, and
     /// `share` shows it), adding its audit events and acceptance checks to `settled`;
     /// returns how the job ends.
@@ -510,7 +698,7 @@ impl Worker {
         job: &Claimed,
         share: Share,
         request: &ShareRequest,
-        result: Result<Effect, CallError>,
+        result: Result<Effect, Failure>,
         settled: &mut Settled,
     ) -> anyhow::Result<Finish> {
         let now = Utc::now();
@@ -518,8 +706,9 @@ impl Worker {
         Ok(match result {
             Ok(Effect::Nothing) => Finish::Done,
             Ok(Effect::Expired) => {
-                let share = db::shares::set_state(&mut *tx, share.id, ShareState::Expired, None).await?;
-                events.push(ShareEvent::new(share, "update/expire", "success"));
+                if let Some(share) = self.apply(tx, &share, Trigger::ExpireBeforeGrant, None).await? {
+                    events.push(ShareEvent::new(share, "update/expire", "success"));
+                }
                 Finish::Done
             }
             Ok(Effect::Granted { accepted, .. }) => {
@@ -539,6 +728,11 @@ impl Worker {
                 }
                 Finish::Done
             }
+            // The poll started on a share awaiting the consumer; one that moved on needs none.
+            Ok(Effect::StillPending | Effect::Seen(_)) if share.state != ShareState::PendingAcceptance => {
+                tracing::info!(share.id = %share.id, state = %share.state, "the share moved on during the poll: its finding is discarded");
+                Finish::Done
+            }
             Ok(Effect::StillPending) => {
                 let next = retry::poll_delay(
                     job.attempts - 1,
@@ -547,41 +741,105 @@ impl Worker {
                 );
                 Finish::Later(now + next, None)
             }
+            Ok(Effect::Seen(Seen::Rejected)) => {
+                let start = RevokeStart {
+                    by: &self.actor.name,
+                    reason: REJECTED_BY_CONSUMER,
+                    cause: RevokeCause::RejectedInGlance,
+                    last_error: None,
+                };
+                if let Some(share) = self.start_revoke(tx, &share, Trigger::Reject, start).await? {
+                    events.push(ShareEvent {
+                        details: json!({ "observed_in_glance": true }),
+                        ..ShareEvent::new(share.clone(), "reject", "success")
+                    });
+                    events.push(ShareEvent {
+                        reason: share.revoke_reason.clone(),
+                        ..ShareEvent::new(share, "revoke", "pending")
+                    });
+                }
+                Finish::Done
+            }
             Ok(Effect::Seen(seen)) => {
-                let (state, action) = match seen {
-                    Seen::Accepted => (ShareState::Accepted, "accept"),
-                    Seen::Rejected => (ShareState::Rejected, "reject"),
-                    Seen::MemberGone => (ShareState::RemovedOutside, "revoke"),
-                    Seen::ImageGone => (ShareState::ImageDeleted, "revoke"),
+                let (trigger, action) = match seen {
+                    Seen::Accepted => (Trigger::Accept, "accept"),
+                    Seen::MemberGone => (Trigger::MemberGoneOutside, "revoke"),
+                    Seen::ImageGone => (Trigger::ImageGone, "revoke"),
+                    Seen::Rejected => unreachable!("handled above"),
                 };
-                let share = db::shares::set_state(&mut *tx, share.id, state, None).await?;
-                events.push(ShareEvent {
-                    details: json!({ "observed_in_glance": true }),
-                    ..ShareEvent::new(share, action, "success")
-                });
+                if let Some(share) = self.apply(tx, &share, trigger, None).await? {
+                    events.push(ShareEvent {
+                        details: json!({ "observed_in_glance": true }),
+                        ..ShareEvent::new(share, action, "success")
+                    });
+                }
                 Finish::Done
             }
-            Ok(Effect::StatusSet(state)) => {
-                let share = db::shares::set_state(&mut *tx, share.id, state, None).await?;
-                let action = if state == ShareState::Accepted {
-                    "accept"
-                } else {
-                    "reject"
-                };
-                events.push(ShareEvent::new(share, action, "success"));
+            Ok(Effect::Accepted) => {
+                if let Some(share) = self.apply(tx, &share, Trigger::Accept, None).await? {
+                    events.push(ShareEvent::new(share, "accept", "success"));
+                }
                 Finish::Done
             }
+            Ok(Effect::RejectAsked) => {
+                let start = RevokeStart {
+                    by: &self.actor.name,
+                    reason: REJECTED_BY_CONSUMER,
+                    cause: RevokeCause::Rejected,
+                    last_error: None,
+                };
+                if let Some(share) = self.start_revoke(tx, &share, Trigger::Reject, start).await? {
+                    events.push(ShareEvent {
+                        reason: share.revoke_reason.clone(),
+                        ..ShareEvent::new(share, "revoke", "pending")
+                    });
+                }
+                Finish::Done
+            }
+            Ok(Effect::Removed(_)) if share.state != ShareState::Revoking => Finish::Done,
+            Ok(Effect::Removed(confirm_at)) => Finish::Later(confirm_at, None),
             Ok(Effect::Revoked) => {
-                let share = db::shares::set_state(&mut *tx, share.id, ShareState::Revoked, None).await?;
-                events.push(ShareEvent {
-                    reason: share.revoke_reason.clone(),
-                    details: json!({ "revoked_by": share.revoked_by }),
-                    ..ShareEvent::new(share, "revoke", "success")
-                });
+                self.record_revoked(tx, share, events).await?;
                 Finish::Done
             }
-            Err(e) => self.record_error(tx, job, share, e, events).await?,
+            Err(failure) => self.record_error(tx, job, share, failure, events).await?,
         })
+    }
+
+    /// Records that the member of a `revoking` share is gone: the share ends `revoked`, or
+    /// `failed` when the revoke cleaned up after a failed grant; a rejection through the
+    /// broker is recorded as done as well.
+    async fn record_revoked(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        share: Share,
+        events: &mut Vec<ShareEvent>,
+    ) -> anyhow::Result<()> {
+        let cause = db::shares::revocation(&mut *tx, share.id).await?.cause;
+        let after_failed_grant = cause == Some(RevokeCause::FailedGrant);
+        // A failed share shows why its grant failed.
+        let last_error = share.revoke_reason.clone().filter(|_| after_failed_grant);
+        let trigger = Trigger::MemberRemoved { after_failed_grant };
+        let Some(share) = self.apply(tx, &share, trigger, last_error.as_deref()).await? else {
+            return Ok(());
+        };
+        if after_failed_grant {
+            events.push(ShareEvent {
+                reason: share.revoke_reason.clone(),
+                details: json!({ "member_removed": true }),
+                ..ShareEvent::new(share, "allow", "failure")
+            });
+            return Ok(());
+        }
+        if cause == Some(RevokeCause::Rejected) {
+            events.push(ShareEvent::new(share.clone(), "reject", "success"));
+        }
+        events.push(ShareEvent {
+            reason: share.revoke_reason.clone(),
+            details: json!({ "revoked_by": share.revoked_by }),
+            ..ShareEvent::new(share, "revoke", "success")
+        });
+        Ok(())
     }
 
     async fn record_error(
@@ -589,51 +847,137 @@ impl Worker {
         tx: &mut sqlx::PgConnection,
         job: &Claimed,
         share: Share,
-        error: CallError,
+        failure: Failure,
         events: &mut Vec<ShareEvent>,
     ) -> anyhow::Result<Finish> {
+        let Failure {
+            error,
+            member_may_exist,
+        } = failure;
         let message = error.to_string();
         let retry_after = match &error {
             CallError::Transient { retry_after, .. } => *retry_after,
             CallError::Permanent { .. } => None,
         };
-        let gives_up = !error.is_transient() || job.attempts >= self.config.max_attempts;
+        // The job's work is still wanted only while the share is where the job found it.
+        let wanted = match job.kind {
+            Kind::Grant => share.state.on(Trigger::StartGrant).is_ok(),
+            Kind::Poll => share.state == ShareState::PendingAcceptance,
+            Kind::Accept => share.state.on(Trigger::Accept).is_ok(),
+            Kind::Revoke => share.state == ShareState::Revoking,
+            Kind::Reject | Kind::Validate => false,
+        };
+        if !wanted {
+            tracing::info!(error = %message, state = %share.state, "OpenStack call failed, but the share moved on: the job ends");
+            return Ok(Finish::Done);
+        }
+        // Polls and revokes never give up; grants and accepts do, after a permanent error or
+        // their last try.
+        let gives_up = matches!(job.kind, Kind::Grant | Kind::Accept)
+            && (!error.is_transient() || job.attempts >= self.config.max_attempts);
         tracing::warn!(error = %message, gives_up, "OpenStack call failed");
-        let finish = if job.kind == Kind::Poll {
-            // Tracking never gives up: the next check may well succeed.
-            let next = retry::poll_delay(
-                job.attempts - 1,
-                self.config.accept_poll_first,
-                self.config.accept_poll_max,
-            );
-            db::shares::set_state(&mut *tx, share.id, share.state, Some(&message)).await?;
-            Finish::Later(Utc::now() + next.max(retry_after.unwrap_or_default()), Some(message))
-        } else if !gives_up {
-            let jitter: f64 = rand::random();
-            let delay = retry::next_delay(
-                job.attempts - 1,
-                self.config.retry_base,
-                self.config.retry_max,
-                retry_after,
-                jitter,
-            );
-            db::shares::set_state(&mut *tx, share.id, share.state, Some(&message)).await?;
-            Finish::Later(Utc::now() + delay, Some(message))
-        } else {
-            let (state, action) = match job.kind {
-                Kind::Grant => (ShareState::Failed, "allow"),
-                Kind::Revoke => (ShareState::Failed, "revoke"),
-                Kind::Accept => (share.state, "accept"),
-                Kind::Reject | Kind::Poll | Kind::Validate => (share.state, "reject"),
-            };
-            let share = db::shares::set_state(&mut *tx, share.id, state, Some(&message)).await?;
-            events.push(ShareEvent {
-                reason: Some(message.clone()),
-                ..ShareEvent::new(share, action, "failure")
-            });
-            Finish::Failed(message)
+        let backoff = retry::next_delay(
+            job.attempts - 1,
+            self.config.retry_base,
+            self.config.retry_max,
+            retry_after,
+            rand::random(),
+        );
+        let finish = match job.kind {
+            Kind::Poll => {
+                // Tracking never gives up: the next check may well succeed.
+                let next = retry::poll_delay(
+                    job.attempts - 1,
+                    self.config.accept_poll_first,
+                    self.config.accept_poll_max,
+                );
+                db::shares::note_error(&mut *tx, share.id, share.state, &message).await?;
+                Finish::Later(Utc::now() + next.max(retry_after.unwrap_or_default()), Some(message))
+            }
+            Kind::Revoke => return self.revoke_failed(tx, job, share, error, backoff, events).await,
+            _ if !gives_up => {
+                db::shares::note_error(&mut *tx, share.id, share.state, &message).await?;
+                Finish::Later(Utc::now() + backoff, Some(message))
+            }
+            Kind::Grant => {
+                // An earlier try may have got as far as the add, too.
+                let member_may_exist = member_may_exist || job.attempts > 1;
+                let trigger = Trigger::GrantFailed { member_may_exist };
+                if member_may_exist {
+                    let reason = format!("the grant failed: {message}");
+                    let start = RevokeStart {
+                        by: &self.actor.name,
+                        reason: &reason,
+                        cause: RevokeCause::FailedGrant,
+                        last_error: Some(&message),
+                    };
+                    if let Some(share) = self.start_revoke(tx, &share, trigger, start).await? {
+                        events.push(ShareEvent {
+                            reason: share.revoke_reason.clone(),
+                            ..ShareEvent::new(share, "revoke", "pending")
+                        });
+                    }
+                } else if let Some(share) = self.apply(tx, &share, trigger, Some(&message)).await? {
+                    events.push(ShareEvent {
+                        reason: Some(message.clone()),
+                        ..ShareEvent::new(share, "allow", "failure")
+                    });
+                }
+                Finish::Failed(message)
+            }
+            _ => {
+                if let Some(share) = db::shares::note_error(&mut *tx, share.id, share.state, &message).await? {
+                    events.push(ShareEvent {
+                        reason: Some(message.clone()),
+                        ..ShareEvent::new(share, "accept", "failure")
+                    });
+                }
+                Finish::Failed(message)
+            }
         };
         Ok(finish)
+    }
+
+    /// A revoke that failed is tried again, however it failed: with backoff after a transient
+    /// error, and at the longest interval (`retry_max`) after a permanent one (a role taken
+    /// from the broker, say, which an operator may give back); "already gone" is success and
+    /// never comes here. It stays `revoking` with the error in `last_error`, and is reported
+    /// stalled once (a `revoke` failure with `details.stalled`, announced as
+    /// `share.revoke_stalled`) after `max_attempts` tries or `revoke_stalled_after`.
+    async fn revoke_failed(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        job: &Claimed,
+        share: Share,
+        error: CallError,
+        backoff: Duration,
+        events: &mut Vec<ShareEvent>,
+    ) -> anyhow::Result<Finish> {
+        let message = error.to_string();
+        let delay = if error.is_transient() {
+            backoff
+        } else {
+            self.config.retry_max
+        };
+        let Some(share) = db::shares::note_error(&mut *tx, share.id, ShareState::Revoking, &message).await? else {
+            return Ok(Finish::Done);
+        };
+        let revocation = db::shares::revocation(&mut *tx, share.id).await?;
+        let limit = chrono::Duration::from_std(self.config.revoke_stalled_after).unwrap_or(chrono::Duration::MAX);
+        let too_long = revocation.started_at.is_some_and(|at| Utc::now() - at >= limit);
+        if revocation.stalled_at.is_none()
+            && (job.attempts >= self.config.max_attempts || too_long)
+            && let Some(stalled) = db::shares::mark_revoke_stalled(tx, share.id).await?
+        {
+            metrics::counter!("gsb_revoke_stalls_total").increment(1);
+            tracing::error!(share.id = %share.id, attempts = job.attempts, error = %message, "a revoke is stalled: the member may still be in Glance; retrying");
+            events.push(ShareEvent {
+                reason: Some(message.clone()),
+                details: json!({ "stalled": true, "attempts": job.attempts, "revoking_since": revocation.started_at }),
+                ..ShareEvent::new(stalled, "revoke", "failure")
+            });
+        }
+        Ok(Finish::Later(Utc::now() + delay, Some(message)))
     }
 
     async fn commit_if_ours(
@@ -754,20 +1098,49 @@ impl Worker {
         Ok(())
     }
 
-    /// Starts revoking shares whose request expired, and expires undecided requests.
+    /// Starts revoking shares whose request expired, and shares seen `rejected` before
+    /// rejections removed the member; expires undecided requests; and sets the
+    /// `gsb_revokes_stalled` gauge. A share being revoked already is left to that revoke.
     pub async fn sweep_expired(&self) -> anyhow::Result<usize> {
         let expiry = Initiator::service("expiry");
         let mut tx = self.pool.begin().await?;
         let instance = self.config.instance.as_str();
-        let shares = db::shares::expired_in_force(&mut tx, 100).await?;
-        for share in &shares {
-            let share = db::shares::start_revoke(&mut tx, share.id, "expiry", "the share expired").await?;
+        let expired = db::shares::expired_in_force(&mut tx, 100).await?;
+        let rejected = db::shares::rejected_with_member(&mut tx, 100).await?;
+        let by_expiry = RevokeStart {
+            by: "expiry",
+            reason: "the share expired",
+            cause: RevokeCause::Expiry,
+            last_error: None,
+        };
+        let by_rejection = RevokeStart {
+            by: &self.actor.name,
+            reason: REJECTED_BY_CONSUMER,
+            cause: RevokeCause::RejectedInGlance,
+            last_error: None,
+        };
+        let starts = (expired.iter().map(|s| (s, &expiry, Trigger::Revoke, by_expiry))).chain(
+            rejected
+                .iter()
+                .map(|s| (s, &*self.actor, Trigger::Reject, by_rejection)),
+        );
+        let mut started = 0;
+        for (share, initiator, trigger, start) in starts {
+            // The queries pick states a revoke may start from; a share picked twice (expired
+            // and rejected) is started once, by the guard.
+            if share.state.on(trigger) != Ok(ShareState::Revoking) {
+                continue;
+            }
+            let Some(share) = db::shares::start_revoke(&mut tx, share.id, share.state, start).await? else {
+                continue;
+            };
             let event = NewEvent {
                 reason: share.revoke_reason.as_deref(),
-                ..NewEvent::about_share(&expiry, &share, "revoke", "pending")
+                ..NewEvent::about_share(initiator, &share, "revoke", "pending")
             };
             db::audit::record(&mut tx, instance, event).await?;
             jobs::enqueue(&mut tx, Kind::Revoke, share.id, share.image_id, Utc::now()).await?;
+            started += 1;
         }
         let wait = self.config.policy.current().expire_undecided_after;
         let requests = db::share_requests::undecided_past_expiry(&mut tx, 100, wait).await?;
@@ -781,7 +1154,9 @@ impl Worker {
             .await?;
         }
         tx.commit().await?;
-        Ok(shares.len() + requests.len())
+        let stalled = db::shares::stalled_revokes(&self.pool).await?;
+        metrics::gauge!("gsb_revokes_stalled").set(stalled as f64);
+        Ok(started + requests.len())
     }
 }
 
@@ -833,5 +1208,63 @@ async fn listen(pool: PgPool, wake: Arc<Notify>) {
             Err(e) => tracing::warn!(error = %e, "cannot LISTEN for jobs; polling only"),
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_pass_that_panics_is_a_failed_pass_and_the_loop_goes_on() {
+        let mut outcomes = Vec::new();
+        for round in 0..3 {
+            let pass = survive("jobs", async move {
+                if round == 1 {
+                    panic!("a bad row");
+                }
+                Ok(Outcome::Ran)
+            });
+            outcomes.push(pass.await.map_err(|e| e.to_string()));
+        }
+        assert_eq!(outcomes[0], Ok(Outcome::Ran));
+        assert_eq!(outcomes[1], Err("the jobs pass panicked: a bad row".to_owned()));
+        assert_eq!(outcomes[2], Ok(Outcome::Ran), "the pass after the panic runs");
+    }
+
+    #[tokio::test]
+    async fn a_pass_that_panics_stops_its_heartbeat() {
+        let alive = Arc::new(());
+        let held = alive.clone();
+        let pass = survive("jobs", async move {
+            let _heartbeat = Heartbeat(tokio::spawn(async move {
+                let _held = held;
+                std::future::pending::<()>().await
+            }));
+            panic!("mid-job");
+        });
+        assert!(pass.await.is_err());
+        for _ in 0..100 {
+            if Arc::strong_count(&alive) == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the heartbeat outlived its pass: the job's lease would never lapse");
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_a_pass_is_counted() {
+        let handle = crate::telemetry::metrics_handle();
+        let pass = survive("sweeper", async { panic!("{}", String::from("formatted")) });
+        let error = pass.await.unwrap_err().to_string();
+        assert_eq!(error, "the sweeper pass panicked: formatted");
+        let rendered = handle.render();
+        assert!(
+            rendered
+                .lines()
+                .any(|l| l.starts_with("gsb_worker_panics_total{loop=\"sweeper\"}")),
+            "{rendered}"
+        );
     }
 }

@@ -149,7 +149,8 @@ async fn rejecting_through_the_broker_yields_its_exact_events() {
     until_share_state(&worker, &app.pool, &share, "pending_acceptance").await;
     let consumer = consumer_key(&app, &proj_b).await;
     post_ok(&app, &consumer, &format!("/v1/shares/{share}/reject"), json!({})).await;
-    until_share_state(&worker, &app.pool, &share, "rejected").await;
+    // A rejection removes the member (a rejected member still gives access).
+    until_share_state(&worker, &app.pool, &share, "revoked").await;
 
     assert_eq!(
         trail(&app, &id(&request, "/id")).await,
@@ -161,7 +162,9 @@ async fn rejecting_through_the_broker_yields_its_exact_events() {
             ("update/visibility", "success", "worker"),
             ("allow", "success", "worker"),
             ("reject", "pending", "proj-b-portal"),
+            ("update/visibility", "success", "worker"),
             ("reject", "success", "worker"),
+            ("revoke", "success", "worker"),
         ])
     );
     assert_chain_holds(&app).await;

@@ -335,3 +335,168 @@ async fn a_claim_racing_another_for_an_image_takes_another_image() {
     assert_eq!(images, [Some(expected); 2], "both grants of the other image: {held:?}");
     other.rollback().await.unwrap();
 }
+
+/// Registers an endpoint for `events` (none: all) straight in the database, as an admin
+/// would; deliveries are queued for it, and these tests look at the queue.
+async fn hook(app: &TestApp, events: &[String]) {
+    let mut tx = app.pool.begin().await.unwrap();
+    let hook = db::webhooks::NewWebhook {
+        url: "http://127.0.0.1:9/hook",
+        events,
+        description: None,
+        created_by: "faults",
+    };
+    db::webhooks::create(&mut tx, hook).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// How many deliveries of `event` are queued or sent.
+async fn deliveries_of(app: &TestApp, event: &str) -> i64 {
+    sqlx::query_scalar("select count(*) from webhook_deliveries where event = $1")
+        .bind(event)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_expiry_revoke_that_meets_eight_503s_keeps_trying_reports_the_stall_and_ends_revoked() {
+    let s = setup("shared").await;
+    let worker = Worker::new(
+        s.app.pool.clone(),
+        broker_cloud_with_glance(&s.url, Duration::from_millis(1500)),
+        WorkerConfig {
+            max_attempts: 8,
+            ..worker_config()
+        },
+    );
+    hook(&s.app, &[]).await;
+    let id = approve_one(&s).await;
+    until_state(&s, &id, "pending_acceptance").await;
+    s.fake.inject(
+        Method::DELETE,
+        "delete_member",
+        std::iter::repeat_n(Fault::Status(503, None), 9),
+    );
+    sqlx::query(
+        "update share_requests set expires_at = now() where id = (select request_id from shares where id = $1::uuid)",
+    )
+    .bind(&id)
+    .execute(&s.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(worker.sweep_expired().await.unwrap(), 1);
+
+    // Eight answers of 503: the revoke has not given up, and says it is stalled.
+    for _ in 0..200 {
+        drain(&worker).await;
+        if s.fake.calls(Method::DELETE, "delete_member") >= 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.fake.calls(Method::DELETE, "delete_member"), 8);
+    let view = share(&s.app, &id).await;
+    assert_eq!(view["state"], "revoking", "{view}");
+    assert!(view["last_error"].as_str().unwrap().contains("503"), "{view}");
+    assert!(
+        s.fake.member_status(&s.image, &s.proj_b).is_some(),
+        "the member is still there"
+    );
+    assert_eq!(deliveries_of(&s.app, "share.revoke_stalled").await, 1);
+    assert_eq!(deliveries_of(&s.app, "share.failed").await, 0);
+    let stalled: Value = sqlx::query_scalar(
+        "select details from audit_events where share_id = $1::uuid and action = 'revoke' and outcome = 'failure'",
+    )
+    .bind(&id)
+    .fetch_one(&s.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(stalled["stalled"], true, "{stalled}");
+    assert_eq!(stalled["attempts"], 8, "{stalled}");
+    worker.sweep_expired().await.unwrap();
+    let metrics = glance_share_broker::telemetry::metrics_handle().render();
+    assert!(metrics.contains("gsb_revoke_stalls_total"), "{metrics}");
+    assert!(metrics.contains("gsb_revokes_stalled"), "{metrics}");
+
+    // Glance comes back: the member goes, and the stall is reported once.
+    let id2 = id.clone();
+    drive_until(&worker, &s.app.pool, "revoked", async move |pool: &PgPool| {
+        share_state(pool, &id2).await == "revoked"
+    })
+    .await;
+    assert_eq!(s.fake.member_status(&s.image, &s.proj_b), None);
+    assert_eq!(s.fake.calls(Method::DELETE, "delete_member"), 10);
+    assert_eq!(deliveries_of(&s.app, "share.revoke_stalled").await, 1);
+    assert_eq!(deliveries_of(&s.app, "share.revoked").await, 1);
+    assert_eq!(share(&s.app, &id).await["last_error"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_grant_that_fails_after_adding_the_member_removes_it_before_the_share_fails() {
+    let s = setup("shared").await;
+    hook(&s.app, &[]).await;
+    // The add succeeds; the accept for the consumer (auto_accept) is refused for good.
+    s.fake.inject(Method::PUT, "put_member", [Fault::Status(403, None)]);
+    let body = json!({"image_id": s.image, "targets": [s.proj_b], "reason": "faults", "auto_accept": true});
+    let request = s.app.file_and_approve(body, Some(&s.worker)).await;
+    let id = request["shares"][0]["id"].as_str().unwrap().to_owned();
+    let view = until_state(&s, &id, "failed").await;
+    assert_eq!(
+        s.fake.member_status(&s.image, &s.proj_b),
+        None,
+        "a failed share leaves no member behind"
+    );
+    assert_eq!(s.fake.calls(Method::POST, "add_member"), 1);
+    assert!(view["last_error"].as_str().unwrap().contains("403"), "{view}");
+    let trail: Vec<(String, String)> =
+        sqlx::query_as("select action, outcome from audit_events where share_id = $1::uuid order by seq")
+            .bind(&id)
+            .fetch_all(&s.app.pool)
+            .await
+            .unwrap();
+    let tail: Vec<(&str, &str)> = trail[trail.len() - 2..]
+        .iter()
+        .map(|(a, o)| (a.as_str(), o.as_str()))
+        .collect();
+    assert_eq!(tail, [("revoke", "pending"), ("allow", "failure")], "{trail:?}");
+    assert_eq!(deliveries_of(&s.app, "share.failed").await, 1);
+    assert_eq!(deliveries_of(&s.app, "share.revoked").await, 0);
+}
+
+#[tokio::test]
+async fn a_refused_action_on_a_failed_share_announces_nothing() {
+    let s = setup("shared").await;
+    hook(&s.app, &[]).await;
+    s.fake.set_quota(0);
+    let id = approve_one(&s).await;
+    until_state(&s, &id, "failed").await;
+    assert_eq!(deliveries_of(&s.app, "share.failed").await, 1, "the failure itself");
+    let before: i64 = sqlx::query_scalar("select count(*) from webhook_deliveries")
+        .fetch_one(&s.app.pool)
+        .await
+        .unwrap();
+
+    // The owner's requester is not the consumer: refused, and audited.
+    let response = s
+        .app
+        .post(&s.app.requester, &format!("/v1/shares/{id}/accept"), &json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let refusals: i64 = sqlx::query_scalar(
+        "select count(*) from audit_events where share_id = $1::uuid and action = 'accept' and outcome = 'failure'",
+    )
+    .bind(&id)
+    .fetch_one(&s.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(refusals, 1, "the refusal is audited");
+    let after: i64 = sqlx::query_scalar("select count(*) from webhook_deliveries")
+        .fetch_one(&s.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(after, before, "a refusal announces nothing");
+    assert_eq!(deliveries_of(&s.app, "share.failed").await, 1);
+}

@@ -21,6 +21,7 @@ mod outbound;
 mod pagination;
 mod policy;
 mod proxy;
+mod races;
 mod share_requests;
 mod spec;
 mod webhooks;

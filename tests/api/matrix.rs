@@ -162,6 +162,11 @@ async fn fixture(app: &TestApp) -> (Uuid, Uuid, Uuid) {
         image_name: None,
         image_owner: None,
     };
+    // Grants are recorded only for shares being granted (a guarded transition).
+    db::shares::transition(&mut tx, shares[0].id, shares[0].state, ShareState::Granting, None)
+        .await
+        .unwrap()
+        .unwrap();
     let share = db::shares::set_granted_all(&mut tx, &[granted])
         .await
         .unwrap()

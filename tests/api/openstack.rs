@@ -180,6 +180,8 @@ pub fn worker_config() -> WorkerConfig {
         },
         glance_rate_limit: 0,
         instance: "test-worker".into(),
+        revoke_stalled_after: Duration::from_secs(900),
+        revoke_confirm_after: Duration::from_millis(200),
     }
 }
 

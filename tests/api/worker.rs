@@ -292,7 +292,7 @@ async fn a_target_given_by_name_is_resolved_and_granted_by_id() {
 }
 
 #[tokio::test]
-async fn the_worker_sees_the_consumer_accept_in_glance() {
+async fn the_worker_sees_the_consumer_reject_in_glance_and_removes_the_member() {
     let (app, rig) = (spawn_app().await, Rig::from_env());
     let worker = Worker::new(app.pool.clone(), broker_cloud(), worker_config());
     let image = rig.private_image("e2e-poll").await;
@@ -316,17 +316,27 @@ async fn the_worker_sees_the_consumer_accept_in_glance() {
         )
         .await;
     assert_eq!(status, 200);
+    // A rejected member still lets the consumer boot the image: the rejection is carried out
+    // as a revoke.
     let id = share.clone();
-    drive_until(&worker, &app.pool, "the rejection is seen", async |pool: &PgPool| {
-        share_state(pool, &id).await == "rejected"
-    })
+    drive_until(
+        &worker,
+        &app.pool,
+        "the rejection is seen and carried out",
+        async |pool: &PgPool| share_state(pool, &id).await == "revoked",
+    )
     .await;
     let events = db::audit::for_request(&app.pool, request["id"].as_str().unwrap().parse().unwrap())
         .await
         .unwrap();
+    let seen = events.iter().find(|e| e.action == "reject").unwrap();
+    assert_eq!(seen.outcome, "success");
+    assert_eq!(seen.details["observed_in_glance"], true);
     let last = events.last().unwrap();
-    assert_eq!(last.action, "reject");
-    assert_eq!(last.details["observed_in_glance"], true);
+    assert_eq!((last.action.as_str(), last.outcome.as_str()), ("revoke", "success"));
+    assert_eq!(last.reason.as_deref(), Some("rejected by the consumer"));
+    assert_eq!(crate::races::members_in_glance(&rig, &image).await, Vec::new());
+    assert_eq!(crate::races::visibility_in_glance(&rig, &image).await, "private");
 }
 
 #[tokio::test]
