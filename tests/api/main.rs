@@ -6,6 +6,7 @@ mod auth;
 mod authz_attacks;
 mod cli;
 mod crash;
+mod docs;
 mod edges;
 mod fake_glance;
 mod faults;
