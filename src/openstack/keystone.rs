@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use super::client::{OpenStack, Service, error_of};
 use super::error::CallError;
@@ -156,60 +157,22 @@ impl OpenStack {
 
     /// The project with this id, or `None` when Keystone has none.
     pub async fn project(&self, id: &str, request_id: &str) -> Result<Option<Project>, CallError> {
-        let what = "get project";
-        let path = format!("/projects/{id}");
-        let response = self
-            .send(Service::Keystone, Method::GET, &path, what, request_id, |r| r)
-            .await?;
-        match response.status() {
-            StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => Ok(Some(
-                response
-                    .json::<One>()
-                    .await
-                    .map_err(|e| CallError::transport(what, &e))?
-                    .project,
-            )),
-            _ => Err(error_of(what, response).await),
-        }
+        let found: Option<One> = self.find(&format!("/projects/{id}"), "get project", request_id).await?;
+        Ok(found.map(|one| one.project))
     }
 
     /// Every project with this name (one per domain at most).
     pub async fn projects_named(&self, name: &str, request_id: &str) -> Result<Vec<Project>, CallError> {
-        let what = "find project by name";
-        let response = self
-            .send(Service::Keystone, Method::GET, "/projects", what, request_id, |r| {
-                r.query(&[("name", name)])
-            })
+        let many: Many = self
+            .list("/projects", &[("name", name)], "find project by name", request_id)
             .await?;
-        if !response.status().is_success() {
-            return Err(error_of(what, response).await);
-        }
-        Ok(response
-            .json::<Many>()
-            .await
-            .map_err(|e| CallError::transport(what, &e))?
-            .projects)
+        Ok(many.projects)
     }
 
     /// The user with this id, or `None` when Keystone has none.
     pub async fn user(&self, id: &str, request_id: &str) -> Result<Option<User>, CallError> {
-        let what = "get user";
-        let path = format!("/users/{id}");
-        let response = self
-            .send(Service::Keystone, Method::GET, &path, what, request_id, |r| r)
-            .await?;
-        match response.status() {
-            StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => Ok(Some(
-                response
-                    .json::<OneUser>()
-                    .await
-                    .map_err(|e| CallError::transport(what, &e))?
-                    .user,
-            )),
-            _ => Err(error_of(what, response).await),
-        }
+        let found: Option<OneUser> = self.find(&format!("/users/{id}"), "get user", request_id).await?;
+        Ok(found.map(|one| one.user))
     }
 
     /// Every user with this name (one per domain at most), or only the one in `domain_id`.
@@ -219,42 +182,53 @@ impl OpenStack {
         domain_id: Option<&str>,
         request_id: &str,
     ) -> Result<Vec<User>, CallError> {
-        let what = "find user by name";
-        let response = self
-            .send(Service::Keystone, Method::GET, "/users", what, request_id, |r| {
-                let r = r.query(&[("name", name)]);
-                match domain_id {
-                    Some(domain) => r.query(&[("domain_id", domain)]),
-                    None => r,
-                }
-            })
-            .await?;
-        if !response.status().is_success() {
-            return Err(error_of(what, response).await);
-        }
-        Ok(response
-            .json::<ManyUsers>()
-            .await
-            .map_err(|e| CallError::transport(what, &e))?
-            .users)
+        let mut query = vec![("name", name)];
+        query.extend(domain_id.map(|domain| ("domain_id", domain)));
+        let many: ManyUsers = self.list("/users", &query, "find user by name", request_id).await?;
+        Ok(many.users)
     }
 
     /// The id of the domain with this name, if there is one.
     pub async fn domain_named(&self, name: &str, request_id: &str) -> Result<Option<String>, CallError> {
-        let what = "find domain by name";
+        let many: ManyDomains = self
+            .list("/domains", &[("name", name)], "find domain by name", request_id)
+            .await?;
+        Ok(many.domains.into_iter().next().map(|d| d.id))
+    }
+
+    /// GET one Keystone resource: `None` when Keystone has none (404).
+    async fn find<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        what: &str,
+        request_id: &str,
+    ) -> Result<Option<T>, CallError> {
         let response = self
-            .send(Service::Keystone, Method::GET, "/domains", what, request_id, |r| {
-                r.query(&[("name", name)])
+            .send(Service::Keystone, Method::GET, path, what, request_id, |r| r)
+            .await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Ok(Some(response.json().await.map_err(|e| CallError::transport(what, &e))?)),
+            _ => Err(error_of(what, response).await),
+        }
+    }
+
+    /// GET a Keystone collection filtered by `query`.
+    async fn list<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        what: &str,
+        request_id: &str,
+    ) -> Result<T, CallError> {
+        let response = self
+            .send(Service::Keystone, Method::GET, path, what, request_id, |r| {
+                r.query(query)
             })
             .await?;
         if !response.status().is_success() {
             return Err(error_of(what, response).await);
         }
-        let domains = response
-            .json::<ManyDomains>()
-            .await
-            .map_err(|e| CallError::transport(what, &e))?
-            .domains;
-        Ok(domains.into_iter().next().map(|d| d.id))
+        response.json().await.map_err(|e| CallError::transport(what, &e))
     }
 }
