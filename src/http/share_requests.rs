@@ -630,7 +630,7 @@ async fn decide(
     if request.status != RequestStatus::PendingApproval {
         return Err(ApiError::Conflict {
             detail: format!(
-                "the request is already {}; only a pending_approval request can be {verb}ed",
+                "the request is already {}; only a pending_approval request can be {to}",
                 request.status
             ),
             errors: Vec::new(),
