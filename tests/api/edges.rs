@@ -109,38 +109,29 @@ async fn validation_refuses_a_region_the_catalog_does_not_spell_so() {
     assert_eq!(request["region"], "RegionOne");
 }
 
-/// A database with every migration before the edges one applied.
-async fn before_edges_migration() -> sqlx::PgPool {
+/// A database with the whole schema.
+async fn migrated() -> sqlx::PgPool {
     let pool = sqlx::PgPool::connect(&crate::helpers::fresh_database().await)
         .await
         .unwrap();
-    let earlier: Vec<_> = db::MIGRATOR
-        .iter()
-        .filter(|m| m.version < 20261220000004)
-        .cloned()
-        .collect();
-    let migrator = sqlx::migrate::Migrator {
-        migrations: std::borrow::Cow::Owned(earlier),
-        ..sqlx::migrate::Migrator::DEFAULT
-    };
-    migrator.run(&pool).await.unwrap();
+    db::MIGRATOR.run(&pool).await.unwrap();
     pool
 }
 
-/// A request and one share of it, in `region` and `state`, as rows filed before regions
-/// were checked would be.
-async fn legacy_share(pool: &sqlx::PgPool, region: &str, state: &str) {
+/// Writes a request and one share of it, in `region` and `state`, straight to the tables
+/// (past the API's checks, as an operator's or a bug's SQL would).
+async fn write_share(pool: &sqlx::PgPool, region: &str, state: &str) -> Result<(), sqlx::Error> {
     let request = Uuid::new_v4();
+    let mut tx = pool.begin().await?;
     sqlx::query(
         "insert into share_requests (id, image_id, region, reason, requested_by, requested_by_subject, status)
-         values ($1, $2, $3, 'old', 'portal', 'key:portal', 'approved')",
+         values ($1, $2, $3, 'direct', 'portal', 'key:portal', 'approved')",
     )
     .bind(request)
     .bind(Uuid::parse_str(IMAGE).unwrap())
     .bind(region)
-    .execute(pool)
-    .await
-    .unwrap();
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(
         "insert into shares (id, request_id, image_id, region, target, project_id, state)
          values ($1, $2, $3, $4, $5, $5, $6)",
@@ -151,34 +142,44 @@ async fn legacy_share(pool: &sqlx::PgPool, region: &str, state: &str) {
     .bind(region)
     .bind(PROJ_B)
     .bind(state)
-    .execute(pool)
-    .await
-    .unwrap();
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+fn constraint_of(error: sqlx::Error) -> String {
+    error
+        .as_database_error()
+        .and_then(|e| e.constraint())
+        .unwrap_or_else(|| panic!("not a constraint violation: {error}"))
+        .to_owned()
 }
 
 #[tokio::test]
-async fn the_migration_trims_stored_regions_and_names_live_twins_it_cannot_keep() {
-    let pool = before_edges_migration().await;
-    legacy_share(&pool, "RegionOne ", "accepted").await;
-    legacy_share(&pool, " RegionOne", "revoked").await;
-    db::MIGRATOR.run(&pool).await.unwrap();
-    let regions: Vec<String> =
-        sqlx::query_scalar("select distinct region from shares union select distinct region from share_requests")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    assert_eq!(regions, ["RegionOne"]);
+async fn the_schema_refuses_an_untrimmed_region_and_a_live_twin_in_another_case() {
+    let pool = migrated().await;
+    for region in ["RegionOne ", " RegionOne", ""] {
+        let error = write_share(&pool, region, "accepted").await.unwrap_err();
+        assert_eq!(constraint_of(error), "share_requests_region_canonical", "{region:?}");
+    }
+    write_share(&pool, "RegionOne", "accepted").await.unwrap();
+    // The same image, project and region spelled in another case is the same grant: refused
+    // while the first is live, by the index db::share_requests::ONE_LIVE_GRANT names.
+    let error = write_share(&pool, "regionone", "pending_acceptance").await.unwrap_err();
+    assert_eq!(constraint_of(error), "shares_one_live_grant_idx");
+    // A finished share does not count.
+    write_share(&pool, "REGIONONE", "revoked").await.unwrap();
+}
 
-    // Two live shares of one image to one project, the region spelled two ways (the attack of
-    // issue 10): the migration stops and says which, rather than keep both or drop one.
-    let pool = before_edges_migration().await;
-    legacy_share(&pool, "RegionOne", "accepted").await;
-    legacy_share(&pool, "RegionOne ", "pending_acceptance").await;
-    let error = db::MIGRATOR.run(&pool).await.unwrap_err().to_string();
-    assert!(
-        error.contains("two live shares") && error.contains(IMAGE) && error.contains(PROJ_B),
-        "{error}"
-    );
+#[tokio::test]
+async fn the_schema_refuses_a_state_no_enum_has() {
+    let pool = migrated().await;
+    let error = write_share(&pool, "RegionOne", "granted").await.unwrap_err();
+    assert_eq!(constraint_of(error), "shares_state_check");
+    for state in glance_share_broker::domain::ShareState::ALL {
+        sqlx::query("delete from shares").execute(&pool).await.unwrap();
+        write_share(&pool, "RegionOne", state.as_str()).await.unwrap();
+    }
 }
 
 // ---- webhooks that point inside -----------------------------------------------------------
