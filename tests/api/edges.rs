@@ -498,14 +498,15 @@ async fn the_purge_deletes_old_finished_work_and_keeps_young_rows_live_jobs_and_
     app.file(IMAGE, &[PROJ_B]).await;
     let audit_before = audit_count(&app).await;
     let sql = [
-        // Jobs: 2,500 old finished ones (more than one batch), a young one, and live old ones.
-        "insert into jobs (id, kind, state, created_at, finished_at)
-         select gen_random_uuid(), 'old', 'done', now() - interval '9 days', now() - interval '8 days'
+        // Jobs: 2,500 old finished ones (more than one batch), a young one, and live old ones,
+        // told apart by `last_error`.
+        "insert into jobs (id, kind, last_error, state, created_at, finished_at)
+         select gen_random_uuid(), 'poll', 'old', 'done', now() - interval '9 days', now() - interval '8 days'
          from generate_series(1, 2500)",
-        "insert into jobs (id, kind, state, finished_at) values (gen_random_uuid(), 'old', 'failed', now() - interval '8 days')",
-        "insert into jobs (id, kind, state, finished_at) values (gen_random_uuid(), 'young', 'done', now() - interval '6 days')",
-        "insert into jobs (id, kind, state, created_at, run_at) values (gen_random_uuid(), 'live', 'queued', now() - interval '60 days', now() + interval '1 day')",
-        "insert into jobs (id, kind, state, created_at, run_at, lease_expires_at) values (gen_random_uuid(), 'live', 'running', now() - interval '60 days', now() - interval '60 days', now() + interval '1 day')",
+        "insert into jobs (id, kind, last_error, state, finished_at) values (gen_random_uuid(), 'poll', 'old', 'failed', now() - interval '8 days')",
+        "insert into jobs (id, kind, last_error, state, finished_at) values (gen_random_uuid(), 'poll', 'young', 'done', now() - interval '6 days')",
+        "insert into jobs (id, kind, last_error, state, created_at, run_at) values (gen_random_uuid(), 'poll', 'live', 'queued', now() - interval '60 days', now() + interval '1 day')",
+        "insert into jobs (id, kind, last_error, state, created_at, run_at, lease_expires_at) values (gen_random_uuid(), 'poll', 'live', 'running', now() - interval '60 days', now() - interval '60 days', now() + interval '1 day')",
         "insert into webhooks (id, url, secret, created_by) values ('00000000-0000-0000-0000-000000000001', 'https://8.8.8.8/', 's', 'test')",
         "insert into webhook_deliveries (id, webhook_id, event, audit_seq, payload, state, run_at, delivered_at) values
             (gen_random_uuid(), '00000000-0000-0000-0000-000000000001', 'old', 1, '{}', 'delivered', now() - interval '40 days', now() - interval '31 days'),
@@ -522,14 +523,14 @@ async fn the_purge_deletes_old_finished_work_and_keeps_young_rows_live_jobs_and_
     }
 
     let deadline = Instant::now() + Duration::from_secs(10);
-    while remaining(&app, "jobs", "kind", "old").await > 0 && Instant::now() < deadline {
+    while remaining(&app, "jobs", "last_error", "old").await > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // One more round, so that every table has had its purge.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(remaining(&app, "jobs", "kind", "old").await, 0);
-    assert_eq!(remaining(&app, "jobs", "kind", "young").await, 1);
-    assert_eq!(remaining(&app, "jobs", "kind", "live").await, 2);
+    assert_eq!(remaining(&app, "jobs", "last_error", "old").await, 0);
+    assert_eq!(remaining(&app, "jobs", "last_error", "young").await, 1);
+    assert_eq!(remaining(&app, "jobs", "last_error", "live").await, 2);
     assert_eq!(remaining(&app, "webhook_deliveries", "event", "old").await, 0);
     assert_eq!(remaining(&app, "webhook_deliveries", "event", "young").await, 1);
     assert_eq!(remaining(&app, "webhook_deliveries", "event", "live").await, 1);
