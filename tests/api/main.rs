@@ -23,6 +23,7 @@ mod pagination;
 mod policy;
 mod proxy;
 mod races;
+mod readme;
 mod share_requests;
 mod spec;
 mod webhooks;
