@@ -8,6 +8,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::cli::free_port;
 use crate::helpers::fresh_database;
 use crate::openstack::{Rig, env};
 
@@ -23,14 +24,6 @@ fn quickstart() -> String {
         .expect("README.md has a ```sh quickstart block");
     let (block, _) = rest.split_once("\n```").expect("the quickstart block is closed");
     block.to_owned()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `scripts/dev.sh` on its own database, port and state directory (its keys and `demo.env`),
