@@ -69,6 +69,12 @@ export OS_CLIENT_CONFIG_FILE="$BROKER_CLOUDS"
 log "broker credentials: $OS_CLIENT_CONFIG_FILE (cloud $OS_CLOUD)"
 
 # ----------------------------------------------------- migrate + demo key
+# The migrations start from a baseline (20261201000001); a dev database migrated with the
+# files before it cannot be migrated on: say how to start it over.
+if [ -n "${ADMIN_URL:-}" ] && command -v psql >/dev/null 2>&1; then
+  stale=$(psql "$DATABASE_URL" -XtAc "select count(*) from _sqlx_migrations where version < 20261201000001" 2>/dev/null || true)
+  [ "${stale:-0}" = 0 ] || die "$DEV_DB predates the migration baseline: psql '$ADMIN_URL' -c 'DROP DATABASE $DEV_DB', then run dev.sh again"
+fi
 run_step "migrate" "$BIN" migrate
 
 # Demo API keys, one per part of the flow (nobody may approve a request they filed).
