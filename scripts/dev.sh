@@ -7,6 +7,7 @@
 #   DATABASE_URL  default postgres://postgres@127.0.0.1:5432/glance_share_broker_dev
 #                 (that database is created if missing)
 #   GSB_STATE_DIR default ${TMPDIR:-/tmp}/glance-share-broker
+#   GSB_BIN       a built broker to run instead of building one (the README's test)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/lib.sh
@@ -33,10 +34,14 @@ fi
 export DATABASE_URL
 
 # --------------------------------------------------------------------- build
-run_step "cargo build" cargo build --bin glance-share-broker
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps \
-  | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-BIN="$TARGET_DIR/debug/glance-share-broker"
+if [ -n "${GSB_BIN:-}" ]; then
+  BIN=$GSB_BIN
+else
+  run_step "cargo build" cargo build --bin glance-share-broker
+  TARGET_DIR=$(cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  BIN="$TARGET_DIR/debug/glance-share-broker"
+fi
 [ -x "$BIN" ] || die "built binary not found at $BIN"
 
 # ------------------------------------------- broker's OpenStack credentials
