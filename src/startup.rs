@@ -249,7 +249,7 @@ impl Application {
         // The API's own Glance calls (who owns an image) have a budget of their own, apart
         // from the workers': filings never take the slots grants and revokes need.
         let cloud = cloud.map(|cloud| {
-            crate::worker::ApiBudget::apply(
+            crate::openstack::pace::ApiBudget::apply(
                 cloud,
                 pool.clone(),
                 args.edges.api_glance_rate_limit,

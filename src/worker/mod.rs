@@ -18,7 +18,6 @@
 
 mod approval;
 mod grant;
-mod pace;
 mod retry;
 mod validate;
 mod webhooks;
@@ -48,9 +47,9 @@ use crate::domain::{
     FieldError, Initiator, REJECTED_BY_CONSUMER, RequestStatus, RevokeCause, ShareState, Trigger, Validation,
 };
 use crate::openstack::glance::Image;
+use crate::openstack::pace::paced;
 use crate::openstack::{CallError, OpenStack};
 
-pub use pace::{ApiBudget, api_key};
 pub use retry::{backoff, next_delay, poll_delay};
 use validate::Verdict;
 pub use webhooks::WebhookConfig;
@@ -216,18 +215,6 @@ enum Seen {
     Rejected,
     MemberGone,
     ImageGone,
-}
-
-/// `cloud` with every Glance call waiting for a slot under the limit that all replicas share
-/// (`rate` calls per second to its cloud and region; 0: no limit).
-pub fn paced(cloud: OpenStack, pool: PgPool, rate: u32) -> OpenStack {
-    match rate {
-        0 => cloud,
-        rate => {
-            let key = cloud.cloud_key();
-            cloud.with_pacer(Arc::new(pace::SharedRate::new(pool, key, rate)))
-        }
-    }
 }
 
 /// The requests `shares` belong to, by id.
