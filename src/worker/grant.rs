@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{Effect, Failure, Worker};
 use crate::db;
-use crate::db::jobs::{Claimed, Subject};
+use crate::db::jobs::{Claimed, Kind};
 use crate::db::share_requests::{Share, ShareRequest};
 use crate::domain::{ShareState, Trigger};
 use crate::openstack::CallError;
@@ -24,18 +24,11 @@ use crate::openstack::glance::Image;
 pub(super) const BATCH: i64 = 64;
 
 impl Worker {
-    /// Carries out the grant jobs in `held` (all on one image, under one lease token).
+    /// Carries out the grant jobs in `held` (all on one image, under one lease token), of
+    /// `ids`, the shares in the same order.
     /// An error is ours (database, lost lease): the jobs are left for their lease to lapse.
-    pub(super) async fn grant(&self, held: &[Claimed]) -> anyhow::Result<()> {
-        let ids: Vec<Uuid> = held
-            .iter()
-            .filter_map(|job| match job.subject {
-                Subject::Share(id) => Some(id),
-                Subject::Request(_) => None,
-            })
-            .collect();
-        anyhow::ensure!(ids.len() == held.len(), "a grant job names a request, not a share");
-        let shares: HashMap<Uuid, Share> = db::share_requests::shares_by_id(&self.pool, &ids)
+    pub(super) async fn grant(&self, held: &[Claimed], ids: &[Uuid]) -> anyhow::Result<()> {
+        let shares: HashMap<Uuid, Share> = db::share_requests::shares_by_id(&self.pool, ids)
             .await?
             .into_iter()
             .map(|s| (s.id, s))
@@ -68,9 +61,9 @@ impl Worker {
             .iter()
             .zip(ids)
             .zip(outcomes)
-            .map(|((job, id), outcome)| (job, id, outcome.expect("every share has an outcome")))
+            .map(|((job, id), outcome)| (job, *id, outcome.expect("every share has an outcome")))
             .collect();
-        self.settle(settled, &rid).await
+        self.settle(Kind::Grant, settled, &rid).await
     }
 
     /// Moves the queued shares to `granting`, with their audit events, before anything is

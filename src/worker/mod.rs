@@ -39,7 +39,7 @@ use uuid::Uuid;
 
 use crate::db;
 use crate::db::audit::NewEvent;
-use crate::db::jobs::{self, Claimed, Finish, Kind, Subject};
+use crate::db::jobs::{self, Claim, Claimed, Finish, Job, Kind, Step};
 use crate::db::share_requests::{Share, ShareRequest};
 use crate::db::shares::RevokeStart;
 use crate::domain::policy::SharedPolicy;
@@ -330,12 +330,12 @@ impl Worker {
     /// Claims and runs one due job (a grant with the other due grants of its image).
     /// Tests call this until it returns [`Outcome::Idle`].
     pub async fn run_once(&self) -> anyhow::Result<Outcome> {
-        let held = jobs::claim(&self.pool, self.config.lease, grant::BATCH).await?;
-        let Some(job) = held.first().cloned() else {
+        let Some(claim) = jobs::claim(&self.pool, self.config.lease, grant::BATCH).await? else {
             return Ok(Outcome::Idle);
         };
+        let job = claim.lead().clone();
         let heartbeat = self.spawn_heartbeat(job.clone());
-        let result = self.run_claimed(&held).await;
+        let result = self.run_claimed(&claim).await;
         drop(heartbeat);
         if let Err(e) = result {
             tracing::warn!(job.id = %job.id, error = ?e, "job abandoned; its lease will lapse and it will be retried");
@@ -344,13 +344,13 @@ impl Worker {
     }
 
     /// Runs the claimed jobs: a lead and, for grants, those adopted with it.
-    async fn run_claimed(&self, held: &[Claimed]) -> anyhow::Result<()> {
-        let job = &held[0];
-        let span = tracing::info_span!("job", job.id = %job.id, job.kind = job.kind.as_str(), job.subject = %job.subject, attempt = job.attempts, batch = held.len());
-        match job.subject {
-            _ if job.kind == Kind::Grant => self.grant(held).instrument(span).await,
-            Subject::Share(share_id) => self.run_share_job(job, share_id).instrument(span).await,
-            Subject::Request(request_id) => self.validate(job, request_id).instrument(span).await,
+    async fn run_claimed(&self, claim: &Claim) -> anyhow::Result<()> {
+        let job = claim.lead();
+        let span = tracing::info_span!("job", job.id = %job.id, job.kind = claim.job.name(), job.subject = %claim.job.subject(), attempt = job.attempts, batch = claim.held.len());
+        match &claim.job {
+            Job::Grant { shares } => self.grant(&claim.held, shares).instrument(span).await,
+            Job::Share { share, step } => self.run_share_job(job, *share, *step).instrument(span).await,
+            Job::Validate { request } => self.validate(job, *request).instrument(span).await,
         }
     }
 
@@ -374,26 +374,31 @@ impl Worker {
 
     /// A job on one share: its calls to OpenStack, then one transaction for the outcome.
     /// An error is ours (database, lost lease): the job is left for its lease to lapse.
-    async fn run_share_job(&self, job: &Claimed, share_id: Uuid) -> anyhow::Result<()> {
+    async fn run_share_job(&self, job: &Claimed, share_id: Uuid, step: Step) -> anyhow::Result<()> {
         // Sent to Keystone and Glance as X-OpenStack-Request-ID, and the audit events'
         // correlation id: one id finds the job's calls in every log.
         let rid = format!("req-{}", Uuid::new_v4());
-        let result = self.execute(job, share_id, &rid).await?;
-        self.settle(vec![(job, share_id, result)], &rid).await
+        let result = self.execute(job, share_id, step, &rid).await?;
+        self.settle(step.kind(), vec![(job, share_id, result)], &rid).await
     }
 
     /// The network part. The outer error is ours; the inner one is OpenStack's answer.
-    async fn execute(&self, job: &Claimed, share_id: Uuid, rid: &str) -> anyhow::Result<Result<Effect, Failure>> {
+    async fn execute(
+        &self,
+        job: &Claimed,
+        share_id: Uuid,
+        step: Step,
+        rid: &str,
+    ) -> anyhow::Result<Result<Effect, Failure>> {
         let share = db::share_requests::find_share(&self.pool, share_id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("share {share_id} is gone"))?;
-        Ok(match job.kind {
-            Kind::Poll => self.poll(&share, rid).await.map_err(Failure::from),
-            Kind::Accept => self.accept(job, &share, rid).await?,
+        Ok(match step {
+            Step::Poll => self.poll(&share, rid).await.map_err(Failure::from),
+            Step::Accept => self.accept(job, &share, rid).await?,
             // Carried out as a revoke, which settle starts: nothing to ask Glance first.
-            Kind::Reject => Ok(Effect::RejectAsked),
-            Kind::Revoke => self.revoke(job, &share, rid).await?,
-            Kind::Grant | Kind::Validate => anyhow::bail!("{} jobs do not run one share at a time", job.kind.as_str()),
+            Step::Reject => Ok(Effect::RejectAsked),
+            Step::Revoke => self.revoke(job, &share, rid).await?,
         })
     }
 
@@ -545,9 +550,10 @@ impl Worker {
     /// their audit events (after the changes they record); commits only if every job is
     /// still ours. `rid` correlates the events with the jobs' OpenStack calls. Each outcome
     /// is checked against its share as it is now (locked): one the share's state machine
-    /// refuses lost a race and is discarded.
+    /// refuses lost a race and is discarded. The jobs are all of `kind`.
     async fn settle(
         &self,
+        kind: Kind,
         mut outcomes: Vec<(&Claimed, Uuid, Result<Effect, Failure>)>,
         rid: &str,
     ) -> anyhow::Result<()> {
@@ -604,7 +610,7 @@ impl Worker {
                 .get(&share.request_id)
                 .ok_or_else(|| anyhow::anyhow!("request {} is gone", share.request_id))?;
             let end = self
-                .record_outcome(&mut tx, job, share, request, result, &mut settled)
+                .record_outcome(&mut tx, kind, job, share, request, result, &mut settled)
                 .await?;
             ends.push((job, end));
         }
@@ -679,9 +685,11 @@ impl Worker {
     /// Records one job's outcome inside `tx` (a granted member is already recorded, and
     /// `share` shows it), adding its audit events and acceptance checks to `settled`;
     /// returns how the job ends.
+    #[allow(clippy::too_many_arguments)]
     async fn record_outcome(
         &self,
         tx: &mut sqlx::PgConnection,
+        kind: Kind,
         job: &Claimed,
         share: Share,
         request: &ShareRequest,
@@ -789,7 +797,7 @@ impl Worker {
                 self.record_revoked(tx, share, events).await?;
                 Finish::Done
             }
-            Err(failure) => self.record_error(tx, job, share, failure, events).await?,
+            Err(failure) => self.record_error(tx, kind, job, share, failure, events).await?,
         })
     }
 
@@ -832,6 +840,7 @@ impl Worker {
     async fn record_error(
         &self,
         tx: &mut sqlx::PgConnection,
+        kind: Kind,
         job: &Claimed,
         share: Share,
         failure: Failure,
@@ -847,12 +856,12 @@ impl Worker {
             CallError::Permanent { .. } => None,
         };
         // The job's work is still wanted only while the share is where the job found it.
-        let wanted = match job.kind {
+        let wanted = match kind {
             Kind::Grant => share.state.on(Trigger::StartGrant).is_ok(),
             Kind::Poll => share.state == ShareState::PendingAcceptance,
             Kind::Accept => share.state.on(Trigger::Accept).is_ok(),
             Kind::Revoke => share.state == ShareState::Revoking,
-            Kind::Reject | Kind::Validate => false,
+            Kind::Reject => false,
         };
         if !wanted {
             tracing::info!(error = %message, state = %share.state, "OpenStack call failed, but the share moved on: the job ends");
@@ -860,7 +869,7 @@ impl Worker {
         }
         // Polls and revokes never give up; grants and accepts do, after a permanent error or
         // their last try.
-        let gives_up = matches!(job.kind, Kind::Grant | Kind::Accept)
+        let gives_up = matches!(kind, Kind::Grant | Kind::Accept)
             && (!error.is_transient() || job.attempts >= self.config.max_attempts);
         tracing::warn!(error = %message, gives_up, "OpenStack call failed");
         let backoff = retry::next_delay(
@@ -870,7 +879,7 @@ impl Worker {
             retry_after,
             rand::random(),
         );
-        let finish = match job.kind {
+        let finish = match kind {
             Kind::Poll => {
                 // Tracking never gives up: the next check may well succeed.
                 let next = retry::poll_delay(
