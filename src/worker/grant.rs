@@ -12,7 +12,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::{Effect, Failure, Worker};
+use super::Worker;
+use super::share::{Effect, Failure};
 use crate::db;
 use crate::db::jobs::{Claimed, Kind};
 use crate::db::share_requests::{Share, ShareRequest};
@@ -33,7 +34,7 @@ impl Worker {
             .into_iter()
             .map(|s| (s.id, s))
             .collect();
-        let requests = super::requests_of(&self.pool, &shares).await?;
+        let requests = super::settle::requests_of(&self.pool, &shares).await?;
 
         // What needs Glance, and what is settled without it.
         let mut outcomes: Vec<Option<Result<Effect, Failure>>> = Vec::with_capacity(held.len());
@@ -187,6 +188,15 @@ impl Worker {
             outcomes[*i] = Some(outcome);
         }
         Ok(())
+    }
+
+    /// The target's Keystone project id: checked again at grant time, for the project may
+    /// have been deleted since validation.
+    async fn resolve_target(&self, share: &Share, rid: &str) -> Result<String, CallError> {
+        match super::validate::resolve(&self.cloud, share, rid).await? {
+            Ok(project) => Ok(project.id),
+            Err(reason) => Err(CallError::permanent(None, reason)),
+        }
     }
 
     /// Whether `request` passed validation less than `revalidate_after` ago.
