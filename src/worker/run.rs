@@ -1,20 +1,21 @@
 //! The run loop: claims jobs (and webhook deliveries) and runs each with a heartbeat, wakes
-//! on NOTIFY or polls, and survives a pass that panics. What a job does is in the modules
+//! on NOTIFY or polls, and survives a pass that panics (a panicking job is left for its
+//! lease to lapse, like any abandoned job). Its loops are owned by a [`Tasks`], which stops
+//! and drains them. What a job does is in the modules
 //! named after it; this one only dispatches.
 
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{Worker, grant};
 use crate::db::jobs::{self, Claim, Claimed, Job};
+use crate::tasks::{Tasks, survive};
 
 /// What one pass found to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,40 +54,29 @@ impl Drop for Heartbeat {
     }
 }
 
-/// Runs one pass of the loop `name`; a pass that panics becomes a failed pass (logged and
-/// counted in `gsb_worker_panics_total`), so the loop goes on instead of stopping for good.
-/// A panicking job is left for its lease to lapse, like any abandoned job.
-async fn survive<F>(name: &'static str, pass: F) -> anyhow::Result<Outcome>
-where
-    F: Future<Output = anyhow::Result<Outcome>>,
-{
-    match AssertUnwindSafe(pass).catch_unwind().await {
-        Ok(result) => result,
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic with no message".to_owned());
-            metrics::counter!("gsb_worker_panics_total", "loop" => name).increment(1);
-            tracing::error!(worker.loop = name, panic = %message, "a worker pass panicked; the loop goes on");
-            Err(anyhow::anyhow!("the {name} pass panicked: {message}"))
-        }
-    }
-}
-
 impl Worker {
-    /// Runs until `shutdown` turns true: stops claiming, lets running jobs finish, returns.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Runs until `stop` is cancelled: then stops claiming, lets the jobs in hand finish, and
+    /// returns once every loop has ended.
+    pub async fn run(self, stop: CancellationToken) {
+        let tasks = Tasks::new();
+        self.start(&tasks);
+        stop.cancelled().await;
+        tracing::info!("worker stopping: no new claims; finishing jobs in hand");
+        tasks.shutdown().await;
+    }
+
+    /// Starts the worker's loops on `tasks`: the LISTEN for new jobs, one loop per job and
+    /// delivery slot, and the expiry sweeper. When `tasks` shuts down, each loop finishes the
+    /// job in hand and claims no more.
+    pub fn start(&self, tasks: &Tasks) {
         let wake = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen(self.pool.clone(), wake.clone()));
-        let mut loops = Vec::new();
+        tasks.spawn(listen(self.pool.clone(), wake.clone(), tasks.stopping()));
         let jobs = std::iter::repeat_n(Queue::Jobs, self.config.concurrency.max(1));
         let deliveries = std::iter::repeat_n(Queue::Deliveries, self.config.webhooks.concurrency.max(1));
         for queue in jobs.chain(deliveries) {
-            let (worker, wake, mut shutdown) = (self.clone(), wake.clone(), shutdown.clone());
-            loops.push(tokio::spawn(async move {
-                while !*shutdown.borrow() {
+            let (worker, wake, stop) = (self.clone(), wake.clone(), tasks.stopping());
+            tasks.spawn(async move {
+                while !stop.is_cancelled() {
                     let pass = survive(queue.name(), async {
                         match queue {
                             Queue::Jobs => worker.run_once().await,
@@ -102,31 +92,17 @@ impl Worker {
                         tokio::select! {
                             () = wake.notified() => {}
                             () = tokio::time::sleep(worker.config.idle_poll) => {}
-                            _ = shutdown.changed() => {}
+                            () = stop.cancelled() => {}
                         }
                     }
                 }
-            }));
+            });
         }
-        let sweeper = {
-            let worker = self.clone();
-            tokio::spawn(async move {
-                loop {
-                    let swept = survive("sweeper", async { worker.sweep_expired().await.map(|_| Outcome::Ran) });
-                    if let Err(e) = swept.await {
-                        tracing::warn!(error = %e, "expiry sweep failed");
-                    }
-                    tokio::time::sleep(worker.config.idle_poll).await;
-                }
-            })
-        };
-        let _ = shutdown.wait_for(|stop| *stop).await;
-        tracing::info!("worker stopping: no new claims; finishing jobs in hand");
-        for handle in loops {
-            let _ = handle.await;
-        }
-        sweeper.abort();
-        listener.abort();
+        let worker = self.clone();
+        tasks.every("sweeper", self.config.idle_poll, move || {
+            let worker = worker.clone();
+            async move { worker.sweep_expired().await.map(drop) }
+        });
     }
 
     /// Claims and runs one due job (a grant with the other due grants of its image).
@@ -175,20 +151,27 @@ impl Worker {
     }
 }
 
-/// Wakes idle loops when a job is queued anywhere; falls back to polling if it cannot listen.
-async fn listen(pool: PgPool, wake: Arc<Notify>) {
-    loop {
-        match PgListener::connect_with(&pool).await {
-            Ok(mut listener) => {
-                if listener.listen(jobs::CHANNEL).await.is_ok() {
-                    while listener.recv().await.is_ok() {
-                        wake.notify_waiters();
+/// Wakes idle loops when a job is queued anywhere, until `stop`; falls back to polling if it
+/// cannot listen.
+async fn listen(pool: PgPool, wake: Arc<Notify>, stop: CancellationToken) {
+    let listening = async {
+        loop {
+            match PgListener::connect_with(&pool).await {
+                Ok(mut listener) => {
+                    if listener.listen(jobs::CHANNEL).await.is_ok() {
+                        while listener.recv().await.is_ok() {
+                            wake.notify_waiters();
+                        }
                     }
                 }
+                Err(e) => tracing::warn!(error = %e, "cannot LISTEN for jobs; polling only"),
             }
-            Err(e) => tracing::warn!(error = %e, "cannot LISTEN for jobs; polling only"),
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    tokio::select! {
+        () = listening => {}
+        () = stop.cancelled() => {}
     }
 }
 
@@ -197,27 +180,10 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_pass_that_panics_is_a_failed_pass_and_the_loop_goes_on() {
-        let mut outcomes = Vec::new();
-        for round in 0..3 {
-            let pass = survive("jobs", async move {
-                if round == 1 {
-                    panic!("a bad row");
-                }
-                Ok(Outcome::Ran)
-            });
-            outcomes.push(pass.await.map_err(|e| e.to_string()));
-        }
-        assert_eq!(outcomes[0], Ok(Outcome::Ran));
-        assert_eq!(outcomes[1], Err("the jobs pass panicked: a bad row".to_owned()));
-        assert_eq!(outcomes[2], Ok(Outcome::Ran), "the pass after the panic runs");
-    }
-
-    #[tokio::test]
     async fn a_pass_that_panics_stops_its_heartbeat() {
         let alive = Arc::new(());
         let held = alive.clone();
-        let pass = survive("jobs", async move {
+        let pass = survive::<Outcome, _>("jobs", async move {
             let _heartbeat = Heartbeat(tokio::spawn(async move {
                 let _held = held;
                 std::future::pending::<()>().await
@@ -232,20 +198,5 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("the heartbeat outlived its pass: the job's lease would never lapse");
-    }
-
-    #[tokio::test]
-    async fn a_panic_in_a_pass_is_counted() {
-        let handle = crate::telemetry::metrics_handle();
-        let pass = survive("sweeper", async { panic!("{}", String::from("formatted")) });
-        let error = pass.await.unwrap_err().to_string();
-        assert_eq!(error, "the sweeper pass panicked: formatted");
-        let rendered = handle.render();
-        assert!(
-            rendered
-                .lines()
-                .any(|l| l.starts_with("gsb_worker_panics_total{loop=\"sweeper\"}")),
-            "{rendered}"
-        );
     }
 }
