@@ -250,8 +250,8 @@ const CLAIM_TRIES: usize = 32;
 
 /// Claims the next due job (or one whose lease lapsed), skipping images another job is
 /// writing to; for a grant, adopts up to `batch - 1` more due grants on the same image under
-/// its lease token (see [`adopt`]). The lead comes first; none when nothing is due. Commits
-/// at once, in one transaction: the lease is visible to every replica before Glance is called.
+/// its lease token (see the module's docs). None when nothing is due. Commits at once, in
+/// one transaction: the lease is visible to every replica before Glance is called.
 ///
 /// Two workers can pick jobs on one image at the same moment; the unique index lets one win,
 /// and the other tries again at once (it then sees the image taken and picks another job),

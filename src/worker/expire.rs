@@ -1,6 +1,6 @@
 //! The expiry sweep: starts revoking shares whose request expired (and shares seen `rejected`
 //! in Glance before rejections removed the member), expires undecided requests, and keeps
-//! the `gsb_revokes_stalled` gauge. Run by the sweeper loop ([`run`](super::run)).
+//! the `gsb_revokes_stalled` gauge. Run by the sweeper loop (`run.rs`).
 
 use chrono::Utc;
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
 use super::Worker;
@@ -107,9 +107,9 @@ impl Worker {
         // A target validated more than `revalidate_after` ago is checked again, for the
         // project may have been deleted since; a fresh validation's project id is used as it
         // is. The checks are reads: they run ahead, several at once, while the members are
-        // added one after another.
+        // added one after another. A pass that ends early (a lost lease) cancels those left.
         let limit = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
-        let lookups: Vec<JoinHandle<Result<String, CallError>>> = todo
+        let lookups: Vec<AbortOnDropHandle<Result<String, CallError>>> = todo
             .iter()
             .map(|(_, share, request)| {
                 let trusted = self
@@ -117,13 +117,13 @@ impl Worker {
                     .then(|| share.project_id.clone())
                     .flatten();
                 let (worker, share, rid, limit) = (self.clone(), (*share).clone(), rid.to_owned(), limit.clone());
-                tokio::spawn(async move {
+                AbortOnDropHandle::new(tokio::spawn(async move {
                     if let Some(project_id) = trusted {
                         return Ok(project_id);
                     }
                     let _permit = limit.acquire_owned().await.expect("the semaphore is never closed");
                     worker.resolve_target(&share, &rid).await
-                })
+                }))
             })
             .collect();
         let (_, first, _) = todo[0];

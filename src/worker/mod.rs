@@ -2,9 +2,9 @@
 //! revokes and expires. Imports `domain`, `db` and `openstack`; never `http`.
 //!
 //! Each job runs in three steps, and no transaction is open across a network call:
-//! 1. claim ([`run`]): one committed statement gives this worker a lease on the job, parsed
+//! 1. claim (`run.rs`): one committed statement gives this worker a lease on the job, parsed
 //!    into a [`Job`](crate::db::jobs::Job); a heartbeat renews the lease while the job runs;
-//! 2. call ([`share`], [`grant`], [`validate`]): the Glance and Keystone calls. Before each
+//! 2. call (`share.rs`, `grant.rs`, `validate.rs`): the Glance and Keystone calls. Before each
 //!    write to Glance the job checks that its lease still holds (the fence), so a worker that
 //!    stalled past its lease writes nothing more. Some writes are remembered at once, each in
 //!    a short transaction of its own taken under the lease (`lease_tx`), so that a crash right
@@ -12,7 +12,7 @@
 //!    that the broker made an image `shared` (`start_granting`, `make_shared`), a revoke
 //!    records when it removed the member (`note_member_removed`), and both record a
 //!    visibility change with its audit event (`record_visibility`);
-//! 3. settle ([`settle`]): one transaction records the outcome, its audit events and the job's
+//! 3. settle (`settle.rs`): one transaction records the outcome, its audit events and the job's
 //!    end, and is committed only if the lease is still ours.
 //!
 //! Races: the API and other jobs change shares while a job runs, so settle asks the share's
@@ -23,7 +23,7 @@
 //! are retried, with backoff up to `GSB_RETRY_MAX_SECS`, until the member is gone, and
 //! reported stalled (`share.revoke_stalled`) when they take long.
 //!
-//! Besides jobs: [`expire`] sweeps expired shares and undecided requests, and [`webhooks`]
+//! Besides jobs: `expire.rs` sweeps expired shares and undecided requests, and `webhooks.rs`
 //! delivers the queued webhook calls.
 
 mod approval;

@@ -36,10 +36,11 @@ fn discarded(share_id: Uuid, refusal: &crate::domain::Refusal) {
     tracing::info!(share.id = %share_id, %refusal, "the share moved on: this outcome lost its race and is discarded");
 }
 
-/// What settling a batch collects besides its state changes: the audit events, in order,
-/// and the (share, image) of each member whose acceptance is to be checked.
-#[derive(Default)]
+/// What settling a batch of jobs (all of `kind`) collects besides its state changes: the
+/// audit events, in order, and the (share, image) of each member whose acceptance is to be
+/// checked.
 struct Settled {
+    kind: Kind,
     events: Vec<ShareEvent>,
     polls: Vec<(Uuid, Uuid)>,
 }
@@ -120,7 +121,11 @@ impl Worker {
             shares.insert(share.id, share);
         }
 
-        let mut settled = Settled::default();
+        let mut settled = Settled {
+            kind,
+            events: Vec::new(),
+            polls: Vec::new(),
+        };
         let mut ends = Vec::with_capacity(outcomes.len());
         for (job, share_id, result) in outcomes {
             let share = shares
@@ -130,7 +135,7 @@ impl Worker {
                 .get(&share.request_id)
                 .ok_or_else(|| anyhow::anyhow!("request {} is gone", share.request_id))?;
             let end = self
-                .record_outcome(&mut tx, kind, job, share, request, result, &mut settled)
+                .record_outcome(&mut tx, job, share, request, result, &mut settled)
                 .await?;
             ends.push((job, end));
         }
@@ -205,11 +210,9 @@ impl Worker {
     /// Records one job's outcome inside `tx` (a granted member is already recorded, and
     /// `share` shows it), adding its audit events and acceptance checks to `settled`;
     /// returns how the job ends.
-    #[allow(clippy::too_many_arguments)]
     async fn record_outcome(
         &self,
         tx: &mut sqlx::PgConnection,
-        kind: Kind,
         job: &Claimed,
         share: Share,
         request: &ShareRequest,
@@ -217,7 +220,7 @@ impl Worker {
         settled: &mut Settled,
     ) -> anyhow::Result<Finish> {
         let now = Utc::now();
-        let events = &mut settled.events;
+        let (kind, events) = (settled.kind, &mut settled.events);
         Ok(match result {
             Ok(Effect::Nothing) => Finish::Done,
             Ok(Effect::Expired) => {

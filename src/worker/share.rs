@@ -1,7 +1,8 @@
-//! Jobs on one share (poll, accept, reject, revoke): the calls to Glance, fenced by the
-//! lease, and what they found ([`Effect`], or a [`Failure`]), which `settle` records.
-//! A revoke records the removal of the member, and a visibility change, in transactions of
-//! its own as it goes (see the module docs of `worker`).
+//! Jobs on one share (poll, accept, reject, revoke): the calls to Glance and what they found
+//! ([`Effect`], or a [`Failure`]), which `settle` records. Also the lease's guards that grants
+//! use too: the fence checked before each write to Glance, and the transactions taken under
+//! the lease (`lease_tx`) in which a revoke records the removal of the member, and a revoke or
+//! a grant a visibility change, as it goes (see the module docs of `worker`).
 
 use chrono::Utc;
 use serde_json::json;
