@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use glance_share_broker::db::{self, audit::NewEvent};
 use glance_share_broker::domain::{Initiator, Limits, NewShareRequest};
 use glance_share_broker::startup::spawn_audit_sealer;
+use glance_share_broker::tasks::Tasks;
 use serde_json::json;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -103,7 +104,11 @@ async fn intake(pool: &PgPool, initiator: &Initiator) {
 /// how long they took, sealing included.
 async fn round(pool: &PgPool, variant: Variant, intakes: usize, writers: usize) -> Duration {
     let started = Instant::now();
-    let sealer = (variant == Variant::Chained).then(|| spawn_audit_sealer(pool.clone(), SEAL_EVERY));
+    let sealer = (variant == Variant::Chained).then(|| {
+        let sealer = Tasks::new();
+        spawn_audit_sealer(&sealer, pool.clone(), SEAL_EVERY);
+        sealer
+    });
     let tasks: Vec<_> = (0..writers)
         .map(|_| {
             let pool = pool.clone();
@@ -119,7 +124,7 @@ async fn round(pool: &PgPool, variant: Variant, intakes: usize, writers: usize) 
         task.await.unwrap();
     }
     if let Some(sealer) = sealer {
-        sealer.abort();
+        sealer.shutdown().await;
         // What the sealer had not reached yet is sealed now, on the clock.
         assert!(db::audit::seal_all(pool).await.unwrap());
     }

@@ -31,7 +31,7 @@ use glance_share_broker::worker::{WebhookConfig, Worker, WorkerConfig};
 use serde_json::json;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use fake_glance::FakeGlance;
@@ -259,7 +259,7 @@ async fn granted(pool: &PgPool) -> i64 {
 /// the start to the last grant, both by the database's clock: the watcher looks only every
 /// 100 ms, so that it takes next to nothing from the CPUs it measures.
 async fn run_workers(url: &str, cloud: &FakeCloud, replicas: usize, config: WorkerConfig, total: i64) -> Duration {
-    let (stop, stopped) = watch::channel(false);
+    let stop = CancellationToken::new();
     let watcher = PgPoolOptions::new().max_connections(1).connect(url).await.unwrap();
     let started: DateTime<Utc> = sqlx::query_scalar("select clock_timestamp()")
         .fetch_one(&watcher)
@@ -273,7 +273,7 @@ async fn run_workers(url: &str, cloud: &FakeCloud, replicas: usize, config: Work
             .await
             .unwrap();
         let worker = Worker::new(pool, cloud.client(), config.clone());
-        handles.push(tokio::spawn(worker.run(stopped.clone())));
+        handles.push(tokio::spawn(worker.run(stop.clone())));
     }
     while granted(&watcher).await < total {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -283,7 +283,7 @@ async fn run_workers(url: &str, cloud: &FakeCloud, replicas: usize, config: Work
         .await
         .unwrap();
     let elapsed = (last - started).to_std().expect("the last grant comes after the start");
-    stop.send(true).unwrap();
+    stop.cancel();
     for handle in handles {
         handle.await.unwrap();
     }

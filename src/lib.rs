@@ -9,5 +9,6 @@ pub mod domain;
 pub mod http;
 pub mod openstack;
 pub mod startup;
+pub mod tasks;
 pub mod telemetry;
 pub mod worker;

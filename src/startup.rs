@@ -10,16 +10,16 @@ use anyhow::Context;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-use tokio::sync::watch;
-
 use crate::config::{AuditCommand, Cli, Command, KeysCommand, ServeArgs, WorkerArgs, instance_name};
 use crate::domain::ChainReport;
 use crate::domain::policy::{Policy, SharedPolicy};
 use crate::openstack::OpenStack;
+use crate::tasks::Tasks;
 use crate::worker::Worker;
 use crate::{db, http, telemetry};
 
-/// The API, and the worker unless `no_worker`, until SIGTERM or SIGINT.
+/// The API, and the worker unless `no_worker`, until SIGTERM or SIGINT; then every background
+/// task (the worker's loops too) is stopped and waited for.
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Read the credentials before binding, so a bad clouds.yaml stops the start. The
     // worker needs them; the API alone uses them (for Keystone tokens) when given.
@@ -29,21 +29,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(args.worker.openstack()?)
     };
     let app = Application::build(&args, cloud.clone()).await?;
-    let worker = match cloud.filter(|_| !args.no_worker) {
-        Some(cloud) => {
-            let instance = instance_name(&args.instance);
-            let policy = approval_policy(&args.worker, &app.pool, &instance).await?;
-            let config = args.worker.worker_config(instance, policy);
-            Some(RunningWorker::start(app.pool.clone(), cloud, config))
-        }
-        None => None,
-    };
-    tracing::info!(listen = %app.local_addr(), worker = worker.is_some(), keystone_tokens = app.keystone, "serving");
-    app.run_until(shutdown_signal()).await?;
-    match worker {
-        Some(worker) => worker.stop().await,
-        None => Ok(()),
+    let worker = cloud.filter(|_| !args.no_worker);
+    let working = worker.is_some();
+    if let Some(cloud) = worker {
+        let instance = instance_name(&args.instance);
+        let policy = approval_policy(&args.worker, &app.pool, &instance, &app.tasks).await?;
+        let config = args.worker.worker_config(instance, policy);
+        Worker::new(app.pool.clone(), cloud, config).start(&app.tasks);
     }
+    tracing::info!(listen = %app.local_addr(), worker = working, keystone_tokens = app.keystone, "serving");
+    app.run_until(shutdown_signal()).await
 }
 
 /// Runs one command of the command line.
@@ -62,18 +57,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let pool = db::pool(args.database.connect_options()?, args.database.db_max_connections);
             migrate(&pool).await?;
             let instance = instance_name(&args.instance);
-            let policy = approval_policy(&args.worker, &pool, &instance).await?;
+            let tasks = Tasks::new();
+            let policy = approval_policy(&args.worker, &pool, &instance, &tasks).await?;
             let config = args.worker.worker_config(instance, policy);
             spawn_audit_checkpoints(
+                &tasks,
                 pool.clone(),
                 args.audit.checkpoint_every(),
                 instance_name(&args.instance),
             );
-            spawn_audit_sealer(pool.clone(), args.audit.seal_every());
-            let worker = RunningWorker::start(pool, cloud, config);
+            spawn_audit_sealer(&tasks, pool.clone(), args.audit.seal_every());
+            Worker::new(pool, cloud, config).start(&tasks);
             tracing::info!("worker running");
             shutdown_signal().await;
-            worker.stop().await
+            tracing::info!("worker stopping: no new claims; finishing jobs in hand");
+            tasks.shutdown().await;
+            Ok(())
         }
         Command::Migrate(database) => {
             let pool = db::pool(database.connect_options()?, 1);
@@ -220,11 +219,14 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A broker bound to its port, ready to serve.
+/// A broker bound to its port, ready to serve, with its background tasks running.
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     pub pool: PgPool,
+    /// The owner of the background tasks (sealer, checkpoints, purge, and the worker when
+    /// it runs here): stopped and drained when [`Application::run_until`] ends.
+    pub tasks: Tasks,
     /// Whether callers may use Keystone tokens (a cloud is configured).
     pub keystone: bool,
     /// Longest a client may take to send a request's head.
@@ -238,18 +240,25 @@ impl Application {
         let pool = db::pool(args.database.connect_options()?, args.database.db_max_connections);
         migrate(&pool).await?;
         let config = args.api_config();
+        let tasks = Tasks::new();
         spawn_retention_purge(
+            &tasks,
             pool.clone(),
             args.edges.retention(args.idempotency_ttl_hours),
             Duration::from_secs(args.edges.purge_every_secs),
         );
         let keystone = cloud.is_some();
-        spawn_audit_checkpoints(pool.clone(), args.audit.checkpoint_every(), config.instance.clone());
-        spawn_audit_sealer(pool.clone(), args.audit.seal_every());
+        spawn_audit_checkpoints(
+            &tasks,
+            pool.clone(),
+            args.audit.checkpoint_every(),
+            config.instance.clone(),
+        );
+        spawn_audit_sealer(&tasks, pool.clone(), args.audit.seal_every());
         // The API's own Glance calls (who owns an image) have a budget of their own, apart
         // from the workers': filings never take the slots grants and revokes need.
         let cloud = cloud.map(|cloud| {
-            crate::worker::ApiBudget::apply(
+            crate::openstack::pace::ApiBudget::apply(
                 cloud,
                 pool.clone(),
                 args.edges.api_glance_rate_limit,
@@ -270,6 +279,7 @@ impl Application {
             listener,
             router: http::router(state),
             pool,
+            tasks,
             keystone,
             header_read_timeout: Duration::from_secs(args.edges.header_read_timeout_secs),
         })
@@ -279,33 +289,13 @@ impl Application {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    /// Serves until `shutdown` completes, then finishes the requests in flight, and then
+    /// stops the background tasks and waits for them (the worker's jobs in hand finish).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        http::serve(self.listener, self.router, self.header_read_timeout, shutdown).await?;
+        let served = http::serve(self.listener, self.router, self.header_read_timeout, shutdown).await;
+        self.tasks.shutdown().await;
+        served?;
         tracing::info!("stopped");
-        Ok(())
-    }
-}
-
-/// A worker running in the background until [`RunningWorker::stop`].
-struct RunningWorker {
-    stop: watch::Sender<bool>,
-    handle: tokio::task::JoinHandle<()>,
-}
-
-impl RunningWorker {
-    fn start(pool: PgPool, cloud: OpenStack, config: crate::worker::WorkerConfig) -> Self {
-        let (stop, stopped) = watch::channel(false);
-        RunningWorker {
-            stop,
-            handle: tokio::spawn(Worker::new(pool, cloud, config).run(stopped)),
-        }
-    }
-
-    /// Stops claiming, waits for the jobs in hand to finish.
-    async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(true);
-        self.handle.await?;
         Ok(())
     }
 }
@@ -313,7 +303,12 @@ impl RunningWorker {
 /// The approval policy from `--policy-file`, reloaded on SIGHUP; none: one approver each.
 /// Every load, at start and on each SIGHUP, in force or refused, is recorded in the audit
 /// log as `update/policy` (the file's digest and rule names), as `observer`.
-async fn approval_policy(args: &WorkerArgs, pool: &PgPool, observer: &str) -> anyhow::Result<SharedPolicy> {
+async fn approval_policy(
+    args: &WorkerArgs,
+    pool: &PgPool,
+    observer: &str,
+    tasks: &Tasks,
+) -> anyhow::Result<SharedPolicy> {
     let Some(path) = &args.policy_file else {
         return Ok(SharedPolicy::default());
     };
@@ -321,15 +316,15 @@ async fn approval_policy(args: &WorkerArgs, pool: &PgPool, observer: &str) -> an
     audit_policy(pool, observer, "start", path, loaded.as_ref().map(|s| &s.loaded)).await;
     let source = loaded?;
     let policy = source.policy();
-    let (pool, observer) = (pool.clone(), observer.to_owned());
-    tokio::spawn(async move {
+    let (pool, observer, stop) = (pool.clone(), observer.to_owned(), tasks.stopping());
+    tasks.spawn(async move {
         let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(hangups) => hangups,
             Err(e) => {
                 return tracing::warn!(error = %e, "cannot listen for SIGHUP: the approval policy will not reload");
             }
         };
-        while hangups.recv().await.is_some() {
+        while stop.run_until_cancelled(hangups.recv()).await.flatten().is_some() {
             let reloaded = source.reload();
             if let Err(e) = &reloaded {
                 tracing::error!(
@@ -451,37 +446,35 @@ impl PolicySource {
 
 /// Forgets finished jobs, settled deliveries, expired idempotency keys and idle rate slots
 /// (`db::retention`), every `every` (the first time at start).
-fn spawn_retention_purge(pool: PgPool, keep: db::retention::Retention, every: Duration) {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            match db::retention::purge(&pool, keep).await {
-                Ok(purged) if purged.total() > 0 => tracing::info!(
+fn spawn_retention_purge(tasks: &Tasks, pool: PgPool, keep: db::retention::Retention, every: Duration) {
+    tasks.every("purge", every, move || {
+        let pool = pool.clone();
+        async move {
+            let purged = db::retention::purge(&pool, keep).await.context("purging old rows")?;
+            if purged.total() > 0 {
+                tracing::info!(
                     purged.jobs = purged.jobs,
                     purged.deliveries = purged.deliveries,
                     purged.idempotency_keys = purged.idempotency_keys,
                     purged.rate_slots = purged.rate_slots,
                     "old rows purged"
-                ),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "purging old rows failed"),
+                );
             }
+            Ok(())
         }
     });
 }
 
 /// Records the head of the audit chain every `every`, when it moved (`db::audit::checkpoint`
 /// also logs it, so a copy lives outside the database).
-fn spawn_audit_checkpoints(pool: PgPool, every: Duration, instance: String) {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(every);
-        loop {
-            ticks.tick().await;
-            if let Err(e) = db::audit::checkpoint(&pool, &instance).await {
-                tracing::warn!(error = %e, "audit checkpoint failed");
-            }
+fn spawn_audit_checkpoints(tasks: &Tasks, pool: PgPool, every: Duration, instance: String) {
+    tasks.every("checkpoints", every, move || {
+        let (pool, instance) = (pool.clone(), instance.clone());
+        async move {
+            db::audit::checkpoint(&pool, &instance)
+                .await
+                .context("audit checkpoint")?;
+            Ok(())
         }
     });
 }
@@ -490,17 +483,14 @@ fn spawn_audit_checkpoints(pool: PgPool, every: Duration, instance: String) {
 /// while there is a backlog. Each replica runs one; the chain lock lets one seal at a time.
 /// Not woken by NOTIFY from writers: a notifying transaction takes a database-wide lock at
 /// commit, which would serialize the writers' commits again.
-pub fn spawn_audit_sealer(pool: PgPool, every: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            if let Err(e) = db::audit::seal_all(&pool).await {
-                tracing::warn!(error = %e, "sealing the audit log failed");
-            }
+pub fn spawn_audit_sealer(tasks: &Tasks, pool: PgPool, every: Duration) {
+    tasks.every("sealer", every, move || {
+        let pool = pool.clone();
+        async move {
+            db::audit::seal_all(&pool).await.context("sealing the audit log")?;
+            Ok(())
         }
-    })
+    });
 }
 
 /// Completes on SIGTERM or SIGINT.

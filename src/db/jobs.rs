@@ -20,7 +20,7 @@ use super::share_requests::Share;
 /// Channel the API and the worker use to wake workers when a job is queued.
 pub const CHANNEL: &str = "gsb_jobs";
 
-/// What a job does.
+/// What is queued for a share (a request's validation is queued by [`enqueue_validation`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// Add the share's project as a member of the image.
@@ -29,13 +29,14 @@ pub enum Kind {
     Poll,
     /// Set the member's status to `accepted` for the consumer.
     Accept,
-    /// Set the member's status to `rejected` for the consumer.
+    /// Carry out a rejection asked for before rejections were carried out as revokes.
     Reject,
     /// Remove the member.
     Revoke,
-    /// Check a new request against Keystone and Glance (a request's job, not a share's).
-    Validate,
 }
+
+/// `jobs.kind` of a request's validation.
+const VALIDATE: &str = "validate";
 
 impl Kind {
     pub fn as_str(self) -> &'static str {
@@ -45,50 +46,92 @@ impl Kind {
             Kind::Accept => "accept",
             Kind::Reject => "reject",
             Kind::Revoke => "revoke",
-            Kind::Validate => "validate",
         }
     }
 
     fn parse(s: &str) -> Option<Kind> {
-        [
-            Kind::Grant,
-            Kind::Poll,
-            Kind::Accept,
-            Kind::Reject,
-            Kind::Revoke,
-            Kind::Validate,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+        [Kind::Grant, Kind::Poll, Kind::Accept, Kind::Reject, Kind::Revoke]
+            .into_iter()
+            .find(|k| k.as_str() == s)
     }
 }
 
-/// What a job works on.
+/// A job on one share that runs alone (grants run in batches: [`Job::Grant`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Subject {
-    Share(Uuid),
-    Request(Uuid),
+pub enum Step {
+    Poll,
+    Accept,
+    Reject,
+    Revoke,
 }
 
-impl std::fmt::Display for Subject {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Step {
+    /// How the step is queued.
+    pub fn kind(self) -> Kind {
         match self {
-            Subject::Share(id) => write!(f, "share {id}"),
-            Subject::Request(id) => write!(f, "request {id}"),
+            Step::Poll => Kind::Poll,
+            Step::Accept => Kind::Accept,
+            Step::Reject => Kind::Reject,
+            Step::Revoke => Kind::Revoke,
         }
     }
 }
 
-/// A claimed job: the worker holds it until `lease_expires_at`, renewable.
+/// What a claim asks the worker to do, parsed once from its rows: a job that cannot run (a
+/// grant of a request, a validation of a share) cannot be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Job {
+    /// Check a new request against Keystone and Glance.
+    Validate { request: Uuid },
+    /// Add the members of these shares of one image, in the order of [`Claim::held`].
+    Grant { shares: Vec<Uuid> },
+    /// One step on one share.
+    Share { share: Uuid, step: Step },
+}
+
+impl Job {
+    /// The job's kind in logs and `jobs.kind`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Job::Validate { .. } => VALIDATE,
+            Job::Grant { .. } => Kind::Grant.as_str(),
+            Job::Share { step, .. } => step.kind().as_str(),
+        }
+    }
+
+    /// What the job works on, for logs: the request, or the (lead) share.
+    pub fn subject(&self) -> String {
+        match self {
+            Job::Validate { request } => format!("request {request}"),
+            Job::Grant { shares } => format!("share {}", shares[0]),
+            Job::Share { share, .. } => format!("share {share}"),
+        }
+    }
+}
+
+/// A job row held by this worker until its lease ends, renewable.
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub id: Uuid,
-    pub kind: Kind,
-    pub subject: Subject,
     pub attempts: i32,
     pub lease_token: Uuid,
     /// The image the job writes to (none for a validation).
     pub image_id: Option<Uuid>,
+}
+
+/// What one claim holds: the job rows under one lease token (the lead first, then the grants
+/// adopted with it), and the job they make.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub held: Vec<Claimed>,
+    pub job: Job,
+}
+
+impl Claim {
+    /// The job that was claimed; the others were adopted under its lease.
+    pub fn lead(&self) -> &Claimed {
+        &self.held[0]
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -103,16 +146,28 @@ struct Row {
 }
 
 impl Row {
-    fn claimed(self) -> Option<Claimed> {
-        let subject = match (self.share_id, self.request_id) {
-            (Some(id), _) => Subject::Share(id),
-            (None, Some(id)) => Subject::Request(id),
-            (None, None) => return None,
+    /// The held row and the job it asks for; `None` for a row no job can be made of.
+    fn parse(self) -> Option<(Claimed, Job)> {
+        let job = match (self.kind.as_str(), self.share_id, self.request_id) {
+            (VALIDATE, None, Some(request)) => Job::Validate { request },
+            (kind, Some(share), None) => {
+                let step = match Kind::parse(kind)? {
+                    Kind::Grant => return Some((self.held()?, Job::Grant { shares: vec![share] })),
+                    Kind::Poll => Step::Poll,
+                    Kind::Accept => Step::Accept,
+                    Kind::Reject => Step::Reject,
+                    Kind::Revoke => Step::Revoke,
+                };
+                Job::Share { share, step }
+            }
+            _ => return None,
         };
+        Some((self.held()?, job))
+    }
+
+    fn held(&self) -> Option<Claimed> {
         Some(Claimed {
             id: self.id,
-            kind: Kind::parse(&self.kind)?,
-            subject,
             attempts: self.attempts,
             lease_token: self.lease_token?,
             image_id: self.image_id,
@@ -180,7 +235,7 @@ pub async fn enqueue_validation(tx: &mut PgConnection, request_id: Uuid) -> Resu
          select pg_notify($4, '') from queued",
     )
     .bind(Uuid::now_v7())
-    .bind(Kind::Validate.as_str())
+    .bind(VALIDATE)
     .bind(request_id)
     .bind(CHANNEL)
     .execute(&mut *tx)
@@ -195,13 +250,13 @@ const CLAIM_TRIES: usize = 32;
 
 /// Claims the next due job (or one whose lease lapsed), skipping images another job is
 /// writing to; for a grant, adopts up to `batch - 1` more due grants on the same image under
-/// its lease token (see [`adopt`]). The lead comes first; none when nothing is due. Commits
-/// at once, in one transaction: the lease is visible to every replica before Glance is called.
+/// its lease token (see the module's docs). None when nothing is due. Commits at once, in
+/// one transaction: the lease is visible to every replica before Glance is called.
 ///
 /// Two workers can pick jobs on one image at the same moment; the unique index lets one win,
 /// and the other tries again at once (it then sees the image taken and picks another job),
 /// rather than sit idle until the next poll while work is due.
-pub async fn claim(pool: &PgPool, lease: Duration, batch: i64) -> Result<Vec<Claimed>, sqlx::Error> {
+pub async fn claim(pool: &PgPool, lease: Duration, batch: i64) -> Result<Option<Claim>, sqlx::Error> {
     for _ in 0..CLAIM_TRIES {
         let mut tx = pool.begin().await?;
         let lead = match claim_one(&mut tx, lease).await {
@@ -209,22 +264,30 @@ pub async fn claim(pool: &PgPool, lease: Duration, batch: i64) -> Result<Vec<Cla
                 continue;
             }
             Err(e) => return Err(e),
-            Ok(None) => return Ok(Vec::new()),
+            Ok(None) => return Ok(None),
             Ok(Some(lead)) => lead,
         };
-        let adopted = if lead.kind == Kind::Grant && batch > 1 {
-            adopt(&mut tx, &lead, lease, batch - 1).await?
-        } else {
-            Vec::new()
+        // A row no job can be made of is not claimed (the transaction rolls back).
+        let Some((lead, mut job)) = lead.parse() else {
+            return Ok(None);
         };
+        let mut held = vec![lead];
+        if let Job::Grant { shares } = &mut job
+            && batch > 1
+        {
+            for (claimed, share) in adopt(&mut tx, &held[0], lease, batch - 1).await? {
+                held.push(claimed);
+                shares.push(share);
+            }
+        }
         tx.commit().await?;
-        return Ok(std::iter::once(lead).chain(adopted).collect());
+        return Ok(Some(Claim { held, job }));
     }
-    Ok(Vec::new())
+    Ok(None)
 }
 
-async fn claim_one(tx: &mut PgConnection, lease: Duration) -> Result<Option<Claimed>, sqlx::Error> {
-    let row = sqlx::query_as::<_, Row>(
+async fn claim_one(tx: &mut PgConnection, lease: Duration) -> Result<Option<Row>, sqlx::Error> {
+    sqlx::query_as::<_, Row>(
         "update jobs set state = 'running', lease_token = $1, attempts = attempts + 1,
                 lease_expires_at = now() + make_interval(secs => $2)
          where id = (
@@ -246,18 +309,17 @@ async fn claim_one(tx: &mut PgConnection, lease: Duration) -> Result<Option<Clai
     .bind(Uuid::new_v4())
     .bind(lease.as_secs_f64())
     .fetch_optional(tx)
-    .await?;
-    Ok(row.and_then(Row::claimed))
+    .await
 }
 
-/// Adopts up to `limit` more due jobs of the same kind on the same image as `lead` (which
-/// this worker holds), under its lease token. They stay `queued`, due at the lease's end.
+/// Adopts up to `limit` more due grants on the same image as `lead` (a grant this worker
+/// holds), under its lease token, with their shares. They stay `queued`, due at the lease's end.
 async fn adopt(
     tx: &mut PgConnection,
     lead: &Claimed,
     lease: Duration,
     limit: i64,
-) -> Result<Vec<Claimed>, sqlx::Error> {
+) -> Result<Vec<(Claimed, Uuid)>, sqlx::Error> {
     let rows = sqlx::query_as::<_, Row>(
         "update jobs set lease_token = $1, attempts = attempts + 1,
                 run_at = now() + make_interval(secs => $2)
@@ -272,12 +334,15 @@ async fn adopt(
     .bind(lead.lease_token)
     .bind(lease.as_secs_f64())
     .bind(lead.image_id)
-    .bind(lead.kind.as_str())
+    .bind(Kind::Grant.as_str())
     .bind(lead.id)
     .bind(limit)
     .fetch_all(tx)
     .await?;
-    Ok(rows.into_iter().filter_map(Row::claimed).collect())
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| Some((row.held()?, row.share_id?)))
+        .collect())
 }
 
 /// Extends the lease of every job held under `token` (a claimed job and those it adopted);

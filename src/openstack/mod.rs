@@ -1,13 +1,15 @@
 //! A small OpenStack client over reqwest: Keystone v3 authentication and project lookups,
 //! Glance v2 images and members. Every call's outcome is classified once, here, into what
 //! the worker needs to know: done, retry later, or give up with a plain message.
-//! Imports nothing from the rest of the crate.
+//! Imports nothing from the rest of the crate but `db::rate_slots`, where the shared outbound
+//! rate limit ([`pace`]) keeps its slots.
 
 mod client;
 mod clouds;
 mod error;
 pub mod glance;
 pub mod keystone;
+pub mod pace;
 
 pub use client::{OpenStack, PaceRefused, Pacer, Pass};
 pub use clouds::{CloudConfig, Credentials};

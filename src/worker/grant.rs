@@ -9,12 +9,13 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
-use super::{Effect, Failure, Worker};
+use super::Worker;
+use super::share::{Effect, Failure};
 use crate::db;
-use crate::db::jobs::{Claimed, Subject};
+use crate::db::jobs::{Claimed, Kind};
 use crate::db::share_requests::{Share, ShareRequest};
 use crate::domain::{ShareState, Trigger};
 use crate::openstack::CallError;
@@ -24,23 +25,16 @@ use crate::openstack::glance::Image;
 pub(super) const BATCH: i64 = 64;
 
 impl Worker {
-    /// Carries out the grant jobs in `held` (all on one image, under one lease token).
+    /// Carries out the grant jobs in `held` (all on one image, under one lease token), of
+    /// `ids`, the shares in the same order.
     /// An error is ours (database, lost lease): the jobs are left for their lease to lapse.
-    pub(super) async fn grant(&self, held: &[Claimed]) -> anyhow::Result<()> {
-        let ids: Vec<Uuid> = held
-            .iter()
-            .filter_map(|job| match job.subject {
-                Subject::Share(id) => Some(id),
-                Subject::Request(_) => None,
-            })
-            .collect();
-        anyhow::ensure!(ids.len() == held.len(), "a grant job names a request, not a share");
-        let shares: HashMap<Uuid, Share> = db::share_requests::shares_by_id(&self.pool, &ids)
+    pub(super) async fn grant(&self, held: &[Claimed], ids: &[Uuid]) -> anyhow::Result<()> {
+        let shares: HashMap<Uuid, Share> = db::share_requests::shares_by_id(&self.pool, ids)
             .await?
             .into_iter()
             .map(|s| (s.id, s))
             .collect();
-        let requests = super::requests_of(&self.pool, &shares).await?;
+        let requests = super::settle::requests_of(&self.pool, &shares).await?;
 
         // What needs Glance, and what is settled without it.
         let mut outcomes: Vec<Option<Result<Effect, Failure>>> = Vec::with_capacity(held.len());
@@ -68,9 +62,9 @@ impl Worker {
             .iter()
             .zip(ids)
             .zip(outcomes)
-            .map(|((job, id), outcome)| (job, id, outcome.expect("every share has an outcome")))
+            .map(|((job, id), outcome)| (job, *id, outcome.expect("every share has an outcome")))
             .collect();
-        self.settle(settled, &rid).await
+        self.settle(Kind::Grant, settled, &rid).await
     }
 
     /// Moves the queued shares to `granting`, with their audit events, before anything is
@@ -113,9 +107,9 @@ impl Worker {
         // A target validated more than `revalidate_after` ago is checked again, for the
         // project may have been deleted since; a fresh validation's project id is used as it
         // is. The checks are reads: they run ahead, several at once, while the members are
-        // added one after another.
+        // added one after another. A pass that ends early (a lost lease) cancels those left.
         let limit = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
-        let lookups: Vec<JoinHandle<Result<String, CallError>>> = todo
+        let lookups: Vec<AbortOnDropHandle<Result<String, CallError>>> = todo
             .iter()
             .map(|(_, share, request)| {
                 let trusted = self
@@ -123,13 +117,13 @@ impl Worker {
                     .then(|| share.project_id.clone())
                     .flatten();
                 let (worker, share, rid, limit) = (self.clone(), (*share).clone(), rid.to_owned(), limit.clone());
-                tokio::spawn(async move {
+                AbortOnDropHandle::new(tokio::spawn(async move {
                     if let Some(project_id) = trusted {
                         return Ok(project_id);
                     }
                     let _permit = limit.acquire_owned().await.expect("the semaphore is never closed");
                     worker.resolve_target(&share, &rid).await
-                })
+                }))
             })
             .collect();
         let (_, first, _) = todo[0];
@@ -194,6 +188,15 @@ impl Worker {
             outcomes[*i] = Some(outcome);
         }
         Ok(())
+    }
+
+    /// The target's Keystone project id: checked again at grant time, for the project may
+    /// have been deleted since validation.
+    async fn resolve_target(&self, share: &Share, rid: &str) -> Result<String, CallError> {
+        match super::validate::resolve(&self.cloud, share, rid).await? {
+            Ok(project) => Ok(project.id),
+            Err(reason) => Err(CallError::permanent(None, reason)),
+        }
     }
 
     /// Whether `request` passed validation less than `revalidate_after` ago.

@@ -3,17 +3,179 @@
 //! without one files any region), the image exists in the region and can take members, each
 //! target is a real Keystone project (names resolved to ids, only among the projects the
 //! requester may see), the owner is not among them, and the member quota has room. Reads
-//! only: nothing is written to Glance.
+//! only: nothing is written to Glance. The verdict, its audit event and the approval policy's
+//! decision are recorded in one transaction, committed only while the lease holds.
 
 use std::collections::HashMap;
 
+use chrono::Utc;
 use futures_util::{StreamExt, stream};
+use serde_json::json;
+use uuid::Uuid;
 
+use super::{Worker, approval, retry};
+use crate::db;
+use crate::db::audit::NewEvent;
+use crate::db::jobs::{self, Claimed, Finish};
 use crate::db::share_requests::{ImageFacts, ResolvedTarget, Share, ShareRequest};
-use crate::domain::{FieldError, catalog_region};
+use crate::domain::{FieldError, RequestStatus, Validation, catalog_region};
 use crate::openstack::glance::Image;
 use crate::openstack::keystone::Project;
 use crate::openstack::{CallError, OpenStack};
+
+impl Worker {
+    /// Validates a new request: reads Keystone and Glance, then records the verdict and its
+    /// audit event in one transaction, if the lease is still ours. Validation never gives up
+    /// on a call that fails: the request stays `pending` with the error visible, and is retried.
+    pub(super) async fn validate(&self, job: &Claimed, request_id: Uuid) -> anyhow::Result<()> {
+        let request = db::share_requests::find(&self.pool, request_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("request {request_id} is gone"))?;
+        let undecided =
+            |r: &ShareRequest| r.status == RequestStatus::PendingApproval && r.validation == Validation::Pending;
+        let verdict = if undecided(&request) {
+            let shares = db::share_requests::shares_of(&self.pool, &[request_id]).await?;
+            let rid = format!("req-{}", Uuid::new_v4());
+            Some(
+                check(
+                    &self.cloud,
+                    &request,
+                    &shares,
+                    self.config.member_quota,
+                    self.config.concurrency,
+                    &rid,
+                )
+                .await,
+            )
+        } else {
+            None
+        };
+
+        let mut tx = self.pool.begin().await?;
+        let request = db::share_requests::find_for_update(&mut tx, request_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("request {request_id} is gone"))?;
+        let finish = match verdict {
+            // Cancelled or decided meanwhile: there is nothing left to validate.
+            _ if !undecided(&request) => Finish::Done,
+            None => Finish::Done,
+            Some(Ok(Verdict::Passed(image, targets))) => {
+                let ids: Vec<&str> = targets.iter().map(|t| t.project_id.as_str()).collect();
+                let taken =
+                    db::share_requests::live_grants_to(&mut *tx, request.image_id, &request.region, &ids, request.id)
+                        .await?;
+                if taken.is_empty() {
+                    let (request, shares) =
+                        db::share_requests::pass_validation(&mut tx, request_id, &image, &targets).await?;
+                    let decision = self.config.policy.current().decide(&approval::facts(&request, &shares));
+                    let event = NewEvent {
+                        details: json!({
+                            "image": image_details(&image),
+                            "targets": target_details(&shares),
+                            "policy": approval::details(&decision),
+                        }),
+                        ..NewEvent::about_request(&self.actor, &request, "update/validate")
+                    };
+                    db::audit::record(&mut tx, &self.config.instance, event).await?;
+                    approval::apply(&mut tx, &self.config.instance, &decision, &request).await?;
+                } else {
+                    let shares = db::share_requests::shares_of(&mut *tx, &[request_id]).await?;
+                    let errors = taken_errors(&targets, &shares, &taken);
+                    self.record_failed(&mut tx, request_id, Some(&image), &errors).await?;
+                }
+                Finish::Done
+            }
+            Some(Ok(Verdict::Failed(image, errors))) => {
+                self.record_failed(&mut tx, request_id, image.as_ref(), &errors).await?;
+                Finish::Done
+            }
+            Some(Err(error)) => {
+                let message = error.to_string();
+                tracing::warn!(error = %message, "validation could not reach OpenStack; retrying");
+                db::share_requests::note_validation_error(&mut tx, request_id, &message).await?;
+                let retry_after = match &error {
+                    CallError::Transient { retry_after, .. } => *retry_after,
+                    CallError::Permanent { .. } => None,
+                };
+                let delay = retry::next_delay(
+                    job.attempts - 1,
+                    self.config.retry_base,
+                    self.config.retry_max,
+                    retry_after,
+                    rand::random(),
+                );
+                Finish::Later(Utc::now() + delay, None)
+            }
+        };
+        self.commit_if_ours(tx, job, finish).await
+    }
+
+    async fn record_failed(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        request_id: Uuid,
+        image: Option<&db::share_requests::ImageFacts>,
+        errors: &[FieldError],
+    ) -> anyhow::Result<()> {
+        let (request, _) = db::share_requests::fail_validation(tx, request_id, image, errors).await?;
+        let event = NewEvent {
+            outcome: "failure",
+            details: json!({ "image": image.map(image_details), "errors": errors }),
+            ..NewEvent::about_request(&self.actor, &request, "update/validate")
+        };
+        db::audit::record(tx, &self.config.instance, event).await?;
+        Ok(())
+    }
+
+    async fn commit_if_ours(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        job: &Claimed,
+        finish: Finish,
+    ) -> anyhow::Result<()> {
+        if jobs::finish(&mut tx, job, finish).await? {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+            tracing::warn!(job.id = %job.id, "lease lost before completion: outcome discarded, another worker owns the job");
+        }
+        Ok(())
+    }
+}
+
+fn image_details(image: &db::share_requests::ImageFacts) -> serde_json::Value {
+    json!({ "name": image.name, "owner": image.owner, "owner_domain": image.owner_domain, "visibility": image.visibility })
+}
+
+fn target_details(shares: &[Share]) -> serde_json::Value {
+    shares
+        .iter()
+        .map(|s| json!({ "target": s.target, "project_id": s.project_id, "project_name": s.project_name, "domain_id": s.project_domain }))
+        .collect()
+}
+
+/// One error per target whose project already holds a live share of the image elsewhere.
+fn taken_errors(
+    targets: &[db::share_requests::ResolvedTarget],
+    shares: &[Share],
+    taken: &[(String, Uuid)],
+) -> Vec<FieldError> {
+    shares
+        .iter()
+        .enumerate()
+        .filter_map(|(i, share)| {
+            let target = targets.iter().find(|t| t.share_id == share.id)?;
+            let (_, other) = taken.iter().find(|(project, _)| *project == target.project_id)?;
+            Some(FieldError::new(
+                format!("targets[{i}]"),
+                format!(
+                    "project {} already holds a live share of this image (request {other}); revoke or cancel that first",
+                    target.project_id
+                ),
+            ))
+        })
+        .collect()
+}
 
 /// What validation found.
 #[derive(Debug)]

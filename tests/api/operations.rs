@@ -1,3 +1,7 @@
+use std::time::Duration;
+
+use glance_share_broker::startup::Application;
+use glance_share_broker::worker::Worker;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -121,4 +125,34 @@ async fn a_caller_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
         let response = app.client.get(app.url("/readyz")).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }
+}
+
+#[tokio::test]
+async fn a_broker_that_stops_stops_every_background_task() {
+    let url = crate::helpers::fresh_database().await;
+    let app = Application::build(&crate::helpers::serve_args(&url), None)
+        .await
+        .unwrap();
+    let pool = app.pool.clone();
+    Worker::new(
+        pool,
+        crate::openstack::broker_cloud(),
+        crate::openstack::worker_config(),
+    )
+    .start(&app.tasks);
+    let tasks = app.tasks.clone();
+    // The sealer, checkpoints and purge; the worker's LISTEN, 4 job and 2 delivery loops,
+    // and its sweeper.
+    assert_eq!(tasks.running(), 11);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), serving)
+        .await
+        .expect("the broker stops promptly")
+        .unwrap()
+        .unwrap();
+    assert_eq!(tasks.running(), 0, "a background task outlived the broker");
 }

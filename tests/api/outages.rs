@@ -12,7 +12,8 @@ use glance_share_broker::worker::{Worker, WorkerConfig};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::helpers::{TestApp, request_body, share_state, spawn_app, spawn_app_at};
@@ -335,8 +336,8 @@ async fn glance_cut_off_in_the_middle_of_a_fan_out_every_share_converges() {
 
     // Glance goes away after the second member is added, while four are still to come.
     let second_add = proxy.after_requests_matching(b"POST /v2/images/", b"/members ", 2);
-    let (stopping, stopped) = watch::channel(false);
-    let running = tokio::spawn(worker.clone().run(stopped));
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(worker.clone().run(stop.clone()));
     second_add.await.unwrap();
     proxy.stop().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -353,7 +354,7 @@ async fn glance_cut_off_in_the_middle_of_a_fan_out_every_share_converges() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stopping.send(true).unwrap();
+    stop.cancel();
     running.await.unwrap();
     for share in &shares {
         assert_eq!(

@@ -1,5 +1,5 @@
-//! Budgets for Glance calls, kept in Postgres (`db::rate_slots`) so that every replica shares
-//! them. The workers' budget (GSB_GLANCE_RATE_LIMIT): each call reserves the next time slot
+//! The outbound rate limits: budgets for Glance calls, kept in Postgres (`db::rate_slots`)
+//! so that every replica shares them; the worker's client and the API's each get one. The workers' budget (GSB_GLANCE_RATE_LIMIT): each call reserves the next time slot
 //! and sleeps until it comes, however long the queue. The API's budget
 //! (GSB_API_GLANCE_RATE_LIMIT, under a key of its own so that filings never take the slots
 //! grants and revokes need): a call waits at most [`API_MAX_WAIT`] for a slot and a bounded
@@ -14,8 +14,8 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 
+use super::{OpenStack, PaceRefused, Pacer, Pass};
 use crate::db;
-use crate::openstack::{OpenStack, PaceRefused, Pacer, Pass};
 
 /// Longest an API call waits for a Glance slot before it is refused.
 pub const API_MAX_WAIT: Duration = Duration::from_secs(1);
@@ -60,6 +60,18 @@ impl Pacer for SharedRate {
             }
             Ok(Pass::free())
         })
+    }
+}
+
+/// `cloud` with every Glance call waiting for a slot under the limit that all replicas share
+/// (`rate` calls per second to its cloud and region; 0: no limit): the workers' budget.
+pub fn paced(cloud: OpenStack, pool: PgPool, rate: u32) -> OpenStack {
+    match rate {
+        0 => cloud,
+        rate => {
+            let key = cloud.cloud_key();
+            cloud.with_pacer(Arc::new(SharedRate::new(pool, key, rate)))
+        }
     }
 }
 

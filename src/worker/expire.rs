@@ -1,0 +1,75 @@
+//! The expiry sweep: starts revoking shares whose request expired (and shares seen `rejected`
+//! in Glance before rejections removed the member), expires undecided requests, and keeps
+//! the `gsb_revokes_stalled` gauge. Run by the sweeper loop (`run.rs`).
+
+use chrono::Utc;
+
+use super::Worker;
+use crate::db;
+use crate::db::audit::NewEvent;
+use crate::db::jobs::{self, Kind};
+use crate::db::shares::RevokeStart;
+use crate::domain::{Initiator, REJECTED_BY_CONSUMER, RequestStatus, RevokeCause, ShareState, Trigger};
+
+impl Worker {
+    /// Starts revoking shares whose request expired, and shares seen `rejected` before
+    /// rejections removed the member; expires undecided requests; and sets the
+    /// `gsb_revokes_stalled` gauge. A share being revoked already is left to that revoke.
+    pub async fn sweep_expired(&self) -> anyhow::Result<usize> {
+        let expiry = Initiator::service("expiry");
+        let mut tx = self.pool.begin().await?;
+        let instance = self.config.instance.as_str();
+        let expired = db::shares::expired_in_force(&mut tx, 100).await?;
+        let rejected = db::shares::rejected_with_member(&mut tx, 100).await?;
+        let by_expiry = RevokeStart {
+            by: "expiry",
+            reason: "the share expired",
+            cause: RevokeCause::Expiry,
+            last_error: None,
+        };
+        let by_rejection = RevokeStart {
+            by: &self.actor.name,
+            reason: REJECTED_BY_CONSUMER,
+            cause: RevokeCause::RejectedInGlance,
+            last_error: None,
+        };
+        let starts = (expired.iter().map(|s| (s, &expiry, Trigger::Revoke, by_expiry))).chain(
+            rejected
+                .iter()
+                .map(|s| (s, &*self.actor, Trigger::Reject, by_rejection)),
+        );
+        let mut started = 0;
+        for (share, initiator, trigger, start) in starts {
+            // The queries pick states a revoke may start from; a share picked twice (expired
+            // and rejected) is started once, by the guard.
+            if share.state.on(trigger) != Ok(ShareState::Revoking) {
+                continue;
+            }
+            let Some(share) = db::shares::start_revoke(&mut tx, share.id, share.state, start).await? else {
+                continue;
+            };
+            let event = NewEvent {
+                reason: share.revoke_reason.as_deref(),
+                ..NewEvent::about_share(initiator, &share, "revoke", "pending")
+            };
+            db::audit::record(&mut tx, instance, event).await?;
+            jobs::enqueue(&mut tx, Kind::Revoke, share.id, share.image_id, Utc::now()).await?;
+            started += 1;
+        }
+        let wait = self.config.policy.current().expire_undecided_after;
+        let requests = db::share_requests::undecided_past_expiry(&mut tx, 100, wait).await?;
+        for id in &requests {
+            let (request, _) = db::share_requests::decide(&mut tx, *id, RequestStatus::Expired, "expiry", None).await?;
+            db::audit::record(
+                &mut tx,
+                instance,
+                NewEvent::about_request(&expiry, &request, "update/expire"),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        let stalled = db::shares::stalled_revokes(&self.pool).await?;
+        metrics::gauge!("gsb_revokes_stalled").set(stalled as f64);
+        Ok(started + requests.len())
+    }
+}
