@@ -396,7 +396,9 @@ async fn an_expiry_revoke_that_meets_eight_503s_keeps_trying_reports_the_stall_a
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(s.fake.calls(Method::DELETE, "delete_member"), 8);
+    // The ninth try (also a 503) may already have gone: its retry delay is tens of ms.
+    let tries = s.fake.calls(Method::DELETE, "delete_member");
+    assert!((8..=9).contains(&tries), "{tries} tries");
     let view = share(&s.app, &id).await;
     assert_eq!(view["state"], "revoking", "{view}");
     assert!(view["last_error"].as_str().unwrap().contains("503"), "{view}");
