@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use glance_share_broker::db::{self, audit::NewEvent};
-use glance_share_broker::domain::{Initiator, Limits, NewShareRequest};
+use glance_share_broker::domain::{Action, Initiator, Limits, NewShareRequest};
 use glance_share_broker::startup::spawn_audit_sealer;
 use serde_json::json;
 use sqlx::PgPool;
@@ -93,7 +93,7 @@ async fn intake(pool: &PgPool, initiator: &Initiator) {
         reason: Some(&request.reason),
         correlation_id: Some("bench"),
         details: json!({ "targets": targets, "expires_at": request.expires_at, "auto_accept": request.auto_accept }),
-        ..NewEvent::about_request(initiator, &request, "create")
+        ..NewEvent::about_request(initiator, &request, Action::Create)
     };
     db::audit::record(&mut tx, "bench", event).await.unwrap();
     tx.commit().await.unwrap();

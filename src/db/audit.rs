@@ -24,17 +24,16 @@ use uuid::Uuid;
 
 use super::share_requests::{Share, ShareRequest};
 use crate::domain::{
-    AnchorMismatch, BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, UnsealedEvent, canonical_json,
+    Action, AnchorMismatch, BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, Outcome, UnsealedEvent,
+    canonical_json,
 };
 
 /// An event to append. Its `target` (the image, its owner, the member project, the region,
 /// the request and share) is built from these fields; `details` holds the rest.
 #[derive(Debug, Clone)]
 pub struct NewEvent<'a> {
-    /// CADF action: `create`, `update/approve`, `update/deny`, `update/cancel`, `allow`, `revoke`, ...
-    pub action: &'a str,
-    /// `success`, `failure` or `pending`.
-    pub outcome: &'a str,
+    pub action: Action,
+    pub outcome: Outcome,
     pub initiator: &'a Initiator,
     pub request_id: Option<Uuid>,
     pub share_id: Option<Uuid>,
@@ -51,10 +50,10 @@ pub struct NewEvent<'a> {
 
 impl<'a> NewEvent<'a> {
     /// An event about no particular resource (yet); callers fill in what they know.
-    pub fn attempt(initiator: &'a Initiator, action: &'a str) -> Self {
+    pub fn attempt(initiator: &'a Initiator, action: Action) -> Self {
         NewEvent {
             action,
-            outcome: "success",
+            outcome: Outcome::Success,
             initiator,
             request_id: None,
             share_id: None,
@@ -70,10 +69,10 @@ impl<'a> NewEvent<'a> {
     }
 
     /// An event about a share request; callers fill in `reason` and `details`.
-    pub fn about_request(initiator: &'a Initiator, request: &'a ShareRequest, action: &'a str) -> Self {
+    pub fn about_request(initiator: &'a Initiator, request: &'a ShareRequest, action: Action) -> Self {
         NewEvent {
             action,
-            outcome: "success",
+            outcome: Outcome::Success,
             initiator,
             request_id: Some(request.id),
             share_id: None,
@@ -90,7 +89,7 @@ impl<'a> NewEvent<'a> {
     }
 
     /// An event about one share.
-    pub fn about_share(initiator: &'a Initiator, share: &'a Share, action: &'a str, outcome: &'a str) -> Self {
+    pub fn about_share(initiator: &'a Initiator, share: &'a Share, action: Action, outcome: Outcome) -> Self {
         NewEvent {
             action,
             outcome,
@@ -134,6 +133,12 @@ pub struct Event {
 }
 
 impl Event {
+    /// The recorded action; `None` only for text the broker never writes (a row written by
+    /// hand).
+    pub fn action(&self) -> Option<Action> {
+        self.action.parse().ok()
+    }
+
     /// SHA-256 of the event's canonical JSON: everything but its place in the chain.
     pub fn content_digest(&self) -> [u8; 32] {
         let body = json!({
@@ -285,8 +290,8 @@ fn prepare(observer: &str, event: NewEvent<'_>) -> Event {
         id: Uuid::now_v7(),
         // Postgres keeps microseconds: digest what will be read back.
         occurred_at: Utc::now().trunc_subsecs(6),
-        action: event.action.into(),
-        outcome: event.outcome.into(),
+        action: event.action.to_string(),
+        outcome: event.outcome.to_string(),
         initiator: serde_json::to_value(event.initiator).expect("an initiator always serializes"),
         target: Value::Object(target),
         observer: observer.into(),

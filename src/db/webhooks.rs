@@ -154,11 +154,15 @@ pub async fn enqueue_for(tx: &mut PgConnection, event: &Event) -> Result<(), sql
     let Some(resource) = resource(tx, event).await? else {
         return Ok(());
     };
+    // Events this broker just wrote: their action and outcome are its own vocabulary.
+    let (Ok(action), Ok(outcome)) = (event.action.parse(), event.outcome.parse()) else {
+        return Ok(());
+    };
     let names = events_for(Recorded {
-        action: &event.action,
-        outcome: &event.outcome,
+        action,
+        outcome,
         about_share: event.share_id.is_some(),
-        share_state: resource["state"].as_str(),
+        share_state: resource["state"].as_str().and_then(|state| state.parse().ok()),
         by_broker: event.initiator["kind"] == "service",
         details: &event.details,
     });

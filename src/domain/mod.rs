@@ -12,7 +12,9 @@ mod share_request;
 mod states;
 pub mod webhook;
 
-pub use audit::{AnchorMismatch, BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, UnsealedEvent};
+pub use audit::{
+    Action, AnchorMismatch, BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, Outcome, UnsealedEvent,
+};
 pub use canonical::canonical_json;
 pub use principal::{
     ApproverScope, Capability, Credential, Grant, KeystoneIdentity, Principal, Readable, Role, RoleMap, Scope, Subject,

@@ -47,7 +47,7 @@ pub use middleware::RateLimitConfig;
 pub use serve::serve;
 
 use crate::db::{self, audit::NewEvent, share_requests::ShareRequest};
-use crate::domain::{FieldError, Limits};
+use crate::domain::{Action, FieldError, Limits};
 use crate::openstack::OpenStack;
 use extract::Caller;
 
@@ -85,7 +85,7 @@ pub struct AppState {
 
 impl AppState {
     /// An audit event about `request`, done by `caller`; callers fill in the rest.
-    fn event<'a>(caller: &'a Caller, request: &'a ShareRequest, action: &'a str) -> NewEvent<'a> {
+    fn event<'a>(caller: &'a Caller, request: &'a ShareRequest, action: Action) -> NewEvent<'a> {
         NewEvent {
             correlation_id: caller.request_id.as_deref(),
             ..NewEvent::about_request(&caller.initiator, request, action)

@@ -16,7 +16,7 @@ use super::{Effect, Failure, Worker};
 use crate::db;
 use crate::db::jobs::{Claimed, Subject};
 use crate::db::share_requests::{Share, ShareRequest};
-use crate::domain::{ShareState, Trigger};
+use crate::domain::{Action, Outcome as AuditOutcome, ShareState, Trigger};
 use crate::openstack::CallError;
 use crate::openstack::glance::Image;
 
@@ -95,7 +95,7 @@ impl Worker {
         anyhow::ensure!(granting.len() == queued.len(), "a queued share moved during its grant");
         let events = granting
             .iter()
-            .map(|share| self.event(share, "update/grant", "pending", rid))
+            .map(|share| self.event(share, Action::Grant, AuditOutcome::Pending, rid))
             .collect();
         db::audit::record_all(&mut tx, &self.config.instance, events).await?;
         tx.commit().await?;

@@ -45,7 +45,8 @@ use crate::db::share_requests::{Share, ShareRequest};
 use crate::db::shares::RevokeStart;
 use crate::domain::policy::SharedPolicy;
 use crate::domain::{
-    FieldError, Initiator, REJECTED_BY_CONSUMER, RequestStatus, RevokeCause, ShareState, Trigger, Validation,
+    Action, FieldError, Initiator, Outcome as AuditOutcome, REJECTED_BY_CONSUMER, RequestStatus, RevokeCause,
+    ShareState, Trigger, Validation,
 };
 use crate::openstack::glance::Image;
 use crate::openstack::{CallError, OpenStack};
@@ -257,14 +258,14 @@ struct Settled {
 /// An audit event about a share, to be written once the rest of the transaction is.
 struct ShareEvent {
     share: Share,
-    action: &'static str,
-    outcome: &'static str,
+    action: Action,
+    outcome: AuditOutcome,
     reason: Option<String>,
     details: serde_json::Value,
 }
 
 impl ShareEvent {
-    fn new(share: Share, action: &'static str, outcome: &'static str) -> Self {
+    fn new(share: Share, action: Action, outcome: AuditOutcome) -> Self {
         ShareEvent {
             share,
             action,
@@ -531,7 +532,7 @@ impl Worker {
         }
         let event = NewEvent {
             details: json!({ "visibility": { "from": from, "to": to } }),
-            ..self.event(&share, "update/visibility", "success", rid)
+            ..self.event(&share, Action::Visibility, AuditOutcome::Success, rid)
         };
         db::audit::record(&mut tx, &self.config.instance, event).await?;
         tx.commit().await?;
@@ -547,7 +548,7 @@ impl Worker {
     }
 
     /// An audit event by the worker about `share`, correlated with the job's OpenStack calls.
-    fn event<'a>(&'a self, share: &'a Share, action: &'a str, outcome: &'a str, rid: &'a str) -> NewEvent<'a> {
+    fn event<'a>(&'a self, share: &'a Share, action: Action, outcome: AuditOutcome, rid: &'a str) -> NewEvent<'a> {
         NewEvent {
             correlation_id: Some(rid),
             ..NewEvent::about_share(&self.actor, share, action, outcome)
@@ -707,7 +708,7 @@ impl Worker {
             Ok(Effect::Nothing) => Finish::Done,
             Ok(Effect::Expired) => {
                 if let Some(share) = self.apply(tx, &share, Trigger::ExpireBeforeGrant, None).await? {
-                    events.push(ShareEvent::new(share, "update/expire", "success"));
+                    events.push(ShareEvent::new(share, Action::Expire, AuditOutcome::Success));
                 }
                 Finish::Done
             }
@@ -718,12 +719,12 @@ impl Worker {
                 // Who asked and who approved: what an access report answers with.
                 events.push(ShareEvent {
                     details: json!({ "requested_by": request.requested_by, "approved_by": request.decided_by }),
-                    ..ShareEvent::new(share.clone(), "allow", "success")
+                    ..ShareEvent::new(share.clone(), Action::Allow, AuditOutcome::Success)
                 });
                 if accepted {
                     events.push(ShareEvent {
                         details: json!({ "auto_accept": true }),
-                        ..ShareEvent::new(share, "accept", "success")
+                        ..ShareEvent::new(share, Action::Accept, AuditOutcome::Success)
                     });
                 }
                 Finish::Done
@@ -751,33 +752,33 @@ impl Worker {
                 if let Some(share) = self.start_revoke(tx, &share, Trigger::Reject, start).await? {
                     events.push(ShareEvent {
                         details: json!({ "observed_in_glance": true }),
-                        ..ShareEvent::new(share.clone(), "reject", "success")
+                        ..ShareEvent::new(share.clone(), Action::Reject, AuditOutcome::Success)
                     });
                     events.push(ShareEvent {
                         reason: share.revoke_reason.clone(),
-                        ..ShareEvent::new(share, "revoke", "pending")
+                        ..ShareEvent::new(share, Action::Revoke, AuditOutcome::Pending)
                     });
                 }
                 Finish::Done
             }
             Ok(Effect::Seen(seen)) => {
                 let (trigger, action) = match seen {
-                    Seen::Accepted => (Trigger::Accept, "accept"),
-                    Seen::MemberGone => (Trigger::MemberGoneOutside, "revoke"),
-                    Seen::ImageGone => (Trigger::ImageGone, "revoke"),
+                    Seen::Accepted => (Trigger::Accept, Action::Accept),
+                    Seen::MemberGone => (Trigger::MemberGoneOutside, Action::Revoke),
+                    Seen::ImageGone => (Trigger::ImageGone, Action::Revoke),
                     Seen::Rejected => unreachable!("handled above"),
                 };
                 if let Some(share) = self.apply(tx, &share, trigger, None).await? {
                     events.push(ShareEvent {
                         details: json!({ "observed_in_glance": true }),
-                        ..ShareEvent::new(share, action, "success")
+                        ..ShareEvent::new(share, action, AuditOutcome::Success)
                     });
                 }
                 Finish::Done
             }
             Ok(Effect::Accepted) => {
                 if let Some(share) = self.apply(tx, &share, Trigger::Accept, None).await? {
-                    events.push(ShareEvent::new(share, "accept", "success"));
+                    events.push(ShareEvent::new(share, Action::Accept, AuditOutcome::Success));
                 }
                 Finish::Done
             }
@@ -791,7 +792,7 @@ impl Worker {
                 if let Some(share) = self.start_revoke(tx, &share, Trigger::Reject, start).await? {
                     events.push(ShareEvent {
                         reason: share.revoke_reason.clone(),
-                        ..ShareEvent::new(share, "revoke", "pending")
+                        ..ShareEvent::new(share, Action::Revoke, AuditOutcome::Pending)
                     });
                 }
                 Finish::Done
@@ -827,17 +828,17 @@ impl Worker {
             events.push(ShareEvent {
                 reason: share.revoke_reason.clone(),
                 details: json!({ "member_removed": true }),
-                ..ShareEvent::new(share, "allow", "failure")
+                ..ShareEvent::new(share, Action::Allow, AuditOutcome::Failure)
             });
             return Ok(());
         }
         if cause == Some(RevokeCause::Rejected) {
-            events.push(ShareEvent::new(share.clone(), "reject", "success"));
+            events.push(ShareEvent::new(share.clone(), Action::Reject, AuditOutcome::Success));
         }
         events.push(ShareEvent {
             reason: share.revoke_reason.clone(),
             details: json!({ "revoked_by": share.revoked_by }),
-            ..ShareEvent::new(share, "revoke", "success")
+            ..ShareEvent::new(share, Action::Revoke, AuditOutcome::Success)
         });
         Ok(())
     }
@@ -914,13 +915,13 @@ impl Worker {
                     if let Some(share) = self.start_revoke(tx, &share, trigger, start).await? {
                         events.push(ShareEvent {
                             reason: share.revoke_reason.clone(),
-                            ..ShareEvent::new(share, "revoke", "pending")
+                            ..ShareEvent::new(share, Action::Revoke, AuditOutcome::Pending)
                         });
                     }
                 } else if let Some(share) = self.apply(tx, &share, trigger, Some(&message)).await? {
                     events.push(ShareEvent {
                         reason: Some(message.clone()),
-                        ..ShareEvent::new(share, "allow", "failure")
+                        ..ShareEvent::new(share, Action::Allow, AuditOutcome::Failure)
                     });
                 }
                 Finish::Failed(message)
@@ -929,7 +930,7 @@ impl Worker {
                 if let Some(share) = db::shares::note_error(&mut *tx, share.id, share.state, &message).await? {
                     events.push(ShareEvent {
                         reason: Some(message.clone()),
-                        ..ShareEvent::new(share, "accept", "failure")
+                        ..ShareEvent::new(share, Action::Accept, AuditOutcome::Failure)
                     });
                 }
                 Finish::Failed(message)
@@ -974,7 +975,7 @@ impl Worker {
             events.push(ShareEvent {
                 reason: Some(message.clone()),
                 details: json!({ "stalled": true, "attempts": job.attempts, "revoking_since": revocation.started_at }),
-                ..ShareEvent::new(stalled, "revoke", "failure")
+                ..ShareEvent::new(stalled, Action::Revoke, AuditOutcome::Failure)
             });
         }
         Ok(Finish::Later(Utc::now() + delay, Some(message)))
@@ -1045,7 +1046,7 @@ impl Worker {
                             "targets": target_details(&shares),
                             "policy": approval::details(&decision),
                         }),
-                        ..NewEvent::about_request(&self.actor, &request, "update/validate")
+                        ..NewEvent::about_request(&self.actor, &request, Action::Validate)
                     };
                     db::audit::record(&mut tx, &self.config.instance, event).await?;
                     approval::apply(&mut tx, &self.config.instance, &decision, &request).await?;
@@ -1090,9 +1091,9 @@ impl Worker {
     ) -> anyhow::Result<()> {
         let (request, _) = db::share_requests::fail_validation(tx, request_id, image, errors).await?;
         let event = NewEvent {
-            outcome: "failure",
+            outcome: AuditOutcome::Failure,
             details: json!({ "image": image.map(image_details), "errors": errors }),
-            ..NewEvent::about_request(&self.actor, &request, "update/validate")
+            ..NewEvent::about_request(&self.actor, &request, Action::Validate)
         };
         db::audit::record(tx, &self.config.instance, event).await?;
         Ok(())
@@ -1136,7 +1137,7 @@ impl Worker {
             };
             let event = NewEvent {
                 reason: share.revoke_reason.as_deref(),
-                ..NewEvent::about_share(initiator, &share, "revoke", "pending")
+                ..NewEvent::about_share(initiator, &share, Action::Revoke, AuditOutcome::Pending)
             };
             db::audit::record(&mut tx, instance, event).await?;
             jobs::enqueue(&mut tx, Kind::Revoke, share.id, share.image_id, Utc::now()).await?;
@@ -1149,7 +1150,7 @@ impl Worker {
             db::audit::record(
                 &mut tx,
                 instance,
-                NewEvent::about_request(&expiry, &request, "update/expire"),
+                NewEvent::about_request(&expiry, &request, Action::Expire),
             )
             .await?;
         }

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use chrono::SubsecRound;
 use glance_share_broker::db::{self, audit::Event, audit::NewEvent};
-use glance_share_broker::domain::{Initiator, Role};
+use glance_share_broker::domain::{Action, Initiator, Role};
 use glance_share_broker::startup::Application;
 use glance_share_broker::worker::Worker;
 use reqwest::{Method, StatusCode};
@@ -891,7 +891,7 @@ async fn the_access_report_is_right_across_grant_revoke_and_regrant() {
 }
 
 /// Records an event inside `tx`, as any change of the broker does.
-async fn record_in(tx: &mut PgConnection, action: &str) -> Event {
+async fn record_in(tx: &mut PgConnection, action: Action) -> Event {
     let initiator = Initiator::service("test");
     db::audit::record(tx, "test-broker", NewEvent::attempt(&initiator, action))
         .await
@@ -910,9 +910,9 @@ async fn stored(app: &TestApp, seq: i64) -> Event {
 async fn events_that_commit_out_of_seq_order_are_all_sealed_into_one_valid_chain() {
     let app = spawn_app().await;
     let mut early = app.pool.begin().await.unwrap();
-    let first = record_in(&mut early, "create").await;
+    let first = record_in(&mut early, Action::Create).await;
     let mut late = app.pool.begin().await.unwrap();
-    let second = record_in(&mut late, "update/deny").await;
+    let second = record_in(&mut late, Action::Deny).await;
     assert!(first.seq < second.seq);
     late.commit().await.unwrap();
     assert!(db::audit::seal_all(&app.pool).await.unwrap());
@@ -980,7 +980,7 @@ async fn the_seal_trigger_refuses_resealing_wrong_links_and_content_changes() {
     let sealed = events_from(&app, 1).await.remove(0);
     // Uncommitted, so no sealer sees it: it stays unsealed for the test.
     let mut tx = app.pool.begin().await.unwrap();
-    let event = record_in(&mut tx, "create").await;
+    let event = record_in(&mut tx, Action::Create).await;
 
     for change in [", reason = 'changed'", ", details = '{\"x\": 1}'", ", seq = 999"] {
         refused_in(&mut tx, &seal_by_hand(event.seq, change), "append-only").await;
@@ -1027,7 +1027,7 @@ async fn the_seal_trigger_refuses_resealing_wrong_links_and_content_changes() {
 async fn an_unsealed_event_is_still_protected_from_update_and_delete() {
     let app = spawn_app().await;
     let mut tx = app.pool.begin().await.unwrap();
-    let event = record_in(&mut tx, "create").await;
+    let event = record_in(&mut tx, Action::Create).await;
     let seq = event.seq;
     for sql in [
         format!("update audit_events set reason = 'changed' where seq = {seq}"),

@@ -1,8 +1,13 @@
-//! Who did something, as the audit log records it, and what a check of the log found.
+//! The audit log's vocabulary: who did something ([`Initiator`]), what ([`Action`]) and how
+//! it ended ([`Outcome`]), and what a check of the log found. Pure: imports no axum, sqlx or
+//! reqwest.
+
+mod vocabulary;
 
 use serde::Serialize;
 use utoipa::ToSchema;
 
+pub use self::vocabulary::{Action, Outcome};
 use super::Principal;
 use super::principal::Credential;
 
