@@ -383,7 +383,7 @@ async fn audit_policy(
         details,
         ..db::audit::NewEvent::attempt(&actor, Action::Policy)
     };
-    if let Err(e) = db::audit::record_alone(pool, observer, event).await {
+    if let Err(e) = crate::events::record_alone(pool, observer, event).await {
         tracing::error!(error = %e, "recording the approval policy's load in the audit log failed");
     }
 }

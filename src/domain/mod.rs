@@ -2,7 +2,7 @@
 //! share states. Pure data and rules: nothing here imports axum, sqlx or reqwest.
 
 pub mod address;
-mod audit;
+pub mod audit;
 mod canonical;
 pub mod decisions;
 pub mod policy;

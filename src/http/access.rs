@@ -8,7 +8,6 @@ use super::extract::Caller;
 use super::{ApiError, AppState};
 use crate::db::audit::NewEvent;
 use crate::db::share_requests::{Share, ShareRequest, Viewer};
-use crate::db::{self};
 use crate::domain::{Action, Capability, Credential, Outcome, Principal};
 use crate::openstack::CallError;
 
@@ -50,7 +49,7 @@ impl AppState {
         };
         let recorded = async {
             let mut tx = self.pool.begin().await?;
-            db::audit::record(&mut tx, &self.config.instance, event).await?;
+            crate::events::record(&mut tx, &self.config.instance, event).await?;
             tx.commit().await
         };
         if let Err(e) = recorded.await {

@@ -46,7 +46,7 @@ pub use keystone::{CacheTimes, TokenValidator};
 pub use middleware::RateLimitConfig;
 pub use serve::serve;
 
-use crate::db::{self, audit::NewEvent, share_requests::ShareRequest};
+use crate::db::{audit::NewEvent, share_requests::ShareRequest};
 use crate::domain::{Action, FieldError, Limits};
 use crate::openstack::OpenStack;
 use extract::Caller;
@@ -94,7 +94,7 @@ impl AppState {
 
     /// Appends `event` inside `tx`, the transaction that made the change it records.
     pub(super) async fn audit(&self, tx: &mut PgConnection, event: NewEvent<'_>) -> Result<(), ApiError> {
-        db::audit::record(tx, &self.config.instance, event).await?;
+        crate::events::record(tx, &self.config.instance, event).await?;
         Ok(())
     }
 }

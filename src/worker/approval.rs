@@ -90,6 +90,6 @@ pub async fn apply(
         details: details(decision),
         ..NewEvent::about_request(&actor, &request, action)
     };
-    db::audit::record(tx, instance, event).await?;
+    crate::events::record(tx, instance, event).await?;
     Ok(())
 }

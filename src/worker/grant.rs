@@ -97,7 +97,7 @@ impl Worker {
             .iter()
             .map(|share| self.event(share, Action::Grant, AuditOutcome::Pending, rid))
             .collect();
-        db::audit::record_all(&mut tx, &self.config.instance, events).await?;
+        crate::events::record_all(&mut tx, &self.config.instance, events).await?;
         tx.commit().await?;
         Ok(())
     }

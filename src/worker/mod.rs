@@ -534,7 +534,7 @@ impl Worker {
             details: json!({ "visibility": { "from": from, "to": to } }),
             ..self.event(&share, Action::Visibility, AuditOutcome::Success, rid)
         };
-        db::audit::record(&mut tx, &self.config.instance, event).await?;
+        crate::events::record(&mut tx, &self.config.instance, event).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -641,7 +641,7 @@ impl Worker {
                 ..self.event(&e.share, e.action, e.outcome, rid)
             })
             .collect();
-        db::audit::record_all(&mut tx, &self.config.instance, events).await?;
+        crate::events::record_all(&mut tx, &self.config.instance, events).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1048,7 +1048,7 @@ impl Worker {
                         }),
                         ..NewEvent::about_request(&self.actor, &request, Action::Validate)
                     };
-                    db::audit::record(&mut tx, &self.config.instance, event).await?;
+                    crate::events::record(&mut tx, &self.config.instance, event).await?;
                     approval::apply(&mut tx, &self.config.instance, &decision, &request).await?;
                 } else {
                     let shares = db::share_requests::shares_of(&mut *tx, &[request_id]).await?;
@@ -1095,7 +1095,7 @@ impl Worker {
             details: json!({ "image": image.map(image_details), "errors": errors }),
             ..NewEvent::about_request(&self.actor, &request, Action::Validate)
         };
-        db::audit::record(tx, &self.config.instance, event).await?;
+        crate::events::record(tx, &self.config.instance, event).await?;
         Ok(())
     }
 
@@ -1139,7 +1139,7 @@ impl Worker {
                 reason: share.revoke_reason.as_deref(),
                 ..NewEvent::about_share(initiator, &share, Action::Revoke, AuditOutcome::Pending)
             };
-            db::audit::record(&mut tx, instance, event).await?;
+            crate::events::record(&mut tx, instance, event).await?;
             jobs::enqueue(&mut tx, Kind::Revoke, share.id, share.image_id, Utc::now()).await?;
             started += 1;
         }
@@ -1147,7 +1147,7 @@ impl Worker {
         let requests = db::share_requests::undecided_past_expiry(&mut tx, 100, wait).await?;
         for id in &requests {
             let (request, _) = db::share_requests::decide(&mut tx, *id, RequestStatus::Expired, "expiry", None).await?;
-            db::audit::record(
+            crate::events::record(
                 &mut tx,
                 instance,
                 NewEvent::about_request(&expiry, &request, Action::Expire),

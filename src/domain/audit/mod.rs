@@ -1,12 +1,14 @@
 //! The audit log's vocabulary: who did something ([`Initiator`]), what ([`Action`]) and how
-//! it ended ([`Outcome`]), and what a check of the log found. Pure: imports no axum, sqlx or
-//! reqwest.
+//! it ended ([`Outcome`]); a stored [`Event`] and the hash chain over events; what a check
+//! of the log found. Pure: imports no axum, sqlx or reqwest.
 
+mod chain;
 mod vocabulary;
 
 use serde::Serialize;
 use utoipa::ToSchema;
 
+pub use self::chain::{DigestScheme, Event, GENESIS, Walk, link_hash};
 pub use self::vocabulary::{Action, Outcome};
 use super::Principal;
 use super::principal::Credential;
