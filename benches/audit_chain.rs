@@ -4,7 +4,7 @@
 //!     DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres cargo bench --bench audit_chain
 //!
 //! Each intake is what `POST /v1/share-requests` writes in its transaction: the request,
-//! its shares and its `create` audit event, recorded with `db::audit::record` (an unsealed
+//! its shares and its `create` audit event, recorded with `events::record` (an unsealed
 //! event: no lock). "chained" runs the broker's sealer (`startup::spawn_audit_sealer`, every
 //! 200 ms, as `serve` does) in this process against the same database while the writers
 //! write, and the round ends only when every event is sealed: the sealer's whole cost is in
@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use glance_share_broker::db::{self, audit::NewEvent};
-use glance_share_broker::domain::{Initiator, Limits, NewShareRequest};
+use glance_share_broker::domain::{Action, Initiator, Limits, NewShareRequest};
 use glance_share_broker::startup::spawn_audit_sealer;
 use glance_share_broker::tasks::Tasks;
 use serde_json::json;
@@ -94,9 +94,11 @@ async fn intake(pool: &PgPool, initiator: &Initiator) {
         reason: Some(&request.reason),
         correlation_id: Some("bench"),
         details: json!({ "targets": targets, "expires_at": request.expires_at, "auto_accept": request.auto_accept }),
-        ..NewEvent::about_request(initiator, &request, "create")
+        ..NewEvent::about_request(initiator, &request, Action::Create)
     };
-    db::audit::record(&mut tx, "bench", event).await.unwrap();
+    glance_share_broker::events::record(&mut tx, "bench", event)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 }
 

@@ -1,11 +1,13 @@
 //! glance-share-broker: brokers OpenStack Glance image shares between projects.
 //!
-//! `domain` holds the vocabulary and rules; `db` the Postgres state; `http` the API;
+//! `domain` holds the vocabulary and rules; `db` the Postgres state; `events` records what
+//! happened (audit event and webhook deliveries); `http` the API;
 //! `startup` wires them together from `config`.
 
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod events;
 pub mod http;
 pub mod openstack;
 pub mod startup;

@@ -11,8 +11,8 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 use crate::config::{AuditCommand, Cli, Command, KeysCommand, ServeArgs, WorkerArgs, instance_name};
-use crate::domain::ChainReport;
 use crate::domain::policy::{Policy, SharedPolicy};
+use crate::domain::{Action, ChainReport, Outcome};
 use crate::openstack::OpenStack;
 use crate::tasks::Tasks;
 use crate::worker::Worker;
@@ -352,7 +352,7 @@ async fn audit_policy(
     let path_text = path.display().to_string();
     let (outcome, reason, details) = match loaded {
         Ok(version) => (
-            "success",
+            Outcome::Success,
             None,
             serde_json::json!({
                 "trigger": trigger,
@@ -362,7 +362,7 @@ async fn audit_policy(
             }),
         ),
         Err(e) => (
-            "failure",
+            Outcome::Failure,
             Some(format!("{e:#}")),
             serde_json::json!({
                 "trigger": trigger,
@@ -376,9 +376,9 @@ async fn audit_policy(
         outcome,
         reason: reason.as_deref(),
         details,
-        ..db::audit::NewEvent::attempt(&actor, "update/policy")
+        ..db::audit::NewEvent::attempt(&actor, Action::Policy)
     };
-    if let Err(e) = db::audit::record_alone(pool, observer, event).await {
+    if let Err(e) = crate::events::record_alone(pool, observer, event).await {
         tracing::error!(error = %e, "recording the approval policy's load in the audit log failed");
     }
 }

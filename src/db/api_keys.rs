@@ -13,7 +13,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::audit::{self, NewEvent};
-use crate::domain::{Initiator, Principal, Role};
+use crate::domain::{Action, Initiator, Principal, Role};
 
 const PREFIX: &str = "gsb_";
 
@@ -68,7 +68,7 @@ pub async fn create(
     .bind(hash(&key))
     .fetch_one(&mut *tx)
     .await?;
-    record(&mut tx, "create/key", &row).await?;
+    record(&mut tx, Action::CreateKey, &row).await?;
     tx.commit().await?;
     Ok((row, key))
 }
@@ -87,7 +87,7 @@ async fn operator(tx: &mut PgConnection) -> Result<Initiator, sqlx::Error> {
 
 /// Records `action` on `key` in the audit log, inside `tx`. What identifies the key and
 /// what it may do; nothing that would let anyone use it.
-async fn record(tx: &mut PgConnection, action: &str, key: &ApiKey) -> Result<(), sqlx::Error> {
+async fn record(tx: &mut PgConnection, action: Action, key: &ApiKey) -> Result<(), sqlx::Error> {
     let initiator = operator(tx).await?;
     let event = NewEvent {
         details: json!({
@@ -100,7 +100,8 @@ async fn record(tx: &mut PgConnection, action: &str, key: &ApiKey) -> Result<(),
         }),
         ..NewEvent::attempt(&initiator, action)
     };
-    audit::record(tx, OBSERVER, event).await?;
+    // Keys are announced to no webhook: storing the event is all there is to record.
+    audit::insert(tx, OBSERVER, event).await?;
     Ok(())
 }
 
@@ -127,7 +128,7 @@ pub async fn revoke(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
     let Some(key) = revoked else {
         return Ok(false);
     };
-    record(&mut tx, "delete/key", &key).await?;
+    record(&mut tx, Action::DeleteKey, &key).await?;
     tx.commit().await?;
     Ok(true)
 }

@@ -104,7 +104,7 @@ pub async fn insert(
     .bind(&new.region)
     .bind(&new.reason)
     .bind(filer.requested_by)
-    .bind(RequestStatus::PendingApproval.as_str())
+    .bind(RequestStatus::PendingApproval.as_ref())
     .bind(new.expires_at)
     .bind(new.auto_accept)
     .bind(filer.image_owner)
@@ -127,7 +127,7 @@ pub async fn insert(
     .bind(request.id)
     .bind(request.image_id)
     .bind(&request.region)
-    .bind(ShareState::AwaitingApproval.as_str())
+    .bind(ShareState::AwaitingApproval.as_ref())
     .bind(&targets)
     .bind(&project_ids)
     .fetch_all(&mut *tx)
@@ -201,7 +201,7 @@ pub async fn decide(
          where id = $1 returning *",
     )
     .bind(id)
-    .bind(status.as_str())
+    .bind(status.as_ref())
     .bind(decided_by)
     .bind(comment)
     .fetch_one(&mut *tx)
@@ -211,8 +211,8 @@ pub async fn decide(
          where request_id = $1 and state = $2 returning *",
     )
     .bind(id)
-    .bind(ShareState::AwaitingApproval.as_str())
-    .bind(status.share_state().as_str())
+    .bind(ShareState::AwaitingApproval.as_ref())
+    .bind(status.share_state().as_ref())
     .fetch_all(&mut *tx)
     .await?;
     Ok((request, sort_shares(shares)))
@@ -391,7 +391,7 @@ pub async fn list(
          order by r.id desc
          limit $8",
     )
-    .bind(filter.status.map(RequestStatus::as_str))
+    .bind(filter.status.map(<&str>::from))
     .bind(filter.image_id)
     .bind(&filter.project_id)
     .bind(&filter.requested_by)
@@ -444,7 +444,7 @@ pub async fn list_shares(
          order by s.id desc
          limit $9",
     )
-    .bind(filter.state.map(ShareState::as_str))
+    .bind(filter.state.map(<&str>::from))
     .bind(filter.image_id)
     .bind(&filter.project_id)
     .bind(filter.request_id)

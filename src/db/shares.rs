@@ -25,8 +25,8 @@ pub async fn transition(
          where id = $1 and state = $2 returning *",
     )
     .bind(id)
-    .bind(from.as_str())
-    .bind(to.as_str())
+    .bind(from.as_ref())
+    .bind(to.as_ref())
     .bind(last_error)
     .fetch_optional(tx)
     .await
@@ -45,8 +45,8 @@ pub async fn transition_all(
          where id = any($1) and state = $2 returning *",
     )
     .bind(ids)
-    .bind(from.as_str())
-    .bind(to.as_str())
+    .bind(from.as_ref())
+    .bind(to.as_ref())
     .fetch_all(tx)
     .await
 }
@@ -81,7 +81,7 @@ pub async fn set_granted_all(tx: &mut PgConnection, granted: &[Granted<'_>]) -> 
     }
     let ids: Vec<Uuid> = granted.iter().map(|g| g.id).collect();
     let project_ids: Vec<&str> = granted.iter().map(|g| g.project_id).collect();
-    let states: Vec<&str> = granted.iter().map(|g| g.state.as_str()).collect();
+    let states: Vec<&str> = granted.iter().map(|g| g.state.as_ref()).collect();
     let names: Vec<Option<&str>> = granted.iter().map(|g| g.image_name).collect();
     let owners: Vec<Option<&str>> = granted.iter().map(|g| g.image_owner).collect();
     sqlx::query_as(
@@ -127,10 +127,10 @@ pub async fn start_revoke(
          where id = $1 and state = $2 returning *",
     )
     .bind(id)
-    .bind(from.as_str())
+    .bind(from.as_ref())
     .bind(start.by)
     .bind(start.reason)
-    .bind(start.cause.as_str())
+    .bind(start.cause.as_ref())
     .bind(start.last_error)
     .fetch_optional(tx)
     .await
@@ -158,7 +158,7 @@ pub async fn revocation(db: impl PgExecutor<'_>, id: Uuid) -> Result<Revocation,
     .await?;
     Ok(Revocation {
         // The column's check constraint admits only the causes' names.
-        cause: cause.as_deref().and_then(RevokeCause::parse),
+        cause: cause.as_deref().and_then(|c| c.parse().ok()),
         started_at,
         stalled_at,
         member_removed_at,

@@ -1,5 +1,5 @@
 //! Webhook endpoints and their deliveries. Deliveries are queued inside the transaction that
-//! records the audit event they announce ([`enqueue_for`], called by `audit::record`), and are
+//! records the audit events they announce ([`announce`], called by `crate::events`), and are
 //! claimed like jobs: a lease is committed before the receiver is called, and the outcome is
 //! accepted only with the lease token. Deliveries to one endpoint go out in the order of the
 //! events' seq (the order they were written: two events written at once may commit, and be
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
-use super::audit::Event;
+use crate::domain::audit::Event;
 use crate::domain::webhook::{Recorded, events_for};
 
 /// A registered endpoint. Its secret is never read with it.
@@ -147,18 +147,38 @@ async fn resource(tx: &mut PgConnection, event: &Event) -> Result<Option<Value>,
     .await
 }
 
+/// Queues the deliveries that announce `events`, just recorded inside `tx`. Most clouds have
+/// no active endpoint: then one query finds that, and nothing is queued.
+pub async fn announce(tx: &mut PgConnection, events: &[Event]) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let any_active: bool = sqlx::query_scalar("select exists (select 1 from webhooks where active)")
+        .fetch_one(&mut *tx)
+        .await?;
+    if any_active {
+        for event in events {
+            enqueue_for(tx, event).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Queues a delivery of each webhook event `event` announces to every active endpoint that
-/// wants it. Runs inside the transaction that records `event`, once the insert of the
-/// events said some endpoint is active (most clouds have none: then events queue nothing).
-pub async fn enqueue_for(tx: &mut PgConnection, event: &Event) -> Result<(), sqlx::Error> {
+/// wants it.
+async fn enqueue_for(tx: &mut PgConnection, event: &Event) -> Result<(), sqlx::Error> {
     let Some(resource) = resource(tx, event).await? else {
         return Ok(());
     };
+    // Events this broker just wrote: their action and outcome are its own vocabulary.
+    let (Ok(action), Ok(outcome)) = (event.action.parse(), event.outcome.parse()) else {
+        return Ok(());
+    };
     let names = events_for(Recorded {
-        action: &event.action,
-        outcome: &event.outcome,
+        action,
+        outcome,
         about_share: event.share_id.is_some(),
-        share_state: resource["state"].as_str(),
+        share_state: resource["state"].as_str().and_then(|state| state.parse().ok()),
         by_broker: event.initiator["kind"] == "service",
         details: &event.details,
     });

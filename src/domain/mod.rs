@@ -2,7 +2,7 @@
 //! share states. Pure data and rules: nothing here imports axum, sqlx or reqwest.
 
 pub mod address;
-mod audit;
+pub mod audit;
 mod canonical;
 pub mod decisions;
 pub mod policy;
@@ -12,7 +12,9 @@ mod share_request;
 mod states;
 pub mod webhook;
 
-pub use audit::{AnchorMismatch, BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, UnsealedEvent};
+pub use audit::{
+    Action, AnchorMismatch, BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, Outcome, UnsealedEvent,
+};
 pub use canonical::canonical_json;
 pub use principal::{
     ApproverScope, Capability, Credential, Grant, KeystoneIdentity, Principal, Readable, Role, RoleMap, Scope, Subject,

@@ -142,6 +142,7 @@ impl ShareState {
 mod tests {
     use super::*;
     use ShareState::*;
+    use strum::VariantArray;
 
     /// Whether Glance may hold a member for a share in this state.
     fn member_may_exist(state: ShareState) -> bool {
@@ -237,7 +238,7 @@ mod tests {
             Ok(Failed)
         );
         // Every way into `failed` starts where no member can exist, or removes it first.
-        for from in ShareState::ALL {
+        for from in ShareState::VARIANTS {
             for trigger in TRIGGERS {
                 if from.on(trigger) == Ok(Failed) && member_may_exist(*from) {
                     assert!(

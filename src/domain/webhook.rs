@@ -5,6 +5,9 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
+use super::ShareState;
+use super::audit::{Action, Outcome};
+
 /// Every event a webhook may subscribe to.
 pub const EVENTS: [&str; 13] = [
     "request.created",
@@ -25,12 +28,12 @@ pub const EVENTS: [&str; 13] = [
 /// What the announcing side knows about one audit event.
 #[derive(Debug, Clone, Copy)]
 pub struct Recorded<'a> {
-    pub action: &'a str,
-    pub outcome: &'a str,
+    pub action: Action,
+    pub outcome: Outcome,
     /// Whether the event is about one share (else about a request).
     pub about_share: bool,
     /// The share's state after the change, for share events.
-    pub share_state: Option<&'a str>,
+    pub share_state: Option<ShareState>,
     /// Whether the broker itself did it (the worker, expiry), rather than a caller.
     pub by_broker: bool,
     pub details: &'a Value,
@@ -40,27 +43,26 @@ pub struct Recorded<'a> {
 /// A caller's failure is a refusal (the caller was not allowed, or the share's state did not
 /// allow it): refusals announce nothing, whatever the share's state.
 pub fn events_for(e: Recorded<'_>) -> Vec<&'static str> {
-    let success = e.outcome == "success";
+    let success = e.outcome == Outcome::Success;
+    let broker_failed = e.by_broker && e.outcome == Outcome::Failure;
     match (e.about_share, e.action) {
-        (false, "create") if success => vec!["request.created"],
-        (false, "update/validate") if e.details["policy"]["decision"] == "require_approval" => {
+        (false, Action::Create) if success => vec!["request.created"],
+        (false, Action::Validate) if e.details["policy"]["decision"] == "require_approval" => {
             vec!["request.needs_approval"]
         }
-        (false, "update/approve") if success => vec!["request.approved"],
-        (false, "update/deny") if success => vec!["request.denied"],
-        (false, "update/expire") if success => vec!["request.expired"],
-        (false, "update/cancel") if success => vec!["request.cancelled"],
-        (true, "allow") if success && e.share_state == Some("pending_acceptance") => {
+        (false, Action::Approve) if success => vec!["request.approved"],
+        (false, Action::Deny) if success => vec!["request.denied"],
+        (false, Action::Expire) if success => vec!["request.expired"],
+        (false, Action::Cancel) if success => vec!["request.cancelled"],
+        (true, Action::Allow) if success && e.share_state == Some(ShareState::PendingAcceptance) => {
             vec!["share.granted", "share.pending_acceptance"]
         }
-        (true, "allow") if success => vec!["share.granted"],
-        (true, "accept") if success => vec!["share.accepted"],
-        (true, "reject") if success => vec!["share.rejected"],
-        (true, "revoke") if success => vec!["share.revoked"],
-        (true, "revoke") if e.by_broker && e.outcome == "failure" && e.details["stalled"] == true => {
-            vec!["share.revoke_stalled"]
-        }
-        (true, _) if e.by_broker && e.outcome == "failure" && e.share_state == Some("failed") => vec!["share.failed"],
+        (true, Action::Allow) if success => vec!["share.granted"],
+        (true, Action::Accept) if success => vec!["share.accepted"],
+        (true, Action::Reject) if success => vec!["share.rejected"],
+        (true, Action::Revoke) if success => vec!["share.revoked"],
+        (true, Action::Revoke) if broker_failed && e.details["stalled"] == true => vec!["share.revoke_stalled"],
+        (true, _) if broker_failed && e.share_state == Some(ShareState::Failed) => vec!["share.failed"],
         _ => Vec::new(),
     }
 }
@@ -80,8 +82,11 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use Action::*;
+    use Outcome::*;
+    use ShareState::*;
 
-    fn on_request(action: &str, outcome: &str, details: &Value) -> Vec<&'static str> {
+    fn on_request(action: Action, outcome: Outcome, details: &Value) -> Vec<&'static str> {
         events_for(Recorded {
             action,
             outcome,
@@ -92,7 +97,7 @@ mod tests {
         })
     }
 
-    fn on_share(action: &str, outcome: &str, state: &str) -> Vec<&'static str> {
+    fn on_share(action: Action, outcome: Outcome, state: ShareState) -> Vec<&'static str> {
         events_for(Recorded {
             action,
             outcome,
@@ -104,10 +109,10 @@ mod tests {
     }
 
     /// A caller's audited refusal, as `AppState::refused` records it.
-    fn refused(action: &str, state: &str) -> Vec<&'static str> {
+    fn refused(action: Action, state: ShareState) -> Vec<&'static str> {
         events_for(Recorded {
             action,
-            outcome: "failure",
+            outcome: Failure,
             about_share: true,
             share_state: Some(state),
             by_broker: false,
@@ -118,29 +123,26 @@ mod tests {
     #[test]
     fn each_state_change_announces_its_event() {
         let none = Value::Null;
-        assert_eq!(on_request("create", "success", &none), ["request.created"]);
+        assert_eq!(on_request(Create, Success, &none), ["request.created"]);
         let needs = json!({"policy": {"decision": "require_approval"}});
-        assert_eq!(
-            on_request("update/validate", "success", &needs),
-            ["request.needs_approval"]
-        );
+        assert_eq!(on_request(Validate, Success, &needs), ["request.needs_approval"]);
         let auto = json!({"policy": {"decision": "approve"}});
-        assert!(on_request("update/validate", "success", &auto).is_empty());
-        assert_eq!(on_request("update/approve", "success", &none), ["request.approved"]);
+        assert!(on_request(Validate, Success, &auto).is_empty());
+        assert_eq!(on_request(Approve, Success, &none), ["request.approved"]);
         assert!(
-            on_request("update/approve", "pending", &none).is_empty(),
+            on_request(Approve, Pending, &none).is_empty(),
             "a first of two approvals"
         );
-        assert!(on_request("create", "failure", &none).is_empty(), "a refused write");
+        assert!(on_request(Create, Failure, &none).is_empty(), "a refused write");
         assert_eq!(
-            on_share("allow", "success", "pending_acceptance"),
+            on_share(Allow, Success, PendingAcceptance),
             ["share.granted", "share.pending_acceptance"]
         );
-        assert_eq!(on_share("allow", "success", "accepted"), ["share.granted"]);
-        assert_eq!(on_share("accept", "pending", "pending_acceptance"), Vec::<&str>::new());
-        assert_eq!(on_share("revoke", "success", "revoked"), ["share.revoked"]);
-        assert_eq!(on_share("allow", "failure", "failed"), ["share.failed"]);
-        assert!(on_share("accept", "failure", "accepted").is_empty(), "a refused accept");
+        assert_eq!(on_share(Allow, Success, Accepted), ["share.granted"]);
+        assert_eq!(on_share(Accept, Pending, PendingAcceptance), Vec::<&str>::new());
+        assert_eq!(on_share(Revoke, Success, Revoked), ["share.revoked"]);
+        assert_eq!(on_share(Allow, Failure, Failed), ["share.failed"]);
+        assert!(on_share(Accept, Failure, Accepted).is_empty(), "a refused accept");
         for e in EVENTS {
             assert!(e.starts_with("request.") || e.starts_with("share."));
         }
@@ -161,13 +163,13 @@ mod tests {
 
     #[test]
     fn refusals_announce_nothing() {
-        for action in ["accept", "reject", "revoke", "allow"] {
-            for state in ["failed", "revoking", "accepted"] {
+        for action in [Accept, Reject, Revoke, Allow] {
+            for state in [Failed, Revoking, Accepted] {
                 assert!(refused(action, state).is_empty(), "{action} refused on a {state} share");
             }
         }
         assert_eq!(
-            on_share("allow", "failure", "failed"),
+            on_share(Allow, Failure, Failed),
             ["share.failed"],
             "the worker's own failure"
         );
@@ -177,17 +179,17 @@ mod tests {
     fn a_stalled_revoke_is_announced() {
         let stalled = json!({"stalled": true, "attempts": 8});
         let announced = events_for(Recorded {
-            action: "revoke",
-            outcome: "failure",
+            action: Revoke,
+            outcome: Failure,
             about_share: true,
-            share_state: Some("revoking"),
+            share_state: Some(Revoking),
             by_broker: true,
             details: &stalled,
         });
         assert_eq!(announced, ["share.revoke_stalled"]);
         assert!(EVENTS.contains(&"share.revoke_stalled"));
         assert!(
-            on_share("revoke", "failure", "revoking").is_empty(),
+            on_share(Revoke, Failure, Revoking).is_empty(),
             "one failed try is no stall"
         );
     }

@@ -8,8 +8,7 @@ use super::extract::Caller;
 use super::{ApiError, AppState};
 use crate::db::audit::NewEvent;
 use crate::db::share_requests::{Share, ShareRequest, Viewer};
-use crate::db::{self};
-use crate::domain::{Capability, Credential, Principal};
+use crate::domain::{Action, Capability, Credential, Outcome, Principal};
 use crate::openstack::CallError;
 
 /// What a principal may list: `None` when it sees everything.
@@ -43,14 +42,14 @@ impl AppState {
     /// happen either way.
     pub(super) async fn refused(&self, caller: &Caller, attempt: NewEvent<'_>, error: ApiError) -> ApiError {
         let event = NewEvent {
-            outcome: "failure",
+            outcome: Outcome::Failure,
             correlation_id: caller.request_id.as_deref(),
             details: json!({ "reason": "forbidden", "detail": error.to_string() }),
             ..attempt
         };
         let recorded = async {
             let mut tx = self.pool.begin().await?;
-            db::audit::record(&mut tx, &self.config.instance, event).await?;
+            crate::events::record(&mut tx, &self.config.instance, event).await?;
             tx.commit().await
         };
         if let Err(e) = recorded.await {
@@ -64,7 +63,7 @@ impl AppState {
         &self,
         caller: &Caller,
         capability: Capability,
-        action: &str,
+        action: Action,
         request_id: Option<uuid::Uuid>,
     ) -> Result<(), ApiError> {
         match caller.require(capability) {
@@ -117,7 +116,7 @@ impl AppState {
             _ => {
                 let attempt = NewEvent {
                     image_id: Some(image_id),
-                    ..NewEvent::attempt(&caller.initiator, "create")
+                    ..NewEvent::attempt(&caller.initiator, Action::Create)
                 };
                 let error = ApiError::Forbidden(format!(
                     "image {image_id} is not owned by a project you act for ({})",

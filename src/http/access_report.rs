@@ -21,14 +21,15 @@ use super::extract::{Caller, Id, Query};
 use super::pagination::{Limit, SeqCursor};
 use super::{ApiError, AppState};
 use crate::db::{self, audit::Event, audit::EventFilter};
+use crate::domain::{Action, Outcome};
 
 /// The actions that grant, change or end access.
-const ACCESS_ACTIONS: [&str; 4] = ["allow", "accept", "reject", "revoke"];
+const ACCESS_ACTIONS: [Action; 4] = [Action::Allow, Action::Accept, Action::Reject, Action::Revoke];
 
 fn access_events() -> EventFilter {
     EventFilter {
-        actions: ACCESS_ACTIONS.map(str::to_owned).to_vec(),
-        outcome: Some("success".into()),
+        actions: ACCESS_ACTIONS.map(|a| a.to_string()).to_vec(),
+        outcome: Some(Outcome::Success.to_string()),
         ..EventFilter::default()
     }
 }
@@ -110,8 +111,8 @@ pub async fn image_access(
             continue;
         };
         let key = (region, project_id);
-        match event.action.as_str() {
-            "allow" => {
+        match event.action() {
+            Some(Action::Allow) => {
                 let (region, project_id) = key.clone();
                 access.insert(
                     key,
@@ -127,12 +128,17 @@ pub async fn image_access(
                     },
                 );
             }
-            "revoke" => {
+            Some(Action::Revoke) => {
                 access.remove(&key);
             }
             answer => {
                 if let Some(grant) = access.get_mut(&key) {
-                    grant.member_status = if answer == "accept" { "accepted" } else { "rejected" }.into();
+                    grant.member_status = if answer == Some(Action::Accept) {
+                        "accepted"
+                    } else {
+                        "rejected"
+                    }
+                    .into();
                 }
             }
         }
@@ -168,10 +174,10 @@ pub struct AccessChange {
 
 impl From<Event> for AccessChange {
     fn from(e: Event) -> Self {
-        let (change, by) = match e.action.as_str() {
-            "allow" => ("granted", text(&e.details, "approved_by")),
-            "revoke" => ("revoked", text(&e.details, "revoked_by")),
-            "accept" => ("accepted", None),
+        let (change, by) = match e.action() {
+            Some(Action::Allow) => ("granted", text(&e.details, "approved_by")),
+            Some(Action::Revoke) => ("revoked", text(&e.details, "revoked_by")),
+            Some(Action::Accept) => ("accepted", None),
             _ => ("rejected", None),
         };
         AccessChange {

@@ -16,7 +16,7 @@ use super::extract::{Caller, Query};
 use super::pagination::{Limit, SeqCursor};
 use super::{ApiError, AppState};
 use crate::db::{self, audit::Event, audit::EventFilter};
-use crate::domain::{Capability, ChainLink, ChainReport};
+use crate::domain::{Action, Capability, ChainLink, ChainReport, Outcome};
 
 /// Refuses the call unless the caller audits the whole cloud (or is an admin): the log
 /// names every project, so project-scoped auditors are not enough.
@@ -111,25 +111,6 @@ pub struct AuditEventPage {
     pub items: Vec<AuditEventView>,
     /// Pass as `cursor` to get the next page; absent on the last page.
     pub next_cursor: Option<String>,
-}
-
-/// An event's outcome.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Success,
-    Failure,
-    Pending,
-}
-
-impl Outcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::Failure => "failure",
-            Outcome::Pending => "pending",
-        }
-    }
 }
 
 /// How the events come back.
@@ -256,7 +237,7 @@ pub async fn list_audit_events(
         project_id: q.project_id,
         actor: q.actor,
         actions: q.action.into_iter().collect(),
-        outcome: q.outcome.map(|o| o.as_str().to_owned()),
+        outcome: q.outcome.map(|o| o.to_string()),
         after: q.after,
         before: q.before,
         request_id: q.request_id,
@@ -431,7 +412,8 @@ fn cadf(e: &Event) -> Value {
         "eventType": "activity",
         "id": e.id,
         "eventTime": e.occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-        "action": e.action,
+        // CADF's own word for an action the broker does not know (a row written by hand).
+        "action": e.action.parse().map_or("unknown", Action::cadf),
         "outcome": e.outcome,
         "initiator": {
             "typeURI": initiator_type,
@@ -463,6 +445,7 @@ fn cadf(e: &Event) -> Value {
             "name": "glance-share-broker",
             "typeURI": "mime:application/json",
             "content": {
+                "action": e.action,
                 "seq": e.seq,
                 "chain_pos": e.chain_pos,
                 "request_id": e.request_id,

@@ -46,8 +46,8 @@ pub use keystone::{CacheTimes, TokenValidator};
 pub use middleware::RateLimitConfig;
 pub use serve::serve;
 
-use crate::db::{self, audit::NewEvent, share_requests::ShareRequest};
-use crate::domain::{FieldError, Limits};
+use crate::db::{audit::NewEvent, share_requests::ShareRequest};
+use crate::domain::{Action, FieldError, Limits};
 use crate::openstack::OpenStack;
 use extract::Caller;
 
@@ -85,7 +85,7 @@ pub struct AppState {
 
 impl AppState {
     /// An audit event about `request`, done by `caller`; callers fill in the rest.
-    fn event<'a>(caller: &'a Caller, request: &'a ShareRequest, action: &'a str) -> NewEvent<'a> {
+    fn event<'a>(caller: &'a Caller, request: &'a ShareRequest, action: Action) -> NewEvent<'a> {
         NewEvent {
             correlation_id: caller.request_id.as_deref(),
             ..NewEvent::about_request(&caller.initiator, request, action)
@@ -94,7 +94,7 @@ impl AppState {
 
     /// Appends `event` inside `tx`, the transaction that made the change it records.
     pub(super) async fn audit(&self, tx: &mut PgConnection, event: NewEvent<'_>) -> Result<(), ApiError> {
-        db::audit::record(tx, &self.config.instance, event).await?;
+        crate::events::record(tx, &self.config.instance, event).await?;
         Ok(())
     }
 }

@@ -19,7 +19,9 @@ use super::shares::ShareView;
 use super::{ApiError, AppState, access};
 use crate::db::{self, audit::NewEvent, share_requests::ShareRequest};
 use crate::domain::decisions::{self, Ask, Refusal};
-use crate::domain::{Capability, FieldError, NewShareRequest, RequestStatus, ShareRequestInput, Subject, Validation};
+use crate::domain::{
+    Action, Capability, FieldError, NewShareRequest, Outcome, RequestStatus, ShareRequestInput, Subject, Validation,
+};
 
 /// A share request with its shares.
 #[derive(Debug, Serialize, ToSchema)]
@@ -212,7 +214,9 @@ pub async fn create_share_request(
     key: IdempotencyKey,
     body: Json<ShareRequestInput>,
 ) -> Result<Response, ApiError> {
-    state.require(&caller, Capability::Request, "create", None).await?;
+    state
+        .require(&caller, Capability::Request, Action::Create, None)
+        .await?;
     let mut new = NewShareRequest::parse(body.value, &state.config.limits, Utc::now()).map_err(ApiError::Validation)?;
     state.check_region(&mut new).await?;
     let owner = state.requestable_owner(&caller, new.image_id).await?;
@@ -251,7 +255,7 @@ pub async fn create_share_request(
                 reason: Some(&request.reason),
                 details: json!({ "targets": targets, "expires_at": request.expires_at, "auto_accept": request.auto_accept,
                                  "subject": subject }),
-                ..AppState::event(&caller, &request, "create")
+                ..AppState::event(&caller, &request, Action::Create)
             },
         )
         .await?;
@@ -423,7 +427,7 @@ pub async fn cancel_share_request(
     OptionalJson(body): OptionalJson<Decision>,
 ) -> Result<Response, ApiError> {
     state
-        .require(&caller, Capability::Request, "update/cancel", Some(id.0))
+        .require(&caller, Capability::Request, Action::Cancel, Some(id.0))
         .await?;
     decide(state, caller, id, if_match, key, body, RequestStatus::Cancelled).await
 }
@@ -453,7 +457,7 @@ pub async fn approve_share_request(
     OptionalJson(body): OptionalJson<Decision>,
 ) -> Result<Response, ApiError> {
     state
-        .require(&caller, Capability::Approve, "update/approve", Some(id.0))
+        .require(&caller, Capability::Approve, Action::Approve, Some(id.0))
         .await?;
     decide(state, caller, id, if_match, key, body, RequestStatus::Approved).await
 }
@@ -483,7 +487,7 @@ pub async fn deny_share_request(
     OptionalJson(body): OptionalJson<Decision>,
 ) -> Result<Response, ApiError> {
     state
-        .require(&caller, Capability::Approve, "update/deny", Some(id.0))
+        .require(&caller, Capability::Approve, Action::Deny, Some(id.0))
         .await?;
     decide(state, caller, id, if_match, key, body, RequestStatus::Denied).await
 }
@@ -567,10 +571,10 @@ async fn approve(
             .await?
             .ok_or_else(|| ApiError::not_found("share request"))?;
         let event = NewEvent {
-            outcome: "pending",
+            outcome: Outcome::Pending,
             reason: comment,
             details: progress,
-            ..AppState::event(caller, &request, "update/approve")
+            ..AppState::event(caller, &request, Action::Approve)
         };
         state.audit(tx, event).await?;
         return Ok(request);
@@ -581,7 +585,7 @@ async fn approve(
     let event = NewEvent {
         reason: comment,
         details: progress,
-        ..AppState::event(caller, &request, "update/approve")
+        ..AppState::event(caller, &request, Action::Approve)
     };
     state.audit(tx, event).await?;
     Ok(request)
@@ -615,7 +619,11 @@ async fn decide(
     let request = db::share_requests::find_for_update(&mut tx, id)
         .await?
         .ok_or_else(|| ApiError::not_found("share request"))?;
-    let action = format!("update/{verb}");
+    let action = match to {
+        RequestStatus::Approved => Action::Approve,
+        RequestStatus::Denied => Action::Deny,
+        _ => Action::Cancel,
+    };
     let earlier = db::share_requests::approvals_of(&mut *tx, &[id]).await?;
     if let Err(refusal) = may_decide(&caller, &request, &earlier, to) {
         tx.rollback().await?;
@@ -623,7 +631,7 @@ async fn decide(
         if matches!(refusal, ApiError::Conflict { .. }) {
             return Err(refusal);
         }
-        let attempt = NewEvent::about_request(&caller.initiator, &request, &action);
+        let attempt = NewEvent::about_request(&caller.initiator, &request, action);
         return Err(state.refused(&caller, attempt, refusal).await);
     }
     if_match.check(&etag(request.version))?;
@@ -654,7 +662,7 @@ async fn decide(
                     &mut tx,
                     NewEvent {
                         reason: comment,
-                        ..AppState::event(&caller, &request, &action)
+                        ..AppState::event(&caller, &request, action)
                     },
                 )
                 .await?;

@@ -21,7 +21,9 @@ use crate::db::{
     share_requests::{Share, ShareRequest},
 };
 use crate::domain::decisions;
-use crate::domain::{Capability, REJECTED_BY_CONSUMER, Refusal, RevokeCause, ShareState, Subject, Trigger};
+use crate::domain::{
+    Action as Audited, Capability, Outcome, REJECTED_BY_CONSUMER, Refusal, RevokeCause, ShareState, Subject, Trigger,
+};
 
 /// One image granted (or to be granted) to one project.
 #[derive(Debug, Serialize, ToSchema)]
@@ -192,6 +194,14 @@ impl Action {
             Action::Accept => "accept",
             Action::Reject => "reject",
             Action::Revoke => "revoke",
+        }
+    }
+
+    fn audited(self) -> Audited {
+        match self {
+            Action::Accept => Audited::Accept,
+            Action::Reject => Audited::Reject,
+            Action::Revoke => Audited::Revoke,
         }
     }
 }
@@ -377,7 +387,7 @@ async fn act(
         .ok_or_else(|| ApiError::not_found("share"))?;
     if let Err(refusal) = may_act(caller, &share, &request, action) {
         tx.rollback().await?;
-        let attempt = NewEvent::about_share(&caller.initiator, &share, action.verb(), "failure");
+        let attempt = NewEvent::about_share(&caller.initiator, &share, action.audited(), Outcome::Failure);
         return Err(state.refused(caller, attempt, refusal).await);
     }
     if_match.check(&etag(share.version))?;
@@ -429,7 +439,7 @@ async fn act(
     let event = NewEvent {
         reason,
         correlation_id: caller.request_id.as_deref(),
-        ..NewEvent::about_share(&caller.initiator, &share, action.verb(), "pending")
+        ..NewEvent::about_share(&caller.initiator, &share, action.audited(), Outcome::Pending)
     };
     state.audit(&mut tx, event).await?;
     db::jobs::enqueue(&mut tx, kind, share.id, share.image_id, Utc::now()).await?;

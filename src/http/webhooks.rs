@@ -24,7 +24,7 @@ use crate::db::webhooks::{Delivery, NewWebhook, Webhook, WebhookChange};
 use crate::db::{self};
 use crate::domain::address;
 use crate::domain::webhook::EVENTS;
-use crate::domain::{Capability, MAX_REASON_CHARS};
+use crate::domain::{Action, Capability, MAX_REASON_CHARS};
 
 const MAX_URL_CHARS: usize = 2048;
 
@@ -240,12 +240,12 @@ fn host_of(url: &str) -> Option<String> {
 
 impl AppState {
     /// Refuses (and records) webhook changes by anyone but an admin.
-    async fn require_admin(&self, caller: &Caller, action: &str) -> Result<(), ApiError> {
+    async fn require_admin(&self, caller: &Caller, action: Action) -> Result<(), ApiError> {
         self.require(caller, Capability::Admin, action, None).await
     }
 
     /// An audit event about a webhook; callers add details.
-    fn webhook_event<'a>(caller: &'a Caller, action: &'a str, webhook: &Webhook) -> NewEvent<'a> {
+    fn webhook_event<'a>(caller: &'a Caller, action: Action, webhook: &Webhook) -> NewEvent<'a> {
         NewEvent {
             correlation_id: caller.request_id.as_deref(),
             details: json!({ "webhook_id": webhook.id, "host": host_of(&webhook.url), "events": webhook.events, "active": webhook.active }),
@@ -279,7 +279,7 @@ pub async fn create_webhook(
     key: IdempotencyKey,
     body: Json<WebhookInput>,
 ) -> Result<Response, ApiError> {
-    state.require_admin(&caller, "create/webhook").await?;
+    state.require_admin(&caller, Action::CreateWebhook).await?;
     let input = &body.value;
     let mut errors = Vec::new();
     check_url(&input.url, &mut errors);
@@ -304,7 +304,10 @@ pub async fn create_webhook(
     };
     let (webhook, secret) = db::webhooks::create(&mut tx, new).await?;
     state
-        .audit(&mut tx, AppState::webhook_event(&caller, "create/webhook", &webhook))
+        .audit(
+            &mut tx,
+            AppState::webhook_event(&caller, Action::CreateWebhook, &webhook),
+        )
         .await?;
     let id = webhook.id;
     let created = CreatedWebhook {
@@ -387,7 +390,7 @@ pub async fn update_webhook(
     Id(id): Id,
     body: Json<WebhookPatch>,
 ) -> Result<axum::Json<WebhookView>, ApiError> {
-    state.require_admin(&caller, "update/webhook").await?;
+    state.require_admin(&caller, Action::UpdateWebhook).await?;
     let patch = &body.value;
     let mut errors = Vec::new();
     if let Some(url) = &patch.url {
@@ -414,7 +417,10 @@ pub async fn update_webhook(
         .await?
         .ok_or_else(|| ApiError::not_found("webhook"))?;
     state
-        .audit(&mut tx, AppState::webhook_event(&caller, "update/webhook", &webhook))
+        .audit(
+            &mut tx,
+            AppState::webhook_event(&caller, Action::UpdateWebhook, &webhook),
+        )
         .await?;
     tx.commit().await?;
     Ok(axum::Json(webhook.into()))
@@ -433,14 +439,17 @@ pub async fn update_webhook(
     security(("api_key" = []), ("keystone_token" = []))
 )]
 pub async fn delete_webhook(State(state): State<AppState>, caller: Caller, Id(id): Id) -> Result<StatusCode, ApiError> {
-    state.require_admin(&caller, "delete/webhook").await?;
+    state.require_admin(&caller, Action::DeleteWebhook).await?;
     let mut tx = state.pool.begin().await?;
     let webhook = db::webhooks::find(&mut *tx, id)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook"))?;
     db::webhooks::delete(&mut tx, id).await?;
     state
-        .audit(&mut tx, AppState::webhook_event(&caller, "delete/webhook", &webhook))
+        .audit(
+            &mut tx,
+            AppState::webhook_event(&caller, Action::DeleteWebhook, &webhook),
+        )
         .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)

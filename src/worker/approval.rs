@@ -11,7 +11,7 @@ use crate::db;
 use crate::db::audit::NewEvent;
 use crate::db::share_requests::{Share, ShareRequest};
 use crate::domain::policy::{Decision, Facts, TargetFacts};
-use crate::domain::{Initiator, RequestStatus};
+use crate::domain::{Action, Initiator, RequestStatus};
 
 /// The facts the policy decides on: the image's owner and each target, with their domains.
 pub fn facts(request: &ShareRequest, shares: &[Share]) -> Facts {
@@ -81,15 +81,15 @@ pub async fn apply(
     }
     let actor = Initiator::service("policy");
     let action = if to == RequestStatus::Approved {
-        "update/approve"
+        Action::Approve
     } else {
-        "update/deny"
+        Action::Deny
     };
     let event = NewEvent {
         reason: Some(&comment),
         details: details(decision),
         ..NewEvent::about_request(&actor, &request, action)
     };
-    db::audit::record(tx, instance, event).await?;
+    crate::events::record(tx, instance, event).await?;
     Ok(())
 }

@@ -9,6 +9,7 @@ use crate::db;
 use crate::db::audit::NewEvent;
 use crate::db::jobs::{self, Kind};
 use crate::db::shares::RevokeStart;
+use crate::domain::{Action, Outcome as AuditOutcome};
 use crate::domain::{Initiator, REJECTED_BY_CONSUMER, RequestStatus, RevokeCause, ShareState, Trigger};
 
 impl Worker {
@@ -50,9 +51,9 @@ impl Worker {
             };
             let event = NewEvent {
                 reason: share.revoke_reason.as_deref(),
-                ..NewEvent::about_share(initiator, &share, "revoke", "pending")
+                ..NewEvent::about_share(initiator, &share, Action::Revoke, AuditOutcome::Pending)
             };
-            db::audit::record(&mut tx, instance, event).await?;
+            crate::events::record(&mut tx, instance, event).await?;
             jobs::enqueue(&mut tx, Kind::Revoke, share.id, share.image_id, Utc::now()).await?;
             started += 1;
         }
@@ -60,10 +61,10 @@ impl Worker {
         let requests = db::share_requests::undecided_past_expiry(&mut tx, 100, wait).await?;
         for id in &requests {
             let (request, _) = db::share_requests::decide(&mut tx, *id, RequestStatus::Expired, "expiry", None).await?;
-            db::audit::record(
+            crate::events::record(
                 &mut tx,
                 instance,
-                NewEvent::about_request(&expiry, &request, "update/expire"),
+                NewEvent::about_request(&expiry, &request, Action::Expire),
             )
             .await?;
         }

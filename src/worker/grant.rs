@@ -17,7 +17,7 @@ use super::share::{Effect, Failure};
 use crate::db;
 use crate::db::jobs::{Claimed, Kind};
 use crate::db::share_requests::{Share, ShareRequest};
-use crate::domain::{ShareState, Trigger};
+use crate::domain::{Action, Outcome as AuditOutcome, ShareState, Trigger};
 use crate::openstack::CallError;
 use crate::openstack::glance::Image;
 
@@ -89,9 +89,9 @@ impl Worker {
         anyhow::ensure!(granting.len() == queued.len(), "a queued share moved during its grant");
         let events = granting
             .iter()
-            .map(|share| self.event(share, "update/grant", "pending", rid))
+            .map(|share| self.event(share, Action::Grant, AuditOutcome::Pending, rid))
             .collect();
-        db::audit::record_all(&mut tx, &self.config.instance, events).await?;
+        crate::events::record_all(&mut tx, &self.config.instance, events).await?;
         tx.commit().await?;
         Ok(())
     }

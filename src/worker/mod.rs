@@ -45,6 +45,7 @@ use crate::db::audit::NewEvent;
 use crate::db::share_requests::Share;
 use crate::domain::Initiator;
 use crate::domain::policy::SharedPolicy;
+use crate::domain::{Action, Outcome as AuditOutcome};
 use crate::openstack::OpenStack;
 use crate::openstack::pace::paced;
 
@@ -114,7 +115,7 @@ impl Worker {
     }
 
     /// An audit event by the worker about `share`, correlated with the job's OpenStack calls.
-    fn event<'a>(&'a self, share: &'a Share, action: &'a str, outcome: &'a str, rid: &'a str) -> NewEvent<'a> {
+    fn event<'a>(&'a self, share: &'a Share, action: Action, outcome: AuditOutcome, rid: &'a str) -> NewEvent<'a> {
         NewEvent {
             correlation_id: Some(rid),
             ..NewEvent::about_share(&self.actor, share, action, outcome)

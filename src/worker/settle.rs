@@ -17,6 +17,7 @@ use crate::db::audit::NewEvent;
 use crate::db::jobs::{self, Claimed, Finish, Kind};
 use crate::db::share_requests::{Share, ShareRequest};
 use crate::db::shares::RevokeStart;
+use crate::domain::{Action, Outcome as AuditOutcome};
 use crate::domain::{REJECTED_BY_CONSUMER, RevokeCause, ShareState, Trigger};
 use crate::openstack::CallError;
 
@@ -48,14 +49,14 @@ struct Settled {
 /// An audit event about a share, to be written once the rest of the transaction is.
 struct ShareEvent {
     share: Share,
-    action: &'static str,
-    outcome: &'static str,
+    action: Action,
+    outcome: AuditOutcome,
     reason: Option<String>,
     details: serde_json::Value,
 }
 
 impl ShareEvent {
-    fn new(share: Share, action: &'static str, outcome: &'static str) -> Self {
+    fn new(share: Share, action: Action, outcome: AuditOutcome) -> Self {
         ShareEvent {
             share,
             action,
@@ -158,7 +159,7 @@ impl Worker {
                 ..self.event(&e.share, e.action, e.outcome, rid)
             })
             .collect();
-        db::audit::record_all(&mut tx, &self.config.instance, events).await?;
+        crate::events::record_all(&mut tx, &self.config.instance, events).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -225,7 +226,7 @@ impl Worker {
             Ok(Effect::Nothing) => Finish::Done,
             Ok(Effect::Expired) => {
                 if let Some(share) = self.apply(tx, &share, Trigger::ExpireBeforeGrant, None).await? {
-                    events.push(ShareEvent::new(share, "update/expire", "success"));
+                    events.push(ShareEvent::new(share, Action::Expire, AuditOutcome::Success));
                 }
                 Finish::Done
             }
@@ -236,12 +237,12 @@ impl Worker {
                 // Who asked and who approved: what an access report answers with.
                 events.push(ShareEvent {
                     details: json!({ "requested_by": request.requested_by, "approved_by": request.decided_by }),
-                    ..ShareEvent::new(share.clone(), "allow", "success")
+                    ..ShareEvent::new(share.clone(), Action::Allow, AuditOutcome::Success)
                 });
                 if accepted {
                     events.push(ShareEvent {
                         details: json!({ "auto_accept": true }),
-                        ..ShareEvent::new(share, "accept", "success")
+                        ..ShareEvent::new(share, Action::Accept, AuditOutcome::Success)
                     });
                 }
                 Finish::Done
@@ -269,33 +270,33 @@ impl Worker {
                 if let Some(share) = self.start_revoke(tx, &share, Trigger::Reject, start).await? {
                     events.push(ShareEvent {
                         details: json!({ "observed_in_glance": true }),
-                        ..ShareEvent::new(share.clone(), "reject", "success")
+                        ..ShareEvent::new(share.clone(), Action::Reject, AuditOutcome::Success)
                     });
                     events.push(ShareEvent {
                         reason: share.revoke_reason.clone(),
-                        ..ShareEvent::new(share, "revoke", "pending")
+                        ..ShareEvent::new(share, Action::Revoke, AuditOutcome::Pending)
                     });
                 }
                 Finish::Done
             }
             Ok(Effect::Seen(seen)) => {
                 let (trigger, action) = match seen {
-                    Seen::Accepted => (Trigger::Accept, "accept"),
-                    Seen::MemberGone => (Trigger::MemberGoneOutside, "revoke"),
-                    Seen::ImageGone => (Trigger::ImageGone, "revoke"),
+                    Seen::Accepted => (Trigger::Accept, Action::Accept),
+                    Seen::MemberGone => (Trigger::MemberGoneOutside, Action::Revoke),
+                    Seen::ImageGone => (Trigger::ImageGone, Action::Revoke),
                     Seen::Rejected => unreachable!("handled above"),
                 };
                 if let Some(share) = self.apply(tx, &share, trigger, None).await? {
                     events.push(ShareEvent {
                         details: json!({ "observed_in_glance": true }),
-                        ..ShareEvent::new(share, action, "success")
+                        ..ShareEvent::new(share, action, AuditOutcome::Success)
                     });
                 }
                 Finish::Done
             }
             Ok(Effect::Accepted) => {
                 if let Some(share) = self.apply(tx, &share, Trigger::Accept, None).await? {
-                    events.push(ShareEvent::new(share, "accept", "success"));
+                    events.push(ShareEvent::new(share, Action::Accept, AuditOutcome::Success));
                 }
                 Finish::Done
             }
@@ -309,7 +310,7 @@ impl Worker {
                 if let Some(share) = self.start_revoke(tx, &share, Trigger::Reject, start).await? {
                     events.push(ShareEvent {
                         reason: share.revoke_reason.clone(),
-                        ..ShareEvent::new(share, "revoke", "pending")
+                        ..ShareEvent::new(share, Action::Revoke, AuditOutcome::Pending)
                     });
                 }
                 Finish::Done
@@ -345,17 +346,17 @@ impl Worker {
             events.push(ShareEvent {
                 reason: share.revoke_reason.clone(),
                 details: json!({ "member_removed": true }),
-                ..ShareEvent::new(share, "allow", "failure")
+                ..ShareEvent::new(share, Action::Allow, AuditOutcome::Failure)
             });
             return Ok(());
         }
         if cause == Some(RevokeCause::Rejected) {
-            events.push(ShareEvent::new(share.clone(), "reject", "success"));
+            events.push(ShareEvent::new(share.clone(), Action::Reject, AuditOutcome::Success));
         }
         events.push(ShareEvent {
             reason: share.revoke_reason.clone(),
             details: json!({ "revoked_by": share.revoked_by }),
-            ..ShareEvent::new(share, "revoke", "success")
+            ..ShareEvent::new(share, Action::Revoke, AuditOutcome::Success)
         });
         Ok(())
     }
@@ -433,13 +434,13 @@ impl Worker {
                     if let Some(share) = self.start_revoke(tx, &share, trigger, start).await? {
                         events.push(ShareEvent {
                             reason: share.revoke_reason.clone(),
-                            ..ShareEvent::new(share, "revoke", "pending")
+                            ..ShareEvent::new(share, Action::Revoke, AuditOutcome::Pending)
                         });
                     }
                 } else if let Some(share) = self.apply(tx, &share, trigger, Some(&message)).await? {
                     events.push(ShareEvent {
                         reason: Some(message.clone()),
-                        ..ShareEvent::new(share, "allow", "failure")
+                        ..ShareEvent::new(share, Action::Allow, AuditOutcome::Failure)
                     });
                 }
                 Finish::Failed(message)
@@ -448,7 +449,7 @@ impl Worker {
                 if let Some(share) = db::shares::note_error(&mut *tx, share.id, share.state, &message).await? {
                     events.push(ShareEvent {
                         reason: Some(message.clone()),
-                        ..ShareEvent::new(share, "accept", "failure")
+                        ..ShareEvent::new(share, Action::Accept, AuditOutcome::Failure)
                     });
                 }
                 Finish::Failed(message)
@@ -493,7 +494,7 @@ impl Worker {
             events.push(ShareEvent {
                 reason: Some(message.clone()),
                 details: json!({ "stalled": true, "attempts": job.attempts, "revoking_since": revocation.started_at }),
-                ..ShareEvent::new(stalled, "revoke", "failure")
+                ..ShareEvent::new(stalled, Action::Revoke, AuditOutcome::Failure)
             });
         }
         Ok(Finish::Later(Utc::now() + delay, Some(message)))

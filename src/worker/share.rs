@@ -13,6 +13,7 @@ use crate::db;
 use crate::db::audit::NewEvent;
 use crate::db::jobs::{self, Claimed, Step};
 use crate::db::share_requests::Share;
+use crate::domain::{Action, Outcome as AuditOutcome};
 use crate::domain::{ShareState, Trigger};
 use crate::openstack::CallError;
 use crate::openstack::glance::Image;
@@ -215,9 +216,9 @@ impl Worker {
         }
         let event = NewEvent {
             details: json!({ "visibility": { "from": from, "to": to } }),
-            ..self.event(&share, "update/visibility", "success", rid)
+            ..self.event(&share, Action::Visibility, AuditOutcome::Success, rid)
         };
-        db::audit::record(&mut tx, &self.config.instance, event).await?;
+        crate::events::record(&mut tx, &self.config.instance, event).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -18,6 +18,7 @@ use crate::db;
 use crate::db::audit::NewEvent;
 use crate::db::jobs::{self, Claimed, Finish};
 use crate::db::share_requests::{ImageFacts, ResolvedTarget, Share, ShareRequest};
+use crate::domain::{Action, Outcome as AuditOutcome};
 use crate::domain::{FieldError, RequestStatus, Validation, catalog_region};
 use crate::openstack::glance::Image;
 use crate::openstack::keystone::Project;
@@ -74,9 +75,9 @@ impl Worker {
                             "targets": target_details(&shares),
                             "policy": approval::details(&decision),
                         }),
-                        ..NewEvent::about_request(&self.actor, &request, "update/validate")
+                        ..NewEvent::about_request(&self.actor, &request, Action::Validate)
                     };
-                    db::audit::record(&mut tx, &self.config.instance, event).await?;
+                    crate::events::record(&mut tx, &self.config.instance, event).await?;
                     approval::apply(&mut tx, &self.config.instance, &decision, &request).await?;
                 } else {
                     let shares = db::share_requests::shares_of(&mut *tx, &[request_id]).await?;
@@ -119,11 +120,11 @@ impl Worker {
     ) -> anyhow::Result<()> {
         let (request, _) = db::share_requests::fail_validation(tx, request_id, image, errors).await?;
         let event = NewEvent {
-            outcome: "failure",
+            outcome: AuditOutcome::Failure,
             details: json!({ "image": image.map(image_details), "errors": errors }),
-            ..NewEvent::about_request(&self.actor, &request, "update/validate")
+            ..NewEvent::about_request(&self.actor, &request, Action::Validate)
         };
-        db::audit::record(tx, &self.config.instance, event).await?;
+        crate::events::record(tx, &self.config.instance, event).await?;
         Ok(())
     }
 

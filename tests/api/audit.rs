@@ -5,7 +5,8 @@ use std::process::Command;
 
 use chrono::SubsecRound;
 use glance_share_broker::db::{self, audit::Event, audit::NewEvent};
-use glance_share_broker::domain::{Initiator, Role};
+use glance_share_broker::domain::audit::DigestScheme;
+use glance_share_broker::domain::{Action, Initiator, Role};
 use glance_share_broker::startup::Application;
 use glance_share_broker::worker::Worker;
 use reqwest::{Method, StatusCode};
@@ -891,9 +892,9 @@ async fn the_access_report_is_right_across_grant_revoke_and_regrant() {
 }
 
 /// Records an event inside `tx`, as any change of the broker does.
-async fn record_in(tx: &mut PgConnection, action: &str) -> Event {
+async fn record_in(tx: &mut PgConnection, action: Action) -> Event {
     let initiator = Initiator::service("test");
-    db::audit::record(tx, "test-broker", NewEvent::attempt(&initiator, action))
+    glance_share_broker::events::record(tx, "test-broker", NewEvent::attempt(&initiator, action))
         .await
         .unwrap()
 }
@@ -910,9 +911,9 @@ async fn stored(app: &TestApp, seq: i64) -> Event {
 async fn events_that_commit_out_of_seq_order_are_all_sealed_into_one_valid_chain() {
     let app = spawn_app().await;
     let mut early = app.pool.begin().await.unwrap();
-    let first = record_in(&mut early, "create").await;
+    let first = record_in(&mut early, Action::Create).await;
     let mut late = app.pool.begin().await.unwrap();
-    let second = record_in(&mut late, "update/deny").await;
+    let second = record_in(&mut late, Action::Deny).await;
     assert!(first.seq < second.seq);
     late.commit().await.unwrap();
     assert!(db::audit::seal_all(&app.pool).await.unwrap());
@@ -980,7 +981,7 @@ async fn the_seal_trigger_refuses_resealing_wrong_links_and_content_changes() {
     let sealed = events_from(&app, 1).await.remove(0);
     // Uncommitted, so no sealer sees it: it stays unsealed for the test.
     let mut tx = app.pool.begin().await.unwrap();
-    let event = record_in(&mut tx, "create").await;
+    let event = record_in(&mut tx, Action::Create).await;
 
     for change in [", reason = 'changed'", ", details = '{\"x\": 1}'", ", seq = 999"] {
         refused_in(&mut tx, &seal_by_hand(event.seq, change), "append-only").await;
@@ -1027,7 +1028,7 @@ async fn the_seal_trigger_refuses_resealing_wrong_links_and_content_changes() {
 async fn an_unsealed_event_is_still_protected_from_update_and_delete() {
     let app = spawn_app().await;
     let mut tx = app.pool.begin().await.unwrap();
-    let event = record_in(&mut tx, "create").await;
+    let event = record_in(&mut tx, Action::Create).await;
     let seq = event.seq;
     for sql in [
         format!("update audit_events set reason = 'changed' where seq = {seq}"),
@@ -1069,21 +1070,13 @@ async fn concurrent_writers_and_two_sealers_keep_one_valid_chain() {
     assert_eq!(report["unsealed_events"], 0);
 }
 
-#[tokio::test]
-async fn verify_flags_an_event_left_unsealed_too_long() {
-    let app = spawn_app().await;
-    app.file(&Uuid::new_v4().to_string(), &[PROJ_B]).await;
-    assert!(db::audit::seal_all(&app.pool).await.unwrap());
-    // A stuck sealer: it holds the chain lock and seals nothing.
-    let mut stuck = app.pool.begin().await.unwrap();
-    sqlx::query("select pg_advisory_xact_lock(x'6175646974'::bigint)")
-        .execute(&mut *stuck)
-        .await
-        .unwrap();
-    let old = Event {
+/// An event as the broker wrote it before RFC 8785: digested in the legacy canonical form,
+/// `age` ago.
+fn legacy_event(age: chrono::Duration, details: Value) -> Event {
+    Event {
         seq: 0,
         id: Uuid::now_v7(),
-        occurred_at: chrono::Utc::now().trunc_subsecs(6) - chrono::Duration::minutes(2),
+        occurred_at: chrono::Utc::now().trunc_subsecs(6) - age,
         action: "create".into(),
         outcome: "success".into(),
         initiator: json!({"kind": "service", "name": "test"}),
@@ -1095,27 +1088,69 @@ async fn verify_flags_an_event_left_unsealed_too_long() {
         project_id: None,
         reason: None,
         correlation_id: None,
-        details: json!({}),
+        details,
+        digest_scheme: DigestScheme::Legacy.number(),
         chain_pos: None,
         prev_hash: None,
         hash: None,
-    };
-    let seq: i64 = sqlx::query_scalar(
+    }
+}
+
+/// Inserts `event` as a writer of its time did (naming no digest scheme: the column's
+/// default is the legacy one); returns its seq.
+async fn insert_by_hand(app: &TestApp, event: &Event) -> i64 {
+    sqlx::query_scalar(
         "insert into audit_events (id, occurred_at, action, outcome, initiator, target, observer, details, digest)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning seq",
     )
-    .bind(old.id)
-    .bind(old.occurred_at)
-    .bind(&old.action)
-    .bind(&old.outcome)
-    .bind(&old.initiator)
-    .bind(&old.target)
-    .bind(&old.observer)
-    .bind(&old.details)
-    .bind(&old.content_digest()[..])
+    .bind(event.id)
+    .bind(event.occurred_at)
+    .bind(&event.action)
+    .bind(&event.outcome)
+    .bind(&event.initiator)
+    .bind(&event.target)
+    .bind(&event.observer)
+    .bind(&event.details)
+    .bind(&event.content_digest().unwrap()[..])
     .fetch_one(&app.pool)
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_event_digested_before_jcs_still_verifies_and_new_events_use_jcs() {
+    let app = spawn_app().await;
+    // `1.0` is where the two forms differ: legacy keeps it, JCS writes `1`.
+    let legacy = legacy_event(chrono::Duration::seconds(1), json!({"ratio": 1.0}));
+    let legacy_seq = insert_by_hand(&app, &legacy).await;
+    let mut tx = app.pool.begin().await.unwrap();
+    let new = record_in(&mut tx, Action::Create).await;
+    tx.commit().await.unwrap();
+
+    let report = verify(&app).await;
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(
+        stored(&app, legacy_seq).await.digest_scheme,
+        DigestScheme::Legacy.number()
+    );
+    let new = stored(&app, new.seq).await;
+    assert_eq!(new.digest_scheme, DigestScheme::Jcs.number());
+    assert_eq!(new.hash, new.expected_hash());
+}
+
+#[tokio::test]
+async fn verify_flags_an_event_left_unsealed_too_long() {
+    let app = spawn_app().await;
+    app.file(&Uuid::new_v4().to_string(), &[PROJ_B]).await;
+    assert!(db::audit::seal_all(&app.pool).await.unwrap());
+    // A stuck sealer: it holds the chain lock and seals nothing.
+    let mut stuck = app.pool.begin().await.unwrap();
+    sqlx::query("select pg_advisory_xact_lock(x'6175646974'::bigint)")
+        .execute(&mut *stuck)
+        .await
+        .unwrap();
+    let old = legacy_event(chrono::Duration::minutes(2), json!({}));
+    let seq = insert_by_hand(&app, &old).await;
 
     let report = verify(&app).await;
     assert_eq!(report["ok"], false, "{report}");

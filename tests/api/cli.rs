@@ -343,7 +343,7 @@ async fn an_anchor_catches_history_rewritten_with_its_checkpoints_by_the_superus
         sqlx::query("update audit_events set details = $2, digest = $3, prev_hash = $4, hash = $5 where seq = $1")
             .bind(event.seq)
             .bind(&event.details)
-            .bind(&event.content_digest()[..])
+            .bind(&event.content_digest().unwrap()[..])
             .bind(&event.prev_hash)
             .bind(&event.hash)
             .execute(&mut *tx)

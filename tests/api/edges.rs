@@ -177,9 +177,10 @@ async fn the_schema_refuses_a_state_no_enum_has() {
     let pool = migrated().await;
     let error = write_share(&pool, "RegionOne", "granted").await.unwrap_err();
     assert_eq!(constraint_of(error), "shares_state_check");
-    for state in glance_share_broker::domain::ShareState::ALL {
+    use strum::VariantArray;
+    for state in glance_share_broker::domain::ShareState::VARIANTS {
         sqlx::query("delete from shares").execute(&pool).await.unwrap();
-        write_share(&pool, "RegionOne", state.as_str()).await.unwrap();
+        write_share(&pool, "RegionOne", state.as_ref()).await.unwrap();
     }
 }
 

@@ -1,8 +1,15 @@
-//! Who did something, as the audit log records it, and what a check of the log found.
+//! The audit log's vocabulary: who did something ([`Initiator`]), what ([`Action`]) and how
+//! it ended ([`Outcome`]); a stored [`Event`] and the hash chain over events; what a check
+//! of the log found. Pure: imports no axum, sqlx or reqwest.
+
+mod chain;
+mod vocabulary;
 
 use serde::Serialize;
 use utoipa::ToSchema;
 
+pub use self::chain::{DigestScheme, Event, GENESIS, Walk, link_hash};
+pub use self::vocabulary::{Action, Outcome};
 use super::Principal;
 use super::principal::Credential;
 

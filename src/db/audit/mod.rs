@@ -1,0 +1,16 @@
+//! The audit log in Postgres: [`write`] appends unsealed events inside the caller's
+//! transaction, [`seal`] chains them, [`read`] lists them, [`verify`] checks the chain. The
+//! events, their digests and the chain's links are computed in `domain::audit`. Imports
+//! `domain` and `db::share_requests` (what events are about); never `db::webhooks`:
+//! announcing an event is `crate::events`'s.
+
+pub mod read;
+pub mod seal;
+pub mod verify;
+pub mod write;
+
+pub use self::read::{EventFilter, for_request, page, stream};
+pub use self::seal::{SEAL_BATCH, seal, seal_all};
+pub use self::verify::{UNSEALED_GRACE_SECS, checkpoint, verify, verify_anchored};
+pub use self::write::{NewEvent, insert, insert_all};
+pub use crate::domain::audit::{Event, GENESIS};

@@ -1,0 +1,298 @@
+//! The hash chain over stored events: an event's digest (under the scheme it was written
+//! with), the link that seals it to the event before, and the walk that checks each link.
+//! Pure: the database seals (`audit_seal`, the same link formula) and reads; this computes.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::{Action, BrokenLink};
+use crate::domain::canonical::{canonical_json, jcs};
+
+/// How an event's content became the bytes its digest is taken over. Stored with each
+/// event (`digest_scheme`), so events written under an older scheme stay verifiable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestScheme {
+    /// The broker's first canonical form ([`canonical_json`]): keys sorted by their UTF-8
+    /// bytes, numbers as serde_json prints them. Every event written before JCS.
+    Legacy = 1,
+    /// RFC 8785 (JCS), with the scheme itself in the digested content, so that changing an
+    /// event's stored scheme breaks its link.
+    Jcs = 2,
+}
+
+impl DigestScheme {
+    /// The scheme new events are written with.
+    pub const CURRENT: DigestScheme = DigestScheme::Jcs;
+
+    /// The number stored in `audit_events.digest_scheme`.
+    pub fn number(self) -> i16 {
+        self as i16
+    }
+
+    pub fn from_number(number: i16) -> Option<Self> {
+        [DigestScheme::Legacy, DigestScheme::Jcs]
+            .into_iter()
+            .find(|scheme| scheme.number() == number)
+    }
+}
+
+/// One stored event, as the log holds it: action and outcome as the text stored (a row
+/// changed by hand must still be read, and found out, rather than refused).
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub seq: i64,
+    pub id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub action: String,
+    pub outcome: String,
+    pub initiator: Value,
+    pub target: Value,
+    pub observer: String,
+    pub request_id: Option<Uuid>,
+    pub share_id: Option<Uuid>,
+    pub image_id: Option<Uuid>,
+    pub project_id: Option<String>,
+    pub reason: Option<String>,
+    pub correlation_id: Option<String>,
+    pub details: Value,
+    /// [`DigestScheme::number`] of the scheme the writer digested the event with.
+    pub digest_scheme: i16,
+    /// The seal: null until the sealer gives the event its place in the chain.
+    pub chain_pos: Option<i64>,
+    pub prev_hash: Option<Vec<u8>>,
+    pub hash: Option<Vec<u8>>,
+}
+
+/// The hash the first event chains to.
+pub const GENESIS: [u8; 32] = [0; 32];
+
+/// The link that seals an event: SHA-256 of the hash before, its place (8 bytes,
+/// big-endian) and its digest, as `audit_seal` computes it in the database.
+pub fn link_hash(prev_hash: &[u8], chain_pos: i64, digest: &[u8]) -> [u8; 32] {
+    let mut link = Sha256::new();
+    link.update(prev_hash);
+    link.update(chain_pos.to_be_bytes());
+    link.update(digest);
+    link.finalize().into()
+}
+
+impl Event {
+    /// The recorded action; `None` only for text the broker never writes (a row written by
+    /// hand).
+    pub fn action(&self) -> Option<Action> {
+        self.action.parse().ok()
+    }
+
+    /// SHA-256 of the event's content (everything but its place in the chain) under its
+    /// digest scheme; `None` when the stored scheme is none the broker knows.
+    pub fn content_digest(&self) -> Option<[u8; 32]> {
+        let mut body = json!({
+            "id": self.id,
+            "occurred_at": self.occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            "action": self.action,
+            "outcome": self.outcome,
+            "initiator": self.initiator,
+            "target": self.target,
+            "observer": self.observer,
+            "request_id": self.request_id,
+            "share_id": self.share_id,
+            "image_id": self.image_id,
+            "project_id": self.project_id,
+            "reason": self.reason,
+            "correlation_id": self.correlation_id,
+            "details": self.details,
+        });
+        let bytes = match DigestScheme::from_number(self.digest_scheme)? {
+            DigestScheme::Legacy => canonical_json(&body),
+            DigestScheme::Jcs => {
+                body["digest_scheme"] = json!(self.digest_scheme);
+                jcs(&body)
+            }
+        };
+        Some(Sha256::digest(bytes).into())
+    }
+
+    /// The hash this sealed event must carry ([`link_hash`] over its seal and
+    /// [`Event::content_digest`]). None while unsealed, or under an unknown scheme.
+    pub fn expected_hash(&self) -> Option<Vec<u8>> {
+        let (Some(prev_hash), Some(chain_pos)) = (&self.prev_hash, self.chain_pos) else {
+            return None;
+        };
+        Some(link_hash(prev_hash, chain_pos, &self.content_digest()?).to_vec())
+    }
+}
+
+/// A walk over sealed events in chain order that stops believing at the first broken link.
+#[derive(Debug, Default)]
+pub struct Walk {
+    /// Events read, the broken one included.
+    pub checked: i64,
+    /// The place and hash of the last event whose link held.
+    pub head: Option<(i64, Vec<u8>)>,
+    pub first_broken_link: Option<BrokenLink>,
+}
+
+impl Walk {
+    /// Checks the next event's link; `false` once a link is broken (walk no further).
+    pub fn step(&mut self, event: Event) -> bool {
+        self.checked += 1;
+        if let Some(broken) = check_link(&event, self.head.as_ref()) {
+            self.first_broken_link = Some(broken);
+            return false;
+        }
+        self.head = event.chain_pos.zip(event.hash);
+        true
+    }
+}
+
+/// What is wrong with sealed `event`'s link, given the link before it (`None` for the first).
+fn check_link(event: &Event, before: Option<&(i64, Vec<u8>)>) -> Option<BrokenLink> {
+    let (want_pos, want_prev) = before.map_or((1, &GENESIS[..]), |(pos, hash)| (pos + 1, &hash[..]));
+    let pos = event.chain_pos.unwrap_or_default();
+    let hex_of = |bytes: &Option<Vec<u8>>| bytes.as_deref().map(hex::encode).unwrap_or_default();
+    let broken = |field, expected: String, stored: String, detail: String| BrokenLink {
+        chain_pos: pos,
+        seq: event.seq,
+        id: event.id,
+        field,
+        expected,
+        stored,
+        detail,
+    };
+    if pos != want_pos {
+        return Some(broken(
+            "chain_pos",
+            want_pos.to_string(),
+            pos.to_string(),
+            format!("the events at places {want_pos} to {} are missing", pos - 1),
+        ));
+    }
+    if event.prev_hash.as_deref() != Some(want_prev) {
+        return Some(broken(
+            "prev_hash",
+            hex::encode(want_prev),
+            hex_of(&event.prev_hash),
+            format!(
+                "the event at place {pos} does not chain to the hash of the event at place {}",
+                pos - 1
+            ),
+        ));
+    }
+    let expected = event.expected_hash();
+    if event.hash != expected {
+        return Some(broken(
+            "hash",
+            hex_of(&expected),
+            hex_of(&event.hash),
+            format!(
+                "the event at place {pos} (seq {}) was changed after it was written: its content does not give its hash",
+                event.seq
+            ),
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: i64, scheme: DigestScheme) -> Event {
+        Event {
+            seq,
+            id: Uuid::from_u128(seq as u128),
+            occurred_at: DateTime::from_timestamp(1_800_000_000 + seq, 0).unwrap(),
+            action: Action::Allow.to_string(),
+            outcome: "success".into(),
+            initiator: json!({"kind": "service", "name": "worker"}),
+            target: json!({"image_id": Uuid::nil(), "region": "RegionOne"}),
+            observer: "test-broker".into(),
+            request_id: None,
+            share_id: None,
+            image_id: Some(Uuid::nil()),
+            project_id: Some("proj-b".into()),
+            reason: None,
+            correlation_id: None,
+            details: json!({"ratio": 1.0, "approved_by": "workflow"}),
+            digest_scheme: scheme.number(),
+            chain_pos: None,
+            prev_hash: None,
+            hash: None,
+        }
+    }
+
+    /// Seals `events` in order, as `audit_seal` does.
+    fn sealed(mut events: Vec<Event>) -> Vec<Event> {
+        let mut prev = GENESIS.to_vec();
+        for (i, e) in events.iter_mut().enumerate() {
+            let pos = i as i64 + 1;
+            let hash = link_hash(&prev, pos, &e.content_digest().unwrap()).to_vec();
+            (e.chain_pos, e.prev_hash, e.hash) = (Some(pos), Some(prev), Some(hash.clone()));
+            prev = hash;
+        }
+        events
+    }
+
+    fn walk(events: Vec<Event>) -> Walk {
+        let mut walk = Walk::default();
+        for e in events {
+            if !walk.step(e) {
+                break;
+            }
+        }
+        walk
+    }
+
+    #[test]
+    fn a_chain_mixing_legacy_and_jcs_events_verifies() {
+        let chain = sealed(vec![
+            event(1, DigestScheme::Legacy),
+            event(2, DigestScheme::Legacy),
+            event(3, DigestScheme::CURRENT),
+        ]);
+        assert_eq!(DigestScheme::CURRENT, DigestScheme::Jcs);
+        // The two schemes give different bytes for the same content (`1.0` against `1`).
+        assert_ne!(chain[1].content_digest(), event(2, DigestScheme::Jcs).content_digest());
+        let walk = walk(chain);
+        assert!(walk.first_broken_link.is_none(), "{:?}", walk.first_broken_link);
+        assert_eq!((walk.checked, walk.head.unwrap().0), (3, 3));
+    }
+
+    #[test]
+    fn a_legacy_digest_is_the_one_written_before_jcs() {
+        // The digest the broker stored for this content before JCS existed.
+        let e = event(1, DigestScheme::Legacy);
+        let body = br#"{"action":"allow","correlation_id":null,"details":{"approved_by":"workflow","ratio":1.0},"id":"00000000-0000-0000-0000-000000000001","image_id":"00000000-0000-0000-0000-000000000000","initiator":{"kind":"service","name":"worker"},"observer":"test-broker","occurred_at":"2027-01-15T08:00:01.000000Z","outcome":"success","project_id":"proj-b","reason":null,"request_id":null,"share_id":null,"target":{"image_id":"00000000-0000-0000-0000-000000000000","region":"RegionOne"}}"#;
+        assert_eq!(e.content_digest(), Some(Sha256::digest(body).into()));
+    }
+
+    #[test]
+    fn a_changed_event_or_scheme_breaks_its_link_and_the_walk_stops_there() {
+        let mut chain = sealed((1..=4).map(|seq| event(seq, DigestScheme::Jcs)).collect());
+        chain[2].reason = Some("rewritten".into());
+        let walk = walk(chain.clone());
+        let broken = walk.first_broken_link.unwrap();
+        assert_eq!((broken.chain_pos, broken.field), (3, "hash"));
+        assert_eq!((walk.checked, walk.head.unwrap().0), (3, 2));
+
+        let mut chain = sealed((1..=2).map(|seq| event(seq, DigestScheme::Jcs)).collect());
+        chain[1].digest_scheme = DigestScheme::Legacy.number();
+        assert_eq!(self::walk(chain).first_broken_link.unwrap().field, "hash");
+
+        let mut chain = sealed((1..=2).map(|seq| event(seq, DigestScheme::Legacy)).collect());
+        chain[1].digest_scheme = 9;
+        assert_eq!(self::walk(chain).first_broken_link.unwrap().field, "hash");
+    }
+
+    #[test]
+    fn a_missing_event_or_a_wrong_prev_hash_is_named() {
+        let mut chain = sealed((1..=3).map(|seq| event(seq, DigestScheme::Jcs)).collect());
+        chain.remove(1);
+        assert_eq!(walk(chain).first_broken_link.unwrap().field, "chain_pos");
+        let mut chain = sealed((1..=2).map(|seq| event(seq, DigestScheme::Jcs)).collect());
+        chain[1].prev_hash = Some(GENESIS.to_vec());
+        assert_eq!(walk(chain).first_broken_link.unwrap().field, "prev_hash");
+    }
+}
