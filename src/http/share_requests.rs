@@ -18,7 +18,7 @@ use super::pagination::{Cursor, Limit};
 use super::shares::ShareView;
 use super::{ApiError, AppState, access};
 use crate::db::{self, audit::NewEvent, share_requests::ShareRequest};
-use crate::domain::decisions::{self, Ask, Refusal};
+use crate::domain::decisions::{self, Ask, Refusal, Standing};
 use crate::domain::{Capability, FieldError, NewShareRequest, RequestStatus, ShareRequestInput, Subject, Validation};
 
 /// A share request with its shares.
@@ -543,6 +543,13 @@ async fn approve(
 ) -> Result<ShareRequest, ApiError> {
     let id = request.id;
     let earlier = db::share_requests::approvals_of(&mut *tx, &[id]).await?;
+    let earlier: Vec<Subject> = earlier.iter().map(|a| Subject::parse(&a.approver_subject)).collect();
+    let required = usize::try_from(request.required_approvals).unwrap_or(1);
+    let already_approved = || ApiError::Conflict {
+        detail: Refusal::AlreadyApproved.detail().into(),
+        errors: Vec::new(),
+    };
+    let standing = decisions::approve(&caller.subject, &earlier, required).map_err(|_| already_approved())?;
     let subject = caller.subject.to_string();
     let approver = db::share_requests::Approver {
         name: &caller.principal.name,
@@ -554,15 +561,11 @@ async fn approve(
         .await?
         .is_none()
     {
-        return Err(ApiError::Conflict {
-            detail: Refusal::AlreadyApproved.detail().into(),
-            errors: Vec::new(),
-        });
+        return Err(already_approved());
     }
     let given = earlier.len() + 1;
-    let required = usize::try_from(request.required_approvals).unwrap_or(1);
     let progress = json!({ "approvals": given, "required": required, "rule": request.policy_rule, "subject": subject });
-    if given < required {
+    if let Standing::Waiting { .. } = standing {
         let request = db::share_requests::find(&mut *tx, id)
             .await?
             .ok_or_else(|| ApiError::not_found("share request"))?;
