@@ -22,7 +22,8 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
-use super::share_requests::{Share, ShareRequest};
+use super::share_requests::ShareRequest;
+use super::shares::Share;
 use crate::domain::{
     AnchorMismatch, BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, UnsealedEvent, canonical_json,
 };

@@ -279,6 +279,11 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     }
 }
 
+/// The ETag of a resource at `version`: what `If-Match` is compared with.
+pub fn etag(version: i64) -> String {
+    format!("\"v{version}\"")
+}
+
 /// `If-Match`, when sent: the ETags the caller expects the resource to have.
 pub struct IfMatch(pub Option<String>);
 

@@ -12,7 +12,7 @@ use sqlx::PgConnection;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::extract::{Caller, Id, IdempotencyKey, IfMatch, Json, OptionalJson, Query};
+use super::extract::{Caller, Id, IdempotencyKey, IfMatch, Json, OptionalJson, Query, etag};
 use super::idempotency::{self, Begun, Saved};
 use super::pagination::{Cursor, Limit};
 use super::shares::ShareView;
@@ -103,11 +103,7 @@ pub struct ImageView {
 }
 
 impl ShareRequestView {
-    fn new(
-        r: ShareRequest,
-        shares: Vec<db::share_requests::Share>,
-        approvals: Vec<db::share_requests::Approval>,
-    ) -> Self {
+    fn new(r: ShareRequest, shares: Vec<db::shares::Share>, approvals: Vec<db::share_requests::Approval>) -> Self {
         ShareRequestView {
             id: r.id,
             status: r.status,
@@ -163,10 +159,6 @@ pub struct ShareRequestPage {
     pub next_cursor: Option<String>,
 }
 
-pub fn etag(version: i64) -> String {
-    format!("\"v{version}\"")
-}
-
 fn location(id: Uuid) -> String {
     format!("/v1/share-requests/{id}")
 }
@@ -174,7 +166,7 @@ fn location(id: Uuid) -> String {
 pub(super) fn saved_request(
     status: StatusCode,
     request: ShareRequest,
-    shares: Vec<db::share_requests::Share>,
+    shares: Vec<db::shares::Share>,
     approvals: Vec<db::share_requests::Approval>,
 ) -> Saved {
     let (id, version) = (request.id, request.version);
@@ -345,8 +337,8 @@ pub async fn list_share_requests(
     let mut rows = db::share_requests::list(&mut *conn, &filter, q.cursor.map(|c| c.0), limit.fetch()).await?;
     let next_cursor = limit.trim(&mut rows).map(|last| Cursor(last.id).to_string());
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let mut by_request: HashMap<Uuid, Vec<db::share_requests::Share>> = HashMap::new();
-    for share in db::share_requests::shares_of(&mut *conn, &ids).await? {
+    let mut by_request: HashMap<Uuid, Vec<db::shares::Share>> = HashMap::new();
+    for share in db::shares::of_requests(&mut *conn, &ids).await? {
         by_request.entry(share.request_id).or_default().push(share);
     }
     let mut approvals: HashMap<Uuid, Vec<db::share_requests::Approval>> = HashMap::new();
@@ -384,7 +376,7 @@ pub async fn get_share_request(
         .await?
         .filter(|r| access::sees_request(&caller.principal, r))
         .ok_or_else(|| ApiError::not_found("share request"))?;
-    let shares = db::share_requests::shares_of(&state.pool, &[id]).await?;
+    let shares = db::shares::of_requests(&state.pool, &[id]).await?;
     let approvals = db::share_requests::approvals_of(&state.pool, &[id]).await?;
     Ok(saved_request(StatusCode::OK, request, shares, approvals).into_response())
 }
@@ -664,7 +656,7 @@ async fn decide(
             request
         }
     };
-    let shares = db::share_requests::shares_of(&mut *tx, &[id]).await?;
+    let shares = db::shares::of_requests(&mut *tx, &[id]).await?;
     let approvals = db::share_requests::approvals_of(&mut *tx, &[id]).await?;
     let response = saved_request(StatusCode::OK, request, shares, approvals);
     idempotency::finish(&mut tx, claim, &response).await?;

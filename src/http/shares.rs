@@ -8,18 +8,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::extract::{Caller, Id, IdempotencyKey, IfMatch, Json, Query};
+use super::extract::{Caller, Id, IdempotencyKey, IfMatch, Json, Query, etag};
 use super::idempotency::{self, Begun, Saved};
 use super::pagination::{Cursor, Limit};
-use super::share_requests::etag;
 use super::{ApiError, AppState, access};
-use crate::db::shares::RevokeStart;
-use crate::db::{
-    self,
-    audit::NewEvent,
-    jobs::Kind,
-    share_requests::{Share, ShareRequest},
-};
+use crate::db::shares::{RevokeStart, Share};
+use crate::db::{self, audit::NewEvent, jobs::Kind, share_requests::ShareRequest};
 use crate::domain::decisions;
 use crate::domain::{Capability, REJECTED_BY_CONSUMER, Refusal, RevokeCause, ShareState, Subject, Trigger};
 
@@ -123,7 +117,7 @@ pub async fn list_shares(
     caller: Caller,
     Query(q): Query<ListShares>,
 ) -> Result<axum::Json<SharePage>, ApiError> {
-    let filter = db::share_requests::ShareFilter {
+    let filter = db::shares::ShareFilter {
         viewer: access::viewer(&caller.principal),
         state: q.state,
         image_id: q.image_id,
@@ -134,7 +128,7 @@ pub async fn list_shares(
         created_before: q.created_before,
     };
     let limit = q.limit.unwrap_or_default();
-    let mut rows = db::share_requests::list_shares(&state.pool, &filter, q.cursor.map(|c| c.0), limit.fetch()).await?;
+    let mut rows = db::shares::list(&state.pool, &filter, q.cursor.map(|c| c.0), limit.fetch()).await?;
     let next_cursor = limit.trim(&mut rows).map(|last| Cursor(last.id).to_string());
     Ok(axum::Json(SharePage {
         items: rows.into_iter().map(ShareView::from).collect(),
@@ -154,7 +148,7 @@ pub async fn list_shares(
     security(("api_key" = []), ("keystone_token" = []))
 )]
 pub async fn get_share(State(state): State<AppState>, caller: Caller, Id(id): Id) -> Result<Response, ApiError> {
-    let share = db::share_requests::find_share(&state.pool, id)
+    let share = db::shares::find(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found("share"))?;
     let request = db::share_requests::find(&state.pool, share.request_id)
@@ -372,7 +366,10 @@ async fn act(
         Begun::Replay(response) => return Ok(response),
         Begun::Proceed(tx, claim) => (tx, claim),
     };
-    let (share, request) = db::shares::find_for_update(&mut tx, id)
+    let share = db::shares::find_for_update(&mut tx, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("share"))?;
+    let request = db::share_requests::find(&mut *tx, share.request_id)
         .await?
         .ok_or_else(|| ApiError::not_found("share"))?;
     if let Err(refusal) = may_act(caller, &share, &request, action) {

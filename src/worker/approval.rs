@@ -9,7 +9,8 @@ use sqlx::PgConnection;
 
 use crate::db;
 use crate::db::audit::NewEvent;
-use crate::db::share_requests::{Share, ShareRequest};
+use crate::db::share_requests::ShareRequest;
+use crate::db::shares::Share;
 use crate::domain::decisions::{self, Standing};
 use crate::domain::policy::{Decision, Facts, TargetFacts};
 use crate::domain::{Initiator, RequestStatus};

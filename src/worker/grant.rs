@@ -15,7 +15,8 @@ use uuid::Uuid;
 use super::{Effect, Failure, Worker};
 use crate::db;
 use crate::db::jobs::{Claimed, Subject};
-use crate::db::share_requests::{Share, ShareRequest};
+use crate::db::share_requests::ShareRequest;
+use crate::db::shares::Share;
 use crate::domain::{ShareState, Trigger};
 use crate::openstack::CallError;
 use crate::openstack::glance::Image;
@@ -35,7 +36,7 @@ impl Worker {
             })
             .collect();
         anyhow::ensure!(ids.len() == held.len(), "a grant job names a request, not a share");
-        let shares: HashMap<Uuid, Share> = db::share_requests::shares_by_id(&self.pool, &ids)
+        let shares: HashMap<Uuid, Share> = db::shares::by_ids(&self.pool, &ids)
             .await?
             .into_iter()
             .map(|s| (s.id, s))

@@ -41,8 +41,9 @@ use uuid::Uuid;
 use crate::db;
 use crate::db::audit::NewEvent;
 use crate::db::jobs::{self, Claimed, Finish, Kind, Subject};
-use crate::db::share_requests::{Share, ShareRequest};
+use crate::db::share_requests::ShareRequest;
 use crate::db::shares::RevokeStart;
+use crate::db::shares::Share;
 use crate::domain::policy::SharedPolicy;
 use crate::domain::{
     FieldError, Initiator, REJECTED_BY_CONSUMER, RequestStatus, RevokeCause, ShareState, Trigger, Validation,
@@ -397,7 +398,7 @@ impl Worker {
 
     /// The network part. The outer error is ours; the inner one is OpenStack's answer.
     async fn execute(&self, job: &Claimed, share_id: Uuid, rid: &str) -> anyhow::Result<Result<Effect, Failure>> {
-        let share = db::share_requests::find_share(&self.pool, share_id)
+        let share = db::shares::find(&self.pool, share_id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("share {share_id} is gone"))?;
         Ok(match job.kind {
@@ -523,7 +524,7 @@ impl Worker {
         rid: &str,
     ) -> anyhow::Result<()> {
         let mut tx = self.lease_tx(held).await?;
-        let share = db::share_requests::find_share(&mut *tx, share_id)
+        let share = db::shares::find(&mut *tx, share_id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("share {share_id} is gone"))?;
         if to == "private" {
@@ -1005,7 +1006,7 @@ impl Worker {
         let undecided =
             |r: &ShareRequest| r.status == RequestStatus::PendingApproval && r.validation == Validation::Pending;
         let verdict = if undecided(&request) {
-            let shares = db::share_requests::shares_of(&self.pool, &[request_id]).await?;
+            let shares = db::shares::of_requests(&self.pool, &[request_id]).await?;
             let rid = format!("req-{}", Uuid::new_v4());
             Some(
                 validate::check(
@@ -1050,7 +1051,7 @@ impl Worker {
                     db::audit::record(&mut tx, &self.config.instance, event).await?;
                     approval::apply(&mut tx, &self.config.instance, &decision, &request).await?;
                 } else {
-                    let shares = db::share_requests::shares_of(&mut *tx, &[request_id]).await?;
+                    let shares = db::shares::of_requests(&mut *tx, &[request_id]).await?;
                     let errors = taken_errors(&targets, &shares, &taken);
                     self.record_failed(&mut tx, request_id, Some(&image), &errors).await?;
                 }

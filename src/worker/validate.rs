@@ -9,7 +9,8 @@ use std::collections::HashMap;
 
 use futures_util::{StreamExt, stream};
 
-use crate::db::share_requests::{ImageFacts, ResolvedTarget, Share, ShareRequest};
+use crate::db::share_requests::{ImageFacts, ResolvedTarget, ShareRequest};
+use crate::db::shares::Share;
 use crate::domain::{FieldError, catalog_region};
 use crate::openstack::glance::Image;
 use crate::openstack::keystone::Project;
