@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::audit::require_auditor;
 use super::extract::{Caller, Id, Query};
-use super::pagination::{Limit, SeqCursor};
+use super::pagination::{Page, Paging, SeqCursor};
 use super::{ApiError, AppState};
 use crate::db::{self, audit::Event, audit::EventFilter};
 
@@ -83,9 +83,7 @@ pub struct AccessAt {
     params(("image_id" = Uuid, Path, description = "The Glance image id"), AccessAt),
     responses(
         (status = 200, description = "The projects with access", body = ImageAccess),
-        (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an auditor", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad id or time", body = super::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
 )]
@@ -191,37 +189,14 @@ impl From<Event> for AccessChange {
     }
 }
 
-/// A page of access changes, oldest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AccessHistoryPage {
-    pub items: Vec<AccessChange>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
-    pub next_cursor: Option<String>,
-}
-
-/// Paging through a project's access history.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ListAccessHistory {
-    /// The `next_cursor` of the previous page.
-    #[param(value_type = Option<String>)]
-    pub cursor: Option<SeqCursor>,
-    /// Page size, 1 to 200 (default 50).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
-    pub limit: Option<Limit>,
-}
-
 /// Every grant, status change and revoke of one project's access, across images, oldest
 /// first (auditors and admins).
 #[utoipa::path(
     get, path = "/v1/projects/{project_id}/access-history", tag = "audit",
-    params(("project_id" = String, Path, description = "The Keystone project id of the consumer"), ListAccessHistory),
+    params(("project_id" = String, Path, description = "The Keystone project id of the consumer"), Paging<SeqCursor>),
     responses(
-        (status = 200, description = "A page of changes", body = AccessHistoryPage),
-        (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of changes", body = Page<AccessChange>),
         (status = 403, description = "Not an auditor", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad cursor or limit", body = super::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
 )]
@@ -229,8 +204,8 @@ pub async fn project_access_history(
     State(state): State<AppState>,
     caller: Caller,
     Path(project_id): Path<String>,
-    Query(q): Query<ListAccessHistory>,
-) -> Result<axum::Json<AccessHistoryPage>, ApiError> {
+    Query(q): Query<Paging<SeqCursor>>,
+) -> Result<axum::Json<Page<AccessChange>>, ApiError> {
     require_auditor(&caller)?;
     let filter = EventFilter {
         member_project_id: Some(project_id),
@@ -238,12 +213,6 @@ pub async fn project_access_history(
     };
     let limit = q.limit.unwrap_or_default();
     let after = q.cursor.map_or(0, |c| c.0);
-    let mut rows = db::audit::page(&state.pool, &filter, after, limit.fetch()).await?;
-    let next_cursor = limit
-        .trim(&mut rows)
-        .map(|last| SeqCursor(last.chain_pos.unwrap_or_default()).to_string());
-    Ok(axum::Json(AccessHistoryPage {
-        items: rows.into_iter().map(AccessChange::from).collect(),
-        next_cursor,
-    }))
+    let rows = db::audit::page(&state.pool, &filter, after, limit.fetch()).await?;
+    Ok(axum::Json(Page::new(rows, limit, SeqCursor::after, AccessChange::from)))
 }

@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::extract::{Caller, Query};
-use super::pagination::{Limit, SeqCursor};
+use super::pagination::{Limit, Page, SeqCursor};
 use super::{ApiError, AppState};
 use crate::db::{self, audit::Event, audit::EventFilter};
 use crate::domain::{Capability, ChainLink, ChainReport};
@@ -103,14 +103,6 @@ impl From<Event> for AuditEventView {
             hash: e.hash.map(hex::encode),
         }
     }
-}
-
-/// A page of sealed audit events, in chain order (oldest first).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AuditEventPage {
-    pub items: Vec<AuditEventView>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
-    pub next_cursor: Option<String>,
 }
 
 /// An event's outcome.
@@ -232,14 +224,12 @@ pub struct ListAuditEvents {
     params(ListAuditEvents),
     responses(
         (status = 200, description = "A page, or an export", content(
-            (AuditEventPage = "application/json"),
+            (Page<AuditEventView> = "application/json"),
             (AuditEventView = "application/x-ndjson"),
             (String = "text/csv"),
             (Vec<Object> = "application/cadf+json"),
         )),
-        (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an auditor", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad filter", body = super::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
 )]
@@ -266,12 +256,8 @@ pub async fn list_audit_events(
     let after = q.cursor.map_or(0, |c| c.0);
     if format == Format::Json {
         let limit = q.limit.unwrap_or_default();
-        let mut rows = db::audit::page(&state.pool, &filter, after, limit.fetch()).await?;
-        let next_cursor = limit
-            .trim(&mut rows)
-            .map(|last| SeqCursor(last.chain_pos.unwrap_or_default()).to_string());
-        let items = rows.into_iter().map(AuditEventView::from).collect();
-        return Ok(axum::Json(AuditEventPage { items, next_cursor }).into_response());
+        let rows = db::audit::page(&state.pool, &filter, after, limit.fetch()).await?;
+        return Ok(axum::Json(Page::new(rows, limit, SeqCursor::after, AuditEventView::from)).into_response());
     }
     let mut events = Box::pin(db::audit::stream(state.pool.clone(), filter, after).peekable());
     // A database that fails at once is a 503 problem, not a 200 with a broken body.
@@ -516,7 +502,6 @@ impl TryFrom<String> for Anchors {
     params(VerifyAuditChain),
     responses(
         (status = 200, description = "What the check found", body = ChainReport),
-        (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an auditor", body = super::Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad anchor in `expect`", body = super::Problem, content_type = "application/problem+json"),
     ),

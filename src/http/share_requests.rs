@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::extract::{Caller, Id, IdempotencyKey, IfMatch, Json, OptionalJson, Query, etag};
 use super::idempotency::{self, Begun, Saved};
-use super::pagination::{Cursor, Limit};
+use super::pagination::{Cursor, Limit, Page};
 use super::shares::ShareView;
 use super::{ApiError, AppState, access};
 use crate::db::{self, audit::NewEvent, share_requests::ShareRequest};
@@ -151,14 +151,6 @@ impl ShareRequestView {
     }
 }
 
-/// A page of share requests, newest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ShareRequestPage {
-    pub items: Vec<ShareRequestView>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
-    pub next_cursor: Option<String>,
-}
-
 fn location(id: Uuid) -> String {
     format!("/v1/share-requests/{id}")
 }
@@ -188,12 +180,8 @@ pub(super) fn saved_request(
     responses(
         (status = 201, description = "Filed", body = ShareRequestView,
             headers(("Location" = String), ("ETag" = String))),
-        (status = 400, description = "Malformed JSON", body = super::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a requester, or the image is not the caller's project's", body = super::Problem, content_type = "application/problem+json"),
         (status = 409, description = "A live share of this image to a target exists, or the same key is in flight", body = super::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = super::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = super::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, or a key reused with another body", body = super::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
@@ -311,9 +299,7 @@ pub struct ListShareRequests {
     get, path = "/v1/share-requests", tag = "share-requests",
     params(ListShareRequests),
     responses(
-        (status = 200, description = "A page of requests", body = ShareRequestPage),
-        (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad filter", body = super::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of requests", body = Page<ShareRequestView>),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
@@ -321,7 +307,7 @@ pub async fn list_share_requests(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<ListShareRequests>,
-) -> Result<axum::Json<ShareRequestPage>, ApiError> {
+) -> Result<axum::Json<Page<ShareRequestView>>, ApiError> {
     let filter = db::share_requests::RequestFilter {
         viewer: access::viewer(&caller.principal),
         status: q.status,
@@ -353,7 +339,7 @@ pub async fn list_share_requests(
             ShareRequestView::new(r, shares, approvals)
         })
         .collect();
-    Ok(axum::Json(ShareRequestPage { items, next_cursor }))
+    Ok(axum::Json(Page { items, next_cursor }))
 }
 
 /// One share request, with its shares.
@@ -362,8 +348,6 @@ pub async fn list_share_requests(
     params(("id" = Uuid, Path, description = "The request's id")),
     responses(
         (status = 200, description = "The request", body = ShareRequestView, headers(("ETag" = String))),
-        (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such request (or not one the caller may see)", body = super::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
@@ -400,7 +384,6 @@ pub struct Decision {
     responses(
         (status = 200, description = "Cancelled", body = ShareRequestView, headers(("ETag" = String))),
         (status = 403, description = "Not the requester", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such request", body = super::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already decided", body = super::Problem, content_type = "application/problem+json"),
         (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
     ),
@@ -430,7 +413,6 @@ pub async fn cancel_share_request(
     responses(
         (status = 200, description = "Approved", body = ShareRequestView, headers(("ETag" = String))),
         (status = 403, description = "Not an approver, or the approver's own request", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such request", body = super::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already decided, or not validated yet", body = super::Problem, content_type = "application/problem+json"),
         (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
     ),
@@ -460,7 +442,6 @@ pub async fn approve_share_request(
     responses(
         (status = 200, description = "Denied", body = ShareRequestView, headers(("ETag" = String))),
         (status = 403, description = "Not an approver, or the approver's own request", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such request", body = super::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already decided", body = super::Problem, content_type = "application/problem+json"),
         (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
     ),

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::extract::{Caller, Id, IdempotencyKey, IfMatch, Json, Query, etag};
 use super::idempotency::{self, Begun, Saved};
-use super::pagination::{Cursor, Limit};
+use super::pagination::{Cursor, Limit, Page};
 use super::{ApiError, AppState, access};
 use crate::db::shares::{RevokeStart, Share};
 use crate::db::{self, audit::NewEvent, jobs::Kind, share_requests::ShareRequest};
@@ -65,14 +65,6 @@ impl From<Share> for ShareView {
     }
 }
 
-/// A page of shares, newest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SharePage {
-    pub items: Vec<ShareView>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
-    pub next_cursor: Option<String>,
-}
-
 /// Filters for listing shares.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -106,9 +98,7 @@ pub struct ListShares {
     get, path = "/v1/shares", tag = "shares",
     params(ListShares),
     responses(
-        (status = 200, description = "A page of shares", body = SharePage),
-        (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad filter", body = super::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of shares", body = Page<ShareView>),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
@@ -116,7 +106,7 @@ pub async fn list_shares(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<ListShares>,
-) -> Result<axum::Json<SharePage>, ApiError> {
+) -> Result<axum::Json<Page<ShareView>>, ApiError> {
     let filter = db::shares::ShareFilter {
         viewer: access::viewer(&caller.principal),
         state: q.state,
@@ -128,12 +118,9 @@ pub async fn list_shares(
         created_before: q.created_before,
     };
     let limit = q.limit.unwrap_or_default();
-    let mut rows = db::shares::list(&state.pool, &filter, q.cursor.map(|c| c.0), limit.fetch()).await?;
-    let next_cursor = limit.trim(&mut rows).map(|last| Cursor(last.id).to_string());
-    Ok(axum::Json(SharePage {
-        items: rows.into_iter().map(ShareView::from).collect(),
-        next_cursor,
-    }))
+    let rows = db::shares::list(&state.pool, &filter, q.cursor.map(|c| c.0), limit.fetch()).await?;
+    let cursor = |last: &Share| Cursor(last.id).to_string();
+    Ok(axum::Json(Page::new(rows, limit, cursor, ShareView::from)))
 }
 
 /// One share.
@@ -142,8 +129,6 @@ pub async fn list_shares(
     params(("id" = Uuid, Path, description = "The share's id")),
     responses(
         (status = 200, description = "The share", body = ShareView, headers(("ETag" = String))),
-        (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such share (or not one the caller may see)", body = super::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
@@ -201,7 +186,6 @@ impl Action {
     responses(
         (status = 202, description = "Queued for the worker", body = ShareView, headers(("ETag" = String))),
         (status = 403, description = "Not the consumer project", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such share", body = super::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The share is not granted", body = super::Problem, content_type = "application/problem+json"),
         (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
     ),
@@ -241,7 +225,6 @@ pub async fn accept_share(
     responses(
         (status = 202, description = "Queued for the worker", body = ShareView, headers(("ETag" = String))),
         (status = 403, description = "Not the consumer project", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such share", body = super::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The share is not granted", body = super::Problem, content_type = "application/problem+json"),
         (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
     ),
@@ -280,7 +263,6 @@ pub async fn reject_share(
     responses(
         (status = 202, description = "Queued for the worker", body = ShareView, headers(("ETag" = String))),
         (status = 403, description = "Not the requester", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such share", body = super::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not revocable in its state", body = super::Problem, content_type = "application/problem+json"),
         (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
         (status = 422, description = "No reason", body = super::Problem, content_type = "application/problem+json"),
