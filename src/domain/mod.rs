@@ -1,6 +1,7 @@
 //! The broker's vocabulary: principals and roles, share requests and their validation,
 //! share states. Pure data and rules: nothing here imports axum, sqlx or reqwest.
 
+pub mod access;
 pub mod address;
 mod audit;
 mod canonical;

@@ -1,11 +1,8 @@
-//! Who had access to what, when (not who may call what: that is `access`): answers derived from the audit log alone, so they hold
-//! for any past moment and agree with what an auditor can check in the chain.
-//!
-//! Access begins with `allow` (the member was created in Glance: even a pending member can
-//! use the image) and ends with a successful `revoke` (the broker removed the member, or saw
-//! it or the image gone). `accept` and `reject` change only the member's status.
+//! Who had access to what, when (not who may call what: that is `access`): answers derived
+//! from the audit log alone, so they hold for any past moment and agree with what an auditor
+//! can check in the chain. The replay itself is `domain::access`; here the events are read
+//! and the answers shaped.
 
-use std::collections::BTreeMap;
 use std::pin::pin;
 
 use axum::extract::{Path, State};
@@ -21,13 +18,11 @@ use super::extract::{Caller, Id, Query};
 use super::pagination::{Page, Paging, SeqCursor};
 use super::{ApiError, AppState};
 use crate::db::{self, audit::Event, audit::EventFilter};
-
-/// The actions that grant, change or end access.
-const ACCESS_ACTIONS: [&str; 4] = ["allow", "accept", "reject", "revoke"];
+use crate::domain::access::{AccessEvent, Change, ProjectAccess, Replay};
 
 fn access_events() -> EventFilter {
     EventFilter {
-        actions: ACCESS_ACTIONS.map(str::to_owned).to_vec(),
+        actions: Change::ACTIONS.map(str::to_owned).to_vec(),
         outcome: Some("success".into()),
         ..EventFilter::default()
     }
@@ -35,24 +30,6 @@ fn access_events() -> EventFilter {
 
 fn text(value: &Value, key: &str) -> Option<String> {
     value.get(key).and_then(Value::as_str).map(str::to_owned)
-}
-
-/// One project's access to an image.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ProjectAccess {
-    pub project_id: String,
-    pub region: String,
-    /// When the member was created in Glance: the grant this access comes from.
-    pub since: DateTime<Utc>,
-    /// The consumer's answer then: `pending`, `accepted` or `rejected`. Each gives access
-    /// (Glance lets any member use the image by id); `accepted` also lists it.
-    pub member_status: String,
-    pub share_id: Option<Uuid>,
-    pub request_id: Option<Uuid>,
-    /// Who filed the request the grant carried out.
-    pub requested_by: Option<String>,
-    /// Who approved it.
-    pub approved_by: Option<String>,
 }
 
 /// The projects an image was shared with at one moment.
@@ -102,44 +79,31 @@ pub async fn image_access(
         ..access_events()
     };
     let mut events = pin!(db::audit::stream(state.pool.clone(), filter, 0));
-    let mut access: BTreeMap<(String, String), ProjectAccess> = BTreeMap::new();
+    let mut replay = Replay::default();
     while let Some(event) = events.try_next().await? {
-        let (Some(project_id), Some(region)) = (event.project_id.clone(), text(&event.target, "region")) else {
-            continue;
-        };
-        let key = (region, project_id);
-        match event.action.as_str() {
-            "allow" => {
-                let (region, project_id) = key.clone();
-                access.insert(
-                    key,
-                    ProjectAccess {
-                        project_id,
-                        region,
-                        since: event.occurred_at,
-                        member_status: "pending".into(),
-                        share_id: event.share_id,
-                        request_id: event.request_id,
-                        requested_by: text(&event.details, "requested_by"),
-                        approved_by: text(&event.details, "approved_by"),
-                    },
-                );
-            }
-            "revoke" => {
-                access.remove(&key);
-            }
-            answer => {
-                if let Some(grant) = access.get_mut(&key) {
-                    grant.member_status = if answer == "accept" { "accepted" } else { "rejected" }.into();
-                }
-            }
+        if let Some(event) = access_event(event) {
+            replay.apply(event);
         }
     }
     Ok(axum::Json(ImageAccess {
         image_id,
         at,
-        projects: access.into_values().collect(),
+        projects: replay.projects(),
     }))
+}
+
+/// The access change `event` records, when it names its project and region.
+fn access_event(event: Event) -> Option<AccessEvent> {
+    Some(AccessEvent {
+        change: Change::of_action(&event.action)?,
+        at: event.occurred_at,
+        project_id: event.project_id?,
+        region: text(&event.target, "region")?,
+        share_id: event.share_id,
+        request_id: event.request_id,
+        requested_by: text(&event.details, "requested_by"),
+        approved_by: text(&event.details, "approved_by"),
+    })
 }
 
 /// One change of a project's access to an image.
@@ -166,15 +130,16 @@ pub struct AccessChange {
 
 impl From<Event> for AccessChange {
     fn from(e: Event) -> Self {
-        let (change, by) = match e.action.as_str() {
-            "allow" => ("granted", text(&e.details, "approved_by")),
-            "revoke" => ("revoked", text(&e.details, "revoked_by")),
-            "accept" => ("accepted", None),
-            _ => ("rejected", None),
+        // The access history reads access events only.
+        let change = Change::of_action(&e.action).unwrap_or(Change::Rejected);
+        let by = match change {
+            Change::Granted => text(&e.details, "approved_by"),
+            Change::Revoked => text(&e.details, "revoked_by"),
+            Change::Accepted | Change::Rejected => None,
         };
         AccessChange {
             at: e.occurred_at,
-            change: change.into(),
+            change: change.as_str().into(),
             image_id: e.image_id,
             image_name: text(&e.target, "image_name"),
             owner_project_id: text(&e.target, "owner_project_id"),
