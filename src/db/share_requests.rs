@@ -8,6 +8,7 @@ use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use super::shares::{Share, Viewer};
+use crate::domain::filters::RequestFilter;
 use crate::domain::{FieldError, NewShareRequest, RequestStatus, ShareState, Validation};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -299,23 +300,13 @@ pub async fn live_grants_to(
     .await
 }
 
-/// Filters for listing requests; `None` means "any".
-#[derive(Debug, Default, Clone)]
-pub struct RequestFilter {
-    pub viewer: Option<Viewer>,
-    pub status: Option<RequestStatus>,
-    pub image_id: Option<Uuid>,
-    pub project_id: Option<String>,
-    pub requested_by: Option<String>,
-    pub created_after: Option<DateTime<Utc>>,
-    pub created_before: Option<DateTime<Utc>>,
-}
-
-/// Newest first. `before` is the keyset cursor: the id of the last row already seen.
+/// The requests matching `filter` that `viewer` may see (`None`: it sees all), newest
+/// first. `before` is the keyset cursor: the id of the last row already seen.
 /// Ids are UUIDv7, so id order is creation order and rows inserted while a caller pages
 /// land ahead of its cursor: nothing already there is skipped or repeated.
 pub async fn list(
     db: impl PgExecutor<'_>,
+    viewer: Option<&Viewer>,
     filter: &RequestFilter,
     before: Option<Uuid>,
     limit: i64,
@@ -343,9 +334,9 @@ pub async fn list(
     .bind(filter.created_before)
     .bind(before)
     .bind(limit)
-    .bind(filter.viewer.as_ref().map(|v| &v.name))
-    .bind(filter.viewer.as_ref().map(|v| &v.projects))
-    .bind(filter.viewer.as_ref().map(|v| &v.domains))
+    .bind(viewer.map(|v| &v.name))
+    .bind(viewer.map(|v| &v.projects))
+    .bind(viewer.map(|v| &v.domains))
     .fetch_all(db)
     .await
 }

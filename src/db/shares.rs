@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
+use crate::domain::filters::ShareFilter;
 use crate::domain::{RevokeCause, ShareState};
 
 /// One share, as stored.
@@ -72,22 +73,11 @@ pub struct Viewer {
     pub domains: Vec<String>,
 }
 
-/// Filters for listing shares; `None` means "any".
-#[derive(Debug, Default, Clone)]
-pub struct ShareFilter {
-    pub viewer: Option<Viewer>,
-    pub state: Option<ShareState>,
-    pub image_id: Option<Uuid>,
-    pub project_id: Option<String>,
-    pub request_id: Option<Uuid>,
-    pub requested_by: Option<String>,
-    pub created_after: Option<DateTime<Utc>>,
-    pub created_before: Option<DateTime<Utc>>,
-}
-
-/// Newest first, keyset-paginated like [`super::share_requests::list`].
+/// The shares matching `filter` that `viewer` may see (`None`: it sees all), newest first,
+/// keyset-paginated like [`super::share_requests::list`].
 pub async fn list(
     db: impl PgExecutor<'_>,
+    viewer: Option<&Viewer>,
     filter: &ShareFilter,
     before: Option<Uuid>,
     limit: i64,
@@ -119,9 +109,9 @@ pub async fn list(
     .bind(filter.created_before)
     .bind(before)
     .bind(limit)
-    .bind(filter.viewer.as_ref().map(|v| &v.name))
-    .bind(filter.viewer.as_ref().map(|v| &v.projects))
-    .bind(filter.viewer.as_ref().map(|v| &v.domains))
+    .bind(viewer.map(|v| &v.name))
+    .bind(viewer.map(|v| &v.projects))
+    .bind(viewer.map(|v| &v.domains))
     .fetch_all(db)
     .await
 }

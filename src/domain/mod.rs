@@ -6,6 +6,7 @@ pub mod address;
 mod audit;
 mod canonical;
 pub mod decisions;
+pub mod filters;
 pub mod policy;
 mod principal;
 mod share;

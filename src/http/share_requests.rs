@@ -6,19 +6,20 @@ use axum::extract::State;
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub mod decide;
 
-use super::extract::{Caller, Id, IdempotencyKey, Json, Query, etag};
+use super::extract::{Caller, Id, IdempotencyKey, Json, Listing, etag};
 use super::idempotency::{self, Begun, Saved};
-use super::pagination::{Cursor, Limit, Page};
+use super::pagination::{Cursor, Page, Paging};
 use super::shares::ShareView;
 use super::{ApiError, AppState, access};
 use crate::db::{self, audit::NewEvent, share_requests::ShareRequest};
+use crate::domain::filters::RequestFilter;
 use crate::domain::{Capability, FieldError, NewShareRequest, RequestStatus, ShareRequestInput, Validation};
 
 /// A share request with its shares.
@@ -268,36 +269,11 @@ fn live_grant_conflict(e: sqlx::Error, new: &NewShareRequest) -> ApiError {
     }
 }
 
-/// Filters for listing share requests.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ListShareRequests {
-    /// Only requests in this status.
-    pub status: Option<RequestStatus>,
-    /// Only requests for this image.
-    pub image_id: Option<Uuid>,
-    /// Only requests with this target project (id or name as filed).
-    pub project_id: Option<String>,
-    /// Only requests filed by this principal.
-    pub requested_by: Option<String>,
-    /// Only requests created at or after this time (RFC 3339).
-    pub created_after: Option<DateTime<Utc>>,
-    /// Only requests created before this time (RFC 3339).
-    pub created_before: Option<DateTime<Utc>>,
-    /// The `next_cursor` of the previous page.
-    #[param(value_type = Option<String>)]
-    pub cursor: Option<Cursor>,
-    /// Page size, 1 to 200 (default 50).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
-    pub limit: Option<Limit>,
-}
-
 /// List share requests, newest first: those the caller may see (its projects' requests and
 /// those it filed; everything for approvers, auditors and admins).
 #[utoipa::path(
     get, path = "/v1/share-requests", tag = "share-requests",
-    params(ListShareRequests),
+    params(RequestFilter, Paging),
     responses(
         (status = 200, description = "A page of requests", body = Page<ShareRequestView>),
     ),
@@ -306,21 +282,14 @@ pub struct ListShareRequests {
 pub async fn list_share_requests(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListShareRequests>,
+    Listing { filter, paging }: Listing<RequestFilter>,
 ) -> Result<axum::Json<Page<ShareRequestView>>, ApiError> {
-    let filter = db::share_requests::RequestFilter {
-        viewer: access::viewer(&caller.principal),
-        status: q.status,
-        image_id: q.image_id,
-        project_id: q.project_id,
-        requested_by: q.requested_by,
-        created_after: q.created_after,
-        created_before: q.created_before,
-    };
-    let limit = q.limit.unwrap_or_default();
+    let viewer = access::viewer(&caller.principal);
+    let limit = paging.limit.unwrap_or_default();
     // The page and what hangs off it on one connection: one acquire (and release) for the three.
     let mut conn = state.pool.acquire().await?;
-    let mut rows = db::share_requests::list(&mut *conn, &filter, q.cursor.map(|c| c.0), limit.fetch()).await?;
+    let before = paging.cursor.map(|c| c.0);
+    let mut rows = db::share_requests::list(&mut *conn, viewer.as_ref(), &filter, before, limit.fetch()).await?;
     let next_cursor = limit.trim(&mut rows).map(|last| Cursor(last.id).to_string());
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let mut by_request: HashMap<Uuid, Vec<db::shares::Share>> = HashMap::new();

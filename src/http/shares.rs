@@ -5,16 +5,17 @@ use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::extract::{Caller, Id, IdempotencyKey, IfMatch, Json, Query, etag};
+use super::extract::{Caller, Id, IdempotencyKey, IfMatch, Json, Listing, etag};
 use super::idempotency::{self, Begun, Saved};
-use super::pagination::{Cursor, Limit, Page};
+use super::pagination::{Cursor, Page, Paging};
 use super::{ApiError, AppState, access};
 use crate::db::shares::{RevokeStart, Share};
 use crate::db::{self, audit::NewEvent, jobs::Kind, share_requests::ShareRequest};
 use crate::domain::decisions;
+use crate::domain::filters::ShareFilter;
 use crate::domain::{Capability, REJECTED_BY_CONSUMER, Refusal, RevokeCause, ShareState, Subject, Trigger};
 
 /// One image granted (or to be granted) to one project.
@@ -65,38 +66,11 @@ impl From<Share> for ShareView {
     }
 }
 
-/// Filters for listing shares.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ListShares {
-    /// Only shares in this state.
-    pub state: Option<ShareState>,
-    /// Only shares of this image.
-    pub image_id: Option<Uuid>,
-    /// Only shares to this project (id, or name as filed).
-    pub project_id: Option<String>,
-    /// Only shares of this request.
-    pub request_id: Option<Uuid>,
-    /// Only shares whose request this principal filed.
-    pub requested_by: Option<String>,
-    /// Only shares created at or after this time (RFC 3339).
-    pub created_after: Option<DateTime<Utc>>,
-    /// Only shares created before this time (RFC 3339).
-    pub created_before: Option<DateTime<Utc>>,
-    /// The `next_cursor` of the previous page.
-    #[param(value_type = Option<String>)]
-    pub cursor: Option<Cursor>,
-    /// Page size, 1 to 200 (default 50).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
-    pub limit: Option<Limit>,
-}
-
 /// List shares, newest first: those the caller may see (its projects' shares, those made to
 /// its projects, and those it filed; everything for approvers, auditors and admins).
 #[utoipa::path(
     get, path = "/v1/shares", tag = "shares",
-    params(ListShares),
+    params(ShareFilter, Paging),
     responses(
         (status = 200, description = "A page of shares", body = Page<ShareView>),
     ),
@@ -105,20 +79,12 @@ pub struct ListShares {
 pub async fn list_shares(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListShares>,
+    Listing { filter, paging }: Listing<ShareFilter>,
 ) -> Result<axum::Json<Page<ShareView>>, ApiError> {
-    let filter = db::shares::ShareFilter {
-        viewer: access::viewer(&caller.principal),
-        state: q.state,
-        image_id: q.image_id,
-        project_id: q.project_id,
-        request_id: q.request_id,
-        requested_by: q.requested_by,
-        created_after: q.created_after,
-        created_before: q.created_before,
-    };
-    let limit = q.limit.unwrap_or_default();
-    let rows = db::shares::list(&state.pool, &filter, q.cursor.map(|c| c.0), limit.fetch()).await?;
+    let viewer = access::viewer(&caller.principal);
+    let limit = paging.limit.unwrap_or_default();
+    let before = paging.cursor.map(|c| c.0);
+    let rows = db::shares::list(&state.pool, viewer.as_ref(), &filter, before, limit.fetch()).await?;
     let cursor = |last: &Share| Cursor(last.id).to_string();
     Ok(axum::Json(Page::new(rows, limit, cursor, ShareView::from)))
 }
