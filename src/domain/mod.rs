@@ -7,11 +7,13 @@ mod audit;
 mod canonical;
 pub mod decisions;
 pub mod filters;
+mod keystone;
 pub mod policy;
 mod principal;
 mod share;
 mod share_request;
 mod states;
+mod subject;
 pub mod webhook;
 
 pub use audit::{AnchorMismatch, BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, UnsealedEvent};
