@@ -1,9 +1,8 @@
 //! Keystone tokens as the broker reads them: what a validated token says about its holder,
-//! and which of its roles stand for which broker capabilities, where. Pure; no I/O.
+//! and which of its roles stand for which broker capabilities, where (`Principal::keystone`
+//! applies them). Pure; no I/O; imports nothing of `principal`.
 
 use std::str::FromStr;
-
-use super::principal::{Capability, Credential, Principal, Scope, grant};
 
 /// Which requests a Keystone approver decides: those of any image, or only of images its
 /// token's project owns, or only of images owned in its token's project's domain.
@@ -103,52 +102,6 @@ impl Default for RoleMap {
             admin: vec!["admin".into()],
             approver_scope: ApproverScope::Everywhere,
             cloud_projects: vec!["admin@Default".into()],
-        }
-    }
-}
-
-impl Principal {
-    /// A Keystone user, its roles mapped by `map`. Project roles hold in the token's project.
-    /// Cloud-wide roles (admin, auditor, an `everywhere` approver) hold only for a
-    /// system-scoped token or one scoped to a project of `map.cloud_projects`: anyone else's
-    /// `admin` is the admin of its own project or domain (a customer's), not the broker's.
-    /// Elsewhere an approver role holds within the token's domain at most.
-    pub fn keystone(identity: KeystoneIdentity, map: &RoleMap) -> Self {
-        use Capability::*;
-        let has = |names: &[String]| identity.roles.iter().any(|r| names.contains(r));
-        let cloud_wide = identity.system || identity.scoped_to_any(&map.cloud_projects);
-        let mut grants = Vec::new();
-        if let Some(project) = &identity.project_id {
-            let here = |c| grant(c, Scope::Project(project.clone()));
-            if has(&map.member) {
-                grants.extend([here(Request), here(Consume), here(Read)]);
-            } else if has(&map.reader) {
-                grants.push(here(Read));
-            }
-        }
-        if has(&map.approver) {
-            let domain = || identity.home_domain().map(|d| Scope::Domain(d.to_owned()));
-            let scope = match map.approver_scope {
-                ApproverScope::Everywhere if cloud_wide => Some(Scope::Everywhere),
-                ApproverScope::Everywhere | ApproverScope::Domain => domain(),
-                ApproverScope::Project => identity.project_id.clone().map(Scope::Project),
-            };
-            // A limited approver with no project or domain in its token decides nothing; it
-            // reads what it decides.
-            if let Some(scope) = scope {
-                grants.extend([grant(Approve, scope.clone()), grant(Read, scope)]);
-            }
-        }
-        if cloud_wide && has(&map.auditor) {
-            grants.push(grant(Audit, Scope::Everywhere));
-        }
-        if cloud_wide && has(&map.admin) {
-            grants.push(grant(Admin, Scope::Everywhere));
-        }
-        Principal {
-            name: format!("keystone:{}", identity.user_id),
-            credential: Credential::Keystone(identity),
-            grants,
         }
     }
 }

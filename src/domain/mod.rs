@@ -18,11 +18,11 @@ pub mod webhook;
 
 pub use audit::{AnchorMismatch, BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, UnsealedEvent};
 pub use canonical::canonical_json;
-pub use principal::{
-    ApproverScope, Capability, Credential, Grant, KeystoneIdentity, Principal, Readable, Role, RoleMap, Scope, Subject,
-};
+pub use keystone::{ApproverScope, KeystoneIdentity, RoleMap};
+pub use principal::{Capability, Credential, Grant, Principal, Readable, Role, Scope};
 pub use share::{REJECTED_BY_CONSUMER, Refusal, Trigger};
 pub use share_request::{
     FieldError, Limits, MAX_REASON_CHARS, NewShareRequest, ShareRequestInput, Target, catalog_region, free_text_problem,
 };
 pub use states::{RequestStatus, RevokeCause, ShareState, Validation};
+pub use subject::Subject;

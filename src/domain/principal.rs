@@ -1,6 +1,6 @@
 //! Who a caller is and what it may do: API-key roles and Keystone roles, both turned into
-//! capabilities scoped to projects. Pure rules; no I/O. How a Keystone token's roles map
-//! is `keystone`; who a caller is for separation of duties, `subject`.
+//! capabilities scoped to projects. Pure rules; no I/O. What a Keystone token says, and the
+//! role map applied to it, are `keystone`; who a caller is for separation of duties, `subject`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -8,8 +8,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-pub use super::keystone::{ApproverScope, KeystoneIdentity, RoleMap};
-pub use super::subject::Subject;
+use super::keystone::{ApproverScope, KeystoneIdentity, RoleMap};
+use super::subject::Subject;
 
 /// What an API key may do. Roles are flat: each names one job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -136,7 +136,7 @@ pub struct Principal {
     pub grants: Vec<Grant>,
 }
 
-pub(super) fn grant(capability: Capability, scope: Scope) -> Grant {
+fn grant(capability: Capability, scope: Scope) -> Grant {
     Grant { capability, scope }
 }
 
@@ -170,6 +170,50 @@ impl Principal {
         Principal {
             name,
             credential: Credential::ApiKey { role },
+            grants,
+        }
+    }
+
+    /// A Keystone user, its roles mapped by `map`. Project roles hold in the token's project.
+    /// Cloud-wide roles (admin, auditor, an `everywhere` approver) hold only for a
+    /// system-scoped token or one scoped to a project of `map.cloud_projects`: anyone else's
+    /// `admin` is the admin of its own project or domain (a customer's), not the broker's.
+    /// Elsewhere an approver role holds within the token's domain at most.
+    pub fn keystone(identity: KeystoneIdentity, map: &RoleMap) -> Self {
+        use Capability::*;
+        let has = |names: &[String]| identity.roles.iter().any(|r| names.contains(r));
+        let cloud_wide = identity.system || identity.scoped_to_any(&map.cloud_projects);
+        let mut grants = Vec::new();
+        if let Some(project) = &identity.project_id {
+            let here = |c| grant(c, Scope::Project(project.clone()));
+            if has(&map.member) {
+                grants.extend([here(Request), here(Consume), here(Read)]);
+            } else if has(&map.reader) {
+                grants.push(here(Read));
+            }
+        }
+        if has(&map.approver) {
+            let domain = || identity.home_domain().map(|d| Scope::Domain(d.to_owned()));
+            let scope = match map.approver_scope {
+                ApproverScope::Everywhere if cloud_wide => Some(Scope::Everywhere),
+                ApproverScope::Everywhere | ApproverScope::Domain => domain(),
+                ApproverScope::Project => identity.project_id.clone().map(Scope::Project),
+            };
+            // A limited approver with no project or domain in its token decides nothing; it
+            // reads what it decides.
+            if let Some(scope) = scope {
+                grants.extend([grant(Approve, scope.clone()), grant(Read, scope)]);
+            }
+        }
+        if cloud_wide && has(&map.auditor) {
+            grants.push(grant(Audit, Scope::Everywhere));
+        }
+        if cloud_wide && has(&map.admin) {
+            grants.push(grant(Admin, Scope::Everywhere));
+        }
+        Principal {
+            name: format!("keystone:{}", identity.user_id),
+            credential: Credential::Keystone(identity),
             grants,
         }
     }
