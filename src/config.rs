@@ -1,19 +1,14 @@
 //! The command line and the environment: every setting, typed and checked before anything
-//! starts. A bad value stops the process with a message naming the setting.
+//! starts. A bad value stops the process with a message naming the setting. Knows `domain`
+//! only: `startup` turns these settings into each part's own configuration.
 
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::anyhow;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use sqlx::postgres::PgConnectOptions;
 
-use crate::domain::policy::SharedPolicy;
-use crate::domain::{ApproverScope, Limits, Role, RoleMap};
-use crate::http::{ApiConfig, RateLimitConfig};
+use crate::domain::{ApproverScope, Role, RoleMap};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,8 +21,9 @@ pub struct Cli {
     #[arg(long, env = "GSB_LOG_FORMAT", default_value = "json", global = true)]
     pub log_format: LogFormat,
 
+    /// What to run; `serve` when none is named.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -56,6 +52,21 @@ pub enum Command {
     Openapi,
 }
 
+impl Command {
+    /// `serve`, with every setting from the environment: what runs when no command is named.
+    /// A missing or bad setting is a usage error, as for `serve` typed out.
+    pub fn serve_from_env() -> Result<Command, clap::Error> {
+        let mut cli = Cli::command();
+        cli.build();
+        let serve = cli
+            .find_subcommand_mut("serve")
+            .expect("`serve` is a subcommand")
+            .clone();
+        let mut matches = serve.try_get_matches_from(["serve"])?;
+        ServeArgs::from_arg_matches_mut(&mut matches).map(|args| Command::Serve(Box::new(args)))
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// Postgres URL, e.g. postgres://broker:secret@db:5432/broker
@@ -65,15 +76,6 @@ pub struct DatabaseArgs {
     /// Most connections the pool opens.
     #[arg(long, env = "GSB_DB_MAX_CONNECTIONS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_max_connections: u32,
-}
-
-impl DatabaseArgs {
-    /// The connection options; the URL (which may hold a password) never appears in the error.
-    pub fn connect_options(&self) -> anyhow::Result<PgConnectOptions> {
-        PgConnectOptions::from_str(&self.database_url).map_err(|_| {
-            anyhow!("DATABASE_URL is not a valid Postgres URL (postgres://user:password@host:port/database)")
-        })
-    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -180,17 +182,6 @@ impl Default for EdgeArgs {
     }
 }
 
-impl EdgeArgs {
-    /// What the retention purge keeps, with the idempotency keys' time to live.
-    pub fn retention(&self, idempotency_ttl_hours: u32) -> crate::db::retention::Retention {
-        crate::db::retention::Retention {
-            jobs_days: self.retain_jobs_days,
-            deliveries_days: self.retain_deliveries_days,
-            idempotency_hours: idempotency_ttl_hours,
-        }
-    }
-}
-
 /// Who may call the API: Keystone tokens and how their roles map to the broker's.
 #[derive(Debug, Clone, Args)]
 pub struct AccessArgs {
@@ -284,13 +275,6 @@ impl AccessArgs {
             admin: names(&self.keystone_admin_roles),
             approver_scope: self.keystone_approver_scope,
             cloud_projects: names(&self.admin_projects),
-        }
-    }
-
-    pub fn token_cache(&self) -> crate::http::CacheTimes {
-        crate::http::CacheTimes {
-            valid: Duration::from_secs(self.token_cache_secs),
-            invalid: Duration::from_secs(self.invalid_token_cache_secs),
         }
     }
 }
@@ -447,80 +431,6 @@ fn defaults<T: Args + FromArgMatches>() -> T {
     Only::<T>::from_arg_matches(&matches)
         .expect("the defaults are valid")
         .group
-}
-
-impl WorkerArgs {
-    pub fn worker_config(&self, instance: String, policy: SharedPolicy) -> crate::worker::WorkerConfig {
-        crate::worker::WorkerConfig {
-            concurrency: self.worker_concurrency as usize,
-            lease: Duration::from_secs(self.lease_secs),
-            idle_poll: Duration::from_millis(self.idle_poll_ms),
-            max_attempts: self.max_attempts,
-            retry_base: Duration::from_millis(self.retry_base_ms),
-            retry_max: Duration::from_secs(self.retry_max_secs),
-            accept_poll_first: Duration::from_secs(self.accept_poll_first_secs),
-            accept_poll_max: Duration::from_secs(self.accept_poll_max_secs),
-            member_quota: self.image_member_quota as usize,
-            revalidate_after: Duration::from_secs(self.revalidate_after_secs),
-            policy,
-            webhooks: crate::worker::WebhookConfig {
-                concurrency: self.webhook_concurrency as usize,
-                timeout: Duration::from_secs(self.webhook_timeout_secs),
-                max_attempts: self.webhook_max_attempts,
-                allow_private: self.webhook_allow_private,
-            },
-            glance_rate_limit: self.glance_rate_limit,
-            instance,
-            revoke_stalled_after: Duration::from_secs(self.revoke_stalled_after_secs),
-            revoke_confirm_after: Duration::from_millis(self.revoke_confirm_ms),
-        }
-    }
-
-    /// The OpenStack client when credentials are given (`OS_CLOUD` or `OS_AUTH_URL`), else none.
-    pub fn openstack_if_configured(&self) -> anyhow::Result<Option<crate::openstack::OpenStack>> {
-        let configured = ["OS_CLOUD", "OS_AUTH_URL"]
-            .iter()
-            .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
-        if configured {
-            self.openstack().map(Some)
-        } else {
-            Ok(None)
-        }
-    }
-
-    /// The OpenStack client, from clouds.yaml or OS_* variables.
-    pub fn openstack(&self) -> anyhow::Result<crate::openstack::OpenStack> {
-        let cloud = crate::openstack::CloudConfig::from_env()
-            .map_err(|e| anyhow!("OpenStack credentials (OS_CLOUD / clouds.yaml or OS_* variables): {e:#}"))?;
-        let client = crate::openstack::OpenStack::new(cloud, Duration::from_secs(self.openstack_timeout_secs))?;
-        Ok(match &self.glance_url {
-            Some(url) => client.with_glance_url(url),
-            None => client,
-        })
-    }
-}
-
-impl ServeArgs {
-    pub fn api_config(&self) -> ApiConfig {
-        ApiConfig {
-            limits: Limits {
-                max_targets: self.max_targets as usize,
-                default_region: self.default_region.clone(),
-            },
-            idempotency_ttl_hours: i64::from(self.idempotency_ttl_hours),
-            request_timeout: Duration::from_secs(self.request_timeout_secs),
-            instance: instance_name(&self.instance),
-            rate_limit: NonZeroU32::new(self.rate_limit_per_sec).map(|per_sec| RateLimitConfig {
-                per_sec,
-                burst: NonZeroU32::new(self.rate_limit_burst).unwrap_or(per_sec),
-            }),
-            address_rate_limit: NonZeroU32::new(self.address_rate_limit_per_sec).map(|per_sec| RateLimitConfig {
-                per_sec,
-                burst: NonZeroU32::new(self.address_rate_limit_burst).unwrap_or(per_sec),
-            }),
-            webhook_allow_private: self.worker.webhook_allow_private,
-        }
-    }
 }
 
 /// The instance name: as configured, else the host name.

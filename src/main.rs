@@ -1,17 +1,15 @@
 use clap::Parser;
-use glance_share_broker::config::Cli;
+use glance_share_broker::config::{Cli, Command};
 use glance_share_broker::{startup, telemetry};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    // `serve` is the default command.
-    let mut args: Vec<String> = std::env::args().collect();
-    if args.len() == 1 {
-        args.push("serve".into());
-    }
-    let cli = Cli::parse_from(args);
+    let cli = Cli::parse();
+    let command = cli
+        .command
+        .unwrap_or_else(|| Command::serve_from_env().unwrap_or_else(|e| e.exit()));
     telemetry::init_logging(cli.log_format);
-    match startup::run(cli).await {
+    match startup::run(command).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

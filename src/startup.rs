@@ -1,5 +1,7 @@
 //! The one place that sees everything: it turns settings into a running broker.
 
+mod settings;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,7 +12,8 @@ use anyhow::Context;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-use crate::config::{AuditCommand, Cli, Command, KeysCommand, ServeArgs, WorkerArgs, instance_name};
+use crate::config::{AuditCommand, Command, KeysCommand, ServeArgs, WorkerArgs, instance_name};
+
 use crate::domain::policy::{Policy, SharedPolicy};
 use crate::domain::{Action, ChainReport, Outcome};
 use crate::openstack::OpenStack;
@@ -24,9 +27,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Read the credentials before binding, so a bad clouds.yaml stops the start. The
     // worker needs them; the API alone uses them (for Keystone tokens) when given.
     let cloud = if args.no_worker {
-        args.worker.openstack_if_configured()?
+        settings::openstack_if_configured(&args.worker)?
     } else {
-        Some(args.worker.openstack()?)
+        Some(settings::openstack(&args.worker)?)
     };
     let app = Application::build(&args, cloud.clone()).await?;
     let worker = cloud.filter(|_| !args.no_worker);
@@ -34,7 +37,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(cloud) = worker {
         let instance = instance_name(&args.instance);
         let policy = approval_policy(&args.worker, &app.pool, &instance, &app.tasks).await?;
-        let config = args.worker.worker_config(instance, policy);
+        let config = settings::worker_config(&args.worker, instance, policy);
         Worker::new(app.pool.clone(), cloud, config).start(&app.tasks);
     }
     tracing::info!(listen = %app.local_addr(), worker = working, keystone_tokens = app.keystone, "serving");
@@ -42,8 +45,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Runs one command of the command line.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve(args) => serve(*args).await,
         Command::Api(args) => {
             serve(ServeArgs {
@@ -53,13 +56,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Command::Worker(args) => {
-            let cloud = args.worker.openstack()?;
-            let pool = db::pool(args.database.connect_options()?, args.database.db_max_connections);
+            let cloud = settings::openstack(&args.worker)?;
+            let pool = db::pool(
+                settings::connect_options(&args.database)?,
+                args.database.db_max_connections,
+            );
             migrate(&pool).await?;
             let instance = instance_name(&args.instance);
             let tasks = Tasks::new();
             let policy = approval_policy(&args.worker, &pool, &instance, &tasks).await?;
-            let config = args.worker.worker_config(instance, policy);
+            let config = settings::worker_config(&args.worker, instance, policy);
             spawn_audit_checkpoints(
                 &tasks,
                 pool.clone(),
@@ -75,14 +81,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate(database) => {
-            let pool = db::pool(database.connect_options()?, 1);
+            let pool = db::pool(settings::connect_options(&database)?, 1);
             migrate(&pool).await?;
             println!("migrations applied");
             Ok(())
         }
         Command::Keys(command) => keys(command).await,
         Command::Audit(AuditCommand::Verify { database, expect }) => {
-            let pool = db::pool(database.connect_options()?, 2);
+            let pool = db::pool(settings::connect_options(&database)?, 2);
             let report = db::audit::verify_anchored(&pool, "verify by the command line", &expect).await?;
             print_report(&report);
             if let Some(anchor) = &report.anchor_mismatch {
@@ -180,7 +186,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             role,
             projects,
         } => {
-            let pool = db::pool(database.connect_options()?, 1);
+            let pool = db::pool(settings::connect_options(&database)?, 1);
             migrate(&pool).await?;
             let (key, secret) = db::api_keys::create(&pool, &name, role, &projects)
                 .await
@@ -192,7 +198,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             println!("{secret}");
         }
         KeysCommand::List { database } => {
-            let pool = db::pool(database.connect_options()?, 1);
+            let pool = db::pool(settings::connect_options(&database)?, 1);
             for key in db::api_keys::list(&pool).await? {
                 let state = key
                     .revoked_at
@@ -208,7 +214,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Revoke { database, name } => {
-            let pool = db::pool(database.connect_options()?, 1);
+            let pool = db::pool(settings::connect_options(&database)?, 1);
             anyhow::ensure!(
                 db::api_keys::revoke(&pool, &name).await?,
                 "no active key named `{name}`"
@@ -237,14 +243,17 @@ impl Application {
     /// Connects, migrates and binds. `--listen` with port 0 picks a free port (tests do).
     /// `cloud` is the broker's own OpenStack client: without one, Keystone tokens are refused.
     pub async fn build(args: &ServeArgs, cloud: Option<OpenStack>) -> anyhow::Result<Self> {
-        let pool = db::pool(args.database.connect_options()?, args.database.db_max_connections);
+        let pool = db::pool(
+            settings::connect_options(&args.database)?,
+            args.database.db_max_connections,
+        );
         migrate(&pool).await?;
-        let config = args.api_config();
+        let config = settings::api_config(args);
         let tasks = Tasks::new();
         spawn_retention_purge(
             &tasks,
             pool.clone(),
-            args.edges.retention(args.idempotency_ttl_hours),
+            settings::retention(&args.edges, args.idempotency_ttl_hours),
             Duration::from_secs(args.edges.purge_every_secs),
         );
         let keystone = cloud.is_some();
@@ -269,7 +278,11 @@ impl Application {
             pool: pool.clone(),
             config: Arc::new(config),
             metrics: telemetry::metrics_handle(),
-            tokens: http::TokenValidator::new(cloud.clone(), args.access.role_map(), args.access.token_cache()),
+            tokens: http::TokenValidator::new(
+                cloud.clone(),
+                args.access.role_map(),
+                settings::token_cache(&args.access),
+            ),
             cloud,
         };
         let listener = TcpListener::bind(args.listen)

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::share_requests::Share;
+use super::shares::Share;
 
 /// Channel the API and the worker use to wake workers when a job is queued.
 pub const CHANNEL: &str = "gsb_jobs";

@@ -1,10 +1,14 @@
-//! Share requests and their shares: one request, one share per target project.
+//! Share requests: the ask, its validation and approvals, and its decision (which moves its
+//! shares with it). A request has one share per target project; the share itself, its reads
+//! and its own changes live in `shares`.
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
+use super::shares::{Share, Viewer};
+use crate::domain::filters::RequestFilter;
 use crate::domain::{FieldError, NewShareRequest, RequestStatus, ShareState, Validation};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -43,32 +47,6 @@ pub struct ShareRequest {
     pub image_owner: Option<String>,
     pub image_owner_domain: Option<String>,
     pub image_visibility: Option<String>,
-}
-
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Share {
-    pub id: Uuid,
-    pub request_id: Uuid,
-    pub image_id: Uuid,
-    pub region: String,
-    pub target: String,
-    pub project_id: Option<String>,
-    /// The project's name and domain, as validation found them.
-    pub project_name: Option<String>,
-    pub project_domain: Option<String>,
-    #[sqlx(try_from = "String")]
-    pub state: ShareState,
-    pub last_error: Option<String>,
-    /// When the member was created in Glance.
-    pub granted_at: Option<DateTime<Utc>>,
-    pub revoked_by: Option<String>,
-    pub revoke_reason: Option<String>,
-    /// The image's name and owner project in Glance, once granted.
-    pub image_name: Option<String>,
-    pub image_owner: Option<String>,
-    pub version: i64,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
 }
 
 /// The unique indexes that keep one live share per image, region and project: by the target
@@ -163,29 +141,6 @@ pub async fn find_for_update(tx: &mut PgConnection, id: Uuid) -> Result<Option<S
         .await
 }
 
-/// The shares of the given requests, in creation order.
-pub async fn shares_of(db: impl PgExecutor<'_>, request_ids: &[Uuid]) -> Result<Vec<Share>, sqlx::Error> {
-    sqlx::query_as("select * from shares where request_id = any($1) order by id")
-        .bind(request_ids)
-        .fetch_all(db)
-        .await
-}
-
-/// The shares with these ids (in no particular order).
-pub async fn shares_by_id(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<Vec<Share>, sqlx::Error> {
-    sqlx::query_as("select * from shares where id = any($1)")
-        .bind(ids)
-        .fetch_all(db)
-        .await
-}
-
-pub async fn find_share(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Share>, sqlx::Error> {
-    sqlx::query_as("select * from shares where id = $1")
-        .bind(id)
-        .fetch_optional(db)
-        .await
-}
-
 /// Moves a request to a decided status and its undecided shares with it.
 pub async fn decide(
     tx: &mut PgConnection,
@@ -275,7 +230,7 @@ pub async fn pass_validation(
     .bind(&domains)
     .execute(&mut *tx)
     .await?;
-    let shares = shares_of(&mut *tx, &[id]).await?;
+    let shares = super::shares::of_requests(&mut *tx, &[id]).await?;
     Ok((request, shares))
 }
 
@@ -309,7 +264,7 @@ pub async fn fail_validation(
     .bind(id)
     .execute(&mut *tx)
     .await?;
-    let shares = shares_of(&mut *tx, &[id]).await?;
+    let shares = super::shares::of_requests(&mut *tx, &[id]).await?;
     Ok((request, shares))
 }
 
@@ -345,33 +300,13 @@ pub async fn live_grants_to(
     .await
 }
 
-/// A caller who may see only some rows: what it filed, and what its projects own (and, for
-/// shares, the shares made to its projects). `None` in a filter means it sees everything.
-#[derive(Debug, Default, Clone)]
-pub struct Viewer {
-    pub name: String,
-    pub projects: Vec<String>,
-    /// Domains whose projects' requests and shares it sees.
-    pub domains: Vec<String>,
-}
-
-/// Filters for listing requests; `None` means "any".
-#[derive(Debug, Default, Clone)]
-pub struct RequestFilter {
-    pub viewer: Option<Viewer>,
-    pub status: Option<RequestStatus>,
-    pub image_id: Option<Uuid>,
-    pub project_id: Option<String>,
-    pub requested_by: Option<String>,
-    pub created_after: Option<DateTime<Utc>>,
-    pub created_before: Option<DateTime<Utc>>,
-}
-
-/// Newest first. `before` is the keyset cursor: the id of the last row already seen.
+/// The requests matching `filter` that `viewer` may see (`None`: it sees all), newest
+/// first. `before` is the keyset cursor: the id of the last row already seen.
 /// Ids are UUIDv7, so id order is creation order and rows inserted while a caller pages
 /// land ahead of its cursor: nothing already there is skipped or repeated.
 pub async fn list(
     db: impl PgExecutor<'_>,
+    viewer: Option<&Viewer>,
     filter: &RequestFilter,
     before: Option<Uuid>,
     limit: i64,
@@ -399,63 +334,9 @@ pub async fn list(
     .bind(filter.created_before)
     .bind(before)
     .bind(limit)
-    .bind(filter.viewer.as_ref().map(|v| &v.name))
-    .bind(filter.viewer.as_ref().map(|v| &v.projects))
-    .bind(filter.viewer.as_ref().map(|v| &v.domains))
-    .fetch_all(db)
-    .await
-}
-
-/// Filters for listing shares; `None` means "any".
-#[derive(Debug, Default, Clone)]
-pub struct ShareFilter {
-    pub viewer: Option<Viewer>,
-    pub state: Option<ShareState>,
-    pub image_id: Option<Uuid>,
-    pub project_id: Option<String>,
-    pub request_id: Option<Uuid>,
-    pub requested_by: Option<String>,
-    pub created_after: Option<DateTime<Utc>>,
-    pub created_before: Option<DateTime<Utc>>,
-}
-
-/// Newest first, keyset-paginated like [`list`].
-pub async fn list_shares(
-    db: impl PgExecutor<'_>,
-    filter: &ShareFilter,
-    before: Option<Uuid>,
-    limit: i64,
-) -> Result<Vec<Share>, sqlx::Error> {
-    sqlx::query_as(
-        "select s.* from shares s
-         where ($1::text is null or s.state = $1)
-           and ($2::uuid is null or s.image_id = $2)
-           and ($3::text is null or s.project_id = $3 or s.target = $3)
-           and ($4::uuid is null or s.request_id = $4)
-           and ($5::text is null or exists (select 1 from share_requests r
-                where r.id = s.request_id and r.requested_by = $5))
-           and ($6::timestamptz is null or s.created_at >= $6)
-           and ($7::timestamptz is null or s.created_at < $7)
-           and ($8::uuid is null or s.id < $8)
-           and ($10::text is null or s.project_id = any($11) or s.project_domain = any($12)
-                or exists (select 1 from share_requests r
-                where r.id = s.request_id and (r.requested_by = $10 or r.image_owner = any($11)
-                                               or r.image_owner_domain = any($12))))
-         order by s.id desc
-         limit $9",
-    )
-    .bind(filter.state.map(<&str>::from))
-    .bind(filter.image_id)
-    .bind(&filter.project_id)
-    .bind(filter.request_id)
-    .bind(&filter.requested_by)
-    .bind(filter.created_after)
-    .bind(filter.created_before)
-    .bind(before)
-    .bind(limit)
-    .bind(filter.viewer.as_ref().map(|v| &v.name))
-    .bind(filter.viewer.as_ref().map(|v| &v.projects))
-    .bind(filter.viewer.as_ref().map(|v| &v.domains))
+    .bind(viewer.map(|v| &v.name))
+    .bind(viewer.map(|v| &v.projects))
+    .bind(viewer.map(|v| &v.domains))
     .fetch_all(db)
     .await
 }

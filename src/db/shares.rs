@@ -1,14 +1,120 @@
-//! State changes of one share, as the worker and the API make them. Each function runs inside
-//! the caller's transaction, next to the audit event that records the change. Every change
-//! is guarded: it names the state it moves the share from (`where state = $from`), and a
-//! share that moved on meanwhile is left as it is (`None`, or left out of the result).
+//! Shares: one image granted (or to be granted) to one project. The type, every read, and
+//! the state changes the worker and the API make. Each change runs inside the caller's
+//! transaction, next to the audit event that records it, and is guarded: it names the state
+//! it moves the share from (`where state = $from`), and a share that moved on meanwhile is
+//! left as it is (`None`, or left out of the result). Imports nothing of `share_requests`
+//! (which imports this).
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
-use super::share_requests::{Share, ShareRequest};
+use crate::domain::filters::ShareFilter;
 use crate::domain::{RevokeCause, ShareState};
+
+/// One share, as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Share {
+    pub id: Uuid,
+    pub request_id: Uuid,
+    pub image_id: Uuid,
+    pub region: String,
+    pub target: String,
+    pub project_id: Option<String>,
+    /// The project's name and domain, as validation found them.
+    pub project_name: Option<String>,
+    pub project_domain: Option<String>,
+    #[sqlx(try_from = "String")]
+    pub state: ShareState,
+    pub last_error: Option<String>,
+    /// When the member was created in Glance.
+    pub granted_at: Option<DateTime<Utc>>,
+    pub revoked_by: Option<String>,
+    pub revoke_reason: Option<String>,
+    /// The image's name and owner project in Glance, once granted.
+    pub image_name: Option<String>,
+    pub image_owner: Option<String>,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The shares of the given requests, in creation order.
+pub async fn of_requests(db: impl PgExecutor<'_>, request_ids: &[Uuid]) -> Result<Vec<Share>, sqlx::Error> {
+    sqlx::query_as("select * from shares where request_id = any($1) order by id")
+        .bind(request_ids)
+        .fetch_all(db)
+        .await
+}
+
+/// The shares with these ids (in no particular order).
+pub async fn by_ids(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<Vec<Share>, sqlx::Error> {
+    sqlx::query_as("select * from shares where id = any($1)")
+        .bind(ids)
+        .fetch_all(db)
+        .await
+}
+
+/// One share.
+pub async fn find(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Share>, sqlx::Error> {
+    sqlx::query_as("select * from shares where id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// A caller who may see only some rows: what it filed, and what its projects own (and, for
+/// shares, the shares made to its projects). `None` in a filter means it sees everything.
+#[derive(Debug, Default, Clone)]
+pub struct Viewer {
+    pub name: String,
+    pub projects: Vec<String>,
+    /// Domains whose projects' requests and shares it sees.
+    pub domains: Vec<String>,
+}
+
+/// The shares matching `filter` that `viewer` may see (`None`: it sees all), newest first,
+/// keyset-paginated like [`super::share_requests::list`].
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    viewer: Option<&Viewer>,
+    filter: &ShareFilter,
+    before: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Share>, sqlx::Error> {
+    sqlx::query_as(
+        "select s.* from shares s
+         where ($1::text is null or s.state = $1)
+           and ($2::uuid is null or s.image_id = $2)
+           and ($3::text is null or s.project_id = $3 or s.target = $3)
+           and ($4::uuid is null or s.request_id = $4)
+           and ($5::text is null or exists (select 1 from share_requests r
+                where r.id = s.request_id and r.requested_by = $5))
+           and ($6::timestamptz is null or s.created_at >= $6)
+           and ($7::timestamptz is null or s.created_at < $7)
+           and ($8::uuid is null or s.id < $8)
+           and ($10::text is null or s.project_id = any($11) or s.project_domain = any($12)
+                or exists (select 1 from share_requests r
+                where r.id = s.request_id and (r.requested_by = $10 or r.image_owner = any($11)
+                                               or r.image_owner_domain = any($12))))
+         order by s.id desc
+         limit $9",
+    )
+    .bind(filter.state.map(<&str>::from))
+    .bind(filter.image_id)
+    .bind(&filter.project_id)
+    .bind(filter.request_id)
+    .bind(&filter.requested_by)
+    .bind(filter.created_after)
+    .bind(filter.created_before)
+    .bind(before)
+    .bind(limit)
+    .bind(viewer.map(|v| &v.name))
+    .bind(viewer.map(|v| &v.projects))
+    .bind(viewer.map(|v| &v.domains))
+    .fetch_all(db)
+    .await
+}
 
 /// Moves a share from `from` to `to` (a move [`ShareState::on`] allowed), with the error that
 /// put it there (if any). `None` when the share is no longer in `from`: someone else moved it
@@ -223,20 +329,12 @@ pub async fn clear_made_image_shared(tx: &mut PgConnection, image_id: Uuid, regi
     Ok(())
 }
 
-/// A share with its request, locked for a change in this transaction.
-pub async fn find_for_update(tx: &mut PgConnection, id: Uuid) -> Result<Option<(Share, ShareRequest)>, sqlx::Error> {
-    let Some(share) = sqlx::query_as::<_, Share>("select * from shares where id = $1 for update")
+/// A share, locked for a change in this transaction.
+pub async fn find_for_update(tx: &mut PgConnection, id: Uuid) -> Result<Option<Share>, sqlx::Error> {
+    sqlx::query_as("select * from shares where id = $1 for update")
         .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-    else {
-        return Ok(None);
-    };
-    let request = sqlx::query_as::<_, ShareRequest>("select * from share_requests where id = $1")
-        .bind(share.request_id)
-        .fetch_one(&mut *tx)
-        .await?;
-    Ok(Some((share, request)))
+        .fetch_optional(tx)
+        .await
 }
 
 /// The shares with these ids, locked for changes in this transaction (in id order, so that

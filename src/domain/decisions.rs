@@ -1,9 +1,11 @@
 //! Separation of duties: who may approve, deny, cancel and revoke, decided on [`Subject`]s
 //! (one per person: a Keystone user id, or a key acting for nobody), never on names or on
-//! header text. Pure; the API asks these rules, the database holds them too (one approval
-//! per subject and request).
+//! header text; and where a request stands once approvals or the approval policy have
+//! spoken. Pure; the API and the worker ask these rules, the database holds them too (one
+//! approval per subject and request).
 
-use super::Subject;
+use super::policy::Decision;
+use super::{RequestStatus, Subject};
 
 /// Why a rule refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +81,43 @@ pub fn may_revoke(actor: &Subject, admin: bool, requester: &Subject, owner_reque
     }
 }
 
+/// Where a request stands once a decision on it is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// It waits for more approvers: `given` distinct approvals of the `required`.
+    Waiting { given: usize, required: usize },
+    /// It is decided: approved or denied.
+    Decided(RequestStatus),
+}
+
+/// Where a request needing `required` distinct approvers stands when `approver` approves it
+/// after `earlier` approvals (their subjects): approved once enough distinct people said yes.
+/// One person approves once, whatever credential they use.
+pub fn approve(approver: &Subject, earlier: &[Subject], required: usize) -> Result<Standing, Refusal> {
+    if earlier.iter().any(|e| approver.same_as(e)) {
+        return Err(Refusal::AlreadyApproved);
+    }
+    let given = earlier.len() + 1;
+    Ok(if given < required {
+        Standing::Waiting { given, required }
+    } else {
+        Standing::Decided(RequestStatus::Approved)
+    })
+}
+
+/// Where the approval policy's `decision` leaves a request just validated: decided by a
+/// rule, or waiting for as many approvers as it requires.
+pub fn by_policy(decision: &Decision) -> Standing {
+    match decision {
+        Decision::Require { approvals, .. } => Standing::Waiting {
+            given: 0,
+            required: usize::from(*approvals),
+        },
+        Decision::Approve { .. } => Standing::Decided(RequestStatus::Approved),
+        Decision::Deny { .. } | Decision::AutoAcceptForbidden { .. } => Standing::Decided(RequestStatus::Denied),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +184,43 @@ mod tests {
             Err(Refusal::NotTheRequester)
         );
         assert_eq!(may_decide(&bob, true, &alice, &[], Ask::Cancel), Ok(()));
+    }
+
+    #[test]
+    fn a_request_is_approved_once_enough_distinct_people_approve() {
+        let (dave, carol) = (user("d"), user("c"));
+        assert_eq!(approve(&dave, &[], 1), Ok(Standing::Decided(RequestStatus::Approved)));
+        assert_eq!(approve(&dave, &[], 2), Ok(Standing::Waiting { given: 1, required: 2 }));
+        assert_eq!(
+            approve(&carol, std::slice::from_ref(&dave), 2),
+            Ok(Standing::Decided(RequestStatus::Approved))
+        );
+        assert_eq!(
+            approve(&dave, std::slice::from_ref(&dave), 2),
+            Err(Refusal::AlreadyApproved)
+        );
+    }
+
+    #[test]
+    fn the_policy_decides_by_a_rule_or_leaves_the_request_to_its_approvers() {
+        let rule = || "r".to_owned();
+        assert_eq!(
+            by_policy(&Decision::Approve { rule: rule() }),
+            Standing::Decided(RequestStatus::Approved)
+        );
+        for denial in [
+            Decision::Deny { rule: rule() },
+            Decision::AutoAcceptForbidden { rule: None },
+        ] {
+            assert_eq!(by_policy(&denial), Standing::Decided(RequestStatus::Denied));
+        }
+        assert_eq!(
+            by_policy(&Decision::Require {
+                approvals: 2,
+                rule: None
+            }),
+            Standing::Waiting { given: 0, required: 2 }
+        );
     }
 
     #[test]

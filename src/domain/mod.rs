@@ -1,26 +1,30 @@
 //! The broker's vocabulary: principals and roles, share requests and their validation,
 //! share states. Pure data and rules: nothing here imports axum, sqlx or reqwest.
 
+pub mod access;
 pub mod address;
 pub mod audit;
 mod canonical;
 pub mod decisions;
+pub mod filters;
+mod keystone;
 pub mod policy;
 mod principal;
 mod share;
 mod share_request;
 mod states;
+mod subject;
 pub mod webhook;
 
 pub use audit::{
     Action, AnchorMismatch, BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, Outcome, UnsealedEvent,
 };
 pub use canonical::canonical_json;
-pub use principal::{
-    ApproverScope, Capability, Credential, Grant, KeystoneIdentity, Principal, Readable, Role, RoleMap, Scope, Subject,
-};
+pub use keystone::{ApproverScope, KeystoneIdentity, RoleMap};
+pub use principal::{Capability, Credential, Grant, Principal, Readable, Role, Scope};
 pub use share::{REJECTED_BY_CONSUMER, Refusal, Trigger};
 pub use share_request::{
     FieldError, Limits, MAX_REASON_CHARS, NewShareRequest, ShareRequestInput, Target, catalog_region, free_text_problem,
 };
 pub use states::{RequestStatus, RevokeCause, ShareState, Validation};
+pub use subject::Subject;

@@ -1,11 +1,15 @@
 //! Who a caller is and what it may do: API-key roles and Keystone roles, both turned into
-//! capabilities scoped to projects. Pure rules; no I/O.
+//! capabilities scoped to projects. Pure rules; no I/O. What a Keystone token says, and the
+//! role map applied to it, are `keystone`; who a caller is for separation of duties, `subject`.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+
+use super::keystone::{ApproverScope, KeystoneIdentity, RoleMap};
+use super::subject::Subject;
 
 /// What an API key may do. Roles are flat: each names one job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -92,31 +96,6 @@ pub enum Scope {
     Domain(String),
 }
 
-/// Which requests a Keystone approver decides: those of any image, or only of images its
-/// token's project owns, or only of images owned in its token's project's domain.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum ApproverScope {
-    #[default]
-    Everywhere,
-    Project,
-    Domain,
-}
-
-impl FromStr for ApproverScope {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "everywhere" => Ok(ApproverScope::Everywhere),
-            "project" => Ok(ApproverScope::Project),
-            "domain" => Ok(ApproverScope::Domain),
-            other => Err(format!(
-                "unknown approver scope `{other}`: expected everywhere, project or domain"
-            )),
-        }
-    }
-}
-
 /// What a caller may read, when not everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Readable {
@@ -145,129 +124,6 @@ pub enum Credential {
     ApiKey { role: Role },
     /// A Keystone token, validated against Keystone.
     Keystone(KeystoneIdentity),
-}
-
-/// What a validated Keystone token says about its holder.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct KeystoneIdentity {
-    pub user_id: String,
-    /// For people reading logs only: a name never authorizes anything (names are reused
-    /// across domains); rules compare [`Subject`]s.
-    pub user_name: String,
-    /// The project the token is scoped to; `None` for unscoped, domain- and system-scoped tokens.
-    pub project_id: Option<String>,
-    /// That project's name, and its domain's id and name.
-    pub project_name: Option<String>,
-    pub project_domain_id: Option<String>,
-    pub project_domain_name: Option<String>,
-    /// The domain a domain-scoped token is scoped to.
-    pub domain_id: Option<String>,
-    /// A system-scoped token (`system: {all: true}`): the cloud operator's scope.
-    pub system: bool,
-    /// The token's role names in that scope (implied roles included).
-    pub roles: Vec<String>,
-}
-
-impl KeystoneIdentity {
-    /// The domain the token's roles hold in: its project's domain, or the domain it is scoped to.
-    pub fn home_domain(&self) -> Option<&str> {
-        self.project_domain_id.as_deref().or(self.domain_id.as_deref())
-    }
-
-    /// Whether the token is scoped to one of `projects`, each a project id or
-    /// `<project name>@<domain name>` (unique in Keystone: domain names are unique, and
-    /// project names within a domain).
-    fn scoped_to_any(&self, projects: &[String]) -> bool {
-        let Some(id) = self.project_id.as_deref() else {
-            return false;
-        };
-        projects.iter().any(|p| match p.rsplit_once('@') {
-            Some((name, domain)) => {
-                self.project_name.as_deref() == Some(name) && self.project_domain_name.as_deref() == Some(domain)
-            }
-            None => p == id,
-        })
-    }
-}
-
-/// One person or one service, as separation of duties tells them apart. A Keystone user is
-/// its user id, whichever credential it calls with: its own token, or a service's key acting
-/// for it (`X-On-Behalf-Of`, resolved through Keystone). A key acting for nobody is itself.
-/// Stored as text: the user id, or `key:<name>`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Subject {
-    /// A Keystone user, by id.
-    User(String),
-    /// An API key acting for nobody, by name.
-    Key(String),
-    /// A user named in `X-On-Behalf-Of` before the broker resolved names to users (rows
-    /// written then): it matches nobody, so it can never pass a separation-of-duties check.
-    Unresolved(String),
-}
-
-impl Subject {
-    const KEY: &'static str = "key:";
-    const UNRESOLVED: &'static str = "unresolved:";
-
-    /// The subject as stored in the database.
-    pub fn parse(stored: &str) -> Subject {
-        if let Some(name) = stored.strip_prefix(Self::KEY) {
-            Subject::Key(name.to_owned())
-        } else if let Some(name) = stored.strip_prefix(Self::UNRESOLVED) {
-            Subject::Unresolved(name.to_owned())
-        } else {
-            Subject::User(stored.to_owned())
-        }
-    }
-
-    /// Whether both stand for the same known person or key; an unresolved subject is nobody's.
-    pub fn same_as(&self, other: &Subject) -> bool {
-        !matches!(self, Subject::Unresolved(_)) && self == other
-    }
-}
-
-impl fmt::Display for Subject {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Subject::User(id) => f.write_str(id),
-            Subject::Key(name) => write!(f, "{}{name}", Self::KEY),
-            Subject::Unresolved(name) => write!(f, "{}{name}", Self::UNRESOLVED),
-        }
-    }
-}
-
-/// Which Keystone roles stand for which broker capabilities (configurable; see `config`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoleMap {
-    /// Requester of the project's images and consumer of shares to the project.
-    pub member: Vec<String>,
-    /// Read-only on the project.
-    pub reader: Vec<String>,
-    /// Decides requests.
-    pub approver: Vec<String>,
-    /// Reads everything.
-    pub auditor: Vec<String>,
-    /// Everything.
-    pub admin: Vec<String>,
-    /// Where approver roles hold.
-    pub approver_scope: ApproverScope,
-    /// Projects whose tokens carry cloud-wide roles (admin, auditor, an `everywhere`
-    /// approver), besides system-scoped tokens: ids or `<name>@<domain name>`.
-    pub cloud_projects: Vec<String>,
-}
-
-impl Default for RoleMap {
-    fn default() -> Self {
-        RoleMap {
-            member: vec!["member".into()],
-            reader: vec!["reader".into()],
-            approver: vec!["image_share_approver".into()],
-            auditor: Vec::new(),
-            admin: vec!["admin".into()],
-            approver_scope: ApproverScope::Everywhere,
-            cloud_projects: vec!["admin@Default".into()],
-        }
-    }
 }
 
 /// An authenticated caller.
@@ -619,22 +475,6 @@ mod tests {
             assert!(!mallory.sees_request((Some("proj-a"), Some("default")), "portal"));
             assert_ne!(mallory.readable(), None);
         }
-    }
-
-    #[test]
-    fn a_subject_is_a_user_id_or_a_key_and_never_a_name() {
-        for stored in ["8d6f1c2e", "key:portal", "unresolved:erin"] {
-            assert_eq!(Subject::parse(stored).to_string(), stored);
-        }
-        assert_eq!(Subject::parse("key:portal"), Subject::Key("portal".into()));
-        let erin = Subject::parse("unresolved:erin");
-        assert!(
-            !erin.same_as(&erin),
-            "an unresolved subject matches nobody, not even itself"
-        );
-        let portal = Principal::api_key("portal".into(), Role::Requester, &[]);
-        assert_eq!(portal.subject(), Subject::Key("portal".into()));
-        assert_ne!(portal.subject(), Subject::User("portal".into()));
     }
 
     #[test]

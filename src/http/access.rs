@@ -7,7 +7,9 @@ use serde_json::json;
 use super::extract::Caller;
 use super::{ApiError, AppState};
 use crate::db::audit::NewEvent;
-use crate::db::share_requests::{Share, ShareRequest, Viewer};
+use crate::db::share_requests::ShareRequest;
+use crate::db::shares::{Share, Viewer};
+
 use crate::domain::{Action, Capability, Credential, Outcome, Principal};
 use crate::openstack::CallError;
 

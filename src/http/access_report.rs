@@ -1,11 +1,8 @@
-//! Who had access to what, when (not who may call what: that is `access`): answers derived from the audit log alone, so they hold
-//! for any past moment and agree with what an auditor can check in the chain.
-//!
-//! Access begins with `allow` (the member was created in Glance: even a pending member can
-//! use the image) and ends with a successful `revoke` (the broker removed the member, or saw
-//! it or the image gone). `accept` and `reject` change only the member's status.
+//! Who had access to what, when (not who may call what: that is `access`): answers derived
+//! from the audit log alone, so they hold for any past moment and agree with what an auditor
+//! can check in the chain. The replay itself is `domain::access`; here the events are read
+//! and the answers shaped.
 
-use std::collections::BTreeMap;
 use std::pin::pin;
 
 use axum::extract::{Path, State};
@@ -18,42 +15,21 @@ use uuid::Uuid;
 
 use super::audit::require_auditor;
 use super::extract::{Caller, Id, Query};
-use super::pagination::{Limit, SeqCursor};
+use super::pagination::{Page, Paging, SeqCursor};
 use super::{ApiError, AppState};
 use crate::db::{self, audit::Event, audit::EventFilter};
-use crate::domain::{Action, Outcome};
-
-/// The actions that grant, change or end access.
-const ACCESS_ACTIONS: [Action; 4] = [Action::Allow, Action::Accept, Action::Reject, Action::Revoke];
+use crate::domain::access::{AccessEvent, Change, ProjectAccess, Replay};
 
 fn access_events() -> EventFilter {
     EventFilter {
-        actions: ACCESS_ACTIONS.map(|a| a.to_string()).to_vec(),
-        outcome: Some(Outcome::Success.to_string()),
+        actions: Change::ACTIONS.map(str::to_owned).to_vec(),
+        outcome: Some("success".into()),
         ..EventFilter::default()
     }
 }
 
 fn text(value: &Value, key: &str) -> Option<String> {
     value.get(key).and_then(Value::as_str).map(str::to_owned)
-}
-
-/// One project's access to an image.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ProjectAccess {
-    pub project_id: String,
-    pub region: String,
-    /// When the member was created in Glance: the grant this access comes from.
-    pub since: DateTime<Utc>,
-    /// The consumer's answer then: `pending`, `accepted` or `rejected`. Each gives access
-    /// (Glance lets any member use the image by id); `accepted` also lists it.
-    pub member_status: String,
-    pub share_id: Option<Uuid>,
-    pub request_id: Option<Uuid>,
-    /// Who filed the request the grant carried out.
-    pub requested_by: Option<String>,
-    /// Who approved it.
-    pub approved_by: Option<String>,
 }
 
 /// The projects an image was shared with at one moment.
@@ -84,9 +60,7 @@ pub struct AccessAt {
     params(("image_id" = Uuid, Path, description = "The Glance image id"), AccessAt),
     responses(
         (status = 200, description = "The projects with access", body = ImageAccess),
-        (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an auditor", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad id or time", body = super::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
 )]
@@ -105,49 +79,31 @@ pub async fn image_access(
         ..access_events()
     };
     let mut events = pin!(db::audit::stream(state.pool.clone(), filter, 0));
-    let mut access: BTreeMap<(String, String), ProjectAccess> = BTreeMap::new();
+    let mut replay = Replay::default();
     while let Some(event) = events.try_next().await? {
-        let (Some(project_id), Some(region)) = (event.project_id.clone(), text(&event.target, "region")) else {
-            continue;
-        };
-        let key = (region, project_id);
-        match event.action() {
-            Some(Action::Allow) => {
-                let (region, project_id) = key.clone();
-                access.insert(
-                    key,
-                    ProjectAccess {
-                        project_id,
-                        region,
-                        since: event.occurred_at,
-                        member_status: "pending".into(),
-                        share_id: event.share_id,
-                        request_id: event.request_id,
-                        requested_by: text(&event.details, "requested_by"),
-                        approved_by: text(&event.details, "approved_by"),
-                    },
-                );
-            }
-            Some(Action::Revoke) => {
-                access.remove(&key);
-            }
-            answer => {
-                if let Some(grant) = access.get_mut(&key) {
-                    grant.member_status = if answer == Some(Action::Accept) {
-                        "accepted"
-                    } else {
-                        "rejected"
-                    }
-                    .into();
-                }
-            }
+        if let Some(event) = access_event(event) {
+            replay.apply(event);
         }
     }
     Ok(axum::Json(ImageAccess {
         image_id,
         at,
-        projects: access.into_values().collect(),
+        projects: replay.projects(),
     }))
+}
+
+/// The access change `event` records, when it names its project and region.
+fn access_event(event: Event) -> Option<AccessEvent> {
+    Some(AccessEvent {
+        change: Change::of_action(&event.action)?,
+        at: event.occurred_at,
+        project_id: event.project_id?,
+        region: text(&event.target, "region")?,
+        share_id: event.share_id,
+        request_id: event.request_id,
+        requested_by: text(&event.details, "requested_by"),
+        approved_by: text(&event.details, "approved_by"),
+    })
 }
 
 /// One change of a project's access to an image.
@@ -174,15 +130,16 @@ pub struct AccessChange {
 
 impl From<Event> for AccessChange {
     fn from(e: Event) -> Self {
-        let (change, by) = match e.action() {
-            Some(Action::Allow) => ("granted", text(&e.details, "approved_by")),
-            Some(Action::Revoke) => ("revoked", text(&e.details, "revoked_by")),
-            Some(Action::Accept) => ("accepted", None),
-            _ => ("rejected", None),
+        // The access history reads access events only.
+        let change = Change::of_action(&e.action).unwrap_or(Change::Rejected);
+        let by = match change {
+            Change::Granted => text(&e.details, "approved_by"),
+            Change::Revoked => text(&e.details, "revoked_by"),
+            Change::Accepted | Change::Rejected => None,
         };
         AccessChange {
             at: e.occurred_at,
-            change: change.into(),
+            change: change.as_str().into(),
             image_id: e.image_id,
             image_name: text(&e.target, "image_name"),
             owner_project_id: text(&e.target, "owner_project_id"),
@@ -197,37 +154,14 @@ impl From<Event> for AccessChange {
     }
 }
 
-/// A page of access changes, oldest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AccessHistoryPage {
-    pub items: Vec<AccessChange>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
-    pub next_cursor: Option<String>,
-}
-
-/// Paging through a project's access history.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ListAccessHistory {
-    /// The `next_cursor` of the previous page.
-    #[param(value_type = Option<String>)]
-    pub cursor: Option<SeqCursor>,
-    /// Page size, 1 to 200 (default 50).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
-    pub limit: Option<Limit>,
-}
-
 /// Every grant, status change and revoke of one project's access, across images, oldest
 /// first (auditors and admins).
 #[utoipa::path(
     get, path = "/v1/projects/{project_id}/access-history", tag = "audit",
-    params(("project_id" = String, Path, description = "The Keystone project id of the consumer"), ListAccessHistory),
+    params(("project_id" = String, Path, description = "The Keystone project id of the consumer"), Paging<SeqCursor>),
     responses(
-        (status = 200, description = "A page of changes", body = AccessHistoryPage),
-        (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of changes", body = Page<AccessChange>),
         (status = 403, description = "Not an auditor", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad cursor or limit", body = super::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []))
 )]
@@ -235,8 +169,8 @@ pub async fn project_access_history(
     State(state): State<AppState>,
     caller: Caller,
     Path(project_id): Path<String>,
-    Query(q): Query<ListAccessHistory>,
-) -> Result<axum::Json<AccessHistoryPage>, ApiError> {
+    Query(q): Query<Paging<SeqCursor>>,
+) -> Result<axum::Json<Page<AccessChange>>, ApiError> {
     require_auditor(&caller)?;
     let filter = EventFilter {
         member_project_id: Some(project_id),
@@ -244,12 +178,6 @@ pub async fn project_access_history(
     };
     let limit = q.limit.unwrap_or_default();
     let after = q.cursor.map_or(0, |c| c.0);
-    let mut rows = db::audit::page(&state.pool, &filter, after, limit.fetch()).await?;
-    let next_cursor = limit
-        .trim(&mut rows)
-        .map(|last| SeqCursor(last.chain_pos.unwrap_or_default()).to_string());
-    Ok(axum::Json(AccessHistoryPage {
-        items: rows.into_iter().map(AccessChange::from).collect(),
-        next_cursor,
-    }))
+    let rows = db::audit::page(&state.pool, &filter, after, limit.fetch()).await?;
+    Ok(axum::Json(Page::new(rows, limit, SeqCursor::after, AccessChange::from)))
 }

@@ -186,10 +186,29 @@ impl IntoResponse for ApiError {
 /// Adds to every operation of the spec the problems any of them can answer, so that each
 /// handler documents only its own: 500 and 503 for all; under `/v1/`, 422 (a bad path,
 /// query or header) and 429 (the caller's rate limit); 401 where a credential is needed;
-/// 400, 413 and 415 where a body is read; 404 where the path names a resource.
+/// 400, 413 and 415 where a body is read; 404 where the path names a resource. A handler
+/// that declares one of these itself (a 422 naming its body's fields) keeps its own.
 pub struct CommonProblems;
 
 impl CommonProblems {
+    /// What the problem means wherever it is answered.
+    fn description(status: StatusCode) -> &'static str {
+        match status {
+            StatusCode::BAD_REQUEST => "Malformed JSON",
+            StatusCode::UNAUTHORIZED => "No credential, or a bad one (an unknown or revoked API key, an invalid token)",
+            StatusCode::NOT_FOUND => "No such resource (or not one the caller may see)",
+            StatusCode::PAYLOAD_TOO_LARGE => "Body too large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "Not JSON",
+            StatusCode::UNPROCESSABLE_ENTITY => "A bad path, query or header value",
+            StatusCode::TOO_MANY_REQUESTS => "Too many requests from this caller or address",
+            StatusCode::SERVICE_UNAVAILABLE => {
+                "The database, Keystone or Glance is unavailable, the request took too long, or the API's \
+                 budget for Glance is spent; retry later"
+            }
+            other => other.canonical_reason().unwrap_or("Error"),
+        }
+    }
+
     fn statuses(method: &HttpMethod, operation: &Operation, path: &str) -> Vec<StatusCode> {
         let mut statuses = vec![StatusCode::INTERNAL_SERVER_ERROR, StatusCode::SERVICE_UNAVAILABLE];
         if path.starts_with("/v1/") {
@@ -229,15 +248,14 @@ impl Modify for CommonProblems {
                     if operation.responses.responses.contains_key(&code) {
                         continue;
                     }
-                    let mut response = ResponseBuilder::new()
-                        .description(status.canonical_reason().unwrap_or("Error"))
-                        .content(
-                            PROBLEM_JSON,
-                            ContentBuilder::new()
-                                .schema(Some(Ref::from_schema_name("Problem")))
-                                .build(),
-                        );
-                    if status == StatusCode::TOO_MANY_REQUESTS {
+                    let mut response = ResponseBuilder::new().description(Self::description(status)).content(
+                        PROBLEM_JSON,
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("Problem")))
+                            .build(),
+                    );
+                    // Sent with every 429, and with a 503 whenever the wait is known.
+                    if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
                         response = response.header(
                             "Retry-After",
                             HeaderBuilder::new()

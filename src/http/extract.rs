@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use uuid::Uuid;
 
 use super::middleware::PrincipalRateLimit;
+use super::pagination::{Cursor, Paging};
 use super::{ApiError, AppState};
 use crate::db;
 use crate::domain::{Capability, Credential, FieldError, Initiator, Principal, Subject};
@@ -99,19 +100,52 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
 /// A query string, with unknown parameters refused and bad values named.
 pub struct Query<T>(pub T);
 
+/// `query` as a `T`, each bad value named.
+fn from_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    // Postgres text cannot hold NUL: refuse it here rather than fail in a query.
+    if let Some((field, _)) = form_urlencoded::parse(query.as_bytes()).find(|(_, v)| v.contains('\0')) {
+        return Err(ApiError::field(&field, "must not contain NUL characters"));
+    }
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| field_error(e, "query"))
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        from_query(parts.uri.query().unwrap_or_default()).map(Query)
+    }
+}
+
+/// A list's query string: the resource's filter `F` and the page asked for, each checked
+/// as a [`Query`] is (a parameter neither knows is refused).
+pub struct Listing<F, C = Cursor> {
+    pub filter: F,
+    pub paging: Paging<C>,
+}
+
+impl<S: Send + Sync, F: DeserializeOwned, C: DeserializeOwned> FromRequestParts<S> for Listing<F, C> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or_default();
-        // Postgres text cannot hold NUL: refuse it here rather than fail in a query.
-        if let Some((field, _)) = form_urlencoded::parse(query.as_bytes()).find(|(_, v)| v.contains('\0')) {
-            return Err(ApiError::field(&field, "must not contain NUL characters"));
+        let (mut paging, mut filter) = (
+            form_urlencoded::Serializer::new(String::new()),
+            form_urlencoded::Serializer::new(String::new()),
+        );
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            let part = if Paging::<C>::PARAMETERS.contains(&key.as_ref()) {
+                &mut paging
+            } else {
+                &mut filter
+            };
+            part.append_pair(&key, &value);
         }
-        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(de)
-            .map(Query)
-            .map_err(|e| field_error(e, "query"))
+        Ok(Listing {
+            filter: from_query(&filter.finish())?,
+            paging: from_query(&paging.finish())?,
+        })
     }
 }
 
@@ -277,6 +311,11 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
             )),
         }
     }
+}
+
+/// The ETag of a resource at `version`: what `If-Match` is compared with.
+pub fn etag(version: i64) -> String {
+    format!("\"v{version}\"")
 }
 
 /// `If-Match`, when sent: the ETags the caller expects the resource to have.

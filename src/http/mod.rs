@@ -150,9 +150,9 @@ fn api_routes() -> OpenApiRouter<AppState> {
             share_requests::list_share_requests
         ))
         .routes(routes!(share_requests::get_share_request))
-        .routes(routes!(share_requests::cancel_share_request))
-        .routes(routes!(share_requests::approve_share_request))
-        .routes(routes!(share_requests::deny_share_request))
+        .routes(routes!(share_requests::decide::cancel_share_request))
+        .routes(routes!(share_requests::decide::approve_share_request))
+        .routes(routes!(share_requests::decide::deny_share_request))
         .routes(routes!(shares::list_shares))
         .routes(routes!(shares::get_share))
         .routes(routes!(shares::accept_share))

@@ -1,10 +1,12 @@
-//! Keyset pagination: an opaque cursor (the last id, or audit seq, seen) and a bounded page size.
+//! Keyset pagination: an opaque cursor (the last id, or audit seq, seen), a bounded page
+//! size, and the page every list answers with.
 
 use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::{Deserialize, Deserializer, de};
+use serde::{Deserialize, Deserializer, Serialize, de};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 pub const MAX_LIMIT: u32 = 200;
@@ -36,6 +38,13 @@ impl fmt::Display for SeqCursor {
     }
 }
 
+impl SeqCursor {
+    /// The cursor after `event`, a sealed one (lists hold sealed events only).
+    pub fn after(event: &crate::db::audit::Event) -> String {
+        SeqCursor(event.chain_pos.unwrap_or_default()).to_string()
+    }
+}
+
 impl<'de> Deserialize<'de> for SeqCursor {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         opaque(d, |bytes| Some(SeqCursor(i64::from_be_bytes(bytes.try_into().ok()?))))
@@ -50,6 +59,44 @@ fn opaque<'de, D: Deserializer<'de>, T>(d: D, from: impl FnOnce(&[u8]) -> Option
         .ok()
         .and_then(|bytes| from(&bytes))
         .ok_or_else(|| de::Error::custom("is not a cursor this API issued: pass back `next_cursor` as it came"))
+}
+
+/// One page of a list, and where the next one starts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// The page of `rows` (fetched with [`Limit::fetch`]), each made an item by `item`, with
+    /// the cursor `cursor` gives the last row kept when another page follows.
+    pub fn new<R>(mut rows: Vec<R>, limit: Limit, cursor: impl FnOnce(&R) -> String, item: impl FnMut(R) -> T) -> Self {
+        let next_cursor = limit.trim(&mut rows).map(cursor);
+        Page {
+            items: rows.into_iter().map(item).collect(),
+            next_cursor,
+        }
+    }
+}
+
+/// Paging through a list: where to start, and how many.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct Paging<C = Cursor> {
+    /// The `next_cursor` of the previous page.
+    #[param(value_type = Option<String>)]
+    pub cursor: Option<C>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
+    pub limit: Option<Limit>,
+}
+
+impl<C> Paging<C> {
+    /// The query parameters paging reads.
+    pub const PARAMETERS: [&'static str; 2] = ["cursor", "limit"];
 }
 
 /// A page size between 1 and [`MAX_LIMIT`].

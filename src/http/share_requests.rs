@@ -6,22 +6,21 @@ use axum::extract::State;
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
-use sqlx::PgConnection;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::extract::{Caller, Id, IdempotencyKey, IfMatch, Json, OptionalJson, Query};
+pub mod decide;
+
+use super::extract::{Caller, Id, IdempotencyKey, Json, Listing, etag};
 use super::idempotency::{self, Begun, Saved};
-use super::pagination::{Cursor, Limit};
+use super::pagination::{Cursor, Page, Paging};
 use super::shares::ShareView;
 use super::{ApiError, AppState, access};
 use crate::db::{self, audit::NewEvent, share_requests::ShareRequest};
-use crate::domain::decisions::{self, Ask, Refusal};
-use crate::domain::{
-    Action, Capability, FieldError, NewShareRequest, Outcome, RequestStatus, ShareRequestInput, Subject, Validation,
-};
+use crate::domain::filters::RequestFilter;
+use crate::domain::{Action, Capability, FieldError, NewShareRequest, RequestStatus, ShareRequestInput, Validation};
 
 /// A share request with its shares.
 #[derive(Debug, Serialize, ToSchema)]
@@ -105,11 +104,7 @@ pub struct ImageView {
 }
 
 impl ShareRequestView {
-    fn new(
-        r: ShareRequest,
-        shares: Vec<db::share_requests::Share>,
-        approvals: Vec<db::share_requests::Approval>,
-    ) -> Self {
+    fn new(r: ShareRequest, shares: Vec<db::shares::Share>, approvals: Vec<db::share_requests::Approval>) -> Self {
         ShareRequestView {
             id: r.id,
             status: r.status,
@@ -157,18 +152,6 @@ impl ShareRequestView {
     }
 }
 
-/// A page of share requests, newest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ShareRequestPage {
-    pub items: Vec<ShareRequestView>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
-    pub next_cursor: Option<String>,
-}
-
-pub fn etag(version: i64) -> String {
-    format!("\"v{version}\"")
-}
-
 fn location(id: Uuid) -> String {
     format!("/v1/share-requests/{id}")
 }
@@ -176,7 +159,7 @@ fn location(id: Uuid) -> String {
 pub(super) fn saved_request(
     status: StatusCode,
     request: ShareRequest,
-    shares: Vec<db::share_requests::Share>,
+    shares: Vec<db::shares::Share>,
     approvals: Vec<db::share_requests::Approval>,
 ) -> Saved {
     let (id, version) = (request.id, request.version);
@@ -198,12 +181,8 @@ pub(super) fn saved_request(
     responses(
         (status = 201, description = "Filed", body = ShareRequestView,
             headers(("Location" = String), ("ETag" = String))),
-        (status = 400, description = "Malformed JSON", body = super::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a requester, or the image is not the caller's project's", body = super::Problem, content_type = "application/problem+json"),
         (status = 409, description = "A live share of this image to a target exists, or the same key is in flight", body = super::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = super::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = super::Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, or a key reused with another body", body = super::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
@@ -292,65 +271,31 @@ fn live_grant_conflict(e: sqlx::Error, new: &NewShareRequest) -> ApiError {
     }
 }
 
-/// Filters for listing share requests.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ListShareRequests {
-    /// Only requests in this status.
-    pub status: Option<RequestStatus>,
-    /// Only requests for this image.
-    pub image_id: Option<Uuid>,
-    /// Only requests with this target project (id or name as filed).
-    pub project_id: Option<String>,
-    /// Only requests filed by this principal.
-    pub requested_by: Option<String>,
-    /// Only requests created at or after this time (RFC 3339).
-    pub created_after: Option<DateTime<Utc>>,
-    /// Only requests created before this time (RFC 3339).
-    pub created_before: Option<DateTime<Utc>>,
-    /// The `next_cursor` of the previous page.
-    #[param(value_type = Option<String>)]
-    pub cursor: Option<Cursor>,
-    /// Page size, 1 to 200 (default 50).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
-    pub limit: Option<Limit>,
-}
-
 /// List share requests, newest first: those the caller may see (its projects' requests and
 /// those it filed; everything for approvers, auditors and admins).
 #[utoipa::path(
     get, path = "/v1/share-requests", tag = "share-requests",
-    params(ListShareRequests),
+    params(RequestFilter, Paging),
     responses(
-        (status = 200, description = "A page of requests", body = ShareRequestPage),
-        (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad filter", body = super::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of requests", body = Page<ShareRequestView>),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
 pub async fn list_share_requests(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListShareRequests>,
-) -> Result<axum::Json<ShareRequestPage>, ApiError> {
-    let filter = db::share_requests::RequestFilter {
-        viewer: access::viewer(&caller.principal),
-        status: q.status,
-        image_id: q.image_id,
-        project_id: q.project_id,
-        requested_by: q.requested_by,
-        created_after: q.created_after,
-        created_before: q.created_before,
-    };
-    let limit = q.limit.unwrap_or_default();
+    Listing { filter, paging }: Listing<RequestFilter>,
+) -> Result<axum::Json<Page<ShareRequestView>>, ApiError> {
+    let viewer = access::viewer(&caller.principal);
+    let limit = paging.limit.unwrap_or_default();
     // The page and what hangs off it on one connection: one acquire (and release) for the three.
     let mut conn = state.pool.acquire().await?;
-    let mut rows = db::share_requests::list(&mut *conn, &filter, q.cursor.map(|c| c.0), limit.fetch()).await?;
+    let before = paging.cursor.map(|c| c.0);
+    let mut rows = db::share_requests::list(&mut *conn, viewer.as_ref(), &filter, before, limit.fetch()).await?;
     let next_cursor = limit.trim(&mut rows).map(|last| Cursor(last.id).to_string());
     let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let mut by_request: HashMap<Uuid, Vec<db::share_requests::Share>> = HashMap::new();
-    for share in db::share_requests::shares_of(&mut *conn, &ids).await? {
+    let mut by_request: HashMap<Uuid, Vec<db::shares::Share>> = HashMap::new();
+    for share in db::shares::of_requests(&mut *conn, &ids).await? {
         by_request.entry(share.request_id).or_default().push(share);
     }
     let mut approvals: HashMap<Uuid, Vec<db::share_requests::Approval>> = HashMap::new();
@@ -365,7 +310,7 @@ pub async fn list_share_requests(
             ShareRequestView::new(r, shares, approvals)
         })
         .collect();
-    Ok(axum::Json(ShareRequestPage { items, next_cursor }))
+    Ok(axum::Json(Page { items, next_cursor }))
 }
 
 /// One share request, with its shares.
@@ -374,8 +319,6 @@ pub async fn list_share_requests(
     params(("id" = Uuid, Path, description = "The request's id")),
     responses(
         (status = 200, description = "The request", body = ShareRequestView, headers(("ETag" = String))),
-        (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such request (or not one the caller may see)", body = super::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
@@ -388,291 +331,7 @@ pub async fn get_share_request(
         .await?
         .filter(|r| access::sees_request(&caller.principal, r))
         .ok_or_else(|| ApiError::not_found("share request"))?;
-    let shares = db::share_requests::shares_of(&state.pool, &[id]).await?;
+    let shares = db::shares::of_requests(&state.pool, &[id]).await?;
     let approvals = db::share_requests::approvals_of(&state.pool, &[id]).await?;
     Ok(saved_request(StatusCode::OK, request, shares, approvals).into_response())
-}
-
-/// A decision's optional comment.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Decision {
-    /// Why: shown on the request and in the audit log (at most 1,000 characters).
-    #[schema(max_length = 1000)]
-    pub comment: Option<String>,
-}
-
-/// Cancel a request that is still waiting for a decision (its requester, or an admin).
-#[utoipa::path(
-    post, path = "/v1/share-requests/{id}/cancel", tag = "share-requests",
-    params(("id" = Uuid, Path, description = "The request's id"),
-        ("If-Match" = Option<String>, Header, description = "Only if the request still has this ETag"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response to the same key and body")),
-    request_body(content = Decision, description = "Optional; an empty body is fine"),
-    responses(
-        (status = 200, description = "Cancelled", body = ShareRequestView, headers(("ETag" = String))),
-        (status = 403, description = "Not the requester", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such request", body = super::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already decided", body = super::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
-    ),
-    security(("api_key" = []), ("keystone_token" = []))
-)]
-pub async fn cancel_share_request(
-    state: State<AppState>,
-    caller: Caller,
-    id: Id,
-    if_match: IfMatch,
-    key: IdempotencyKey,
-    OptionalJson(body): OptionalJson<Decision>,
-) -> Result<Response, ApiError> {
-    state
-        .require(&caller, Capability::Request, Action::Cancel, Some(id.0))
-        .await?;
-    decide(state, caller, id, if_match, key, body, RequestStatus::Cancelled).await
-}
-
-/// Approve a request (approvers and admins; never one's own request).
-#[utoipa::path(
-    post, path = "/v1/share-requests/{id}/approve", tag = "share-requests",
-    params(("id" = Uuid, Path, description = "The request's id"),
-        ("If-Match" = Option<String>, Header, description = "Only if the request still has this ETag"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response to the same key and body")),
-    request_body(content = Decision, description = "Optional; an empty body is fine"),
-    responses(
-        (status = 200, description = "Approved", body = ShareRequestView, headers(("ETag" = String))),
-        (status = 403, description = "Not an approver, or the approver's own request", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such request", body = super::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already decided, or not validated yet", body = super::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
-    ),
-    security(("api_key" = []), ("keystone_token" = []))
-)]
-pub async fn approve_share_request(
-    state: State<AppState>,
-    caller: Caller,
-    id: Id,
-    if_match: IfMatch,
-    key: IdempotencyKey,
-    OptionalJson(body): OptionalJson<Decision>,
-) -> Result<Response, ApiError> {
-    state
-        .require(&caller, Capability::Approve, Action::Approve, Some(id.0))
-        .await?;
-    decide(state, caller, id, if_match, key, body, RequestStatus::Approved).await
-}
-
-/// Deny a request (approvers and admins; never one's own request).
-#[utoipa::path(
-    post, path = "/v1/share-requests/{id}/deny", tag = "share-requests",
-    params(("id" = Uuid, Path, description = "The request's id"),
-        ("If-Match" = Option<String>, Header, description = "Only if the request still has this ETag"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response to the same key and body")),
-    request_body(content = Decision, description = "Optional; an empty body is fine"),
-    responses(
-        (status = 200, description = "Denied", body = ShareRequestView, headers(("ETag" = String))),
-        (status = 403, description = "Not an approver, or the approver's own request", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such request", body = super::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already decided", body = super::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
-    ),
-    security(("api_key" = []), ("keystone_token" = []))
-)]
-pub async fn deny_share_request(
-    state: State<AppState>,
-    caller: Caller,
-    id: Id,
-    if_match: IfMatch,
-    key: IdempotencyKey,
-    OptionalJson(body): OptionalJson<Decision>,
-) -> Result<Response, ApiError> {
-    state
-        .require(&caller, Capability::Approve, Action::Deny, Some(id.0))
-        .await?;
-    decide(state, caller, id, if_match, key, body, RequestStatus::Denied).await
-}
-
-/// Whether `caller` may move `request` to `to`: cancel what was filed for it (admins
-/// anything); decide within its approval scope, never a request filed by or for itself, and
-/// approve once (the rules compare subjects: `domain::decisions`).
-fn may_decide(
-    caller: &Caller,
-    request: &ShareRequest,
-    earlier: &[db::share_requests::Approval],
-    to: RequestStatus,
-) -> Result<(), ApiError> {
-    let principal = &caller.principal;
-    if !access::sees_request(principal, request) {
-        return Err(ApiError::not_found("share request"));
-    }
-    let ask = match to {
-        RequestStatus::Approved => Ask::Approve,
-        RequestStatus::Denied => Ask::Deny,
-        _ => Ask::Cancel,
-    };
-    let earlier: Vec<Subject> = earlier.iter().map(|a| Subject::parse(&a.approver_subject)).collect();
-    let requester = Subject::parse(&request.requested_by_subject);
-    decisions::may_decide(&caller.subject, principal.is_admin(), &requester, &earlier, ask).map_err(|refusal| {
-        match refusal {
-            Refusal::AlreadyApproved => ApiError::Conflict {
-                detail: refusal.detail().into(),
-                errors: Vec::new(),
-            },
-            _ => ApiError::Forbidden(refusal.detail().into()),
-        }
-    })?;
-    if ask != Ask::Cancel
-        && !principal.may_in(
-            Capability::Approve,
-            request.image_owner.as_deref(),
-            request.image_owner_domain.as_deref(),
-        )
-    {
-        return Err(ApiError::Forbidden(
-            "the request's image belongs to a project outside the projects you may approve for".into(),
-        ));
-    }
-    Ok(())
-}
-
-/// Records the caller's approval; approves the request once it has as many distinct
-/// approvers as the policy requires (and queues its grants). Each approval is audited
-/// (`pending` until the last); the request as it now stands is returned.
-async fn approve(
-    state: &AppState,
-    tx: &mut PgConnection,
-    caller: &Caller,
-    request: ShareRequest,
-    comment: Option<&str>,
-) -> Result<ShareRequest, ApiError> {
-    let id = request.id;
-    let earlier = db::share_requests::approvals_of(&mut *tx, &[id]).await?;
-    let subject = caller.subject.to_string();
-    let approver = db::share_requests::Approver {
-        name: &caller.principal.name,
-        subject: &subject,
-        on_behalf_of: caller.on_behalf_of.as_deref(),
-    };
-    // The database holds the rule too: one approval per subject, even for two at once.
-    if db::share_requests::add_approval(tx, id, approver, comment)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::Conflict {
-            detail: Refusal::AlreadyApproved.detail().into(),
-            errors: Vec::new(),
-        });
-    }
-    let given = earlier.len() + 1;
-    let required = usize::try_from(request.required_approvals).unwrap_or(1);
-    let progress = json!({ "approvals": given, "required": required, "rule": request.policy_rule, "subject": subject });
-    if given < required {
-        let request = db::share_requests::find(&mut *tx, id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("share request"))?;
-        let event = NewEvent {
-            outcome: Outcome::Pending,
-            reason: comment,
-            details: progress,
-            ..AppState::event(caller, &request, Action::Approve)
-        };
-        state.audit(tx, event).await?;
-        return Ok(request);
-    }
-    let (request, decided) =
-        db::share_requests::decide(tx, id, RequestStatus::Approved, &caller.principal.name, comment).await?;
-    db::jobs::enqueue_grants(tx, &decided).await?;
-    let event = NewEvent {
-        reason: comment,
-        details: progress,
-        ..AppState::event(caller, &request, Action::Approve)
-    };
-    state.audit(tx, event).await?;
-    Ok(request)
-}
-
-/// Moves an undecided request to `to`, with its shares and its audit event, in one transaction.
-async fn decide(
-    State(state): State<AppState>,
-    caller: Caller,
-    Id(id): Id,
-    if_match: IfMatch,
-    key: IdempotencyKey,
-    body: Json<Decision>,
-    to: RequestStatus,
-) -> Result<Response, ApiError> {
-    let comment = body.value.comment.as_deref().map(str::trim).filter(|c| !c.is_empty());
-    if let Some(problem) = comment.and_then(crate::domain::free_text_problem) {
-        return Err(ApiError::field("comment", problem));
-    }
-    let verb = match to {
-        RequestStatus::Approved => "approve",
-        RequestStatus::Denied => "deny",
-        _ => "cancel",
-    };
-    let path = format!("/v1/share-requests/{id}/{verb}");
-    let (mut tx, claim) = match idempotency::begin(&state, &caller, key, &Method::POST, &path, &body.document).await? {
-        Begun::Replay(response) => return Ok(response),
-        Begun::Proceed(tx, claim) => (tx, claim),
-    };
-
-    let request = db::share_requests::find_for_update(&mut tx, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("share request"))?;
-    let action = match to {
-        RequestStatus::Approved => Action::Approve,
-        RequestStatus::Denied => Action::Deny,
-        _ => Action::Cancel,
-    };
-    let earlier = db::share_requests::approvals_of(&mut *tx, &[id]).await?;
-    if let Err(refusal) = may_decide(&caller, &request, &earlier, to) {
-        tx.rollback().await?;
-        // Approving twice is a conflict with one's own earlier approval, not a forbidden act.
-        if matches!(refusal, ApiError::Conflict { .. }) {
-            return Err(refusal);
-        }
-        let attempt = NewEvent::about_request(&caller.initiator, &request, action);
-        return Err(state.refused(&caller, attempt, refusal).await);
-    }
-    if_match.check(&etag(request.version))?;
-    if request.status != RequestStatus::PendingApproval {
-        return Err(ApiError::Conflict {
-            detail: format!(
-                "the request is already {}; only a pending_approval request can be {to}",
-                request.status
-            ),
-            errors: Vec::new(),
-        });
-    }
-    if to == RequestStatus::Approved && request.validation != Validation::Passed {
-        return Err(ApiError::Conflict {
-            detail: "the request has not been validated against Keystone and Glance yet; approve it once \
-                     `validation.state` is `passed`"
-                .into(),
-            errors: Vec::new(),
-        });
-    }
-
-    let request = match to {
-        RequestStatus::Approved => approve(&state, &mut tx, &caller, request, comment).await?,
-        _ => {
-            let (request, _) = db::share_requests::decide(&mut tx, id, to, &caller.principal.name, comment).await?;
-            state
-                .audit(
-                    &mut tx,
-                    NewEvent {
-                        reason: comment,
-                        ..AppState::event(&caller, &request, action)
-                    },
-                )
-                .await?;
-            request
-        }
-    };
-    let shares = db::share_requests::shares_of(&mut *tx, &[id]).await?;
-    let approvals = db::share_requests::approvals_of(&mut *tx, &[id]).await?;
-    let response = saved_request(StatusCode::OK, request, shares, approvals);
-    idempotency::finish(&mut tx, claim, &response).await?;
-    tx.commit().await?;
-    Ok(response.into_response())
 }

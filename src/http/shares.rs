@@ -5,22 +5,17 @@ use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::extract::{Caller, Id, IdempotencyKey, IfMatch, Json, Query};
+use super::extract::{Caller, Id, IdempotencyKey, IfMatch, Json, Listing, etag};
 use super::idempotency::{self, Begun, Saved};
-use super::pagination::{Cursor, Limit};
-use super::share_requests::etag;
+use super::pagination::{Cursor, Page, Paging};
 use super::{ApiError, AppState, access};
-use crate::db::shares::RevokeStart;
-use crate::db::{
-    self,
-    audit::NewEvent,
-    jobs::Kind,
-    share_requests::{Share, ShareRequest},
-};
+use crate::db::shares::{RevokeStart, Share};
+use crate::db::{self, audit::NewEvent, jobs::Kind, share_requests::ShareRequest};
 use crate::domain::decisions;
+use crate::domain::filters::ShareFilter;
 use crate::domain::{
     Action as Audited, Capability, Outcome, REJECTED_BY_CONSUMER, Refusal, RevokeCause, ShareState, Subject, Trigger,
 };
@@ -73,75 +68,27 @@ impl From<Share> for ShareView {
     }
 }
 
-/// A page of shares, newest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SharePage {
-    pub items: Vec<ShareView>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
-    pub next_cursor: Option<String>,
-}
-
-/// Filters for listing shares.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ListShares {
-    /// Only shares in this state.
-    pub state: Option<ShareState>,
-    /// Only shares of this image.
-    pub image_id: Option<Uuid>,
-    /// Only shares to this project (id, or name as filed).
-    pub project_id: Option<String>,
-    /// Only shares of this request.
-    pub request_id: Option<Uuid>,
-    /// Only shares whose request this principal filed.
-    pub requested_by: Option<String>,
-    /// Only shares created at or after this time (RFC 3339).
-    pub created_after: Option<DateTime<Utc>>,
-    /// Only shares created before this time (RFC 3339).
-    pub created_before: Option<DateTime<Utc>>,
-    /// The `next_cursor` of the previous page.
-    #[param(value_type = Option<String>)]
-    pub cursor: Option<Cursor>,
-    /// Page size, 1 to 200 (default 50).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
-    pub limit: Option<Limit>,
-}
-
 /// List shares, newest first: those the caller may see (its projects' shares, those made to
 /// its projects, and those it filed; everything for approvers, auditors and admins).
 #[utoipa::path(
     get, path = "/v1/shares", tag = "shares",
-    params(ListShares),
+    params(ShareFilter, Paging),
     responses(
-        (status = 200, description = "A page of shares", body = SharePage),
-        (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad filter", body = super::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of shares", body = Page<ShareView>),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
 pub async fn list_shares(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListShares>,
-) -> Result<axum::Json<SharePage>, ApiError> {
-    let filter = db::share_requests::ShareFilter {
-        viewer: access::viewer(&caller.principal),
-        state: q.state,
-        image_id: q.image_id,
-        project_id: q.project_id,
-        request_id: q.request_id,
-        requested_by: q.requested_by,
-        created_after: q.created_after,
-        created_before: q.created_before,
-    };
-    let limit = q.limit.unwrap_or_default();
-    let mut rows = db::share_requests::list_shares(&state.pool, &filter, q.cursor.map(|c| c.0), limit.fetch()).await?;
-    let next_cursor = limit.trim(&mut rows).map(|last| Cursor(last.id).to_string());
-    Ok(axum::Json(SharePage {
-        items: rows.into_iter().map(ShareView::from).collect(),
-        next_cursor,
-    }))
+    Listing { filter, paging }: Listing<ShareFilter>,
+) -> Result<axum::Json<Page<ShareView>>, ApiError> {
+    let viewer = access::viewer(&caller.principal);
+    let limit = paging.limit.unwrap_or_default();
+    let before = paging.cursor.map(|c| c.0);
+    let rows = db::shares::list(&state.pool, viewer.as_ref(), &filter, before, limit.fetch()).await?;
+    let cursor = |last: &Share| Cursor(last.id).to_string();
+    Ok(axum::Json(Page::new(rows, limit, cursor, ShareView::from)))
 }
 
 /// One share.
@@ -150,13 +97,11 @@ pub async fn list_shares(
     params(("id" = Uuid, Path, description = "The share's id")),
     responses(
         (status = 200, description = "The share", body = ShareView, headers(("ETag" = String))),
-        (status = 401, description = "No or bad API key", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such share (or not one the caller may see)", body = super::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
 pub async fn get_share(State(state): State<AppState>, caller: Caller, Id(id): Id) -> Result<Response, ApiError> {
-    let share = db::share_requests::find_share(&state.pool, id)
+    let share = db::shares::find(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found("share"))?;
     let request = db::share_requests::find(&state.pool, share.request_id)
@@ -217,7 +162,6 @@ impl Action {
     responses(
         (status = 202, description = "Queued for the worker", body = ShareView, headers(("ETag" = String))),
         (status = 403, description = "Not the consumer project", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such share", body = super::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The share is not granted", body = super::Problem, content_type = "application/problem+json"),
         (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
     ),
@@ -257,7 +201,6 @@ pub async fn accept_share(
     responses(
         (status = 202, description = "Queued for the worker", body = ShareView, headers(("ETag" = String))),
         (status = 403, description = "Not the consumer project", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such share", body = super::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The share is not granted", body = super::Problem, content_type = "application/problem+json"),
         (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
     ),
@@ -296,7 +239,6 @@ pub async fn reject_share(
     responses(
         (status = 202, description = "Queued for the worker", body = ShareView, headers(("ETag" = String))),
         (status = 403, description = "Not the requester", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such share", body = super::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not revocable in its state", body = super::Problem, content_type = "application/problem+json"),
         (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
         (status = 422, description = "No reason", body = super::Problem, content_type = "application/problem+json"),
@@ -382,7 +324,10 @@ async fn act(
         Begun::Replay(response) => return Ok(response),
         Begun::Proceed(tx, claim) => (tx, claim),
     };
-    let (share, request) = db::shares::find_for_update(&mut tx, id)
+    let share = db::shares::find_for_update(&mut tx, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("share"))?;
+    let request = db::share_requests::find(&mut *tx, share.request_id)
         .await?
         .ok_or_else(|| ApiError::not_found("share"))?;
     if let Err(refusal) = may_act(caller, &share, &request, action) {

@@ -12,12 +12,12 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::extract::{Caller, Id, IdempotencyKey, Json, Query};
 use super::idempotency::{self, Begun, Saved};
-use super::pagination::{Cursor, Limit};
+use super::pagination::{Cursor, Page, Paging};
 use super::{ApiError, AppState, FieldError};
 use crate::db::audit::NewEvent;
 use crate::db::webhooks::{Delivery, NewWebhook, Webhook, WebhookChange};
@@ -136,35 +136,6 @@ impl From<Delivery> for DeliveryView {
     }
 }
 
-/// A page of endpoints, newest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct WebhookPage {
-    pub items: Vec<WebhookView>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
-    pub next_cursor: Option<String>,
-}
-
-/// A page of deliveries, newest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeliveryPage {
-    pub items: Vec<DeliveryView>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
-    pub next_cursor: Option<String>,
-}
-
-/// Paging through a list.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct Paging {
-    /// The `next_cursor` of the previous page.
-    #[param(value_type = Option<String>)]
-    pub cursor: Option<Cursor>,
-    /// Page size, 1 to 200 (default 50).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
-    pub limit: Option<Limit>,
-}
-
 fn check_url(url: &str, errors: &mut Vec<FieldError>) {
     let uri = Uri::try_from(url).ok();
     let valid = url.chars().count() <= MAX_URL_CHARS
@@ -267,7 +238,6 @@ fn location(id: Uuid) -> String {
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response to the same key and body")),
     responses(
         (status = 201, description = "Registered", body = CreatedWebhook, headers(("Location" = String))),
-        (status = 401, description = "No or bad credentials", body = super::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = super::Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad URL or event", body = super::Problem, content_type = "application/problem+json"),
     ),
@@ -325,8 +295,7 @@ pub async fn create_webhook(
     get, path = "/v1/webhooks", tag = "webhooks",
     params(Paging),
     responses(
-        (status = 200, description = "A page of endpoints", body = WebhookPage),
-        (status = 401, description = "No or bad credentials", body = super::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of endpoints", body = Page<WebhookView>),
         (status = 403, description = "Not an admin", body = super::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
@@ -335,15 +304,12 @@ pub async fn list_webhooks(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<Paging>,
-) -> Result<axum::Json<WebhookPage>, ApiError> {
+) -> Result<axum::Json<Page<WebhookView>>, ApiError> {
     caller.require(Capability::Admin)?;
     let limit = q.limit.unwrap_or_default();
-    let mut rows = db::webhooks::list(&state.pool, q.cursor.map(|c| c.0), limit.fetch()).await?;
-    let next_cursor = limit.trim(&mut rows).map(|last| Cursor(last.id).to_string());
-    Ok(axum::Json(WebhookPage {
-        items: rows.into_iter().map(WebhookView::from).collect(),
-        next_cursor,
-    }))
+    let rows = db::webhooks::list(&state.pool, q.cursor.map(|c| c.0), limit.fetch()).await?;
+    let cursor = |last: &Webhook| Cursor(last.id).to_string();
+    Ok(axum::Json(Page::new(rows, limit, cursor, WebhookView::from)))
 }
 
 /// One webhook endpoint (admins).
@@ -352,9 +318,7 @@ pub async fn list_webhooks(
     params(("id" = Uuid, Path, description = "The endpoint's id")),
     responses(
         (status = 200, description = "The endpoint", body = WebhookView),
-        (status = 401, description = "No or bad credentials", body = super::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such endpoint", body = super::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
@@ -377,9 +341,7 @@ pub async fn get_webhook(
     params(("id" = Uuid, Path, description = "The endpoint's id")),
     responses(
         (status = 200, description = "Changed", body = WebhookView),
-        (status = 401, description = "No or bad credentials", body = super::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such endpoint", body = super::Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad URL or event", body = super::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
@@ -432,9 +394,7 @@ pub async fn update_webhook(
     params(("id" = Uuid, Path, description = "The endpoint's id")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 401, description = "No or bad credentials", body = super::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such endpoint", body = super::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
@@ -461,10 +421,8 @@ pub async fn delete_webhook(State(state): State<AppState>, caller: Caller, Id(id
     get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks",
     params(("id" = Uuid, Path, description = "The endpoint's id"), Paging),
     responses(
-        (status = 200, description = "A page of deliveries", body = DeliveryPage),
-        (status = 401, description = "No or bad credentials", body = super::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of deliveries", body = Page<DeliveryView>),
         (status = 403, description = "Not an admin", body = super::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such endpoint", body = super::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
@@ -473,16 +431,13 @@ pub async fn list_deliveries(
     caller: Caller,
     Id(id): Id,
     Query(q): Query<Paging>,
-) -> Result<axum::Json<DeliveryPage>, ApiError> {
+) -> Result<axum::Json<Page<DeliveryView>>, ApiError> {
     caller.require(Capability::Admin)?;
     db::webhooks::find(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook"))?;
     let limit = q.limit.unwrap_or_default();
-    let mut rows = db::webhooks::deliveries(&state.pool, id, q.cursor.map(|c| c.0), limit.fetch()).await?;
-    let next_cursor = limit.trim(&mut rows).map(|last| Cursor(last.id).to_string());
-    Ok(axum::Json(DeliveryPage {
-        items: rows.into_iter().map(DeliveryView::from).collect(),
-        next_cursor,
-    }))
+    let rows = db::webhooks::deliveries(&state.pool, id, q.cursor.map(|c| c.0), limit.fetch()).await?;
+    let cursor = |last: &Delivery| Cursor(last.id).to_string();
+    Ok(axum::Json(Page::new(rows, limit, cursor, DeliveryView::from)))
 }

@@ -9,7 +9,9 @@ use sqlx::PgConnection;
 
 use crate::db;
 use crate::db::audit::NewEvent;
-use crate::db::share_requests::{Share, ShareRequest};
+use crate::db::share_requests::ShareRequest;
+use crate::db::shares::Share;
+use crate::domain::decisions::{self, Standing};
 use crate::domain::policy::{Decision, Facts, TargetFacts};
 use crate::domain::{Action, Initiator, RequestStatus};
 
@@ -53,14 +55,18 @@ pub async fn apply(
     decision: &Decision,
     request: &ShareRequest,
 ) -> Result<(), sqlx::Error> {
-    let (to, rule) = match decision {
-        Decision::Require { approvals, rule } => {
-            db::share_requests::set_policy(tx, request.id, *approvals, rule.as_deref()).await?;
+    let rule = match decision {
+        Decision::Approve { rule } | Decision::Deny { rule } => Some(rule),
+        Decision::Require { rule, .. } | Decision::AutoAcceptForbidden { rule } => rule.as_ref(),
+    };
+    let to = match decisions::by_policy(decision) {
+        Standing::Waiting { required, .. } => {
+            // The policy's own count, a u8, came back unchanged.
+            let required = u8::try_from(required).unwrap_or(u8::MAX);
+            db::share_requests::set_policy(tx, request.id, required, rule.map(String::as_str)).await?;
             return Ok(());
         }
-        Decision::Approve { rule } => (RequestStatus::Approved, Some(rule)),
-        Decision::Deny { rule } => (RequestStatus::Denied, Some(rule)),
-        Decision::AutoAcceptForbidden { rule } => (RequestStatus::Denied, rule.as_ref()),
+        Standing::Decided(to) => to,
     };
     db::share_requests::set_policy(tx, request.id, 1, rule.map(String::as_str)).await?;
     // Why, as the request and the audit log show it.

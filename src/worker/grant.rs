@@ -16,7 +16,8 @@ use super::Worker;
 use super::share::{Effect, Failure};
 use crate::db;
 use crate::db::jobs::{Claimed, Kind};
-use crate::db::share_requests::{Share, ShareRequest};
+use crate::db::share_requests::ShareRequest;
+use crate::db::shares::Share;
 use crate::domain::{Action, Outcome as AuditOutcome, ShareState, Trigger};
 use crate::openstack::CallError;
 use crate::openstack::glance::Image;
@@ -29,7 +30,7 @@ impl Worker {
     /// `ids`, the shares in the same order.
     /// An error is ours (database, lost lease): the jobs are left for their lease to lapse.
     pub(super) async fn grant(&self, held: &[Claimed], ids: &[Uuid]) -> anyhow::Result<()> {
-        let shares: HashMap<Uuid, Share> = db::share_requests::shares_by_id(&self.pool, ids)
+        let shares: HashMap<Uuid, Share> = db::shares::by_ids(&self.pool, ids)
             .await?
             .into_iter()
             .map(|s| (s.id, s))

@@ -42,7 +42,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 
 use crate::db::audit::NewEvent;
-use crate::db::share_requests::Share;
+use crate::db::shares::Share;
 use crate::domain::Initiator;
 use crate::domain::policy::SharedPolicy;
 use crate::domain::{Action, Outcome as AuditOutcome};

@@ -12,7 +12,7 @@ use super::Worker;
 use crate::db;
 use crate::db::audit::NewEvent;
 use crate::db::jobs::{self, Claimed, Step};
-use crate::db::share_requests::Share;
+use crate::db::shares::Share;
 use crate::domain::{Action, Outcome as AuditOutcome};
 use crate::domain::{ShareState, Trigger};
 use crate::openstack::CallError;
@@ -92,7 +92,7 @@ impl Worker {
         step: Step,
         rid: &str,
     ) -> anyhow::Result<Result<Effect, Failure>> {
-        let share = db::share_requests::find_share(&self.pool, share_id)
+        let share = db::shares::find(&self.pool, share_id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("share {share_id} is gone"))?;
         Ok(match step {
@@ -208,7 +208,7 @@ impl Worker {
         rid: &str,
     ) -> anyhow::Result<()> {
         let mut tx = self.lease_tx(held).await?;
-        let share = db::share_requests::find_share(&mut *tx, share_id)
+        let share = db::shares::find(&mut *tx, share_id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("share {share_id} is gone"))?;
         if to == "private" {

@@ -17,7 +17,8 @@ use super::{Worker, approval, retry};
 use crate::db;
 use crate::db::audit::NewEvent;
 use crate::db::jobs::{self, Claimed, Finish};
-use crate::db::share_requests::{ImageFacts, ResolvedTarget, Share, ShareRequest};
+use crate::db::share_requests::{ImageFacts, ResolvedTarget, ShareRequest};
+use crate::db::shares::Share;
 use crate::domain::{Action, Outcome as AuditOutcome};
 use crate::domain::{FieldError, RequestStatus, Validation, catalog_region};
 use crate::openstack::glance::Image;
@@ -35,7 +36,7 @@ impl Worker {
         let undecided =
             |r: &ShareRequest| r.status == RequestStatus::PendingApproval && r.validation == Validation::Pending;
         let verdict = if undecided(&request) {
-            let shares = db::share_requests::shares_of(&self.pool, &[request_id]).await?;
+            let shares = db::shares::of_requests(&self.pool, &[request_id]).await?;
             let rid = format!("req-{}", Uuid::new_v4());
             Some(
                 check(
@@ -80,7 +81,7 @@ impl Worker {
                     crate::events::record(&mut tx, &self.config.instance, event).await?;
                     approval::apply(&mut tx, &self.config.instance, &decision, &request).await?;
                 } else {
-                    let shares = db::share_requests::shares_of(&mut *tx, &[request_id]).await?;
+                    let shares = db::shares::of_requests(&mut *tx, &[request_id]).await?;
                     let errors = taken_errors(&targets, &shares, &taken);
                     self.record_failed(&mut tx, request_id, Some(&image), &errors).await?;
                 }

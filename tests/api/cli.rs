@@ -143,6 +143,24 @@ fn a_bad_setting_is_named_and_the_secret_is_not_printed() {
 }
 
 #[test]
+fn with_no_command_the_broker_serves_with_its_settings_from_the_environment() {
+    let out = Command::new(BIN)
+        .env("DATABASE_URL", "mysql://u:hunter2@x/db")
+        .env("GSB_NO_WORKER", "true")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+
+    let out = Command::new(BIN).env_remove("DATABASE_URL").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "a missing setting is a usage error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--database-url"), "{stderr}");
+}
+
+#[test]
 fn the_openapi_command_prints_the_committed_spec() {
     let out = Command::new(BIN).arg("openapi").output().unwrap();
     let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json")).unwrap();

@@ -9,7 +9,8 @@ use serde_json::{Map, Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::db::share_requests::{Share, ShareRequest};
+use crate::db::share_requests::ShareRequest;
+use crate::db::shares::Share;
 use crate::domain::audit::{Action, DigestScheme, Event, Initiator, Outcome};
 
 /// An event to append. Its `target` (the image, its owner, the member project, the region,

@@ -1,0 +1,50 @@
+//! What a caller may narrow a list of requests or shares to: one filter per resource, read
+//! from the query string by the API and applied by the database, the same type on both
+//! sides. `None` means "any".
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use super::{RequestStatus, ShareState};
+
+/// Filters for share requests.
+#[derive(Debug, Default, Clone, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RequestFilter {
+    /// Only requests in this status.
+    pub status: Option<RequestStatus>,
+    /// Only requests for this image.
+    pub image_id: Option<Uuid>,
+    /// Only requests with this target project (id or name as filed).
+    pub project_id: Option<String>,
+    /// Only requests filed by this principal.
+    pub requested_by: Option<String>,
+    /// Only requests created at or after this time (RFC 3339).
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only requests created before this time (RFC 3339).
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+/// Filters for shares.
+#[derive(Debug, Default, Clone, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ShareFilter {
+    /// Only shares in this state.
+    pub state: Option<ShareState>,
+    /// Only shares of this image.
+    pub image_id: Option<Uuid>,
+    /// Only shares to this project (id, or name as filed).
+    pub project_id: Option<String>,
+    /// Only shares of this request.
+    pub request_id: Option<Uuid>,
+    /// Only shares whose request this principal filed.
+    pub requested_by: Option<String>,
+    /// Only shares created at or after this time (RFC 3339).
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only shares created before this time (RFC 3339).
+    pub created_before: Option<DateTime<Utc>>,
+}
