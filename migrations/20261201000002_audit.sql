@@ -39,6 +39,11 @@ create table audit_events (
     -- The writer's SHA-256 of the event's canonical JSON, which the seal links. `audit
     -- verify` recomputes it from the content: an input to the seal, never trusted.
     digest          bytea,
+    -- Which canonical form the digest was taken over: 1, the broker's first (hand-written)
+    -- form; 2, RFC 8785 (JCS), which the broker writes now. `audit verify` recomputes each
+    -- event's digest under its own scheme; a scheme 2 digest covers the scheme itself.
+    digest_scheme   smallint not null default 1,
+    constraint audit_events_digest_scheme_known check (digest_scheme in (1, 2)),
     constraint audit_events_sealed_whole check (
         (chain_pos is null and prev_hash is null and hash is null)
         or (chain_pos is not null and prev_hash is not null and hash is not null)),

@@ -13,6 +13,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::audit::Action;
+
 /// What one event did to a project's access.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -23,16 +25,17 @@ pub enum Change {
 }
 
 impl Change {
-    /// The audit actions that grant, change or end access, in the log's words.
-    pub const ACTIONS: [&'static str; 4] = ["allow", "accept", "reject", "revoke"];
+    /// The audit actions that grant, change or end access.
+    pub const ACTIONS: [Action; 4] = [Action::Allow, Action::Accept, Action::Reject, Action::Revoke];
 
-    /// The change an audit action makes; none for the actions that do not touch access.
+    /// The change an audit action (as stored) makes; none for the actions that do not touch
+    /// access, and for text that names no action.
     pub fn of_action(action: &str) -> Option<Change> {
-        match action {
-            "allow" => Some(Change::Granted),
-            "accept" => Some(Change::Accepted),
-            "reject" => Some(Change::Rejected),
-            "revoke" => Some(Change::Revoked),
+        match action.parse().ok()? {
+            Action::Allow => Some(Change::Granted),
+            Action::Accept => Some(Change::Accepted),
+            Action::Reject => Some(Change::Rejected),
+            Action::Revoke => Some(Change::Revoked),
             _ => None,
         }
     }
@@ -176,7 +179,7 @@ mod tests {
     #[test]
     fn every_access_action_has_its_change_and_no_other_action_has_one() {
         for action in Change::ACTIONS {
-            assert!(Change::of_action(action).is_some(), "{action}");
+            assert!(Change::of_action(action.as_ref()).is_some(), "{action}");
         }
         assert_eq!(Change::of_action("update/approve"), None);
     }

@@ -18,12 +18,13 @@ use super::extract::{Caller, Id, Query};
 use super::pagination::{Page, Paging, SeqCursor};
 use super::{ApiError, AppState};
 use crate::db::{self, audit::Event, audit::EventFilter};
+use crate::domain::Outcome;
 use crate::domain::access::{AccessEvent, Change, ProjectAccess, Replay};
 
 fn access_events() -> EventFilter {
     EventFilter {
-        actions: Change::ACTIONS.map(str::to_owned).to_vec(),
-        outcome: Some("success".into()),
+        actions: Change::ACTIONS.map(|a| a.to_string()).to_vec(),
+        outcome: Some(Outcome::Success.to_string()),
         ..EventFilter::default()
     }
 }

@@ -64,6 +64,9 @@ pub async fn verify(pool: &PgPool, taken_by: &str) -> Result<ChainReport, sqlx::
     verify_anchored(pool, taken_by, &[]).await
 }
 
+/// Tries of sealing before a verify reads the chain.
+const VERIFY_SEAL_TRIES: usize = 5;
+
 /// Seals what has committed, walks the whole chain in order, in constant memory, and stops
 /// at the first broken link; then compares every checkpoint, and every anchor the caller
 /// kept outside the database (`anchors`: places and the hashes they must hold), with the
@@ -75,6 +78,13 @@ pub async fn verify(pool: &PgPool, taken_by: &str) -> Result<ChainReport, sqlx::
 /// Anchors cannot be reached from there, so an intact chain that matches them is the chain
 /// the auditor saw.
 pub async fn verify_anchored(pool: &PgPool, taken_by: &str, anchors: &[ChainLink]) -> Result<ChainReport, sqlx::Error> {
+    // A verify reports on every event committed before it: it waits out a sealer that holds
+    // the chain lock (each try waits 2 s for it) a few times before reading what is sealed.
+    for _ in 0..VERIFY_SEAL_TRIES {
+        if seal_all(pool).await? {
+            break;
+        }
+    }
     let mut events = pin!(stream(pool.clone(), EventFilter::default(), 0));
     let mut walk = Walk::default();
     while let Some(event) = events.next().await.transpose()? {
