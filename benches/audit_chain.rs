@@ -174,7 +174,7 @@ async fn main() {
         );
         for (name, pool) in [(chained_name, chained_db), (unchained_name, unchained_db)] {
             pool.close().await;
-            admin_sql(&admin, &format!("drop database {name}")).await;
+            admin_sql(&admin, &format!("drop database {name} with (force)")).await;
         }
     }
 }
