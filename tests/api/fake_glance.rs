@@ -101,6 +101,11 @@ impl FakeGlance {
             .extend(faults);
     }
 
+    /// Forgets the faults still scripted for `op`: its next calls are answered normally.
+    pub fn clear_faults(&self, method: Method, op: &'static str) {
+        self.inner.lock().unwrap().faults.remove(&(method, op));
+    }
+
     pub fn calls(&self, method: Method, op: &'static str) -> usize {
         self.inner
             .lock()

@@ -377,7 +377,8 @@ async fn an_expiry_revoke_that_meets_eight_503s_keeps_trying_reports_the_stall_a
     s.fake.inject(
         Method::DELETE,
         "delete_member",
-        std::iter::repeat_n(Fault::Status(503, None), 9),
+        // Glance answers 503 until the test says it is back.
+        std::iter::repeat_n(Fault::Status(503, None), 1000),
     );
     sqlx::query(
         "update share_requests set expires_at = now() where id = (select request_id from shares where id = $1::uuid)",
@@ -396,9 +397,10 @@ async fn an_expiry_revoke_that_meets_eight_503s_keeps_trying_reports_the_stall_a
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // The ninth try (also a 503) may already have gone: its retry delay is tens of ms.
+    // More tries may have gone in the last pass (their retry delays are tens of ms): the
+    // worker runs only when the test drives it, so none is in flight now.
     let tries = s.fake.calls(Method::DELETE, "delete_member");
-    assert!((8..=9).contains(&tries), "{tries} tries");
+    assert!(tries >= 8, "{tries} tries");
     let view = share(&s.app, &id).await;
     assert_eq!(view["state"], "revoking", "{view}");
     assert!(view["last_error"].as_str().unwrap().contains("503"), "{view}");
@@ -423,13 +425,15 @@ async fn an_expiry_revoke_that_meets_eight_503s_keeps_trying_reports_the_stall_a
     assert!(metrics.contains("gsb_revokes_stalled"), "{metrics}");
 
     // Glance comes back: the member goes, and the stall is reported once.
+    let tries = s.fake.calls(Method::DELETE, "delete_member");
+    s.fake.clear_faults(Method::DELETE, "delete_member");
     let id2 = id.clone();
     drive_until(&worker, &s.app.pool, "revoked", async move |pool: &PgPool| {
         share_state(pool, &id2).await == "revoked"
     })
     .await;
     assert_eq!(s.fake.member_status(&s.image, &s.proj_b), None);
-    assert_eq!(s.fake.calls(Method::DELETE, "delete_member"), 10);
+    assert_eq!(s.fake.calls(Method::DELETE, "delete_member"), tries + 1);
     assert_eq!(deliveries_of(&s.app, "share.revoke_stalled").await, 1);
     assert_eq!(deliveries_of(&s.app, "share.revoked").await, 1);
     assert_eq!(share(&s.app, &id).await["last_error"], Value::Null);
