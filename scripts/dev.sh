@@ -8,6 +8,7 @@
 #                 (that database is created if missing)
 #   GSB_STATE_DIR default ${TMPDIR:-/tmp}/glance-share-broker
 #   GSB_BIN       a built broker to run instead of building one (the README's test)
+#   GSB_OPENSTACK_SEED=0  do not seed the running rig again (the README's test, inside a test run)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/lib.sh

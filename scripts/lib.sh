@@ -6,7 +6,8 @@
 # Functions (each safe under `set -euo pipefail`, each idempotent):
 #   ensure_rust_tools   cargo present; rustfmt + clippy components installed
 #   ensure_postgres     something answers on $GSB_PG_HOST:$GSB_PG_PORT
-#   ensure_openstack    loopback Keystone + Glance installed, started, seeded;
+#   ensure_openstack    loopback Keystone + Glance installed, started, seeded (not seeded
+#                       again when GSB_OPENSTACK_SEED=0 and it was seeded before);
 #                       exports everything in $OS_STATE/env.sh and seed.env
 #   ensure_schemathesis schemathesis (pinned) in its own venv; exports SCHEMATHESIS
 #   ensure_cargo_deny   cargo-deny (pinned) in ~/.cargo/bin
@@ -191,11 +192,16 @@ ensure_openstack() {
   "$dir/install.sh" || die "openstack: scripts/openstack/install.sh failed"
   log "openstack: start.sh"
   "$dir/start.sh" || die "openstack: scripts/openstack/start.sh failed (logs in \$OS_STATE/log)"
-  log "openstack: seed.sh"
-  "$dir/seed.sh" >/dev/null || die "openstack: scripts/openstack/seed.sh failed"
   # OS_VENV, OS_STATE, URLs, ports, passwords (same defaults the scripts used)
   # shellcheck source=scripts/openstack/common.sh
   . "$dir/common.sh"
+  if [ "${GSB_OPENSTACK_SEED:-1}" = 0 ] && [ -f "$OS_STATE/seed.env" ]; then
+    # A rig in use by a test run: seeding again would reset the images its tests share.
+    log "openstack: seed.sh skipped (GSB_OPENSTACK_SEED=0; seeded already)"
+  else
+    log "openstack: seed.sh"
+    "$dir/seed.sh" >/dev/null || die "openstack: scripts/openstack/seed.sh failed"
+  fi
   { [ -f "$OS_STATE/env.sh" ] && [ -f "$OS_STATE/seed.env" ]; } \
     || die "openstack: $OS_STATE/env.sh or seed.env missing after start.sh/seed.sh"
   set -a

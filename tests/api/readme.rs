@@ -45,6 +45,8 @@ impl DevStack {
         let child = Command::new("bash")
             .arg(root().join("scripts/dev.sh"))
             .env("GSB_BIN", env!("CARGO_BIN_EXE_glance-share-broker"))
+            // The suite's rig is seeded, and its tests share the seeded images meanwhile.
+            .env("GSB_OPENSTACK_SEED", "0")
             .env("DATABASE_URL", fresh_database().await)
             .env("LISTEN", format!("127.0.0.1:{port}"))
             .env("GSB_STATE_DIR", &state)
