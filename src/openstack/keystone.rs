@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::client::{OpenStack, Service, error_of};
 use super::error::CallError;
+use crate::domain::KeystoneIdentity;
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Project {
@@ -55,22 +56,10 @@ struct ManyDomains {
     domains: Vec<Named>,
 }
 
-/// What Keystone says about a caller's token.
+/// What Keystone says about a caller's token: who holds it, and until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenHolder {
-    pub user_id: String,
-    pub user_name: String,
-    /// The project the token is scoped to, if it is project-scoped, and that project's name
-    /// and domain (id and name).
-    pub project_id: Option<String>,
-    pub project_name: Option<String>,
-    pub project_domain_id: Option<String>,
-    pub project_domain_name: Option<String>,
-    /// The domain a domain-scoped token is scoped to.
-    pub domain_id: Option<String>,
-    /// A system-scoped token (`system: {all: true}`).
-    pub system: bool,
-    pub roles: Vec<String>,
+    pub identity: KeystoneIdentity,
     pub expires_at: DateTime<Utc>,
 }
 
@@ -139,15 +128,17 @@ impl OpenStack {
                 let project = token.project;
                 let domain = project.as_ref().and_then(|p| p.domain.as_ref());
                 Ok(Some(TokenHolder {
-                    user_id: token.user.id,
-                    user_name: token.user.name,
-                    project_domain_id: domain.map(|d| d.id.clone()),
-                    project_domain_name: domain.and_then(|d| d.name.clone()),
-                    project_name: project.as_ref().and_then(|p| p.name.clone()),
-                    project_id: project.map(|p| p.id),
-                    domain_id: token.domain.map(|d| d.id),
-                    system: token.system.is_some_and(|s| s.all),
-                    roles: token.roles.into_iter().map(|r| r.name).collect(),
+                    identity: KeystoneIdentity {
+                        user_id: token.user.id,
+                        user_name: token.user.name,
+                        project_domain_id: domain.map(|d| d.id.clone()),
+                        project_domain_name: domain.and_then(|d| d.name.clone()),
+                        project_name: project.as_ref().and_then(|p| p.name.clone()),
+                        project_id: project.map(|p| p.id),
+                        domain_id: token.domain.map(|d| d.id),
+                        system: token.system.is_some_and(|s| s.all),
+                        roles: token.roles.into_iter().map(|r| r.name).collect(),
+                    },
                     expires_at: token.expires_at,
                 }))
             }
