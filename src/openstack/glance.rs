@@ -3,7 +3,6 @@
 
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::client::{OpenStack, Service, error_of};
@@ -37,8 +36,13 @@ const JSON_PATCH: &str = "application/openstack-images-v2.1-json-patch";
 impl OpenStack {
     /// The image, or `None` when Glance has none with this id (or hides it from us).
     pub async fn image(&self, image_id: &str, request_id: &str) -> Result<Option<Image>, CallError> {
-        self.glance_find(&format!("/v2/images/{image_id}"), "get image", request_id)
-            .await
+        self.find(
+            Service::Glance,
+            &format!("/v2/images/{image_id}"),
+            "get image",
+            request_id,
+        )
+        .await
     }
 
     /// Sets the image's visibility (`shared` or `private`).
@@ -79,13 +83,15 @@ impl OpenStack {
         request_id: &str,
     ) -> Result<Option<Member>, CallError> {
         let path = format!("/v2/images/{image_id}/members/{project_id}");
-        self.glance_find(&path, "get image member", request_id).await
+        self.find(Service::Glance, &path, "get image member", request_id).await
     }
 
     /// Every member of the image.
     pub async fn members(&self, image_id: &str, request_id: &str) -> Result<Vec<Member>, CallError> {
         let path = format!("/v2/images/{image_id}/members");
-        let many: Members = self.glance_list(&path, "list image members", request_id).await?;
+        let many: Members = self
+            .list(Service::Glance, &path, &[], "list image members", request_id)
+            .await?;
         Ok(many.members)
     }
 
@@ -112,34 +118,6 @@ impl OpenStack {
         let gone = Some(StatusCode::NOT_FOUND);
         self.glance_change(Method::DELETE, &path, "remove image member", request_id, gone, |r| r)
             .await
-    }
-
-    /// GET one Glance resource: `None` when Glance has none (404).
-    async fn glance_find<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        what: &str,
-        request_id: &str,
-    ) -> Result<Option<T>, CallError> {
-        let response = self
-            .send(Service::Glance, Method::GET, path, what, request_id, |r| r)
-            .await?;
-        match response.status() {
-            StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => Ok(Some(response.json().await.map_err(|e| CallError::transport(what, &e))?)),
-            _ => Err(error_of(what, response).await),
-        }
-    }
-
-    /// GET a Glance collection.
-    async fn glance_list<T: DeserializeOwned>(&self, path: &str, what: &str, request_id: &str) -> Result<T, CallError> {
-        let response = self
-            .send(Service::Glance, Method::GET, path, what, request_id, |r| r)
-            .await?;
-        if !response.status().is_success() {
-            return Err(error_of(what, response).await);
-        }
-        response.json().await.map_err(|e| CallError::transport(what, &e))
     }
 
     /// A Glance write whose answer carries nothing we read: done on success, or on `done_too`.

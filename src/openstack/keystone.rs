@@ -148,21 +148,31 @@ impl OpenStack {
 
     /// The project with this id, or `None` when Keystone has none.
     pub async fn project(&self, id: &str, request_id: &str) -> Result<Option<Project>, CallError> {
-        let found: Option<One> = self.find(&format!("/projects/{id}"), "get project", request_id).await?;
+        let found: Option<One> = self
+            .find(Service::Keystone, &format!("/projects/{id}"), "get project", request_id)
+            .await?;
         Ok(found.map(|one| one.project))
     }
 
     /// Every project with this name (one per domain at most).
     pub async fn projects_named(&self, name: &str, request_id: &str) -> Result<Vec<Project>, CallError> {
         let many: Many = self
-            .list("/projects", &[("name", name)], "find project by name", request_id)
+            .list(
+                Service::Keystone,
+                "/projects",
+                &[("name", name)],
+                "find project by name",
+                request_id,
+            )
             .await?;
         Ok(many.projects)
     }
 
     /// The user with this id, or `None` when Keystone has none.
     pub async fn user(&self, id: &str, request_id: &str) -> Result<Option<User>, CallError> {
-        let found: Option<OneUser> = self.find(&format!("/users/{id}"), "get user", request_id).await?;
+        let found: Option<OneUser> = self
+            .find(Service::Keystone, &format!("/users/{id}"), "get user", request_id)
+            .await?;
         Ok(found.map(|one| one.user))
     }
 
@@ -175,28 +185,35 @@ impl OpenStack {
     ) -> Result<Vec<User>, CallError> {
         let mut query = vec![("name", name)];
         query.extend(domain_id.map(|domain| ("domain_id", domain)));
-        let many: ManyUsers = self.list("/users", &query, "find user by name", request_id).await?;
+        let many: ManyUsers = self
+            .list(Service::Keystone, "/users", &query, "find user by name", request_id)
+            .await?;
         Ok(many.users)
     }
 
     /// The id of the domain with this name, if there is one.
     pub async fn domain_named(&self, name: &str, request_id: &str) -> Result<Option<String>, CallError> {
         let many: ManyDomains = self
-            .list("/domains", &[("name", name)], "find domain by name", request_id)
+            .list(
+                Service::Keystone,
+                "/domains",
+                &[("name", name)],
+                "find domain by name",
+                request_id,
+            )
             .await?;
         Ok(many.domains.into_iter().next().map(|d| d.id))
     }
 
-    /// GET one Keystone resource: `None` when Keystone has none (404).
-    async fn find<T: DeserializeOwned>(
+    /// GET one resource of `service` (Glance's too): `None` when it has none (404).
+    pub(super) async fn find<T: DeserializeOwned>(
         &self,
+        service: Service,
         path: &str,
         what: &str,
         request_id: &str,
     ) -> Result<Option<T>, CallError> {
-        let response = self
-            .send(Service::Keystone, Method::GET, path, what, request_id, |r| r)
-            .await?;
+        let response = self.send(service, Method::GET, path, what, request_id, |r| r).await?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => Ok(Some(response.json().await.map_err(|e| CallError::transport(what, &e))?)),
@@ -204,18 +221,17 @@ impl OpenStack {
         }
     }
 
-    /// GET a Keystone collection filtered by `query`.
-    async fn list<T: DeserializeOwned>(
+    /// GET a collection of `service` (Glance's too) filtered by `query`.
+    pub(super) async fn list<T: DeserializeOwned>(
         &self,
+        service: Service,
         path: &str,
         query: &[(&str, &str)],
         what: &str,
         request_id: &str,
     ) -> Result<T, CallError> {
         let response = self
-            .send(Service::Keystone, Method::GET, path, what, request_id, |r| {
-                r.query(query)
-            })
+            .send(service, Method::GET, path, what, request_id, |r| r.query(query))
             .await?;
         if !response.status().is_success() {
             return Err(error_of(what, response).await);
