@@ -19,21 +19,27 @@ pub struct Slot {
     pub wait_secs: f64,
 }
 
+/// Reserves the slot under key `$1` for a rate of one call per `$2` seconds, only when it
+/// comes within `$3` seconds (any time when `$3` is null), as the CTE `reserved` (`at`).
+const RESERVE: &str = "with reserved as (
+    insert into rate_slots as r (key, next_at, reserved)
+    values ($1, clock_timestamp() + make_interval(secs => $2), 1)
+    on conflict (key) do update
+        set next_at = greatest(r.next_at, clock_timestamp()) + make_interval(secs => $2),
+            reserved = r.reserved + 1
+        where $3::float8 is null or r.next_at <= clock_timestamp() + make_interval(secs => $3)
+    returning r.next_at - make_interval(secs => $2) as at)";
+
 /// Reserves the next slot under `key` for a rate of one call per `interval`: now, when no
 /// call is scheduled, else one interval after the last one reserved.
 pub async fn reserve(db: impl PgExecutor<'_>, key: &str, interval: Duration) -> Result<Slot, sqlx::Error> {
-    sqlx::query_as(
-        "with reserved as (
-            insert into rate_slots as r (key, next_at, reserved)
-            values ($1, clock_timestamp() + make_interval(secs => $2), 1)
-            on conflict (key) do update
-                set next_at = greatest(r.next_at, clock_timestamp()) + make_interval(secs => $2),
-                    reserved = r.reserved + 1
-            returning r.next_at - make_interval(secs => $2) as at)
-         select at, greatest(extract(epoch from at - clock_timestamp())::float8, 0) as wait_secs from reserved",
-    )
+    // No bound: the conditional update always applies (`null` `max_wait` makes it true).
+    sqlx::query_as(&format!(
+        "{RESERVE} select at, greatest(extract(epoch from at - clock_timestamp())::float8, 0) as wait_secs from reserved"
+    ))
     .bind(key)
     .bind(interval.as_secs_f64())
+    .bind(None::<f64>)
     .fetch_one(db)
     .await
 }
@@ -49,21 +55,13 @@ pub async fn try_reserve(
 ) -> Result<Result<Slot, Duration>, sqlx::Error> {
     // The second branch reads the row as it was before the statement: it is there only when
     // the first reserved nothing.
-    let (at, wait_secs, granted): (DateTime<Utc>, f64, bool) = sqlx::query_as(
-        "with reserved as (
-            insert into rate_slots as r (key, next_at, reserved)
-            values ($1, clock_timestamp() + make_interval(secs => $2), 1)
-            on conflict (key) do update
-                set next_at = greatest(r.next_at, clock_timestamp()) + make_interval(secs => $2),
-                    reserved = r.reserved + 1
-                where r.next_at <= clock_timestamp() + make_interval(secs => $3)
-            returning r.next_at - make_interval(secs => $2) as at)
-         select at, greatest(extract(epoch from at - clock_timestamp())::float8, 0) as wait_secs, true
+    let (at, wait_secs, granted): (DateTime<Utc>, f64, bool) = sqlx::query_as(&format!(
+        "{RESERVE} select at, greatest(extract(epoch from at - clock_timestamp())::float8, 0) as wait_secs, true
            from reserved
          union all
          select next_at, greatest(extract(epoch from next_at - clock_timestamp())::float8, 0), false
-           from rate_slots where key = $1 and not exists (select 1 from reserved)",
-    )
+           from rate_slots where key = $1 and not exists (select 1 from reserved)"
+    ))
     .bind(key)
     .bind(interval.as_secs_f64())
     .bind(max_wait.as_secs_f64())

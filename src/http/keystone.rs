@@ -13,7 +13,7 @@ use moka::future::Cache;
 use sha2::{Digest, Sha256};
 
 use super::ApiError;
-use crate::domain::{KeystoneIdentity, Principal, RoleMap};
+use crate::domain::{Principal, RoleMap};
 use crate::openstack::keystone::User;
 use crate::openstack::{CallError, OpenStack};
 
@@ -129,19 +129,8 @@ impl TokenValidator {
                 }
             };
             let left = (holder.expires_at - Utc::now()).to_std().unwrap_or_default();
-            let identity = KeystoneIdentity {
-                user_id: holder.user_id,
-                user_name: holder.user_name,
-                project_id: holder.project_id,
-                project_name: holder.project_name,
-                project_domain_id: holder.project_domain_id,
-                project_domain_name: holder.project_domain_name,
-                domain_id: holder.domain_id,
-                system: holder.system,
-                roles: holder.roles,
-            };
             Ok(Remembered {
-                value: Some(Principal::keystone(identity, &self.roles)),
+                value: Some(Principal::keystone(holder.identity, &self.roles)),
                 lifetime: left.min(self.times.valid),
             })
         };

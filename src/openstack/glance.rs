@@ -1,7 +1,7 @@
 //! Glance v2 images and members. Every write is safe to repeat: adding a member that exists
 //! (409) and deleting one that is gone (404) both count as done.
 
-use reqwest::{Method, StatusCode};
+use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -36,33 +36,23 @@ const JSON_PATCH: &str = "application/openstack-images-v2.1-json-patch";
 impl OpenStack {
     /// The image, or `None` when Glance has none with this id (or hides it from us).
     pub async fn image(&self, image_id: &str, request_id: &str) -> Result<Option<Image>, CallError> {
-        let what = "get image";
-        let path = format!("/v2/images/{image_id}");
-        let response = self
-            .send(Service::Glance, Method::GET, &path, what, request_id, |r| r)
-            .await?;
-        match response.status() {
-            StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => Ok(Some(response.json().await.map_err(|e| CallError::transport(what, &e))?)),
-            _ => Err(error_of(what, response).await),
-        }
+        self.find(
+            Service::Glance,
+            &format!("/v2/images/{image_id}"),
+            "get image",
+            request_id,
+        )
+        .await
     }
 
     /// Sets the image's visibility (`shared` or `private`).
     pub async fn set_visibility(&self, image_id: &str, visibility: &str, request_id: &str) -> Result<(), CallError> {
-        let what = "set image visibility";
         let path = format!("/v2/images/{image_id}");
         let body = json!([{ "op": "replace", "path": "/visibility", "value": visibility }]).to_string();
-        let response = self
-            .send(Service::Glance, Method::PATCH, &path, what, request_id, |r| {
-                r.header(reqwest::header::CONTENT_TYPE, JSON_PATCH).body(body.clone())
-            })
-            .await?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(error_of(what, response).await)
-        }
+        self.glance_change(Method::PATCH, &path, "set image visibility", request_id, None, |r| {
+            r.header(reqwest::header::CONTENT_TYPE, JSON_PATCH).body(body.clone())
+        })
+        .await
     }
 
     /// Adds `project_id` as a member. An existing member counts as added.
@@ -92,33 +82,17 @@ impl OpenStack {
         project_id: &str,
         request_id: &str,
     ) -> Result<Option<Member>, CallError> {
-        let what = "get image member";
         let path = format!("/v2/images/{image_id}/members/{project_id}");
-        let response = self
-            .send(Service::Glance, Method::GET, &path, what, request_id, |r| r)
-            .await?;
-        match response.status() {
-            StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => Ok(Some(response.json().await.map_err(|e| CallError::transport(what, &e))?)),
-            _ => Err(error_of(what, response).await),
-        }
+        self.find(Service::Glance, &path, "get image member", request_id).await
     }
 
     /// Every member of the image.
     pub async fn members(&self, image_id: &str, request_id: &str) -> Result<Vec<Member>, CallError> {
-        let what = "list image members";
         let path = format!("/v2/images/{image_id}/members");
-        let response = self
-            .send(Service::Glance, Method::GET, &path, what, request_id, |r| r)
+        let many: Members = self
+            .list(Service::Glance, &path, &[], "list image members", request_id)
             .await?;
-        if !response.status().is_success() {
-            return Err(error_of(what, response).await);
-        }
-        Ok(response
-            .json::<Members>()
-            .await
-            .map_err(|e| CallError::transport(what, &e))?
-            .members)
+        Ok(many.members)
     }
 
     /// Sets a member's status (`accepted` or `rejected`); needs admin credentials, since only
@@ -130,29 +104,40 @@ impl OpenStack {
         status: &str,
         request_id: &str,
     ) -> Result<(), CallError> {
-        let what = "set image member status";
         let path = format!("/v2/images/{image_id}/members/{project_id}");
         let body = json!({ "status": status });
-        let response = self
-            .send(Service::Glance, Method::PUT, &path, what, request_id, |r| r.json(&body))
-            .await?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(error_of(what, response).await)
-        }
+        self.glance_change(Method::PUT, &path, "set image member status", request_id, None, |r| {
+            r.json(&body)
+        })
+        .await
     }
 
     /// Removes `project_id` from the image's members. A member already gone counts as removed.
     pub async fn remove_member(&self, image_id: &str, project_id: &str, request_id: &str) -> Result<(), CallError> {
-        let what = "remove image member";
         let path = format!("/v2/images/{image_id}/members/{project_id}");
+        let gone = Some(StatusCode::NOT_FOUND);
+        self.glance_change(Method::DELETE, &path, "remove image member", request_id, gone, |r| r)
+            .await
+    }
+
+    /// A Glance write whose answer carries nothing we read: done on success, or on `done_too`.
+    async fn glance_change(
+        &self,
+        method: Method,
+        path: &str,
+        what: &str,
+        request_id: &str,
+        done_too: Option<StatusCode>,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<(), CallError> {
         let response = self
-            .send(Service::Glance, Method::DELETE, &path, what, request_id, |r| r)
+            .send(Service::Glance, method, path, what, request_id, build)
             .await?;
-        match response.status() {
-            s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
-            _ => Err(error_of(what, response).await),
+        let status = response.status();
+        if status.is_success() || done_too == Some(status) {
+            Ok(())
+        } else {
+            Err(error_of(what, response).await)
         }
     }
 }

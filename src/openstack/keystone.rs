@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::client::{OpenStack, Service, error_of};
 use super::error::CallError;
+use crate::domain::KeystoneIdentity;
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Project {
@@ -55,22 +56,10 @@ struct ManyDomains {
     domains: Vec<Named>,
 }
 
-/// What Keystone says about a caller's token.
+/// What Keystone says about a caller's token: who holds it, and until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenHolder {
-    pub user_id: String,
-    pub user_name: String,
-    /// The project the token is scoped to, if it is project-scoped, and that project's name
-    /// and domain (id and name).
-    pub project_id: Option<String>,
-    pub project_name: Option<String>,
-    pub project_domain_id: Option<String>,
-    pub project_domain_name: Option<String>,
-    /// The domain a domain-scoped token is scoped to.
-    pub domain_id: Option<String>,
-    /// A system-scoped token (`system: {all: true}`).
-    pub system: bool,
-    pub roles: Vec<String>,
+    pub identity: KeystoneIdentity,
     pub expires_at: DateTime<Utc>,
 }
 
@@ -139,15 +128,17 @@ impl OpenStack {
                 let project = token.project;
                 let domain = project.as_ref().and_then(|p| p.domain.as_ref());
                 Ok(Some(TokenHolder {
-                    user_id: token.user.id,
-                    user_name: token.user.name,
-                    project_domain_id: domain.map(|d| d.id.clone()),
-                    project_domain_name: domain.and_then(|d| d.name.clone()),
-                    project_name: project.as_ref().and_then(|p| p.name.clone()),
-                    project_id: project.map(|p| p.id),
-                    domain_id: token.domain.map(|d| d.id),
-                    system: token.system.is_some_and(|s| s.all),
-                    roles: token.roles.into_iter().map(|r| r.name).collect(),
+                    identity: KeystoneIdentity {
+                        user_id: token.user.id,
+                        user_name: token.user.name,
+                        project_domain_id: domain.map(|d| d.id.clone()),
+                        project_domain_name: domain.and_then(|d| d.name.clone()),
+                        project_name: project.as_ref().and_then(|p| p.name.clone()),
+                        project_id: project.map(|p| p.id),
+                        domain_id: token.domain.map(|d| d.id),
+                        system: token.system.is_some_and(|s| s.all),
+                        roles: token.roles.into_iter().map(|r| r.name).collect(),
+                    },
                     expires_at: token.expires_at,
                 }))
             }
@@ -157,21 +148,31 @@ impl OpenStack {
 
     /// The project with this id, or `None` when Keystone has none.
     pub async fn project(&self, id: &str, request_id: &str) -> Result<Option<Project>, CallError> {
-        let found: Option<One> = self.find(&format!("/projects/{id}"), "get project", request_id).await?;
+        let found: Option<One> = self
+            .find(Service::Keystone, &format!("/projects/{id}"), "get project", request_id)
+            .await?;
         Ok(found.map(|one| one.project))
     }
 
     /// Every project with this name (one per domain at most).
     pub async fn projects_named(&self, name: &str, request_id: &str) -> Result<Vec<Project>, CallError> {
         let many: Many = self
-            .list("/projects", &[("name", name)], "find project by name", request_id)
+            .list(
+                Service::Keystone,
+                "/projects",
+                &[("name", name)],
+                "find project by name",
+                request_id,
+            )
             .await?;
         Ok(many.projects)
     }
 
     /// The user with this id, or `None` when Keystone has none.
     pub async fn user(&self, id: &str, request_id: &str) -> Result<Option<User>, CallError> {
-        let found: Option<OneUser> = self.find(&format!("/users/{id}"), "get user", request_id).await?;
+        let found: Option<OneUser> = self
+            .find(Service::Keystone, &format!("/users/{id}"), "get user", request_id)
+            .await?;
         Ok(found.map(|one| one.user))
     }
 
@@ -184,28 +185,35 @@ impl OpenStack {
     ) -> Result<Vec<User>, CallError> {
         let mut query = vec![("name", name)];
         query.extend(domain_id.map(|domain| ("domain_id", domain)));
-        let many: ManyUsers = self.list("/users", &query, "find user by name", request_id).await?;
+        let many: ManyUsers = self
+            .list(Service::Keystone, "/users", &query, "find user by name", request_id)
+            .await?;
         Ok(many.users)
     }
 
     /// The id of the domain with this name, if there is one.
     pub async fn domain_named(&self, name: &str, request_id: &str) -> Result<Option<String>, CallError> {
         let many: ManyDomains = self
-            .list("/domains", &[("name", name)], "find domain by name", request_id)
+            .list(
+                Service::Keystone,
+                "/domains",
+                &[("name", name)],
+                "find domain by name",
+                request_id,
+            )
             .await?;
         Ok(many.domains.into_iter().next().map(|d| d.id))
     }
 
-    /// GET one Keystone resource: `None` when Keystone has none (404).
-    async fn find<T: DeserializeOwned>(
+    /// GET one resource of `service` (Glance's too): `None` when it has none (404).
+    pub(super) async fn find<T: DeserializeOwned>(
         &self,
+        service: Service,
         path: &str,
         what: &str,
         request_id: &str,
     ) -> Result<Option<T>, CallError> {
-        let response = self
-            .send(Service::Keystone, Method::GET, path, what, request_id, |r| r)
-            .await?;
+        let response = self.send(service, Method::GET, path, what, request_id, |r| r).await?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => Ok(Some(response.json().await.map_err(|e| CallError::transport(what, &e))?)),
@@ -213,18 +221,17 @@ impl OpenStack {
         }
     }
 
-    /// GET a Keystone collection filtered by `query`.
-    async fn list<T: DeserializeOwned>(
+    /// GET a collection of `service` (Glance's too) filtered by `query`.
+    pub(super) async fn list<T: DeserializeOwned>(
         &self,
+        service: Service,
         path: &str,
         query: &[(&str, &str)],
         what: &str,
         request_id: &str,
     ) -> Result<T, CallError> {
         let response = self
-            .send(Service::Keystone, Method::GET, path, what, request_id, |r| {
-                r.query(query)
-            })
+            .send(service, Method::GET, path, what, request_id, |r| r.query(query))
             .await?;
         if !response.status().is_success() {
             return Err(error_of(what, response).await);
