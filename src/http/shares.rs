@@ -174,17 +174,7 @@ pub async fn accept_share(
     if_match: IfMatch,
     key: IdempotencyKey,
 ) -> Result<Response, ApiError> {
-    act(
-        &state,
-        &caller,
-        id,
-        if_match,
-        key,
-        &serde_json::Value::Null,
-        Action::Accept,
-        None,
-    )
-    .await
+    consumer_act(&state, &caller, id, if_match, key, Action::Accept).await
 }
 
 /// Reject a share for the consumer project (its members' keys, or an admin).
@@ -213,17 +203,7 @@ pub async fn reject_share(
     if_match: IfMatch,
     key: IdempotencyKey,
 ) -> Result<Response, ApiError> {
-    act(
-        &state,
-        &caller,
-        id,
-        if_match,
-        key,
-        &serde_json::Value::Null,
-        Action::Reject,
-        None,
-    )
-    .await
+    consumer_act(&state, &caller, id, if_match, key, Action::Reject).await
 }
 
 /// Revoke a granted share (the requester who filed it, or an admin), with a reason.
@@ -304,6 +284,18 @@ fn may_act(caller: &Caller, share: &Share, request: &ShareRequest, action: Actio
                 .map_err(|refusal| ApiError::Forbidden(refusal.detail().into()))
         }
     }
+}
+
+/// [`act`] for the consumer's calls (accept, reject): no body, no reason.
+async fn consumer_act(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    if_match: IfMatch,
+    key: IdempotencyKey,
+    action: Action,
+) -> Result<Response, ApiError> {
+    act(state, caller, id, if_match, key, &serde_json::Value::Null, action, None).await
 }
 
 /// Checks who may do `action` to the share and whether its state allows it, then records the
