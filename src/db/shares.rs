@@ -6,36 +6,48 @@
 //! (which imports this).
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use sqlx::postgres::PgArguments;
 use sqlx::query::QueryAs;
 use sqlx::{PgConnection, PgExecutor, PgPool, Postgres};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::filters::ShareFilter;
 use crate::domain::{RevokeCause, ShareState};
 
-/// One share, as stored.
-#[derive(Debug, Clone, sqlx::FromRow)]
+// As stored, and as the API shows it (`ShareView`: the doc below is its description), less
+// the columns it keeps to itself.
+/// One image granted (or to be granted) to one project.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, ToSchema)]
+#[schema(as = ShareView)]
 pub struct Share {
     pub id: Uuid,
     pub request_id: Uuid,
     pub image_id: Uuid,
     pub region: String,
+    /// The target as filed: a project id or name.
     pub target: String,
+    /// The Keystone project id; null until a target given by name is resolved by validation.
     pub project_id: Option<String>,
-    /// The project's name and domain, as validation found them.
+    /// The project's name and domain id, as validation found them in Keystone.
     pub project_name: Option<String>,
     pub project_domain: Option<String>,
     #[sqlx(try_from = "String")]
     pub state: ShareState,
+    /// The last error the worker met, when it met one.
     pub last_error: Option<String>,
     /// When the member was created in Glance.
     pub granted_at: Option<DateTime<Utc>>,
+    /// Who revoked the share (a principal, or `expiry`).
     pub revoked_by: Option<String>,
     pub revoke_reason: Option<String>,
-    /// The image's name and owner project in Glance, once granted.
+    /// The image's name and owner project in Glance, once granted (not shown).
+    #[serde(skip)]
     pub image_name: Option<String>,
+    #[serde(skip)]
     pub image_owner: Option<String>,
+    #[serde(skip)]
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
