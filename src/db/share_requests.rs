@@ -7,7 +7,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use super::shares::{Share, Viewer};
+use super::shares::{Share, VIEWER_SEES_REQUEST, Viewer, bind_viewer};
 use crate::domain::filters::RequestFilter;
 use crate::domain::{FieldError, NewShareRequest, RequestStatus, ShareState, Validation};
 
@@ -311,34 +311,31 @@ pub async fn list(
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<ShareRequest>, sqlx::Error> {
-    sqlx::query_as(
+    let sql = format!(
         "select * from share_requests r
-         where ($1::text is null or r.status = $1)
-           and ($2::uuid is null or r.image_id = $2)
-           and ($3::text is null or exists (select 1 from shares s
-                where s.request_id = r.id and (s.project_id = $3 or s.target = $3)))
-           and ($4::text is null or r.requested_by = $4)
-           and ($5::timestamptz is null or r.created_at >= $5)
-           and ($6::timestamptz is null or r.created_at < $6)
-           and ($7::uuid is null or r.id < $7)
-           and ($9::text is null or r.requested_by = $9 or r.image_owner = any($10)
-                or r.image_owner_domain = any($11))
+         where ($1::text is null or {VIEWER_SEES_REQUEST})
+           and ($4::text is null or r.status = $4)
+           and ($5::uuid is null or r.image_id = $5)
+           and ($6::text is null or exists (select 1 from shares s
+                where s.request_id = r.id and (s.project_id = $6 or s.target = $6)))
+           and ($7::text is null or r.requested_by = $7)
+           and ($8::timestamptz is null or r.created_at >= $8)
+           and ($9::timestamptz is null or r.created_at < $9)
+           and ($10::uuid is null or r.id < $10)
          order by r.id desc
-         limit $8",
-    )
-    .bind(filter.status.map(<&str>::from))
-    .bind(filter.image_id)
-    .bind(&filter.project_id)
-    .bind(&filter.requested_by)
-    .bind(filter.created_after)
-    .bind(filter.created_before)
-    .bind(before)
-    .bind(limit)
-    .bind(viewer.map(|v| &v.name))
-    .bind(viewer.map(|v| &v.projects))
-    .bind(viewer.map(|v| &v.domains))
-    .fetch_all(db)
-    .await
+         limit $11"
+    );
+    bind_viewer(sqlx::query_as(&sql), viewer)
+        .bind(filter.status.map(<&str>::from))
+        .bind(filter.image_id)
+        .bind(&filter.project_id)
+        .bind(&filter.requested_by)
+        .bind(filter.created_after)
+        .bind(filter.created_before)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(db)
+        .await
 }
 
 /// Undecided requests whose `expires_at` has passed, or filed longer than `wait` ago, locked.

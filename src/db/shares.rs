@@ -6,34 +6,48 @@
 //! (which imports this).
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgExecutor, PgPool};
+use serde::Serialize;
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryAs;
+use sqlx::{PgConnection, PgExecutor, PgPool, Postgres};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::filters::ShareFilter;
 use crate::domain::{RevokeCause, ShareState};
 
-/// One share, as stored.
-#[derive(Debug, Clone, sqlx::FromRow)]
+// As stored, and as the API shows it (`ShareView`: the doc below is its description), less
+// the columns it keeps to itself.
+/// One image granted (or to be granted) to one project.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, ToSchema)]
+#[schema(as = ShareView)]
 pub struct Share {
     pub id: Uuid,
     pub request_id: Uuid,
     pub image_id: Uuid,
     pub region: String,
+    /// The target as filed: a project id or name.
     pub target: String,
+    /// The Keystone project id; null until a target given by name is resolved by validation.
     pub project_id: Option<String>,
-    /// The project's name and domain, as validation found them.
+    /// The project's name and domain id, as validation found them in Keystone.
     pub project_name: Option<String>,
     pub project_domain: Option<String>,
     #[sqlx(try_from = "String")]
     pub state: ShareState,
+    /// The last error the worker met, when it met one.
     pub last_error: Option<String>,
     /// When the member was created in Glance.
     pub granted_at: Option<DateTime<Utc>>,
+    /// Who revoked the share (a principal, or `expiry`).
     pub revoked_by: Option<String>,
     pub revoke_reason: Option<String>,
-    /// The image's name and owner project in Glance, once granted.
+    /// The image's name and owner project in Glance, once granted (not shown).
+    #[serde(skip)]
     pub image_name: Option<String>,
+    #[serde(skip)]
     pub image_owner: Option<String>,
+    #[serde(skip)]
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -73,6 +87,23 @@ pub struct Viewer {
     pub domains: Vec<String>,
 }
 
+/// What a [`Viewer`] sees of the request `r`: what it filed and what its projects or domains
+/// own. `$1` is the viewer's name, `$2` its projects, `$3` its domains, as [`bind_viewer`]
+/// binds them; a query pairs it with `$1::text is null` (no viewer: it sees everything).
+pub(super) const VIEWER_SEES_REQUEST: &str =
+    "(r.requested_by = $1 or r.image_owner = any($2) or r.image_owner_domain = any($3))";
+
+/// Binds `viewer` as `$1` to `$3` (see [`VIEWER_SEES_REQUEST`]): the query's first binds.
+pub(super) fn bind_viewer<'q, O>(
+    query: QueryAs<'q, Postgres, O, PgArguments>,
+    viewer: Option<&'q Viewer>,
+) -> QueryAs<'q, Postgres, O, PgArguments> {
+    query
+        .bind(viewer.map(|v| &v.name))
+        .bind(viewer.map(|v| &v.projects))
+        .bind(viewer.map(|v| &v.domains))
+}
+
 /// The shares matching `filter` that `viewer` may see (`None`: it sees all), newest first,
 /// keyset-paginated like [`super::share_requests::list`].
 pub async fn list(
@@ -82,38 +113,35 @@ pub async fn list(
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Share>, sqlx::Error> {
-    sqlx::query_as(
+    let sql = format!(
         "select s.* from shares s
-         where ($1::text is null or s.state = $1)
-           and ($2::uuid is null or s.image_id = $2)
-           and ($3::text is null or s.project_id = $3 or s.target = $3)
-           and ($4::uuid is null or s.request_id = $4)
-           and ($5::text is null or exists (select 1 from share_requests r
-                where r.id = s.request_id and r.requested_by = $5))
-           and ($6::timestamptz is null or s.created_at >= $6)
-           and ($7::timestamptz is null or s.created_at < $7)
-           and ($8::uuid is null or s.id < $8)
-           and ($10::text is null or s.project_id = any($11) or s.project_domain = any($12)
+         where ($1::text is null or s.project_id = any($2) or s.project_domain = any($3)
                 or exists (select 1 from share_requests r
-                where r.id = s.request_id and (r.requested_by = $10 or r.image_owner = any($11)
-                                               or r.image_owner_domain = any($12))))
+                where r.id = s.request_id and {VIEWER_SEES_REQUEST}))
+           and ($4::text is null or s.state = $4)
+           and ($5::uuid is null or s.image_id = $5)
+           and ($6::text is null or s.project_id = $6 or s.target = $6)
+           and ($7::uuid is null or s.request_id = $7)
+           and ($8::text is null or exists (select 1 from share_requests r
+                where r.id = s.request_id and r.requested_by = $8))
+           and ($9::timestamptz is null or s.created_at >= $9)
+           and ($10::timestamptz is null or s.created_at < $10)
+           and ($11::uuid is null or s.id < $11)
          order by s.id desc
-         limit $9",
-    )
-    .bind(filter.state.map(<&str>::from))
-    .bind(filter.image_id)
-    .bind(&filter.project_id)
-    .bind(filter.request_id)
-    .bind(&filter.requested_by)
-    .bind(filter.created_after)
-    .bind(filter.created_before)
-    .bind(before)
-    .bind(limit)
-    .bind(viewer.map(|v| &v.name))
-    .bind(viewer.map(|v| &v.projects))
-    .bind(viewer.map(|v| &v.domains))
-    .fetch_all(db)
-    .await
+         limit $12"
+    );
+    bind_viewer(sqlx::query_as(&sql), viewer)
+        .bind(filter.state.map(<&str>::from))
+        .bind(filter.image_id)
+        .bind(&filter.project_id)
+        .bind(filter.request_id)
+        .bind(&filter.requested_by)
+        .bind(filter.created_after)
+        .bind(filter.created_before)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(db)
+        .await
 }
 
 /// Moves a share from `from` to `to` (a move [`ShareState::on`] allowed), with the error that

@@ -147,7 +147,7 @@ impl ShareRequestView {
                     })
                     .collect(),
             },
-            shares: shares.into_iter().map(ShareView::from).collect(),
+            shares,
         }
     }
 }

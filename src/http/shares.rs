@@ -3,8 +3,8 @@
 use axum::extract::State;
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
+use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -17,56 +17,11 @@ use crate::db::{self, audit::NewEvent, jobs::Kind, share_requests::ShareRequest}
 use crate::domain::decisions;
 use crate::domain::filters::ShareFilter;
 use crate::domain::{
-    Action as Audited, Capability, Outcome, REJECTED_BY_CONSUMER, Refusal, RevokeCause, ShareState, Subject, Trigger,
+    Action as Audited, Capability, Outcome, REJECTED_BY_CONSUMER, Refusal, RevokeCause, Subject, Trigger,
 };
 
-/// One image granted (or to be granted) to one project.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ShareView {
-    pub id: Uuid,
-    pub request_id: Uuid,
-    pub image_id: Uuid,
-    pub region: String,
-    /// The target as filed: a project id or name.
-    pub target: String,
-    /// The Keystone project id; null until a target given by name is resolved by validation.
-    pub project_id: Option<String>,
-    /// The project's name and domain id, as validation found them in Keystone.
-    pub project_name: Option<String>,
-    pub project_domain: Option<String>,
-    pub state: ShareState,
-    /// The last error the worker met, when it met one.
-    pub last_error: Option<String>,
-    /// When the member was created in Glance.
-    pub granted_at: Option<DateTime<Utc>>,
-    /// Who revoked the share (a principal, or `expiry`).
-    pub revoked_by: Option<String>,
-    pub revoke_reason: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<Share> for ShareView {
-    fn from(s: Share) -> Self {
-        ShareView {
-            id: s.id,
-            request_id: s.request_id,
-            image_id: s.image_id,
-            region: s.region,
-            target: s.target,
-            project_id: s.project_id,
-            project_name: s.project_name,
-            project_domain: s.project_domain,
-            state: s.state,
-            last_error: s.last_error,
-            granted_at: s.granted_at,
-            revoked_by: s.revoked_by,
-            revoke_reason: s.revoke_reason,
-            created_at: s.created_at,
-            updated_at: s.updated_at,
-        }
-    }
-}
+/// A share as the API shows it: the row itself, less the columns it keeps to itself.
+pub use crate::db::shares::Share as ShareView;
 
 /// List shares, newest first: those the caller may see (its projects' shares, those made to
 /// its projects, and those it filed; everything for approvers, auditors and admins).
@@ -88,7 +43,7 @@ pub async fn list_shares(
     let before = paging.cursor.map(|c| c.0);
     let rows = db::shares::list(&state.pool, viewer.as_ref(), &filter, before, limit.fetch()).await?;
     let cursor = |last: &Share| Cursor(last.id).to_string();
-    Ok(axum::Json(Page::new(rows, limit, cursor, ShareView::from)))
+    Ok(axum::Json(Page::new(rows, limit, cursor, |share| share)))
 }
 
 /// One share.
@@ -111,7 +66,7 @@ pub async fn get_share(State(state): State<AppState>, caller: Caller, Id(id): Id
         return Err(ApiError::not_found("share"));
     }
     let version = share.version;
-    Ok(Saved::json(StatusCode::OK, &ShareView::from(share))
+    Ok(Saved::json(StatusCode::OK, &share)
         .header(header::ETAG, etag(version))
         .into_response())
 }
@@ -174,17 +129,7 @@ pub async fn accept_share(
     if_match: IfMatch,
     key: IdempotencyKey,
 ) -> Result<Response, ApiError> {
-    act(
-        &state,
-        &caller,
-        id,
-        if_match,
-        key,
-        &serde_json::Value::Null,
-        Action::Accept,
-        None,
-    )
-    .await
+    consumer_act(&state, &caller, id, if_match, key, Action::Accept).await
 }
 
 /// Reject a share for the consumer project (its members' keys, or an admin).
@@ -213,17 +158,7 @@ pub async fn reject_share(
     if_match: IfMatch,
     key: IdempotencyKey,
 ) -> Result<Response, ApiError> {
-    act(
-        &state,
-        &caller,
-        id,
-        if_match,
-        key,
-        &serde_json::Value::Null,
-        Action::Reject,
-        None,
-    )
-    .await
+    consumer_act(&state, &caller, id, if_match, key, Action::Reject).await
 }
 
 /// Revoke a granted share (the requester who filed it, or an admin), with a reason.
@@ -304,6 +239,18 @@ fn may_act(caller: &Caller, share: &Share, request: &ShareRequest, action: Actio
                 .map_err(|refusal| ApiError::Forbidden(refusal.detail().into()))
         }
     }
+}
+
+/// [`act`] for the consumer's calls (accept, reject): no body, no reason.
+async fn consumer_act(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    if_match: IfMatch,
+    key: IdempotencyKey,
+    action: Action,
+) -> Result<Response, ApiError> {
+    act(state, caller, id, if_match, key, &serde_json::Value::Null, action, None).await
 }
 
 /// Checks who may do `action` to the share and whether its state allows it, then records the
@@ -390,7 +337,7 @@ async fn act(
     db::jobs::enqueue(&mut tx, kind, share.id, share.image_id, Utc::now()).await?;
 
     let version = share.version;
-    let response = Saved::json(StatusCode::ACCEPTED, &ShareView::from(share)).header(header::ETAG, etag(version));
+    let response = Saved::json(StatusCode::ACCEPTED, &share).header(header::ETAG, etag(version));
     idempotency::finish(&mut tx, claim, &response).await?;
     tx.commit().await?;
     Ok(response.into_response())

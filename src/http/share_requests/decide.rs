@@ -50,9 +50,6 @@ pub async fn cancel_share_request(
     key: IdempotencyKey,
     OptionalJson(body): OptionalJson<Decision>,
 ) -> Result<Response, ApiError> {
-    state
-        .require(&caller, Capability::Request, Action::Cancel, Some(id.0))
-        .await?;
     decide(state, caller, id, if_match, key, body, RequestStatus::Cancelled).await
 }
 
@@ -79,9 +76,6 @@ pub async fn approve_share_request(
     key: IdempotencyKey,
     OptionalJson(body): OptionalJson<Decision>,
 ) -> Result<Response, ApiError> {
-    state
-        .require(&caller, Capability::Approve, Action::Approve, Some(id.0))
-        .await?;
     decide(state, caller, id, if_match, key, body, RequestStatus::Approved).await
 }
 
@@ -108,9 +102,6 @@ pub async fn deny_share_request(
     key: IdempotencyKey,
     OptionalJson(body): OptionalJson<Decision>,
 ) -> Result<Response, ApiError> {
-    state
-        .require(&caller, Capability::Approve, Action::Deny, Some(id.0))
-        .await?;
     decide(state, caller, id, if_match, key, body, RequestStatus::Denied).await
 }
 
@@ -216,7 +207,8 @@ async fn approve(
     Ok(request)
 }
 
-/// Moves an undecided request to `to`, with its shares and its audit event, in one transaction.
+/// Moves an undecided request to `to`, with its shares and its audit event, in one transaction,
+/// once the caller has the capability the move needs (cancel: `request`; else `approve`).
 async fn decide(
     State(state): State<AppState>,
     caller: Caller,
@@ -226,15 +218,16 @@ async fn decide(
     body: Json<Decision>,
     to: RequestStatus,
 ) -> Result<Response, ApiError> {
+    let (capability, action, verb) = match to {
+        RequestStatus::Approved => (Capability::Approve, Action::Approve, "approve"),
+        RequestStatus::Denied => (Capability::Approve, Action::Deny, "deny"),
+        _ => (Capability::Request, Action::Cancel, "cancel"),
+    };
+    state.require(&caller, capability, action, Some(id)).await?;
     let comment = body.value.comment.as_deref().map(str::trim).filter(|c| !c.is_empty());
     if let Some(problem) = comment.and_then(crate::domain::free_text_problem) {
         return Err(ApiError::field("comment", problem));
     }
-    let verb = match to {
-        RequestStatus::Approved => "approve",
-        RequestStatus::Denied => "deny",
-        _ => "cancel",
-    };
     let path = format!("/v1/share-requests/{id}/{verb}");
     let (mut tx, claim) = match idempotency::begin(&state, &caller, key, &Method::POST, &path, &body.document).await? {
         Begun::Replay(response) => return Ok(response),
