@@ -18,6 +18,7 @@ DEV_DB=glance_share_broker_dev
 
 ensure_postgres
 ensure_openstack
+ensure_compute
 
 # ------------------------------------------------------------------ database
 if [ -z "${DATABASE_URL:-}" ]; then

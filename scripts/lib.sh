@@ -9,6 +9,8 @@
 #   ensure_openstack    loopback Keystone + Glance installed, started, seeded (not seeded
 #                       again when GSB_OPENSTACK_SEED=0 and it was seeded before);
 #                       exports everything in $OS_STATE/env.sh and seed.env
+#   ensure_compute      real Nova + Placement + Cinder beside them (after ensure_openstack);
+#                       exports NOVA_URL, CINDER_URL
 #   ensure_schemathesis schemathesis (pinned) in its own venv; exports SCHEMATHESIS
 #   ensure_cargo_deny   cargo-deny (pinned) in ~/.cargo/bin
 #   check_dependencies  cargo deny check (deny.toml); advisories as the network allows
@@ -211,6 +213,56 @@ ensure_openstack() {
   . "$OS_STATE/seed.env"
   set +a
   log "openstack: keystone $KEYSTONE_URL, glance $GLANCE_URL, image $IMAGE_ID, clouds $OS_CLIENT_CONFIG_FILE ($(( $(date +%s) - t0 ))s)"
+}
+
+# ------------------------------------------------------------ Nova + Cinder
+# Real Nova 34 (fake virt driver) + Placement + Cinder 29 (file-backed volumes) next to
+# the Keystone/Glance rig (scripts/openstack/compute, from ../shared/openstack-dev/compute).
+# They need MariaDB and RabbitMQ on loopback (started here when installed but not answering,
+# installed with apt-get when missing), the mysql client and qemu-img.
+_port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") >/dev/null 2>&1; }
+_apt_get() { # packages...
+  command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ] \
+    || die "$*: missing, and apt-get (as root) is not available to install them"
+  log "apt-get install $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
+    || { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+         && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null; } \
+    || die "apt-get install $* failed"
+}
+_ensure_service() { # port, debian package, start command...
+  local port=$1 pkg=$2 i
+  shift 2
+  _port_open "$port" && return 0
+  dpkg -s "$pkg" >/dev/null 2>&1 || _apt_get "$pkg"
+  log "compute: starting $pkg ($*)"
+  "$@" >/dev/null 2>&1 || true
+  for i in $(seq 1 60); do _port_open "$port" && return 0; sleep 1; done
+  die "compute: $pkg does not answer on 127.0.0.1:$port"
+}
+ensure_compute() {
+  local dir="$GSB_ROOT/scripts/openstack/compute" t0
+  t0=$(date +%s)
+  # shellcheck source=scripts/openstack/common.sh
+  . "$GSB_ROOT/scripts/openstack/common.sh"
+  command -v mysql >/dev/null 2>&1 || _apt_get mariadb-client
+  command -v qemu-img >/dev/null 2>&1 || _apt_get qemu-utils
+  _ensure_service 3306 mariadb-server service mariadb start
+  _ensure_service 5672 rabbitmq-server service rabbitmq-server start
+  local out="$GSB_STATE_DIR/compute-scripts.log"
+  mkdir -p "$GSB_STATE_DIR"
+  log "compute: install-cinder.sh (Nova, Placement, Cinder into the rig's venv; output in $out)"
+  "$dir/install-cinder.sh" >"$out" 2>&1 || { tail -n 30 "$out" >&2; die "compute: install-cinder.sh failed"; }
+  log "compute: start-nova.sh, start-cinder.sh"
+  { nice -n 10 "$dir/start-nova.sh" && nice -n 10 "$dir/start-cinder.sh"; } >>"$out" 2>&1 \
+    || { tail -n 30 "$out" >&2; die "compute: start-nova.sh/start-cinder.sh failed (logs in $OS_STATE/log)"; }
+  set -a
+  # shellcheck disable=SC1091
+  . "$OS_STATE/nova-env.sh"
+  # shellcheck disable=SC1091
+  . "$OS_STATE/cinder-env.sh"
+  set +a
+  log "compute: nova $NOVA_URL, cinder $CINDER_URL ($(( $(date +%s) - t0 ))s)"
 }
 
 # ------------------------------------------------------------- schemathesis

@@ -19,6 +19,7 @@ T0=$(date +%s)
 ensure_rust_tools
 ensure_postgres
 ensure_openstack
+ensure_compute
 ensure_schemathesis
 ensure_cargo_deny
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
