@@ -12,20 +12,25 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 use secrecy::SecretString;
+use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgExecutor, PgPool};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::domain::audit::Event;
 use crate::domain::webhook::{Recorded, events_for};
 
-/// A registered endpoint. Its secret is never read with it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A registered endpoint, as the API shows it. Its secret is never read with it.
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, ToSchema)]
+#[schema(as = WebhookView)]
 pub struct Webhook {
     pub id: Uuid,
     pub url: String,
+    /// The events it receives; empty means every event.
     pub events: Vec<String>,
     pub description: Option<String>,
+    /// Whether deliveries are made (an inactive endpoint keeps its log).
     pub active: bool,
     pub created_by: String,
     pub created_at: DateTime<Utc>,

@@ -24,7 +24,7 @@ use crate::domain::access::{AccessEvent, Change, ProjectAccess, Replay};
 fn access_events() -> EventFilter {
     EventFilter {
         actions: Change::ACTIONS.map(|a| a.to_string()).to_vec(),
-        outcome: Some(Outcome::Success.to_string()),
+        outcome: Some(Outcome::Success),
         ..EventFilter::default()
     }
 }

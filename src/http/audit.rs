@@ -5,20 +5,17 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
 mod export;
 
-use super::extract::{Caller, Query};
+use super::extract::{Caller, Listing, PageQuery, Query};
 use super::pagination::{Limit, Page, SeqCursor};
 use super::{ApiError, AppState};
 use crate::db::{self, audit::Event, audit::EventFilter};
-use crate::domain::{Capability, ChainLink, ChainReport, Outcome};
+use crate::domain::{Capability, ChainLink, ChainReport};
 
 /// Refuses the call unless the caller audits the whole cloud (or is an admin): the log
 /// names every project, so project-scoped auditors are not enough.
@@ -30,81 +27,6 @@ pub(super) fn require_auditor(caller: &Caller) -> Result<(), ApiError> {
         "the audit log needs the auditor role for the whole cloud, or admin (the caller has `{}`)",
         caller.principal.role_names()
     )))
-}
-
-/// One audit event.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AuditEventView {
-    /// The event's number, from a sequence: unique, increasing in the order events were
-    /// written (not committed), with gaps where a transaction rolled back. Webhook
-    /// deliveries name events by it.
-    pub seq: i64,
-    pub id: Uuid,
-    pub occurred_at: DateTime<Utc>,
-    /// CADF action: `create`, `update/approve`, `update/deny`, `update/cancel`, `update/expire`,
-    /// `update/grant`, `update/visibility`, `allow`, `accept`, `reject`, `revoke`; and for the
-    /// broker itself `create/key`, `delete/key` (an API key made or revoked: `details.key`
-    /// names it, never its secret) and `update/policy` (the approval policy loaded at start or
-    /// reloaded: `details.digest`, `details.rules`; a refused file is a `failure`).
-    pub action: String,
-    /// `success`, `failure` or `pending` (asked for, the worker will carry it out).
-    pub outcome: String,
-    /// Who: `kind`, `name`, `role`, `user_id`, `project` (a Keystone token's), `on_behalf_of`,
-    /// `address`, `user_agent`.
-    #[schema(value_type = Object)]
-    pub initiator: Value,
-    /// What: `image_id`, `image_name`, `owner_project_id`, `project_id` (the member),
-    /// `region`, `request_id`, `share_id`, as known.
-    #[schema(value_type = Object)]
-    pub target: Value,
-    /// The broker instance that wrote the event.
-    pub observer: String,
-    pub request_id: Option<Uuid>,
-    pub share_id: Option<Uuid>,
-    pub image_id: Option<Uuid>,
-    /// The member project.
-    pub project_id: Option<String>,
-    pub reason: Option<String>,
-    /// The `X-Request-Id` of the API call, or the `X-OpenStack-Request-ID` of the worker's
-    /// calls to Keystone and Glance.
-    pub correlation_id: Option<String>,
-    #[schema(value_type = Object)]
-    pub details: Value,
-    /// Its place in the hash chain: 1, 2, 3, ... with no gaps, in the order events were
-    /// sealed (within `GSB_AUDIT_SEAL_MS` of their commit). Null until the event is sealed;
-    /// the log lists sealed events only (a read seals what has committed first), so it is
-    /// set here unless no sealer could run.
-    pub chain_pos: Option<i64>,
-    /// SHA-256 of the event before in the chain (hex; zeros for the first). Null until sealed.
-    pub prev_hash: Option<String>,
-    /// SHA-256 of `prev_hash`, `chain_pos` and this event's canonical JSON (hex). Null until
-    /// sealed.
-    pub hash: Option<String>,
-}
-
-impl From<Event> for AuditEventView {
-    fn from(e: Event) -> Self {
-        AuditEventView {
-            seq: e.seq,
-            id: e.id,
-            occurred_at: e.occurred_at,
-            action: e.action,
-            outcome: e.outcome,
-            initiator: e.initiator,
-            target: e.target,
-            observer: e.observer,
-            request_id: e.request_id,
-            share_id: e.share_id,
-            image_id: e.image_id,
-            project_id: e.project_id,
-            reason: e.reason,
-            correlation_id: e.correlation_id,
-            details: e.details,
-            chain_pos: e.chain_pos,
-            prev_hash: e.prev_hash.map(hex::encode),
-            hash: e.hash.map(hex::encode),
-        }
-    }
 }
 
 /// How the events come back.
@@ -155,31 +77,11 @@ impl Format {
     }
 }
 
-/// Filters for the audit log.
+/// How an audit listing comes back, and from where: the page (JSON) or the export's form.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct ListAuditEvents {
-    /// Only events about this image.
-    pub image_id: Option<Uuid>,
-    /// Only events with this project on either side: the member project, the image's owner,
-    /// or the caller's own project.
-    pub project_id: Option<String>,
-    /// Only events initiated by this principal (the initiator's name: a key's name, `worker`, `expiry`).
-    pub actor: Option<String>,
-    /// Only this action, e.g. `allow`, `revoke`, `update/approve`.
-    pub action: Option<String>,
-    /// Only this outcome.
-    #[param(inline)]
-    pub outcome: Option<Outcome>,
-    /// Only events at or after this time (RFC 3339).
-    pub after: Option<DateTime<Utc>>,
-    /// Only events before this time (RFC 3339).
-    pub before: Option<DateTime<Utc>>,
-    /// Only events about this share request.
-    pub request_id: Option<Uuid>,
-    /// Only events about this share.
-    pub share_id: Option<Uuid>,
+pub struct AuditPaging {
     /// `json` (a page; the default), `ndjson`, `csv` or `cadf` (exports of every matching
     /// event, streamed). Overrides `Accept`.
     #[param(inline)]
@@ -190,6 +92,10 @@ pub struct ListAuditEvents {
     /// Page size, 1 to 200 (default 50); exports are not paged.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     pub limit: Option<Limit>,
+}
+
+impl PageQuery for AuditPaging {
+    const PARAMETERS: &'static [&'static str] = &["format", "cursor", "limit"];
 }
 
 /// List or export audit events (auditors and admins), in chain order, oldest first.
@@ -204,11 +110,11 @@ pub struct ListAuditEvents {
 /// spreadsheet shows the caller-written text instead of running it as a formula.
 #[utoipa::path(
     get, path = "/v1/audit-events", tag = "audit",
-    params(ListAuditEvents),
+    params(EventFilter, AuditPaging),
     responses(
         (status = 200, description = "A page, or an export", content(
-            (Page<AuditEventView> = "application/json"),
-            (AuditEventView = "application/x-ndjson"),
+            (Page<Event> = "application/json"),
+            (Event = "application/x-ndjson"),
             (String = "text/csv"),
             (Vec<Object> = "application/cadf+json"),
         )),
@@ -220,27 +126,15 @@ pub async fn list_audit_events(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    Query(q): Query<ListAuditEvents>,
+    Listing { filter, paging }: Listing<EventFilter, AuditPaging>,
 ) -> Result<Response, ApiError> {
     require_auditor(&caller)?;
-    let format = q.format.unwrap_or_else(|| Format::from_accept(&headers));
-    let filter = EventFilter {
-        image_id: q.image_id,
-        project_id: q.project_id,
-        actor: q.actor,
-        actions: q.action.into_iter().collect(),
-        outcome: q.outcome.map(|o| o.to_string()),
-        after: q.after,
-        before: q.before,
-        request_id: q.request_id,
-        share_id: q.share_id,
-        ..EventFilter::default()
-    };
-    let after = q.cursor.map_or(0, |c| c.0);
+    let format = paging.format.unwrap_or_else(|| Format::from_accept(&headers));
+    let after = paging.cursor.map_or(0, |c| c.0);
     if format == Format::Json {
-        let limit = q.limit.unwrap_or_default();
+        let limit = paging.limit.unwrap_or_default();
         let rows = db::audit::page(&state.pool, &filter, after, limit.fetch()).await?;
-        return Ok(axum::Json(Page::new(rows, limit, SeqCursor::after, AuditEventView::from)).into_response());
+        return Ok(axum::Json(Page::new(rows, limit, SeqCursor::after, |e| e)).into_response());
     }
     let mut events = Box::pin(db::audit::stream(state.pool.clone(), filter, after).peekable());
     // A database that fails at once is a 503 problem, not a 200 with a broken body.

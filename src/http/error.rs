@@ -4,7 +4,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use utoipa::openapi::path::{HttpMethod, Operation};
+use utoipa::openapi::path::{HttpMethod, Operation, ParameterIn};
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, OpenApi as Spec, Ref, ResponseBuilder, Type};
 use utoipa::{Modify, ToSchema};
 
@@ -186,7 +186,8 @@ impl IntoResponse for ApiError {
 /// Adds to every operation of the spec the problems any of them can answer, so that each
 /// handler documents only its own: 500 and 503 for all; under `/v1/`, 422 (a bad path,
 /// query or header) and 429 (the caller's rate limit); 401 where a credential is needed;
-/// 400, 413 and 415 where a body is read; 404 where the path names a resource. A handler
+/// 400, 413 and 415 where a body is read; 404 where the path names a resource; 412 where
+/// `If-Match` is taken (the `IfMatch` extractor lists it). A handler
 /// that declares one of these itself (a 422 naming its body's fields) keeps its own.
 pub struct CommonProblems;
 
@@ -201,6 +202,7 @@ impl CommonProblems {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "Not JSON",
             StatusCode::UNPROCESSABLE_ENTITY => "A bad path, query or header value",
             StatusCode::TOO_MANY_REQUESTS => "Too many requests from this caller or address",
+            StatusCode::PRECONDITION_FAILED => "The ETag changed",
             StatusCode::SERVICE_UNAVAILABLE => {
                 "The database, Keystone or Glance is unavailable, the request took too long, or the API's \
                  budget for Glance is spent; retry later"
@@ -226,6 +228,14 @@ impl CommonProblems {
         }
         if path.contains('{') {
             statuses.push(StatusCode::NOT_FOUND);
+        }
+        let conditional = operation
+            .parameters
+            .iter()
+            .flatten()
+            .any(|p| p.name == "If-Match" && p.parameter_in == ParameterIn::Header);
+        if conditional {
+            statuses.push(StatusCode::PRECONDITION_FAILED);
         }
         statuses
     }

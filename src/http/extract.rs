@@ -8,6 +8,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::net::SocketAddr;
+use utoipa::IntoParams;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::{ObjectBuilder, Required, Type};
 use uuid::Uuid;
 
 use super::middleware::PrincipalRateLimit;
@@ -118,14 +121,25 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     }
 }
 
-/// A list's query string: the resource's filter `F` and the page asked for, each checked
-/// as a [`Query`] is (a parameter neither knows is refused).
-pub struct Listing<F, C = Cursor> {
-    pub filter: F,
-    pub paging: Paging<C>,
+/// The part of a list's query string that is not the resource's filter: where to start,
+/// how many, and for some lists in what form.
+pub trait PageQuery: DeserializeOwned {
+    /// The query parameters it reads.
+    const PARAMETERS: &'static [&'static str];
 }
 
-impl<S: Send + Sync, F: DeserializeOwned, C: DeserializeOwned> FromRequestParts<S> for Listing<F, C> {
+impl<C: DeserializeOwned> PageQuery for Paging<C> {
+    const PARAMETERS: &'static [&'static str] = &["cursor", "limit"];
+}
+
+/// A list's query string: the resource's filter `F` and the page asked for `P`, each
+/// checked as a [`Query`] is (a parameter neither knows is refused).
+pub struct Listing<F, P = Paging<Cursor>> {
+    pub filter: F,
+    pub paging: P,
+}
+
+impl<S: Send + Sync, F: DeserializeOwned, P: PageQuery> FromRequestParts<S> for Listing<F, P> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
@@ -135,7 +149,7 @@ impl<S: Send + Sync, F: DeserializeOwned, C: DeserializeOwned> FromRequestParts<
             form_urlencoded::Serializer::new(String::new()),
         );
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
-            let part = if Paging::<C>::PARAMETERS.contains(&key.as_ref()) {
+            let part = if P::PARAMETERS.contains(&key.as_ref()) {
                 &mut paging
             } else {
                 &mut filter
@@ -294,6 +308,33 @@ where
 /// `Idempotency-Key`, when sent.
 pub struct IdempotencyKey(pub Option<String>);
 
+const IDEMPOTENCY_KEY_MAX: usize = 255;
+
+/// An optional header parameter of the spec, described once beside its extractor.
+fn header_parameter(name: &str, description: &str, schema: ObjectBuilder) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(description))
+        .schema(Some(schema.schema_type(Type::String)))
+        .build()
+}
+
+/// A handler that takes [`IdempotencyKey`] lists it in `params(...)` of its `utoipa::path`.
+impl IntoParams for IdempotencyKey {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![header_parameter(
+            "Idempotency-Key",
+            "Replays the first response to the same key and body",
+            ObjectBuilder::new()
+                .min_length(Some(1))
+                .max_length(Some(IDEMPOTENCY_KEY_MAX))
+                .pattern(Some("^[\\x21-\\x7E]+$")),
+        )]
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = ApiError;
 
@@ -302,7 +343,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
             return Ok(IdempotencyKey(None));
         };
         match raw.to_str() {
-            Ok(key) if (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(key) if (1..=IDEMPOTENCY_KEY_MAX).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) => {
                 Ok(IdempotencyKey(Some(key.to_owned())))
             }
             _ => Err(ApiError::field(
@@ -329,6 +370,18 @@ impl IfMatch {
             Some(list) if list.split(',').map(str::trim).any(|tag| tag == "*" || tag == current) => Ok(()),
             Some(_) => Err(ApiError::PreconditionFailed),
         }
+    }
+}
+
+/// A handler that takes [`IfMatch`] lists it in `params(...)`; the spec then gives the
+/// operation its 412 (`CommonProblems`).
+impl IntoParams for IfMatch {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![header_parameter(
+            "If-Match",
+            "Only if the resource still has one of these ETags",
+            ObjectBuilder::new(),
+        )]
     }
 }
 

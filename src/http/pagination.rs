@@ -94,11 +94,6 @@ pub struct Paging<C = Cursor> {
     pub limit: Option<Limit>,
 }
 
-impl<C> Paging<C> {
-    /// The query parameters paging reads.
-    pub const PARAMETERS: [&'static str; 2] = ["cursor", "limit"];
-}
-
 /// A page size between 1 and [`MAX_LIMIT`].
 #[derive(Debug, Clone, Copy)]
 pub struct Limit(u32);

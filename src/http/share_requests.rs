@@ -177,7 +177,7 @@ pub(super) fn saved_request(
 #[utoipa::path(
     post, path = "/v1/share-requests", tag = "share-requests",
     request_body = ShareRequestInput,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response to the same key and body")),
+    params(IdempotencyKey),
     responses(
         (status = 201, description = "Filed", body = ShareRequestView,
             headers(("Location" = String), ("ETag" = String))),

@@ -111,14 +111,11 @@ impl Action {
 /// The worker sets the Glance member to `accepted`; the share shows `accepted` once done.
 #[utoipa::path(
     post, path = "/v1/shares/{id}/accept", tag = "shares",
-    params(("id" = Uuid, Path, description = "The share's id"),
-        ("If-Match" = Option<String>, Header, description = "Only if the share still has this ETag"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response to the same key and body")),
+    params(("id" = Uuid, Path, description = "The share's id"), IfMatch, IdempotencyKey),
     responses(
         (status = 202, description = "Queued for the worker", body = ShareView, headers(("ETag" = String))),
         (status = 403, description = "Not the consumer project", body = super::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The share is not granted", body = super::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
@@ -140,14 +137,11 @@ pub async fn accept_share(
 /// it `shared` and no member is left).
 #[utoipa::path(
     post, path = "/v1/shares/{id}/reject", tag = "shares",
-    params(("id" = Uuid, Path, description = "The share's id"),
-        ("If-Match" = Option<String>, Header, description = "Only if the share still has this ETag"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response to the same key and body")),
+    params(("id" = Uuid, Path, description = "The share's id"), IfMatch, IdempotencyKey),
     responses(
         (status = 202, description = "Queued for the worker", body = ShareView, headers(("ETag" = String))),
         (status = 403, description = "Not the consumer project", body = super::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The share is not granted", body = super::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
@@ -168,14 +162,11 @@ pub async fn reject_share(
 #[utoipa::path(
     post, path = "/v1/shares/{id}/revoke", tag = "shares",
     request_body = RevokeInput,
-    params(("id" = Uuid, Path, description = "The share's id"),
-        ("If-Match" = Option<String>, Header, description = "Only if the share still has this ETag"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response to the same key and body")),
+    params(("id" = Uuid, Path, description = "The share's id"), IfMatch, IdempotencyKey),
     responses(
         (status = 202, description = "Queued for the worker", body = ShareView, headers(("ETag" = String))),
         (status = 403, description = "Not the requester", body = super::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not revocable in its state", body = super::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The ETag changed", body = super::Problem, content_type = "application/problem+json"),
         (status = 422, description = "No reason", body = super::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("keystone_token" = []))

@@ -31,41 +31,11 @@ const MAX_URL_CHARS: usize = 2048;
 /// Longest wait for DNS when a URL is registered.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A registered endpoint (never with its secret).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct WebhookView {
-    pub id: Uuid,
-    pub url: String,
-    /// The events it receives; empty means every event.
-    pub events: Vec<String>,
-    pub description: Option<String>,
-    /// Whether deliveries are made (an inactive endpoint keeps its log).
-    pub active: bool,
-    pub created_by: String,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<Webhook> for WebhookView {
-    fn from(w: Webhook) -> Self {
-        WebhookView {
-            id: w.id,
-            url: w.url,
-            events: w.events,
-            description: w.description,
-            active: w.active,
-            created_by: w.created_by,
-            created_at: w.created_at,
-            updated_at: w.updated_at,
-        }
-    }
-}
-
 /// A new endpoint, with the secret that signs its deliveries: store it now, it is not shown again.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedWebhook {
     #[serde(flatten)]
-    pub webhook: WebhookView,
+    pub webhook: Webhook,
     /// Verify each delivery's `X-GSB-Signature` with it (HMAC-SHA256; see the README).
     pub secret: String,
 }
@@ -235,7 +205,7 @@ fn location(id: Uuid) -> String {
 #[utoipa::path(
     post, path = "/v1/webhooks", tag = "webhooks",
     request_body = WebhookInput,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response to the same key and body")),
+    params(IdempotencyKey),
     responses(
         (status = 201, description = "Registered", body = CreatedWebhook, headers(("Location" = String))),
         (status = 403, description = "Not an admin", body = super::Problem, content_type = "application/problem+json"),
@@ -280,10 +250,7 @@ pub async fn create_webhook(
         )
         .await?;
     let id = webhook.id;
-    let created = CreatedWebhook {
-        webhook: webhook.into(),
-        secret,
-    };
+    let created = CreatedWebhook { webhook, secret };
     let response = Saved::json(StatusCode::CREATED, &created).header(header::LOCATION, location(id));
     idempotency::finish(&mut tx, claim, &response).await?;
     tx.commit().await?;
@@ -295,7 +262,7 @@ pub async fn create_webhook(
     get, path = "/v1/webhooks", tag = "webhooks",
     params(Paging),
     responses(
-        (status = 200, description = "A page of endpoints", body = Page<WebhookView>),
+        (status = 200, description = "A page of endpoints", body = Page<Webhook>),
         (status = 403, description = "Not an admin", body = super::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
@@ -304,12 +271,12 @@ pub async fn list_webhooks(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<Paging>,
-) -> Result<axum::Json<Page<WebhookView>>, ApiError> {
+) -> Result<axum::Json<Page<Webhook>>, ApiError> {
     caller.require(Capability::Admin)?;
     let limit = q.limit.unwrap_or_default();
     let rows = db::webhooks::list(&state.pool, q.cursor.map(|c| c.0), limit.fetch()).await?;
     let cursor = |last: &Webhook| Cursor(last.id).to_string();
-    Ok(axum::Json(Page::new(rows, limit, cursor, WebhookView::from)))
+    Ok(axum::Json(Page::new(rows, limit, cursor, |w| w)))
 }
 
 /// One webhook endpoint (admins).
@@ -317,7 +284,7 @@ pub async fn list_webhooks(
     get, path = "/v1/webhooks/{id}", tag = "webhooks",
     params(("id" = Uuid, Path, description = "The endpoint's id")),
     responses(
-        (status = 200, description = "The endpoint", body = WebhookView),
+        (status = 200, description = "The endpoint", body = Webhook),
         (status = 403, description = "Not an admin", body = super::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
@@ -326,12 +293,12 @@ pub async fn get_webhook(
     State(state): State<AppState>,
     caller: Caller,
     Id(id): Id,
-) -> Result<axum::Json<WebhookView>, ApiError> {
+) -> Result<axum::Json<Webhook>, ApiError> {
     caller.require(Capability::Admin)?;
     let webhook = db::webhooks::find(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook"))?;
-    Ok(axum::Json(webhook.into()))
+    Ok(axum::Json(webhook))
 }
 
 /// Change a webhook endpoint: its URL, events, description, or whether it is active (admins).
@@ -340,7 +307,7 @@ pub async fn get_webhook(
     request_body = WebhookPatch,
     params(("id" = Uuid, Path, description = "The endpoint's id")),
     responses(
-        (status = 200, description = "Changed", body = WebhookView),
+        (status = 200, description = "Changed", body = Webhook),
         (status = 403, description = "Not an admin", body = super::Problem, content_type = "application/problem+json"),
         (status = 422, description = "A bad URL or event", body = super::Problem, content_type = "application/problem+json"),
     ),
@@ -351,7 +318,7 @@ pub async fn update_webhook(
     caller: Caller,
     Id(id): Id,
     body: Json<WebhookPatch>,
-) -> Result<axum::Json<WebhookView>, ApiError> {
+) -> Result<axum::Json<Webhook>, ApiError> {
     state.require_admin(&caller, Action::UpdateWebhook).await?;
     let patch = &body.value;
     let mut errors = Vec::new();
@@ -385,7 +352,7 @@ pub async fn update_webhook(
         )
         .await?;
     tx.commit().await?;
-    Ok(axum::Json(webhook.into()))
+    Ok(axum::Json(webhook))
 }
 
 /// Remove a webhook endpoint and its delivery log (admins).

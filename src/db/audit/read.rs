@@ -1,7 +1,6 @@
 //! Reading the log: sealed events, filtered, in chain order, in batches so memory stays
 //! constant; every read seals what has committed first, so the newest events are there.
 
-use chrono::{DateTime, Utc};
 use futures_util::{Stream, TryStreamExt, stream};
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgExecutor, PgPool, Row};
@@ -9,6 +8,7 @@ use uuid::Uuid;
 
 use super::seal::seal_all;
 use crate::domain::audit::Event;
+pub use crate::domain::filters::EventFilter;
 
 impl FromRow<'_, PgRow> for Event {
     fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
@@ -46,28 +46,6 @@ pub async fn for_request(pool: &PgPool, request_id: Uuid) -> Result<Vec<Event>, 
     stream(pool.clone(), filter, 0).try_collect().await
 }
 
-/// Filters for reading the log; empty means "any".
-#[derive(Debug, Default, Clone)]
-pub struct EventFilter {
-    pub image_id: Option<Uuid>,
-    /// Either side of a share: the member project (or a request's target), the image's
-    /// owner, or the caller's project.
-    pub project_id: Option<String>,
-    /// The member project alone.
-    pub member_project_id: Option<String>,
-    /// The initiator's name.
-    pub actor: Option<String>,
-    /// Any of these actions.
-    pub actions: Vec<String>,
-    pub outcome: Option<String>,
-    /// At or after.
-    pub after: Option<DateTime<Utc>>,
-    /// Strictly before.
-    pub before: Option<DateTime<Utc>>,
-    pub request_id: Option<Uuid>,
-    pub share_id: Option<Uuid>,
-}
-
 /// Up to `limit` sealed events matching `filter` placed after `after_pos`, in chain order.
 /// Seals what has committed first, so the newest events are there.
 pub async fn page(pool: &PgPool, filter: &EventFilter, after_pos: i64, limit: i64) -> Result<Vec<Event>, sqlx::Error> {
@@ -97,20 +75,22 @@ async fn sealed_batch(
            and ($9::uuid is null or request_id = $9)
            and ($10::uuid is null or share_id = $10)
            and ($11::text is null or project_id = $11)
+           and ($12::text is null or action = $12)
          order by chain_pos
-         limit $12",
+         limit $13",
     )
     .bind(after_pos)
     .bind(filter.image_id)
     .bind(&filter.project_id)
     .bind(&filter.actor)
     .bind(&filter.actions)
-    .bind(&filter.outcome)
+    .bind(filter.outcome.map(<&str>::from))
     .bind(filter.after)
     .bind(filter.before)
     .bind(filter.request_id)
     .bind(filter.share_id)
     .bind(&filter.member_project_id)
+    .bind(&filter.action)
     .bind(limit)
     .fetch_all(db)
     .await

@@ -3,8 +3,10 @@
 //! Pure: the database seals (`audit_seal`, the same link formula) and reads; this computes.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Action, BrokenLink};
@@ -38,31 +40,70 @@ impl DigestScheme {
     }
 }
 
-/// One stored event, as the log holds it: action and outcome as the text stored (a row
-/// changed by hand must still be read, and found out, rather than refused).
-#[derive(Debug, Clone)]
+/// One audit event, as the log stores it and the API shows it. Action and outcome are the
+/// text stored: a row changed by hand is still read, and found out by verify.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = AuditEventView)]
 pub struct Event {
+    /// The event's number, from a sequence: unique, increasing in the order events were
+    /// written (not committed), with gaps where a transaction rolled back. Webhook
+    /// deliveries name events by it.
     pub seq: i64,
     pub id: Uuid,
     pub occurred_at: DateTime<Utc>,
+    /// CADF action: `create`, `update/approve`, `update/deny`, `update/cancel`, `update/expire`,
+    /// `update/grant`, `update/visibility`, `allow`, `accept`, `reject`, `revoke`; and for the
+    /// broker itself `create/key`, `delete/key` (an API key made or revoked: `details.key`
+    /// names it, never its secret) and `update/policy` (the approval policy loaded at start or
+    /// reloaded: `details.digest`, `details.rules`; a refused file is a `failure`).
     pub action: String,
+    /// `success`, `failure` or `pending` (asked for, the worker will carry it out).
     pub outcome: String,
+    /// Who: `kind`, `name`, `role`, `user_id`, `project` (a Keystone token's), `on_behalf_of`,
+    /// `address`, `user_agent`.
+    #[schema(value_type = Object)]
     pub initiator: Value,
+    /// What: `image_id`, `image_name`, `owner_project_id`, `project_id` (the member),
+    /// `region`, `request_id`, `share_id`, as known.
+    #[schema(value_type = Object)]
     pub target: Value,
+    /// The broker instance that wrote the event.
     pub observer: String,
     pub request_id: Option<Uuid>,
     pub share_id: Option<Uuid>,
     pub image_id: Option<Uuid>,
+    /// The member project.
     pub project_id: Option<String>,
     pub reason: Option<String>,
+    /// The `X-Request-Id` of the API call, or the `X-OpenStack-Request-ID` of the worker's
+    /// calls to Keystone and Glance.
     pub correlation_id: Option<String>,
+    #[schema(value_type = Object)]
     pub details: Value,
     /// [`DigestScheme::number`] of the scheme the writer digested the event with.
+    #[serde(skip)]
     pub digest_scheme: i16,
-    /// The seal: null until the sealer gives the event its place in the chain.
+    /// Its place in the hash chain: 1, 2, 3, ... with no gaps, in the order events were
+    /// sealed (within `GSB_AUDIT_SEAL_MS` of their commit). Null until the event is sealed;
+    /// the log lists sealed events only (a read seals what has committed first), so it is
+    /// set here unless no sealer could run.
     pub chain_pos: Option<i64>,
+    /// SHA-256 of the event before in the chain (hex; zeros for the first). Null until sealed.
+    #[serde(serialize_with = "hex_or_null")]
+    #[schema(value_type = Option<String>)]
     pub prev_hash: Option<Vec<u8>>,
+    /// SHA-256 of `prev_hash`, `chain_pos` and this event's canonical JSON (hex). Null until
+    /// sealed.
+    #[serde(serialize_with = "hex_or_null")]
+    #[schema(value_type = Option<String>)]
     pub hash: Option<Vec<u8>>,
+}
+
+fn hex_or_null<S: serde::Serializer>(bytes: &Option<Vec<u8>>, serializer: S) -> Result<S::Ok, S::Error> {
+    match bytes {
+        Some(bytes) => serializer.serialize_str(&hex::encode(bytes)),
+        None => serializer.serialize_none(),
+    }
 }
 
 /// The hash the first event chains to.

@@ -6,7 +6,7 @@ use chrono::SecondsFormat;
 use futures_util::{Stream, StreamExt, stream};
 use serde_json::{Value, json};
 
-use super::{AuditEventView, Format};
+use super::Format;
 use crate::db::audit::Event;
 use crate::domain::Action;
 
@@ -62,7 +62,7 @@ pub(super) fn body(
 fn encode(format: Format, event: &Event, first: bool) -> Vec<u8> {
     match format {
         Format::Json | Format::Ndjson => {
-            let mut line = serde_json::to_vec(&AuditEventView::from(event.clone())).expect("an event serializes");
+            let mut line = serde_json::to_vec(event).expect("an event serializes");
             line.push(b'\n');
             line
         }

@@ -30,15 +30,12 @@ pub struct Decision {
 /// Cancel a request that is still waiting for a decision (its requester, or an admin).
 #[utoipa::path(
     post, path = "/v1/share-requests/{id}/cancel", tag = "share-requests",
-    params(("id" = Uuid, Path, description = "The request's id"),
-        ("If-Match" = Option<String>, Header, description = "Only if the request still has this ETag"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response to the same key and body")),
+    params(("id" = Uuid, Path, description = "The request's id"), IfMatch, IdempotencyKey),
     request_body(content = Decision, description = "Optional; an empty body is fine"),
     responses(
         (status = 200, description = "Cancelled", body = ShareRequestView, headers(("ETag" = String))),
         (status = 403, description = "Not the requester", body = crate::http::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already decided", body = crate::http::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The ETag changed", body = crate::http::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
@@ -56,15 +53,12 @@ pub async fn cancel_share_request(
 /// Approve a request (approvers and admins; never one's own request).
 #[utoipa::path(
     post, path = "/v1/share-requests/{id}/approve", tag = "share-requests",
-    params(("id" = Uuid, Path, description = "The request's id"),
-        ("If-Match" = Option<String>, Header, description = "Only if the request still has this ETag"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response to the same key and body")),
+    params(("id" = Uuid, Path, description = "The request's id"), IfMatch, IdempotencyKey),
     request_body(content = Decision, description = "Optional; an empty body is fine"),
     responses(
         (status = 200, description = "Approved", body = ShareRequestView, headers(("ETag" = String))),
         (status = 403, description = "Not an approver, or the approver's own request", body = crate::http::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already decided, or not validated yet", body = crate::http::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The ETag changed", body = crate::http::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
@@ -82,15 +76,12 @@ pub async fn approve_share_request(
 /// Deny a request (approvers and admins; never one's own request).
 #[utoipa::path(
     post, path = "/v1/share-requests/{id}/deny", tag = "share-requests",
-    params(("id" = Uuid, Path, description = "The request's id"),
-        ("If-Match" = Option<String>, Header, description = "Only if the request still has this ETag"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Replays the first response to the same key and body")),
+    params(("id" = Uuid, Path, description = "The request's id"), IfMatch, IdempotencyKey),
     request_body(content = Decision, description = "Optional; an empty body is fine"),
     responses(
         (status = 200, description = "Denied", body = ShareRequestView, headers(("ETag" = String))),
         (status = 403, description = "Not an approver, or the approver's own request", body = crate::http::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already decided", body = crate::http::Problem, content_type = "application/problem+json"),
-        (status = 412, description = "The ETag changed", body = crate::http::Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
