@@ -69,7 +69,8 @@ impl Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// Postgres URL, e.g. postgres://broker:secret@db:5432/broker
+    /// Postgres URL, e.g. postgres://broker:secret@db:5432/broker; with several hosts
+    /// (db1:5432,db2:5432), the broker follows whichever is the primary
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
 
@@ -128,6 +129,11 @@ pub struct ServeArgs {
     /// Serve the API only; run the worker elsewhere (`glance-share-broker worker`).
     #[arg(long, env = "GSB_NO_WORKER")]
     pub no_worker: bool,
+
+    /// Postgres URL of a standby for auditors' reads and exports of the audit log (sealing
+    /// still happens on the primary); they may lag behind it by the standby's replay delay.
+    #[arg(long, env = "GSB_DATABASE_READ_URL", hide_env_values = true)]
+    pub database_read_url: Option<String>,
 
     #[command(flatten)]
     pub access: AccessArgs,

@@ -16,7 +16,8 @@ use anyhow::Context;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-use crate::config::{AuditCommand, Command, KeysCommand, ServeArgs, instance_name};
+use crate::config::{AuditCommand, Command, DatabaseArgs, KeysCommand, ServeArgs, instance_name};
+use crate::db::failover::{self, Follower, Hosts, Moved};
 
 use crate::domain::ChainReport;
 use crate::openstack::OpenStack;
@@ -60,13 +61,10 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Worker(args) => {
             let cloud = settings::openstack(&args.worker)?;
-            let pool = db::pool(
-                settings::connect_options(&args.database)?,
-                args.database.db_max_connections,
-            );
+            let tasks = Tasks::new();
+            let pool = connect(&args.database, args.database.db_max_connections, Some(&tasks)).await?;
             migrate(&pool).await?;
             let instance = instance_name(&args.instance);
-            let tasks = Tasks::new();
             let policy = approval_policy(&args.worker, &pool, &instance, &tasks).await?;
             let config = settings::worker_config(&args.worker, instance, policy);
             spawn_audit_checkpoints(
@@ -84,14 +82,14 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate(database) => {
-            let pool = db::pool(settings::connect_options(&database)?, 1);
+            let pool = connect(&database, 1, None).await?;
             migrate(&pool).await?;
             println!("migrations applied");
             Ok(())
         }
         Command::Keys(command) => keys(command).await,
         Command::Audit(AuditCommand::Verify { database, expect }) => {
-            let pool = db::pool(settings::connect_options(&database)?, 2);
+            let pool = connect(&database, 2, None).await?;
             let report = db::audit::verify_anchored(&pool, "verify by the command line", &expect).await?;
             print_report(&report);
             if let Some(anchor) = &report.anchor_mismatch {
@@ -171,6 +169,41 @@ fn print_report(report: &ChainReport) {
 
 /// Applies the migrations not yet applied. When none is pending, touches nothing: the
 /// broker can then run as a role that may not create tables (`gsb_app`).
+/// A pool on the database `DATABASE_URL` names. With several hosts (the libpq multi-host
+/// form), on the one that takes writes, and kept there by a task of `tasks` when the primary
+/// moves (a one-shot command, given no `tasks`, connects to the primary of the moment).
+async fn connect(database: &DatabaseArgs, max_connections: u32, tasks: Option<&Tasks>) -> anyhow::Result<PgPool> {
+    let hosts = Hosts::parse(&database.database_url)
+        .map_err(|e| anyhow::anyhow!(e))?
+        .for_writes();
+    connect_to(hosts, max_connections, tasks).await
+}
+
+/// A pool on the first of `hosts` that suits them (see [`connect`]).
+async fn connect_to(hosts: Hosts, max_connections: u32, tasks: Option<&Tasks>) -> anyhow::Result<PgPool> {
+    let primary = if hosts.several() {
+        hosts.primary().await
+    } else {
+        Some(0)
+    };
+    if primary.is_none() {
+        tracing::warn!(
+            "no Postgres host takes writes yet: starting on the first, following the primary once there is one"
+        );
+    }
+    let current = primary.unwrap_or(0);
+    let moved = Moved::default();
+    let pool = db::pool_following(hosts.options(current), max_connections, moved.clone());
+    if let Some(tasks) = tasks.filter(|_| hosts.several()) {
+        let follower = Follower::new(pool.clone(), hosts, current, moved);
+        tasks.every("failover", failover::CHECK_EVERY, move || {
+            let follower = follower.clone();
+            async move { follower.check().await }
+        });
+    }
+    Ok(pool)
+}
+
 async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     if db::migrations_applied(pool).await.unwrap_or(false) {
         return Ok(());
@@ -189,7 +222,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             role,
             projects,
         } => {
-            let pool = db::pool(settings::connect_options(&database)?, 1);
+            let pool = connect(&database, 1, None).await?;
             migrate(&pool).await?;
             let (key, secret) = db::api_keys::create(&pool, &name, role, &projects)
                 .await
@@ -201,7 +234,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             println!("{secret}");
         }
         KeysCommand::List { database } => {
-            let pool = db::pool(settings::connect_options(&database)?, 1);
+            let pool = connect(&database, 1, None).await?;
             for key in db::api_keys::list(&pool).await? {
                 let state = key
                     .revoked_at
@@ -217,7 +250,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Revoke { database, name } => {
-            let pool = db::pool(settings::connect_options(&database)?, 1);
+            let pool = connect(&database, 1, None).await?;
             anyhow::ensure!(
                 db::api_keys::revoke(&pool, &name).await?,
                 "no active key named `{name}`"
@@ -246,13 +279,10 @@ impl Application {
     /// Connects, migrates and binds. `--listen` with port 0 picks a free port (tests do).
     /// `cloud` is the broker's own OpenStack client: without one, Keystone tokens are refused.
     pub async fn build(args: &ServeArgs, cloud: Option<OpenStack>) -> anyhow::Result<Self> {
-        let pool = db::pool(
-            settings::connect_options(&args.database)?,
-            args.database.db_max_connections,
-        );
+        let tasks = Tasks::new();
+        let pool = connect(&args.database, args.database.db_max_connections, Some(&tasks)).await?;
         migrate(&pool).await?;
         let config = settings::api_config(args);
-        let tasks = Tasks::new();
         spawn_retention_purge(
             &tasks,
             pool.clone(),
@@ -277,8 +307,16 @@ impl Application {
                 args.edges.api_glance_concurrency,
             )
         });
+        let audit_reads = match &args.database_read_url {
+            Some(url) => {
+                let hosts = Hosts::parse(url).map_err(|e| anyhow::anyhow!("GSB_DATABASE_READ_URL: {e}"))?;
+                connect_to(hosts, args.database.db_max_connections, Some(&tasks)).await?
+            }
+            None => pool.clone(),
+        };
         let state = http::AppState {
             pool: pool.clone(),
+            audit_reads,
             config: Arc::new(config),
             metrics: telemetry::metrics_handle(),
             tokens: http::TokenValidator::new(

@@ -4,6 +4,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod failover;
 pub mod idempotency;
 pub mod jobs;
 pub mod rate_slots;
@@ -17,6 +18,8 @@ use std::time::Duration;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};
+
+use self::failover::Moved;
 
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!();
@@ -32,12 +35,22 @@ const TRUSTED_IDLE: Duration = Duration::from_secs(1);
 /// `aliveBypassWindowMs` does the same), so one left broken by a Postgres restart is still
 /// found before use, and a busy pool pays nothing.
 pub fn pool(options: PgConnectOptions, max_connections: u32) -> PgPool {
+    pool_following(options, max_connections, Moved::default())
+}
+
+/// [`pool`], whose connections opened before the pool `moved` to another host (a failover:
+/// [`failover::Follower`]) are dropped instead of handed out.
+pub fn pool_following(options: PgConnectOptions, max_connections: u32, moved: Moved) -> PgPool {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(3))
         .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
+        .before_acquire(move |conn, meta| {
+            let moved = moved.clone();
             Box::pin(async move {
+                if moved.predates(meta.age) {
+                    return Ok(false);
+                }
                 if meta.idle_for > TRUSTED_IDLE {
                     conn.ping().await?;
                 }

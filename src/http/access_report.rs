@@ -79,7 +79,7 @@ pub async fn image_access(
         before: Some(at + chrono::Duration::microseconds(1)),
         ..access_events()
     };
-    let mut events = pin!(db::audit::stream(state.pool.clone(), filter, 0));
+    let mut events = pin!(db::audit::stream(state.log(), filter, 0));
     let mut replay = Replay::default();
     while let Some(event) = events.try_next().await? {
         if let Some(event) = access_event(event) {
@@ -179,6 +179,6 @@ pub async fn project_access_history(
     };
     let limit = q.limit.unwrap_or_default();
     let after = q.cursor.map_or(0, |c| c.0);
-    let rows = db::audit::page(&state.pool, &filter, after, limit.fetch()).await?;
+    let rows = db::audit::page(&state.log(), &filter, after, limit.fetch()).await?;
     Ok(axum::Json(Page::new(rows, limit, SeqCursor::after, AccessChange::from)))
 }

@@ -133,10 +133,10 @@ pub async fn list_audit_events(
     let after = paging.cursor.map_or(0, |c| c.0);
     if format == Format::Json {
         let limit = paging.limit.unwrap_or_default();
-        let rows = db::audit::page(&state.pool, &filter, after, limit.fetch()).await?;
+        let rows = db::audit::page(&state.log(), &filter, after, limit.fetch()).await?;
         return Ok(axum::Json(Page::new(rows, limit, SeqCursor::after, |e| e)).into_response());
     }
-    let mut events = Box::pin(db::audit::stream(state.pool.clone(), filter, after).peekable());
+    let mut events = Box::pin(db::audit::stream(state.log(), filter, after).peekable());
     // A database that fails at once is a 503 problem, not a 200 with a broken body.
     if let Some(Err(_)) = events.as_mut().peek().await {
         let Some(Err(e)) = events.next().await else {

@@ -104,11 +104,11 @@ impl ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         // SQLSTATE class 08 is a broken connection; 57P01-57P03 a server shutting down or
-        // starting: the database is away, not the request wrong.
-        let database_away = e
-            .as_database_error()
-            .and_then(|d| d.code())
-            .is_some_and(|code| code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03"));
+        // starting; 25006 a standby (or a demoted primary) refusing a write during a
+        // failover: the database is away, not the request wrong.
+        let database_away = e.as_database_error().and_then(|d| d.code()).is_some_and(|code| {
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "25006")
+        });
         match e {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 tracing::warn!(error = %e, "database unavailable");

@@ -46,7 +46,7 @@ pub use keystone::{CacheTimes, TokenValidator};
 pub use middleware::RateLimitConfig;
 pub use serve::serve;
 
-use crate::db::{audit::NewEvent, share_requests::ShareRequest};
+use crate::db::{self, audit::NewEvent, share_requests::ShareRequest};
 use crate::domain::{Action, FieldError, Limits};
 use crate::openstack::OpenStack;
 use extract::Caller;
@@ -75,6 +75,9 @@ pub struct ApiConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    /// Where auditors' reads and exports go: a standby when `GSB_DATABASE_READ_URL` names
+    /// one, else `pool`.
+    pub audit_reads: PgPool,
     pub config: Arc<ApiConfig>,
     pub metrics: PrometheusHandle,
     /// The broker's own OpenStack client, when a cloud is configured.
@@ -84,6 +87,14 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The audit log as auditors read it (sealed on the primary, read from `audit_reads`).
+    fn log(&self) -> db::audit::LogReader {
+        db::audit::LogReader {
+            primary: self.pool.clone(),
+            reads: self.audit_reads.clone(),
+        }
+    }
+
     /// An audit event about `request`, done by `caller`; callers fill in the rest.
     fn event<'a>(caller: &'a Caller, request: &'a ShareRequest, action: Action) -> NewEvent<'a> {
         NewEvent {

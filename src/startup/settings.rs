@@ -3,25 +3,17 @@
 //! the parts never see `config`.
 
 use std::num::NonZeroU32;
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use sqlx::postgres::PgConnectOptions;
 
-use crate::config::{AccessArgs, DatabaseArgs, EdgeArgs, ServeArgs, WorkerArgs, instance_name};
+use crate::config::{AccessArgs, EdgeArgs, ServeArgs, WorkerArgs, instance_name};
 use crate::db::retention::Retention;
 use crate::domain::Limits;
 use crate::domain::policy::SharedPolicy;
 use crate::http::{ApiConfig, CacheTimes, RateLimitConfig};
 use crate::openstack::{CloudConfig, OpenStack};
 use crate::worker::{WebhookConfig, WorkerConfig};
-
-/// The connection options; the URL (which may hold a password) never appears in the error.
-pub fn connect_options(database: &DatabaseArgs) -> anyhow::Result<PgConnectOptions> {
-    PgConnectOptions::from_str(&database.database_url)
-        .map_err(|_| anyhow!("DATABASE_URL is not a valid Postgres URL (postgres://user:password@host:port/database)"))
-}
 
 /// A request budget of `per_sec` with `burst`; none when `per_sec` is 0.
 fn rate_limit(per_sec: u32, burst: u32) -> Option<RateLimitConfig> {

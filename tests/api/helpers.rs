@@ -57,6 +57,7 @@ pub fn serve_args(database_url: &str) -> ServeArgs {
         address_rate_limit_per_sec: 10_000,
         address_rate_limit_burst: 10_000,
         no_worker: true,
+        database_read_url: None,
         access: test_access(),
         audit: AuditArgs {
             audit_checkpoint_secs: 300,
@@ -115,7 +116,13 @@ async fn spawn(url: &str, cloud: Option<OpenStack>, adjust: impl FnOnce(&mut Ser
     let app = Application::build(&args, cloud).await.expect("the broker starts");
     let addr = app.local_addr();
     tokio::spawn(app.run_until(std::future::pending()));
-    let pool = PgPoolOptions::new().max_connections(5).connect(&url).await.unwrap();
+    // The test's own pool, on the first host of a multi-host URL (a failover test's primary).
+    let first_host = db::failover::Hosts::parse(&url).unwrap().options(0);
+    let pool = PgPoolOptions::new()
+        .max_connections(5)
+        .connect_with(first_host)
+        .await
+        .unwrap();
     let mut keys = Vec::new();
     for (name, role) in [
         ("portal", Role::Requester),

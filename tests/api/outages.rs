@@ -2,8 +2,6 @@
 //! started under load, and Glance cut off in the middle of a fan-out.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -18,147 +16,19 @@ use uuid::Uuid;
 
 use crate::helpers::{TestApp, request_body, share_state, spawn_app, spawn_app_at};
 use crate::openstack::{Rig, broker_cloud_with_glance, env, worker_config};
+use crate::postgres::PrivatePostgres;
 use crate::proxy::TcpProxy;
-
-/// A Postgres cluster of one test's own, in a temporary folder, so that stopping it
-/// disturbs no other test.
-struct PrivatePostgres {
-    bin: PathBuf,
-    data: PathBuf,
-    port: u16,
-}
-
-impl PrivatePostgres {
-    fn bin_dir() -> PathBuf {
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-            .map(|entries| entries.filter_map(|e| Some(e.ok()?.path().join("bin"))).collect())
-            .unwrap_or_default();
-        dirs.retain(|d| d.join("initdb").exists());
-        dirs.sort_by_key(|d| {
-            d.parent()
-                .and_then(|v| v.file_name()?.to_str()?.parse::<u32>().ok())
-                .unwrap_or(0)
-        });
-        dirs.pop()
-            .expect("a Postgres server under /usr/lib/postgresql (scripts/test.sh installs one)")
-    }
-
-    /// A Postgres tool, run as the `postgres` user when we are root (Postgres refuses root).
-    fn command(&self, tool: &str, args: &[&str]) -> Command {
-        let program = self.bin.join(tool);
-        let mut command = if nix::unistd::Uid::effective().is_root() {
-            let mut runuser = Command::new("runuser");
-            runuser.args(["-u", "postgres", "--"]).arg(program);
-            runuser
-        } else {
-            Command::new(program)
-        };
-        command.args(args).stdout(Stdio::null());
-        command
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) {
-        let status = self
-            .command(tool, args)
-            .status()
-            .unwrap_or_else(|e| panic!("{tool}: {e}"));
-        assert!(status.success(), "{tool} {args:?}: {status}");
-    }
-
-    fn create() -> PrivatePostgres {
-        let data = std::env::temp_dir().join(format!("gsb-pg-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&data).unwrap();
-        if nix::unistd::Uid::effective().is_root() {
-            let status = Command::new("chown")
-                .arg("postgres:postgres")
-                .arg(&data)
-                .status()
-                .unwrap();
-            assert!(status.success());
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let pg = PrivatePostgres {
-            bin: Self::bin_dir(),
-            data,
-            port,
-        };
-        let data = pg.data.to_str().unwrap().to_owned();
-        pg.run(
-            "initdb",
-            &[
-                "-D",
-                &data,
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--no-locale",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ],
-        );
-        pg.start();
-        pg
-    }
-
-    fn start(&self) {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            self.data.display()
-        );
-        let log = self.data.join("log");
-        self.run(
-            "pg_ctl",
-            &[
-                "-D",
-                self.data.to_str().unwrap(),
-                "-l",
-                log.to_str().unwrap(),
-                "-o",
-                &options,
-                "-w",
-                "start",
-            ],
-        );
-    }
-
-    fn stop(&self) {
-        self.run(
-            "pg_ctl",
-            &["-D", self.data.to_str().unwrap(), "-m", "fast", "-w", "stop"],
-        );
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        let data = self.data.to_str().unwrap().to_owned();
-        let _ = self
-            .command("pg_ctl", &["-D", &data, "-m", "immediate", "stop"])
-            .status();
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
-}
 
 /// What the load saw: each acknowledged request's id, and every status answered.
 #[derive(Default)]
-struct Load {
-    acknowledged: HashSet<String>,
-    statuses: HashMap<u16, usize>,
+pub struct Load {
+    pub acknowledged: HashSet<String>,
+    pub statuses: HashMap<u16, usize>,
 }
 
 /// Files requests from `clients` tasks until `stop`, each retrying its own Idempotency-Key
 /// until it is acknowledged, as a careful client does.
-async fn file_until(app: Arc<TestApp>, clients: usize, stop: Arc<AtomicBool>, load: Arc<Mutex<Load>>) {
+pub async fn file_until(app: Arc<TestApp>, clients: usize, stop: Arc<AtomicBool>, load: Arc<Mutex<Load>>) {
     let mut tasks = Vec::new();
     for _ in 0..clients {
         let (app, stop, load) = (app.clone(), stop.clone(), load.clone());

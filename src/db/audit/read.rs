@@ -43,14 +43,39 @@ pub async fn for_request(pool: &PgPool, request_id: Uuid) -> Result<Vec<Event>, 
         request_id: Some(request_id),
         ..EventFilter::default()
     };
-    stream(pool.clone(), filter, 0).try_collect().await
+    stream(LogReader::primary(pool), filter, 0).try_collect().await
 }
 
 /// Up to `limit` sealed events matching `filter` placed after `after_pos`, in chain order.
 /// Seals what has committed first, so the newest events are there.
-pub async fn page(pool: &PgPool, filter: &EventFilter, after_pos: i64, limit: i64) -> Result<Vec<Event>, sqlx::Error> {
-    seal_all(pool).await?;
-    sealed_batch(pool, filter, after_pos, limit).await
+pub async fn page(
+    log: &LogReader,
+    filter: &EventFilter,
+    after_pos: i64,
+    limit: i64,
+) -> Result<Vec<Event>, sqlx::Error> {
+    seal_all(&log.primary).await?;
+    sealed_batch(&log.reads, filter, after_pos, limit).await
+}
+
+/// Where the log is read from: what has committed is sealed on the primary, then read from
+/// `reads`, a standby when `GSB_DATABASE_READ_URL` names one. A standby shows a prefix of the
+/// chain (events are sealed in chain order and replayed in commit order), so a page or an
+/// export from it never skips an event: it may end earlier, by the standby's replay lag.
+#[derive(Debug, Clone)]
+pub struct LogReader {
+    pub primary: PgPool,
+    pub reads: PgPool,
+}
+
+impl LogReader {
+    /// Reads from the primary itself.
+    pub fn primary(pool: &PgPool) -> Self {
+        LogReader {
+            primary: pool.clone(),
+            reads: pool.clone(),
+        }
+    }
 }
 
 /// Paging by place in the chain never skips or repeats an event: places are given in
@@ -103,14 +128,12 @@ const BATCH: i64 = 500;
 /// sealing what has committed. Read in batches of [`BATCH`], so memory stays constant
 /// however long the log is; events sealed meanwhile are included.
 pub fn stream(
-    pool: PgPool,
+    log: LogReader,
     filter: EventFilter,
     after_pos: i64,
 ) -> impl Stream<Item = Result<Event, sqlx::Error>> + Send + 'static {
-    let sealed = {
-        let pool = pool.clone();
-        async move { seal_all(&pool).await }
-    };
+    let LogReader { primary, reads: pool } = log;
+    let sealed = async move { seal_all(&primary).await };
     stream::once(sealed)
         .map_ok(move |_| {
             stream::try_unfold(

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::read::{EventFilter, stream};
+use super::read::{EventFilter, LogReader, stream};
 use super::seal::seal_all;
 use crate::domain::audit::Walk;
 use crate::domain::{AnchorMismatch, ChainLink, ChainReport, CheckpointMismatch, UnsealedEvent};
@@ -85,7 +85,7 @@ pub async fn verify_anchored(pool: &PgPool, taken_by: &str, anchors: &[ChainLink
             break;
         }
     }
-    let mut events = pin!(stream(pool.clone(), EventFilter::default(), 0));
+    let mut events = pin!(stream(LogReader::primary(pool), EventFilter::default(), 0));
     let mut walk = Walk::default();
     while let Some(event) = events.next().await.transpose()? {
         if !walk.step(event) {
