@@ -14,11 +14,11 @@ use crate::fake_glance::{FakeGlance, Fault};
 use crate::helpers::{TestApp, spawn_app};
 use crate::openstack::env;
 
-const BIN: &str = env!("CARGO_BIN_EXE_glance-share-broker");
+pub const BIN: &str = env!("CARGO_BIN_EXE_glance-share-broker");
 
 /// A worker process that is killed when dropped, so a failing test leaves none behind
 /// (a stopped one would poll the database for ever).
-struct WorkerProcess(Child);
+pub struct WorkerProcess(Child);
 
 impl std::ops::Deref for WorkerProcess {
     type Target = Child;
@@ -45,6 +45,11 @@ impl Drop for WorkerProcess {
 
 /// A `glance-share-broker worker` process with a 2 s lease, logging to `log`.
 fn worker(db: &str, glance: &str, log: &std::path::Path) -> WorkerProcess {
+    worker_with(db, glance, log, &[])
+}
+
+/// [`worker`], with more settings in the environment.
+pub fn worker_with(db: &str, glance: &str, log: &std::path::Path, settings: &[(&str, &str)]) -> WorkerProcess {
     let child = Command::new(BIN)
         .args([
             "worker",
@@ -61,6 +66,7 @@ fn worker(db: &str, glance: &str, log: &std::path::Path) -> WorkerProcess {
         .env("GSB_GLANCE_URL", glance)
         .env("GSB_INSTANCE", log.file_name().unwrap().to_str().unwrap())
         .env("GSB_LOG_FORMAT", "text")
+        .envs(settings.iter().copied())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
@@ -68,11 +74,11 @@ fn worker(db: &str, glance: &str, log: &std::path::Path) -> WorkerProcess {
     WorkerProcess(child)
 }
 
-fn signal(child: &Child, sig: Signal) {
+pub fn signal(child: &Child, sig: Signal) {
     kill(Pid::from_raw(child.id() as i32), sig).unwrap();
 }
 
-async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
+pub async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
         if done().await {
@@ -194,7 +200,7 @@ async fn a_worker_frozen_past_its_lease_has_its_late_completion_refused() {
     frozen.wait().unwrap();
 }
 
-fn tempdir() -> std::path::PathBuf {
+pub fn tempdir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("gsb-crash-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     dir

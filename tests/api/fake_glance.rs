@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, Method, StatusCode};
@@ -32,6 +32,8 @@ struct Inner {
     /// (method, operation) -> faults to serve first
     faults: HashMap<(Method, &'static str), VecDeque<Fault>>,
     calls: HashMap<(Method, &'static str), usize>,
+    /// When each call came, in order.
+    times: Vec<Instant>,
 }
 
 #[derive(Clone, Default)]
@@ -121,6 +123,25 @@ impl FakeGlance {
         self.inner.lock().unwrap().calls.values().sum()
     }
 
+    /// The most calls served within any `window`.
+    pub fn busiest(&self, window: Duration) -> usize {
+        let times = self.inner.lock().unwrap().times.clone();
+        let mut start = 0;
+        let mut most = 0;
+        for (end, at) in times.iter().enumerate() {
+            while *at - times[start] >= window {
+                start += 1;
+            }
+            most = most.max(end - start + 1);
+        }
+        most
+    }
+
+    /// How many members the images hold, across all of them.
+    pub fn member_count(&self) -> usize {
+        self.inner.lock().unwrap().members.len()
+    }
+
     pub fn member_status(&self, image: &str, member: &str) -> Option<String> {
         self.inner
             .lock()
@@ -139,6 +160,7 @@ impl FakeGlance {
         let next = {
             let mut inner = self.inner.lock().unwrap();
             *inner.calls.entry((method.clone(), op)).or_default() += 1;
+            inner.times.push(Instant::now());
             inner.faults.get_mut(&(method, op)).and_then(VecDeque::pop_front)
         };
         match next? {

@@ -26,6 +26,7 @@ mod postgres;
 mod proxy;
 mod races;
 mod readme;
+mod replicas;
 mod share_requests;
 mod spec;
 mod webhooks;

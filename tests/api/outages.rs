@@ -144,7 +144,7 @@ async fn postgres_restarted_under_load_loses_no_acknowledged_request() {
 }
 
 /// Makes sure `count` projects named `gsb-outage-N` exist in Keystone; returns their ids.
-async fn fan_out_projects(rig: &Rig, count: usize) -> Vec<String> {
+pub async fn fan_out_projects(rig: &Rig, count: usize) -> Vec<String> {
     let token = rig.token("admin").await;
     let mut ids = Vec::new();
     for n in 1..=count {
