@@ -267,6 +267,7 @@ impl Worker {
                     reason: REJECTED_BY_CONSUMER,
                     cause: RevokeCause::RejectedInGlance,
                     last_error: None,
+                    dependents: None,
                 };
                 if let Some(share) = self.start_revoke(tx, &share, Trigger::Reject, start).await? {
                     events.push(ShareEvent {
@@ -307,6 +308,7 @@ impl Worker {
                     reason: REJECTED_BY_CONSUMER,
                     cause: RevokeCause::Rejected,
                     last_error: None,
+                    dependents: None,
                 };
                 if let Some(share) = self.start_revoke(tx, &share, Trigger::Reject, start).await? {
                     events.push(ShareEvent {
@@ -354,9 +356,17 @@ impl Worker {
         if cause == Some(RevokeCause::Rejected) {
             events.push(ShareEvent::new(share.clone(), Action::Reject, AuditOutcome::Success));
         }
+        // What depended on the image when the revoke started or removed the member: what
+        // this revoke broke in the consumer project (with what could not be checked).
+        let looked = db::shares::revoke_dependents(&mut *tx, share.id).await?;
+        let mut details = json!({ "revoked_by": share.revoked_by, "cause": cause });
+        if let Some(looked) = looked {
+            details["dependents"] = looked["dependents"].clone();
+            details["unchecked"] = looked["unchecked"].clone();
+        }
         events.push(ShareEvent {
             reason: share.revoke_reason.clone(),
-            details: json!({ "revoked_by": share.revoked_by }),
+            details,
             ..ShareEvent::new(share, Action::Revoke, AuditOutcome::Success)
         });
         Ok(())
@@ -431,6 +441,7 @@ impl Worker {
                         reason: &reason,
                         cause: RevokeCause::FailedGrant,
                         last_error: Some(&message),
+                        dependents: None,
                     };
                     if let Some(share) = self.start_revoke(tx, &share, trigger, start).await? {
                         events.push(ShareEvent {
