@@ -16,9 +16,11 @@ use crate::domain::{Action, Outcome as AuditOutcome};
 use crate::domain::{Initiator, REJECTED_BY_CONSUMER, RequestStatus, RevokeCause, ShareState, Trigger};
 
 impl Worker {
-    /// Starts revoking shares whose request expired, and shares seen `rejected` before
-    /// rejections removed the member; expires undecided requests; and sets the
-    /// `gsb_revokes_stalled` gauge. A share being revoked already is left to that revoke.
+    /// Starts revoking shares whose request expired or whose scheduled revoke is due, and
+    /// shares seen `rejected` before rejections removed the member; gives notice of expiries
+    /// to come; expires undecided requests; and sets the `gsb_revokes_stalled` gauge. A share
+    /// being revoked already is left to that revoke. Returns how many revokes and request
+    /// expiries it started (notices not counted).
     pub async fn sweep_expired(&self) -> anyhow::Result<usize> {
         let expiry = Initiator::service("expiry");
         let mut tx = self.pool.begin().await?;
@@ -76,7 +78,7 @@ impl Worker {
             jobs::enqueue(&mut tx, Kind::Revoke, share.id, share.image_id, Utc::now()).await?;
             started += 1;
         }
-        let noticed = self.give_expiry_notice(&mut tx).await?;
+        self.give_expiry_notice(&mut tx).await?;
         let wait = self.config.policy.current().expire_undecided_after;
         let requests = db::share_requests::undecided_past_expiry(&mut tx, 100, wait).await?;
         for id in &requests {
@@ -91,7 +93,7 @@ impl Worker {
         tx.commit().await?;
         let stalled = db::shares::stalled_revokes(&self.pool).await?;
         metrics::gauge!("gsb_revokes_stalled").set(stalled as f64);
-        Ok(started + noticed + requests.len())
+        Ok(started + requests.len())
     }
 
     /// Records a `share.expiring` notice for each share in force whose request expires within
