@@ -53,6 +53,13 @@ async fn share_events(pool: &PgPool, share: &str) -> Vec<(String, String, Value)
         .unwrap()
 }
 
+/// The details of the first `revoke` event about `share` with `outcome`.
+async fn revoke_details(pool: &PgPool, share: &str, outcome: &str) -> Value {
+    let events = share_events(pool, share).await;
+    let found = events.into_iter().find(|(a, o, _)| a == "revoke" && o == outcome);
+    found.unwrap_or_else(|| panic!("no revoke {outcome} event")).2
+}
+
 /// The ids of the dependents listed in `value` (an impact or a problem).
 fn ids(value: &Value) -> Vec<String> {
     value["dependents"]
@@ -176,12 +183,10 @@ async fn a_share_in_use_lists_its_dependents_refuses_a_plain_revoke_and_a_forced
         .await;
         assert_eq!(response.status(), StatusCode::ACCEPTED);
         until_share_state(&worker, &app.pool, &share, "revoked").await;
-        let events = share_events(&app.pool, &share).await;
-        let pending = events.iter().find(|(a, o, _)| a == "revoke" && o == "pending").unwrap();
-        assert_eq!(pending.2["forced"], true);
-        let done = events.iter().find(|(a, o, _)| a == "revoke" && o == "success").unwrap();
+        assert_eq!(revoke_details(&app.pool, &share, "pending").await["forced"], true);
+        let done = revoke_details(&app.pool, &share, "success").await;
         for id in [&server, &volume, &from_volume, &snapshot] {
-            assert!(ids(&done.2).contains(id), "{id} in {}", done.2);
+            assert!(ids(&done).contains(id), "{id} in {done}");
         }
         // What the broker warned about: bob's server can no longer be rebuilt.
         assert_eq!(rig.rebuild(&server, &image).await, 400);
@@ -246,10 +251,9 @@ async fn a_scheduled_revoke_keeps_the_member_until_it_is_due_then_revokes_and_re
         .await;
         assert!(chrono::Utc::now() >= at);
         assert_eq!(rig.glance_get(&bob, &format!("/v2/images/{image}")).await.0, 404);
-        let events = share_events(&app.pool, &share).await;
-        let done = events.iter().find(|(a, o, _)| a == "revoke" && o == "success").unwrap();
-        assert_eq!(done.2["cause"], "scheduled");
-        assert!(ids(&done.2).contains(&server), "{}", done.2);
+        let done = revoke_details(&app.pool, &share, "success").await;
+        assert_eq!(done["cause"], "scheduled");
+        assert!(ids(&done).contains(&server), "{done}");
         let view: Value = app.read(&format!("/v1/shares/{share}")).await;
         assert_eq!(view["revoke_reason"], "moving to a new image");
     })
@@ -352,9 +356,8 @@ async fn a_nova_that_cannot_be_asked_is_unchecked_not_empty_and_a_plain_revoke_i
     let response = revoke(&app, &app.admin, &share, json!({"reason": "done", "force": true})).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     until_share_state(&worker, &app.pool, &share, "revoked").await;
-    let events = share_events(&app.pool, &share).await;
-    let done = events.iter().find(|(a, o, _)| a == "revoke" && o == "success").unwrap();
-    assert_eq!(done.2["unchecked"][0]["service"], "compute", "{}", done.2);
+    let done = revoke_details(&app.pool, &share, "success").await;
+    assert_eq!(done["unchecked"][0]["service"], "compute", "{done}");
 }
 
 #[tokio::test]
