@@ -337,31 +337,6 @@ impl OpenStack {
     }
 }
 
-impl OpenStack {
-    /// GET on an API with microversions (Nova, Cinder): `version` is the
-    /// `OpenStack-API-Version` header's value (`compute 2.47`). `None` on 404.
-    pub(super) async fn get_versioned<T: serde::de::DeserializeOwned>(
-        &self,
-        service: Service,
-        path: &str,
-        query: &[(&str, &str)],
-        version: &str,
-        what: &str,
-        request_id: &str,
-    ) -> Result<Option<T>, CallError> {
-        let response = self
-            .send(service, Method::GET, path, what, request_id, |r| {
-                r.query(query).header("openstack-api-version", version)
-            })
-            .await?;
-        match response.status() {
-            StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => Ok(Some(response.json().await.map_err(|e| CallError::transport(what, &e))?)),
-            _ => Err(error_of(what, response).await),
-        }
-    }
-}
-
 /// The HTTP client for one cloud: no redirects, the cloud's CA if it names one (instead of
 /// the built-in roots, as every OpenStack tool reads `cacert`), certificate checks off only
 /// when `verify: false` says so, with a warning; a warning too for a plain-http Keystone.

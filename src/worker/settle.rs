@@ -10,7 +10,7 @@ use chrono::Utc;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::share::{Effect, Failure, Seen};
+use super::share::{Effect, Failure, Seen, revoked_details};
 use super::{Worker, retry};
 use crate::db;
 use crate::db::audit::NewEvent;
@@ -356,14 +356,7 @@ impl Worker {
         if cause == Some(RevokeCause::Rejected) {
             events.push(ShareEvent::new(share.clone(), Action::Reject, AuditOutcome::Success));
         }
-        // What depended on the image when the revoke started or removed the member: what
-        // this revoke broke in the consumer project (with what could not be checked).
-        let looked = db::shares::revoke_dependents(&mut *tx, share.id).await?;
-        let mut details = json!({ "revoked_by": share.revoked_by, "cause": cause });
-        if let Some(looked) = looked {
-            details["dependents"] = looked["dependents"].clone();
-            details["unchecked"] = looked["unchecked"].clone();
-        }
+        let details = revoked_details(tx, &share, cause).await?;
         events.push(ShareEvent {
             reason: share.revoke_reason.clone(),
             details,

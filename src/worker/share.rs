@@ -262,3 +262,19 @@ impl Worker {
         Ok(tx)
     }
 }
+
+/// What the end of a revoke records: who revoked, why (`cause`), and what the revoke broke in
+/// the consumer project as found when it started or just before it removed the member (with
+/// what could not be checked), when anyone looked.
+pub(super) async fn revoked_details(
+    tx: &mut sqlx::PgConnection,
+    share: &Share,
+    cause: Option<RevokeCause>,
+) -> Result<serde_json::Value, sqlx::Error> {
+    let mut details = json!({ "revoked_by": share.revoked_by, "cause": cause });
+    if let Some(looked) = db::shares::revoke_dependents(&mut *tx, share.id).await? {
+        details["dependents"] = looked["dependents"].clone();
+        details["unchecked"] = looked["unchecked"].clone();
+    }
+    Ok(details)
+}

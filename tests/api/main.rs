@@ -26,6 +26,7 @@ mod policy;
 mod proxy;
 mod races;
 mod readme;
+mod revocation_races;
 mod share_requests;
 mod spec;
 mod webhooks;
