@@ -474,4 +474,18 @@ tYHbA+OFKWOm6Hg=
             .expect("a missing cacert stops the start");
         assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
     }
+
+    #[test]
+    fn a_service_missing_from_the_catalog_is_an_error_that_names_it_never_an_empty_answer() {
+        let cloud = cloud_with_cacert(None);
+        let error = Service::Nova.url_in(None, &cloud).unwrap_err();
+        assert!(!error.is_transient());
+        assert!(error.to_string().contains("no `compute` endpoint"), "{error}");
+        let error = Service::Cinder.url_in(None, &cloud).unwrap_err();
+        assert!(error.to_string().contains("`volumev3` or `block-storage`"), "{error}");
+        assert_eq!(
+            Service::Nova.url_in(Some("http://nova/v2.1"), &cloud),
+            Ok("http://nova/v2.1")
+        );
+    }
 }
