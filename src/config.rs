@@ -417,6 +417,11 @@ pub struct WorkerArgs {
     /// before the removal completes after it); one that came back is removed again.
     #[arg(long, env = "GSB_REVOKE_CONFIRM_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=600000))]
     pub revoke_confirm_ms: u64,
+
+    /// How long before a share expires (its request's `expires_at`) the consumer is told,
+    /// with one `share.expiring` webhook per share. 0 gives no notice.
+    #[arg(long, env = "GSB_EXPIRY_NOTICE_SECS", default_value_t = 604800, value_parser = clap::value_parser!(u64).range(0..=31622400))]
+    pub expiry_notice_secs: u64,
 }
 
 impl Default for WorkerArgs {

@@ -16,6 +16,9 @@ use uuid::Uuid;
 use crate::domain::filters::ShareFilter;
 use crate::domain::{RevokeCause, ShareState};
 
+mod notice;
+pub use notice::*;
+
 // As stored, and as the API shows it (`ShareView`: the doc below is its description), less
 // the columns it keeps to itself.
 /// One image granted (or to be granted) to one project.
@@ -42,6 +45,11 @@ pub struct Share {
     /// Who revoked the share (a principal, or `expiry`).
     pub revoked_by: Option<String>,
     pub revoke_reason: Option<String>,
+    /// When a scheduled revoke is due (state `revocation_scheduled`).
+    pub revoke_effective_at: Option<DateTime<Utc>>,
+    /// The state a scheduled revoke was scheduled from (not shown).
+    #[serde(skip)]
+    pub revoke_scheduled_from: Option<String>,
     /// The image's name and owner project in Glance, once granted (not shown).
     #[serde(skip)]
     pub image_name: Option<String>,
@@ -244,6 +252,10 @@ pub struct RevokeStart<'a> {
     pub cause: RevokeCause,
     /// Why the share needs revoking, when an error is the reason (a failed grant).
     pub last_error: Option<&'a str>,
+    /// What depended on the image when the revoke was asked for (`{"dependents",
+    /// "unchecked"}`), when the asker looked; else the revoke job looks before it removes
+    /// the member.
+    pub dependents: Option<&'a serde_json::Value>,
 }
 
 /// Moves a share from `from` to `revoking`, saying by whom and why (a move [`ShareState::on`]
@@ -257,6 +269,7 @@ pub async fn start_revoke(
     sqlx::query_as(
         "update shares set state = 'revoking', revoked_by = $3, revoke_reason = $4, revoke_cause = $5,
                 last_error = $6, revoke_started_at = now(), revoke_stalled_at = null, member_removed_at = null,
+                revoke_dependents = $7, revoke_effective_at = null, revoke_scheduled_from = null,
                 version = version + 1, updated_at = now()
          where id = $1 and state = $2 returning *",
     )
@@ -266,6 +279,7 @@ pub async fn start_revoke(
     .bind(start.reason)
     .bind(start.cause.as_ref())
     .bind(start.last_error)
+    .bind(start.dependents)
     .fetch_optional(tx)
     .await
 }
@@ -378,7 +392,8 @@ pub async fn lock_all(tx: &mut PgConnection, ids: &[Uuid]) -> Result<Vec<Share>,
 pub async fn expired_in_force(tx: &mut PgConnection, limit: i64) -> Result<Vec<Share>, sqlx::Error> {
     sqlx::query_as(
         "select s.* from shares s join share_requests r on r.id = s.request_id
-         where r.expires_at <= now() and s.state in ('pending_acceptance', 'accepted', 'rejected')
+         where r.expires_at <= now()
+           and s.state in ('pending_acceptance', 'accepted', 'rejected', 'revocation_scheduled')
          order by r.expires_at limit $1
          for update of s skip locked",
     )

@@ -130,7 +130,9 @@ async fn resource(tx: &mut PgConnection, event: &Event) -> Result<Option<Value>,
             "select jsonb_build_object('type', 'share', 'id', id, 'request_id', request_id, 'image_id', image_id,
                     'region', region, 'target', target, 'project_id', project_id, 'state', state,
                     'last_error', last_error, 'granted_at', granted_at, 'revoked_by', revoked_by,
-                    'revoke_reason', revoke_reason, 'updated_at', updated_at)
+                    'revoke_reason', revoke_reason, 'revoke_effective_at', revoke_effective_at,
+                    'expires_at', (select expires_at from share_requests r where r.id = request_id),
+                    'updated_at', updated_at)
              from shares where id = $1",
         )
         .bind(share_id)

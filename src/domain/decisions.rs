@@ -22,6 +22,12 @@ pub enum Refusal {
     /// Only the person the request is for, a requester of the image's project, or an admin
     /// may revoke.
     MayNotRevoke,
+    /// Only a requester of the image's project, or an admin, may revoke a share that
+    /// something depends on (`force`).
+    MayNotForce,
+    /// Only the image's project, the consumer project, approvers, auditors and admins may
+    /// read what depends on a share.
+    MayNotReadImpact,
 }
 
 impl Refusal {
@@ -38,6 +44,12 @@ impl Refusal {
             Refusal::AlreadyApproved => "you have already approved this request; it needs another approver",
             Refusal::MayNotRevoke => {
                 "only the requester who filed the share, its image's project, or an admin may revoke it"
+            }
+            Refusal::MayNotForce => {
+                "only a requester of the image's project, or an admin, may force the revoke of a share in use"
+            }
+            Refusal::MayNotReadImpact => {
+                "only the image's project, the consumer project, approvers, auditors and admins may read what depends on a share"
             }
         }
     }
@@ -78,6 +90,46 @@ pub fn may_revoke(actor: &Subject, admin: bool, requester: &Subject, owner_reque
         Ok(())
     } else {
         Err(Refusal::MayNotRevoke)
+    }
+}
+
+/// Whether `actor` may revoke a share anyway while something depends on it (`force`): as a
+/// requester of the image's project (`owner_requester`) or an admin. The requester who filed
+/// it may revoke it, but not break what the consumer runs.
+pub fn may_force_revoke(admin: bool, owner_requester: bool) -> Result<(), Refusal> {
+    if admin || owner_requester {
+        Ok(())
+    } else {
+        Err(Refusal::MayNotForce)
+    }
+}
+
+/// Who reads what depends on a share: the roles a caller holds towards it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImpactReader {
+    pub admin: bool,
+    pub auditor: bool,
+    pub approver: bool,
+    /// A requester of the image's project.
+    pub owner_requester: bool,
+    /// A member of the consumer project.
+    pub consumer: bool,
+}
+
+/// Whether a caller may read what depends on a share (it names the consumer's servers and
+/// volumes): the image's project, the consumer, approvers, auditors and admins.
+pub fn may_read_impact(reader: ImpactReader) -> Result<(), Refusal> {
+    let ImpactReader {
+        admin,
+        auditor,
+        approver,
+        owner_requester,
+        consumer,
+    } = reader;
+    if admin || auditor || approver || owner_requester || consumer {
+        Ok(())
+    } else {
+        Err(Refusal::MayNotReadImpact)
     }
 }
 
@@ -235,5 +287,41 @@ mod tests {
             may_revoke(&user("portal"), false, &Subject::Key("portal".into()), false),
             Err(Refusal::MayNotRevoke)
         );
+    }
+
+    #[test]
+    fn forcing_a_revoke_takes_the_image_project_or_an_admin_not_the_filer_alone() {
+        assert_eq!(may_force_revoke(false, true), Ok(()));
+        assert_eq!(may_force_revoke(true, false), Ok(()));
+        assert_eq!(may_force_revoke(false, false), Err(Refusal::MayNotForce));
+    }
+
+    #[test]
+    fn the_impact_is_read_by_both_projects_approvers_auditors_and_admins_only() {
+        assert_eq!(may_read_impact(ImpactReader::default()), Err(Refusal::MayNotReadImpact));
+        for reader in [
+            ImpactReader {
+                admin: true,
+                ..Default::default()
+            },
+            ImpactReader {
+                auditor: true,
+                ..Default::default()
+            },
+            ImpactReader {
+                approver: true,
+                ..Default::default()
+            },
+            ImpactReader {
+                owner_requester: true,
+                ..Default::default()
+            },
+            ImpactReader {
+                consumer: true,
+                ..Default::default()
+            },
+        ] {
+            assert_eq!(may_read_impact(reader), Ok(()), "{reader:?}");
+        }
     }
 }

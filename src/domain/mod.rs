@@ -7,6 +7,7 @@ pub mod audit;
 mod canonical;
 pub mod decisions;
 pub mod filters;
+pub mod impact;
 mod keystone;
 pub mod policy;
 mod principal;
@@ -22,7 +23,7 @@ pub use audit::{
 pub use canonical::canonical_json;
 pub use keystone::{ApproverScope, KeystoneIdentity, RoleMap};
 pub use principal::{Capability, Credential, Grant, Principal, Readable, Role, Scope};
-pub use share::{REJECTED_BY_CONSUMER, Refusal, Trigger};
+pub use share::{MAX_SCHEDULE_AHEAD_DAYS, REJECTED_BY_CONSUMER, Refusal, Trigger, schedule_problem};
 pub use share_request::{
     FieldError, Limits, MAX_REASON_CHARS, NewShareRequest, ShareRequestInput, Target, catalog_region, free_text_problem,
 };

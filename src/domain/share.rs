@@ -13,10 +13,27 @@
 //! - a share is never `failed` while its member may exist: a grant that failed after Glance
 //!   may have created the member is revoked first, and ends `failed` once it is gone.
 
+use chrono::{DateTime, Utc};
+
 use super::ShareState;
 
 /// The reason a rejected share is revoked for.
 pub const REJECTED_BY_CONSUMER: &str = "rejected by the consumer";
+
+/// How far ahead a revoke may be scheduled.
+pub const MAX_SCHEDULE_AHEAD_DAYS: i64 = 366;
+
+/// What is wrong with `at` as the time of a scheduled revoke asked for at `now`, if
+/// anything: it must be in the future, and at most [`MAX_SCHEDULE_AHEAD_DAYS`] ahead.
+pub fn schedule_problem(at: DateTime<Utc>, now: DateTime<Utc>) -> Option<String> {
+    if at <= now {
+        return Some(format!(
+            "must be in the future (it is {now} now); to revoke now, leave it out"
+        ));
+    }
+    let limit = now + chrono::Duration::days(MAX_SCHEDULE_AHEAD_DAYS);
+    (at > limit).then(|| format!("must be at most {MAX_SCHEDULE_AHEAD_DAYS} days ahead (before {limit})"))
+}
 
 /// What happens to a share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,8 +51,14 @@ pub enum Trigger {
     Accept,
     /// The consumer rejects (through the broker, or as seen in Glance).
     Reject,
-    /// A person or the expiry of the request revokes the share.
+    /// A person or the expiry of the request revokes the share (or a scheduled revoke
+    /// comes due).
     Revoke,
+    /// A person schedules the revoke for later: the share stays in force until then.
+    ScheduleRevoke,
+    /// A person cancels a scheduled revoke: the share goes back to where it was scheduled
+    /// from (`accepted` when the consumer had accepted it, else `pending_acceptance`).
+    CancelScheduledRevoke { accepted: bool },
     /// A poll found the member removed outside the broker.
     MemberGoneOutside,
     /// A poll found the image deleted.
@@ -55,6 +78,8 @@ impl Trigger {
             Trigger::Accept => "be accepted",
             Trigger::Reject => "be rejected",
             Trigger::Revoke => "be revoked",
+            Trigger::ScheduleRevoke => "have its revoke scheduled",
+            Trigger::CancelScheduledRevoke { .. } => "have a scheduled revoke cancelled",
             Trigger::MemberGoneOutside => "lose its member outside the broker",
             Trigger::ImageGone => "lose its image",
             Trigger::MemberRemoved { .. } => "have its member removed",
@@ -76,6 +101,11 @@ impl Refusal {
             (ShareState::AwaitingApproval, _) => "; cancel or deny its request instead",
             (ShareState::Queued | ShareState::Granting, _) => "; retry once it is granted",
             (ShareState::Revoking, _) => "; it is being revoked",
+            (ShareState::RevocationScheduled, Trigger::ScheduleRevoke) => {
+                "; its revoke is scheduled already: cancel it first to choose another time"
+            }
+            (ShareState::RevocationScheduled, _) => "; its revoke is scheduled (cancel it, or revoke it now)",
+            (_, Trigger::CancelScheduledRevoke { .. }) => "; no revoke is scheduled",
             _ => "",
         }
     }
@@ -114,12 +144,17 @@ impl ShareState {
             (PendingAcceptance | Accepted, Trigger::Accept) => Accepted,
             // `rejected` is what a share seen rejected in Glance was before rejections removed
             // the member: such a share still has one, and is revoked like the others.
-            (PendingAcceptance | Accepted | Rejected, Trigger::Reject) => Revoking,
+            // A consumer that rejects a share whose revoke is scheduled loses it now.
+            (PendingAcceptance | Accepted | Rejected | RevocationScheduled, Trigger::Reject) => Revoking,
             // A `failed` share may come from before failed grants were cleaned up: revoking it
-            // removes a member left behind (or finds none).
-            (PendingAcceptance | Accepted | Rejected | Failed, Trigger::Revoke) => Revoking,
-            (PendingAcceptance | Accepted, Trigger::MemberGoneOutside) => RemovedOutside,
-            (PendingAcceptance | Accepted, Trigger::ImageGone) => ImageDeleted,
+            // removes a member left behind (or finds none). A scheduled revoke is carried out
+            // when it comes due, or sooner: by a person's revoke now, or by the expiry.
+            (PendingAcceptance | Accepted | Rejected | Failed | RevocationScheduled, Trigger::Revoke) => Revoking,
+            (PendingAcceptance | Accepted, Trigger::ScheduleRevoke) => RevocationScheduled,
+            (RevocationScheduled, Trigger::CancelScheduledRevoke { accepted: true }) => Accepted,
+            (RevocationScheduled, Trigger::CancelScheduledRevoke { accepted: false }) => PendingAcceptance,
+            (PendingAcceptance | Accepted | RevocationScheduled, Trigger::MemberGoneOutside) => RemovedOutside,
+            (PendingAcceptance | Accepted | RevocationScheduled, Trigger::ImageGone) => ImageDeleted,
             (
                 Revoking,
                 Trigger::MemberRemoved {
@@ -146,10 +181,13 @@ mod tests {
 
     /// Whether Glance may hold a member for a share in this state.
     fn member_may_exist(state: ShareState) -> bool {
-        matches!(state, Granting | PendingAcceptance | Accepted | Rejected | Revoking)
+        matches!(
+            state,
+            Granting | PendingAcceptance | Accepted | Rejected | RevocationScheduled | Revoking
+        )
     }
 
-    const TRIGGERS: [Trigger; 13] = [
+    const TRIGGERS: [Trigger; 16] = [
         Trigger::StartGrant,
         Trigger::Granted { accepted: true },
         Trigger::Granted { accepted: false },
@@ -161,6 +199,9 @@ mod tests {
         Trigger::Accept,
         Trigger::Reject,
         Trigger::Revoke,
+        Trigger::ScheduleRevoke,
+        Trigger::CancelScheduledRevoke { accepted: true },
+        Trigger::CancelScheduledRevoke { accepted: false },
         Trigger::MemberGoneOutside,
         Trigger::ImageGone,
         Trigger::MemberRemoved {
@@ -289,5 +330,64 @@ mod tests {
             refused.to_string(),
             "a share in state queued cannot be revoked; retry once it is granted"
         );
+    }
+
+    #[test]
+    fn a_scheduled_revoke_keeps_the_share_in_force_until_it_is_carried_out_or_cancelled() {
+        assert_eq!(Accepted.on(Trigger::ScheduleRevoke), Ok(RevocationScheduled));
+        assert_eq!(PendingAcceptance.on(Trigger::ScheduleRevoke), Ok(RevocationScheduled));
+        assert!(
+            member_may_exist(RevocationScheduled),
+            "the member is kept until it is due"
+        );
+        // Due, revoked now by a person, or expired: all the same revoke.
+        assert_eq!(RevocationScheduled.on(Trigger::Revoke), Ok(Revoking));
+        assert_eq!(RevocationScheduled.on(Trigger::Reject), Ok(Revoking));
+        assert_eq!(
+            RevocationScheduled.on(Trigger::CancelScheduledRevoke { accepted: true }),
+            Ok(Accepted)
+        );
+        assert_eq!(
+            RevocationScheduled.on(Trigger::CancelScheduledRevoke { accepted: false }),
+            Ok(PendingAcceptance)
+        );
+        let twice = RevocationScheduled.on(Trigger::ScheduleRevoke).unwrap_err();
+        assert!(twice.to_string().contains("cancel it first"), "{twice}");
+        assert!(
+            RevocationScheduled.on(Trigger::Accept).is_err(),
+            "an accept would lose the schedule"
+        );
+    }
+
+    #[test]
+    fn only_a_scheduled_revoke_can_be_cancelled_and_only_a_granted_share_scheduled() {
+        for from in ShareState::VARIANTS {
+            for accepted in [true, false] {
+                let cancelled = from.on(Trigger::CancelScheduledRevoke { accepted });
+                assert_eq!(cancelled.is_ok(), *from == RevocationScheduled, "{from}");
+            }
+            let scheduled = from.on(Trigger::ScheduleRevoke);
+            assert_eq!(
+                scheduled.is_ok(),
+                matches!(from, PendingAcceptance | Accepted),
+                "{from}"
+            );
+        }
+        let refused = Revoked
+            .on(Trigger::CancelScheduledRevoke { accepted: true })
+            .unwrap_err();
+        assert!(refused.to_string().ends_with("no revoke is scheduled"), "{refused}");
+        assert!(Revoking.on(Trigger::ScheduleRevoke).is_err());
+    }
+
+    #[test]
+    fn a_revoke_is_scheduled_in_the_future_and_not_absurdly_far() {
+        let now = DateTime::parse_from_rfc3339("2026-12-02T12:00:00Z").unwrap().to_utc();
+        assert_eq!(schedule_problem(now + chrono::Duration::seconds(1), now), None);
+        assert_eq!(schedule_problem(now + chrono::Duration::days(366), now), None);
+        assert!(schedule_problem(now, now).unwrap().contains("future"));
+        assert!(schedule_problem(now - chrono::Duration::days(1), now).is_some());
+        let far = schedule_problem(now + chrono::Duration::days(367), now).unwrap();
+        assert!(far.contains("366 days"), "{far}");
     }
 }

@@ -59,6 +59,9 @@ pub enum ShareState {
     /// Seen rejected in Glance before rejections removed the member; such a share is
     /// revoked by the worker. A rejection now goes `revoking`, then `revoked`.
     Rejected,
+    /// In force until `revoke_effective_at`, when the worker starts revoking it: a revoke
+    /// scheduled ahead (`share.revocation_scheduled` told the consumer); it can be cancelled.
+    RevocationScheduled,
     /// The worker is removing the member from Glance (revoked by a person, by expiry, after
     /// a rejection, or after a grant that failed); retried until done, with `last_error`.
     Revoking,
@@ -88,6 +91,8 @@ pub enum ShareState {
 pub enum RevokeCause {
     /// A person revoked it (its requester, a requester of the image's project, an admin).
     Requested,
+    /// A revoke a person scheduled came due.
+    Scheduled,
     /// Its request's `expires_at` passed.
     Expiry,
     /// The consumer rejected it through the broker: the end of the revoke also records the
@@ -151,5 +156,6 @@ mod tests {
         assert_eq!(ShareState::RemovedOutside.as_ref(), "removed_outside");
         assert_eq!(RequestStatus::PendingApproval.as_ref(), "pending_approval");
         assert_eq!(RevokeCause::RejectedInGlance.as_ref(), "rejected_in_glance");
+        assert_eq!(ShareState::RevocationScheduled.as_ref(), "revocation_scheduled");
     }
 }

@@ -9,7 +9,7 @@ use super::ShareState;
 use super::audit::{Action, Outcome};
 
 /// Every event a webhook may subscribe to.
-pub const EVENTS: [&str; 13] = [
+pub const EVENTS: [&str; 16] = [
     "request.created",
     "request.needs_approval",
     "request.approved",
@@ -23,6 +23,9 @@ pub const EVENTS: [&str; 13] = [
     "share.revoked",
     "share.failed",
     "share.revoke_stalled",
+    "share.revocation_scheduled",
+    "share.revocation_cancelled",
+    "share.expiring",
 ];
 
 /// What the announcing side knows about one audit event.
@@ -61,6 +64,15 @@ pub fn events_for(e: Recorded<'_>) -> Vec<&'static str> {
         (true, Action::Accept) if success => vec!["share.accepted"],
         (true, Action::Reject) if success => vec!["share.rejected"],
         (true, Action::Revoke) if success => vec!["share.revoked"],
+        (true, Action::Revoke)
+            if e.outcome == Outcome::Pending && e.share_state == Some(ShareState::RevocationScheduled) =>
+        {
+            vec!["share.revocation_scheduled"]
+        }
+        (true, Action::Cancel) if success => vec!["share.revocation_cancelled"],
+        (true, Action::Expire) if e.outcome == Outcome::Pending && e.details["notice"] == true => {
+            vec!["share.expiring"]
+        }
         (true, Action::Revoke) if broker_failed && e.details["stalled"] == true => vec!["share.revoke_stalled"],
         (true, _) if broker_failed && e.share_state == Some(ShareState::Failed) => vec!["share.failed"],
         _ => Vec::new(),
@@ -192,5 +204,53 @@ mod tests {
             on_share(Revoke, Failure, Revoking).is_empty(),
             "one failed try is no stall"
         );
+    }
+
+    #[test]
+    fn a_scheduled_revoke_its_cancellation_and_an_expiry_to_come_are_announced() {
+        let scheduled = json!({"scheduled": true, "effective_at": "2026-12-03T00:00:00Z"});
+        let by_person = |action, outcome, state, details: &Value| {
+            events_for(Recorded {
+                action,
+                outcome,
+                about_share: true,
+                share_state: Some(state),
+                by_broker: false,
+                details,
+            })
+        };
+        assert_eq!(
+            by_person(Revoke, Pending, RevocationScheduled, &scheduled),
+            ["share.revocation_scheduled"]
+        );
+        assert!(
+            by_person(Revoke, Pending, Revoking, &Value::Null).is_empty(),
+            "a revoke started now is announced when done"
+        );
+        assert_eq!(
+            by_person(Cancel, Success, Accepted, &Value::Null),
+            ["share.revocation_cancelled"]
+        );
+        assert!(by_person(Cancel, Failure, RevocationScheduled, &Value::Null).is_empty());
+        let notice = json!({"notice": true, "expires_at": "2026-12-03T00:00:00Z"});
+        assert_eq!(on_share_with(Expire, Pending, Accepted, &notice), ["share.expiring"]);
+        for e in [
+            "share.revocation_scheduled",
+            "share.revocation_cancelled",
+            "share.expiring",
+        ] {
+            assert!(EVENTS.contains(&e), "{e}");
+        }
+    }
+
+    fn on_share_with(action: Action, outcome: Outcome, state: ShareState, details: &Value) -> Vec<&'static str> {
+        events_for(Recorded {
+            action,
+            outcome,
+            about_share: true,
+            share_state: Some(state),
+            by_broker: true,
+            details,
+        })
     }
 }

@@ -9,6 +9,7 @@ use utoipa::openapi::{ContentBuilder, HeaderBuilder, OpenApi as Spec, Ref, Respo
 use utoipa::{Modify, ToSchema};
 
 use crate::domain::FieldError;
+use crate::domain::impact::{Dependent, Impact, Unchecked};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 const TYPE_PREFIX: &str = "urn:glance-share-broker:problem:";
@@ -28,6 +29,13 @@ pub struct Problem {
     /// Each field that broke a rule, for validation problems.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// What depends on the share's image in the consumer project, for `share-in-use` and
+    /// `dependents-unchecked` problems.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dependents: Option<Vec<Dependent>>,
+    /// The services that could not be checked, for the same problems.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unchecked: Option<Vec<Unchecked>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +56,12 @@ pub enum ApiError {
     NotFound(String),
     #[error("{detail}")]
     Conflict { detail: String, errors: Vec<FieldError> },
+    /// Something in the consumer project depends on the share's image.
+    #[error("{detail}")]
+    InUse { detail: String, impact: Impact },
+    /// Nova, Cinder or Glance could not say what depends on the share's image.
+    #[error("{detail}")]
+    DependentsUnchecked { detail: String, impact: Impact },
     #[error("the resource changed: its ETag no longer matches If-Match")]
     PreconditionFailed,
     #[error("this Idempotency-Key was used with a different request")]
@@ -69,6 +83,10 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
+/// How long a caller refused for want of an answer from Nova, Cinder or Glance is told to
+/// wait (Retry-After).
+const DEPENDENTS_RETRY_SECS: u64 = 30;
+
 impl ApiError {
     pub fn not_found(what: &str) -> Self {
         ApiError::NotFound(format!("no {what} with that id"))
@@ -88,6 +106,8 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
+            ApiError::InUse { .. } => (StatusCode::CONFLICT, "share-in-use"),
+            ApiError::DependentsUnchecked { .. } => (StatusCode::SERVICE_UNAVAILABLE, "dependents-unchecked"),
             ApiError::PreconditionFailed => (StatusCode::PRECONDITION_FAILED, "precondition-failed"),
             ApiError::IdempotencyKeyReused => (StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused"),
             ApiError::IdempotencyKeyInFlight => (StatusCode::CONFLICT, "idempotency-key-in-flight"),
@@ -130,16 +150,28 @@ pub fn problem_for_status(status: StatusCode, detail: String) -> Response {
         .unwrap_or("error")
         .to_ascii_lowercase()
         .replace(' ', "-");
-    problem_response(status, &slug, detail, Vec::new())
+    problem_response(status, &slug, detail, Vec::new(), None)
 }
 
-fn problem_response(status: StatusCode, slug: &str, detail: String, errors: Vec<FieldError>) -> Response {
+fn problem_response(
+    status: StatusCode,
+    slug: &str,
+    detail: String,
+    errors: Vec<FieldError>,
+    impact: Option<Impact>,
+) -> Response {
+    let (dependents, unchecked) = match impact {
+        Some(impact) => (Some(impact.dependents), Some(impact.unchecked)),
+        None => (None, None),
+    };
     let problem = Problem {
         kind: format!("{TYPE_PREFIX}{slug}"),
         title: status.canonical_reason().unwrap_or("Error").to_owned(),
         status: status.as_u16(),
         detail,
         errors,
+        dependents,
+        unchecked,
     };
     let mut response = (status, axum::Json(problem)).into_response();
     response
@@ -161,13 +193,15 @@ impl IntoResponse for ApiError {
         let unauthorized = matches!(self, ApiError::Unauthorized(_));
         let retry_after = match self {
             ApiError::TooManyRequests(secs) | ApiError::UpstreamLater { retry_after: secs, .. } => Some(secs),
+            ApiError::DependentsUnchecked { .. } => Some(DEPENDENTS_RETRY_SECS),
             _ => None,
         };
-        let errors = match self {
-            ApiError::Validation(errors) | ApiError::Conflict { errors, .. } => errors,
-            _ => Vec::new(),
+        let (errors, impact) = match self {
+            ApiError::Validation(errors) | ApiError::Conflict { errors, .. } => (errors, None),
+            ApiError::InUse { impact, .. } | ApiError::DependentsUnchecked { impact, .. } => (Vec::new(), Some(impact)),
+            _ => (Vec::new(), None),
         };
-        let mut response = problem_response(status, slug, detail, errors);
+        let mut response = problem_response(status, slug, detail, errors, impact);
         if unauthorized {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

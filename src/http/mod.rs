@@ -9,11 +9,13 @@ mod error;
 mod extract;
 mod health;
 mod idempotency;
+mod impact;
 mod keystone;
 mod middleware;
 mod pagination;
 mod region;
 mod request_id;
+mod revocation;
 mod serve;
 mod share_requests;
 mod shares;
@@ -168,7 +170,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(shares::get_share))
         .routes(routes!(shares::accept_share))
         .routes(routes!(shares::reject_share))
-        .routes(routes!(shares::revoke_share))
+        .routes(routes!(revocation::revoke_share))
+        .routes(routes!(revocation::cancel_revocation))
+        .routes(routes!(impact::get_share_impact))
+        .routes(routes!(impact::get_image_dependents))
         .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
         .routes(routes!(
             webhooks::get_webhook,

@@ -3,12 +3,10 @@
 use axum::extract::State;
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
-use serde::Deserialize;
-use utoipa::ToSchema;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::extract::{Caller, Id, IdempotencyKey, IfMatch, Json, Listing, etag};
+use super::extract::{Caller, Id, IdempotencyKey, IfMatch, Listing, etag};
 use super::idempotency::{self, Begun, Saved};
 use super::pagination::{Cursor, Page, Paging};
 use super::{ApiError, AppState, access};
@@ -17,7 +15,7 @@ use crate::db::{self, audit::NewEvent, jobs::Kind, share_requests::ShareRequest}
 use crate::domain::decisions;
 use crate::domain::filters::ShareFilter;
 use crate::domain::{
-    Action as Audited, Capability, Outcome, REJECTED_BY_CONSUMER, Refusal, RevokeCause, Subject, Trigger,
+    Action as Audited, Capability, Outcome, REJECTED_BY_CONSUMER, Refusal, RevokeCause, ShareState, Subject, Trigger,
 };
 
 /// A share as the API shows it: the row itself, less the columns it keeps to itself.
@@ -71,37 +69,52 @@ pub async fn get_share(State(state): State<AppState>, caller: Caller, Id(id): Id
         .into_response())
 }
 
-/// Why a share is being revoked.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RevokeInput {
-    /// Required: shown on the share and in the audit log (at most 1,000 characters).
-    #[schema(min_length = 1, max_length = 1000)]
-    pub reason: String,
-}
-
 /// What a caller asks of a share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
+pub(super) enum Action {
     Accept,
     Reject,
+    /// Revoke now; refused (before this runs) while something depends on the image.
     Revoke,
+    /// Revoke now although something depends on the image.
+    ForceRevoke,
+    /// Revoke at this time; in force until then.
+    ScheduleRevoke(DateTime<Utc>),
+    /// Cancel a scheduled revoke.
+    CancelRevocation,
 }
 
 impl Action {
-    fn verb(self) -> &'static str {
-        match self {
+    /// The method and path the caller used (the idempotency key's scope).
+    fn route(self, id: Uuid) -> (Method, String) {
+        let verb = match self {
             Action::Accept => "accept",
             Action::Reject => "reject",
-            Action::Revoke => "revoke",
-        }
+            Action::Revoke | Action::ForceRevoke | Action::ScheduleRevoke(_) => "revoke",
+            Action::CancelRevocation => return (Method::DELETE, format!("/v1/shares/{id}/revocation")),
+        };
+        (Method::POST, format!("/v1/shares/{id}/{verb}"))
     }
 
     fn audited(self) -> Audited {
         match self {
             Action::Accept => Audited::Accept,
             Action::Reject => Audited::Reject,
-            Action::Revoke => Audited::Revoke,
+            Action::Revoke | Action::ForceRevoke | Action::ScheduleRevoke(_) => Audited::Revoke,
+            Action::CancelRevocation => Audited::Cancel,
+        }
+    }
+
+    /// What the action does to the share, for its state machine.
+    fn trigger(self, share: &Share) -> Trigger {
+        match self {
+            Action::Accept => Trigger::Accept,
+            Action::Reject => Trigger::Reject,
+            Action::Revoke | Action::ForceRevoke => Trigger::Revoke,
+            Action::ScheduleRevoke(_) => Trigger::ScheduleRevoke,
+            Action::CancelRevocation => Trigger::CancelScheduledRevoke {
+                accepted: share.revoke_scheduled_from.as_deref() == Some(ShareState::Accepted.as_ref()),
+            },
         }
     }
 }
@@ -155,54 +168,10 @@ pub async fn reject_share(
     consumer_act(&state, &caller, id, if_match, key, Action::Reject).await
 }
 
-/// Revoke a granted share (the requester who filed it, or an admin), with a reason.
-///
-/// The worker removes the member from Glance; if the broker made the image `shared` and no
-/// member is left, it makes the image `private` again.
-#[utoipa::path(
-    post, path = "/v1/shares/{id}/revoke", tag = "shares",
-    request_body = RevokeInput,
-    params(("id" = Uuid, Path, description = "The share's id"), IfMatch, IdempotencyKey),
-    responses(
-        (status = 202, description = "Queued for the worker", body = ShareView, headers(("ETag" = String))),
-        (status = 403, description = "Not the requester", body = super::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not revocable in its state", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "No reason", body = super::Problem, content_type = "application/problem+json"),
-    ),
-    security(("api_key" = []), ("keystone_token" = []))
-)]
-pub async fn revoke_share(
-    State(state): State<AppState>,
-    caller: Caller,
-    Id(id): Id,
-    if_match: IfMatch,
-    key: IdempotencyKey,
-    body: Json<RevokeInput>,
-) -> Result<Response, ApiError> {
-    let reason = body.value.reason.trim();
-    if reason.is_empty() {
-        return Err(ApiError::field("reason", "is required: say why"));
-    }
-    if let Some(problem) = crate::domain::free_text_problem(reason) {
-        return Err(ApiError::field("reason", problem));
-    }
-    act(
-        &state,
-        &caller,
-        id,
-        if_match,
-        key,
-        &body.document,
-        Action::Revoke,
-        Some(reason),
-    )
-    .await
-}
-
 /// Whether `caller` may do `action` to `share`: accept or reject as its consumer project,
 /// revoke as the subject its request was filed for (or a requester of the image's project);
 /// admins do everything.
-fn may_act(caller: &Caller, share: &Share, request: &ShareRequest, action: Action) -> Result<(), ApiError> {
+pub(super) fn may_act(caller: &Caller, share: &Share, request: &ShareRequest, action: Action) -> Result<(), ApiError> {
     let principal = &caller.principal;
     if !access::sees_share(principal, share, request) {
         return Err(ApiError::not_found("share"));
@@ -220,14 +189,19 @@ fn may_act(caller: &Caller, share: &Share, request: &ShareRequest, action: Actio
                 "only the consumer project, or an admin, may accept or reject a share".into(),
             ))
         }
-        Action::Revoke => {
+        _ => {
             let owner_requester = request
                 .image_owner
                 .as_deref()
                 .is_some_and(|p| principal.may(Capability::Request, Some(p)));
             let requester = Subject::parse(&request.requested_by_subject);
+            let forbidden = |refusal: decisions::Refusal| ApiError::Forbidden(refusal.detail().into());
             decisions::may_revoke(&caller.subject, principal.is_admin(), &requester, owner_requester)
-                .map_err(|refusal| ApiError::Forbidden(refusal.detail().into()))
+                .map_err(forbidden)?;
+            if action == Action::ForceRevoke {
+                decisions::may_force_revoke(principal.is_admin(), owner_requester).map_err(forbidden)?;
+            }
+            Ok(())
         }
     }
 }
@@ -241,24 +215,42 @@ async fn consumer_act(
     key: IdempotencyKey,
     action: Action,
 ) -> Result<Response, ApiError> {
-    act(state, caller, id, if_match, key, &serde_json::Value::Null, action, None).await
+    let ask = Ask {
+        action,
+        document: &serde_json::Value::Null,
+        reason: None,
+        details: serde_json::Value::Null,
+    };
+    act(state, caller, id, if_match, key, ask).await
 }
 
-/// Checks who may do `action` to the share and whether its state allows it, then records the
-/// ask, its audit event and the worker's job in one transaction.
-#[allow(clippy::too_many_arguments)]
-async fn act(
+/// One ask of a share: the action, the body it came with, and what its audit event says.
+pub(super) struct Ask<'a> {
+    pub action: Action,
+    pub document: &'a serde_json::Value,
+    pub reason: Option<&'a str>,
+    /// The audit event's details (and, for a revoke, the dependents it records).
+    pub details: serde_json::Value,
+}
+
+/// Checks who may do the ask's action to the share and whether its state allows it, then
+/// records the change, its audit event and the worker's job (if any) in one transaction.
+pub(super) async fn act(
     state: &AppState,
     caller: &Caller,
     id: Uuid,
     if_match: IfMatch,
     key: IdempotencyKey,
-    document: &serde_json::Value,
-    action: Action,
-    reason: Option<&str>,
+    ask: Ask<'_>,
 ) -> Result<Response, ApiError> {
-    let path = format!("/v1/shares/{id}/{}", action.verb());
-    let (mut tx, claim) = match idempotency::begin(state, caller, key, &Method::POST, &path, document).await? {
+    let Ask {
+        action,
+        document,
+        reason,
+        details,
+    } = ask;
+    let (method, path) = action.route(id);
+    let (mut tx, claim) = match idempotency::begin(state, caller, key, &method, &path, document).await? {
         Begun::Replay(response) => return Ok(response),
         Begun::Proceed(tx, claim) => (tx, claim),
     };
@@ -276,59 +268,80 @@ async fn act(
     if_match.check(&etag(share.version))?;
 
     // The share's state machine decides, as the worker's does when it records the outcome.
-    let trigger = match action {
-        Action::Accept => Trigger::Accept,
-        Action::Reject => Trigger::Reject,
-        Action::Revoke => Trigger::Revoke,
-    };
+    let trigger = action.trigger(&share);
     let refused = |refusal: Refusal| ApiError::Conflict {
         detail: refusal.to_string(),
         errors: Vec::new(),
     };
-    share.state.on(trigger).map_err(refused)?;
+    let next = share.state.on(trigger).map_err(refused)?;
+    // The share is locked: each guard below holds unless the lock is gone.
+    let lost = || {
+        refused(Refusal {
+            state: share.state,
+            trigger,
+        })
+    };
+    let by = caller.principal.name.as_str();
     // A revoke, and a rejection (a rejected member still gives access in Glance: only its
     // removal takes access away), start revoking now: from here on a revoke wins over every
     // accept, reject, poll and expiry the worker may be carrying out.
-    let start = match action {
-        Action::Accept => None,
-        Action::Reject => Some(RevokeStart {
-            by: &caller.principal.name,
-            reason: REJECTED_BY_CONSUMER,
-            cause: RevokeCause::Rejected,
-            last_error: None,
-        }),
-        Action::Revoke => Some(RevokeStart {
-            by: &caller.principal.name,
-            reason: reason.unwrap_or_default(),
-            cause: RevokeCause::Requested,
-            last_error: None,
-        }),
+    let revoke = |reason, cause| RevokeStart {
+        by,
+        reason,
+        cause,
+        last_error: None,
+        // What the API found depending on the image, when it looked (a person's revoke).
+        dependents: details.get("dependents").is_some().then_some(&details),
     };
-    let (share, kind) = match start {
-        None => (share, Kind::Accept),
-        Some(start) => {
-            // The share is locked: the guard holds unless the lock is gone.
-            let revoking = db::shares::start_revoke(&mut tx, id, share.state, start)
-                .await?
-                .ok_or_else(|| {
-                    refused(Refusal {
-                        state: share.state,
-                        trigger,
-                    })
-                })?;
-            (revoking, Kind::Revoke)
+    let (changed, job) = match action {
+        Action::Accept => (share, Some(Kind::Accept)),
+        Action::Reject | Action::Revoke | Action::ForceRevoke => {
+            let start = match action {
+                Action::Reject => revoke(REJECTED_BY_CONSUMER, RevokeCause::Rejected),
+                _ => revoke(reason.unwrap_or_default(), RevokeCause::Requested),
+            };
+            let revoking = db::shares::start_revoke(&mut tx, id, share.state, start).await?;
+            (revoking.ok_or_else(lost)?, Some(Kind::Revoke))
         }
+        Action::ScheduleRevoke(at) => {
+            let schedule = db::shares::Schedule {
+                by,
+                reason: reason.unwrap_or_default(),
+                effective_at: at,
+            };
+            let scheduled = db::shares::schedule_revoke(&mut tx, id, share.state, schedule).await?;
+            // The sweep starts the revoke when it is due.
+            (scheduled.ok_or_else(lost)?, None)
+        }
+        Action::CancelRevocation => {
+            let back = db::shares::cancel_scheduled_revoke(&mut tx, id, next).await?;
+            // Polls stop while a revoke is scheduled: a share back to waiting for the
+            // consumer is polled again.
+            let poll = (next == ShareState::PendingAcceptance).then_some(Kind::Poll);
+            (back.ok_or_else(lost)?, poll)
+        }
+    };
+    let outcome = match action {
+        Action::CancelRevocation => Outcome::Success,
+        _ => Outcome::Pending,
     };
     let event = NewEvent {
         reason,
         correlation_id: caller.request_id.as_deref(),
-        ..NewEvent::about_share(&caller.initiator, &share, action.audited(), Outcome::Pending)
+        details,
+        ..NewEvent::about_share(&caller.initiator, &changed, action.audited(), outcome)
     };
     state.audit(&mut tx, event).await?;
-    db::jobs::enqueue(&mut tx, kind, share.id, share.image_id, Utc::now()).await?;
+    if let Some(kind) = job {
+        db::jobs::enqueue(&mut tx, kind, changed.id, changed.image_id, Utc::now()).await?;
+    }
 
-    let version = share.version;
-    let response = Saved::json(StatusCode::ACCEPTED, &share).header(header::ETAG, etag(version));
+    let version = changed.version;
+    let status = match action {
+        Action::CancelRevocation => StatusCode::OK,
+        _ => StatusCode::ACCEPTED,
+    };
+    let response = Saved::json(status, &changed).header(header::ETAG, etag(version));
     idempotency::finish(&mut tx, claim, &response).await?;
     tx.commit().await?;
     Ok(response.into_response())

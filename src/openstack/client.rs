@@ -26,6 +26,9 @@ struct Token {
     value: String,
     expires_at: DateTime<Utc>,
     glance_url: String,
+    /// Nova's and Cinder's endpoints, when the catalog (or an override) has them.
+    compute_url: Option<String>,
+    volume_url: Option<String>,
     /// The regions whose Glance this client reaches, as the catalog spells them.
     regions: Vec<String>,
 }
@@ -102,6 +105,9 @@ pub struct OpenStack {
     token: Arc<Mutex<Option<Arc<Token>>>>,
     /// Overrides the catalog's Glance URL (tests point it at a fake Glance).
     glance_override: Option<String>,
+    /// Override the catalog's Nova and Cinder URLs.
+    compute_override: Option<String>,
+    volume_override: Option<String>,
     /// Paces Glance calls (none: as fast as they come).
     pacer: Option<Arc<dyn Pacer>>,
 }
@@ -114,6 +120,8 @@ impl OpenStack {
             cloud: Arc::new(cloud),
             token: Arc::default(),
             glance_override: None,
+            compute_override: None,
+            volume_override: None,
             pacer: None,
         })
     }
@@ -140,6 +148,19 @@ impl OpenStack {
     /// Sends Glance calls to `url` instead of the catalog's endpoint.
     pub fn with_glance_url(mut self, url: impl Into<String>) -> Self {
         self.glance_override = Some(url.into().trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// Sends Nova calls to `url` (its `/v2.1` root) instead of the catalog's `compute` endpoint.
+    pub fn with_compute_url(mut self, url: impl Into<String>) -> Self {
+        self.compute_override = Some(url.into().trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// Sends Cinder calls to `url` (its `/v3` root) instead of the catalog's `volumev3` or
+    /// `block-storage` endpoint.
+    pub fn with_volume_url(mut self, url: impl Into<String>) -> Self {
+        self.volume_override = Some(url.into().trim_end_matches('/').to_owned());
         self
     }
 
@@ -198,11 +219,23 @@ impl OpenStack {
             Some(url) => url.clone(),
             None => self.find_endpoint(&body.token.catalog, "image")?,
         };
+        let catalog = &body.token.catalog;
+        let compute_url = self
+            .compute_override
+            .clone()
+            .or_else(|| self.find_endpoint(catalog, "compute").ok());
+        let volume_url = self.volume_override.clone().or_else(|| {
+            ["volumev3", "block-storage"]
+                .iter()
+                .find_map(|kind| self.find_endpoint(catalog, kind).ok())
+        });
         tracing::debug!(expires_at = %body.token.expires_at, "keystone token issued");
         Ok(Arc::new(Token {
             value,
             expires_at: body.token.expires_at,
             glance_url,
+            compute_url,
+            volume_url,
             regions: self.served_regions(&body.token.catalog),
         }))
     }
@@ -272,6 +305,8 @@ impl OpenStack {
             let base = match service {
                 Service::Glance => token.glance_url.as_str(),
                 Service::Keystone => self.cloud.auth_url.as_str(),
+                Service::Nova => service.url_in(token.compute_url.as_deref(), &self.cloud)?,
+                Service::Cinder => service.url_in(token.volume_url.as_deref(), &self.cloud)?,
             };
             // Held until the answer is in: a pacer may bound the calls in flight.
             let _pass = match (service, &self.pacer) {
@@ -354,6 +389,29 @@ fn http_client(cloud: &CloudConfig, timeout: Duration) -> anyhow::Result<reqwest
 pub(super) enum Service {
     Glance,
     Keystone,
+    Nova,
+    Cinder,
+}
+
+impl Service {
+    /// The endpoint of an optional service, or why there is none.
+    fn url_in<'a>(self, url: Option<&'a str>, cloud: &CloudConfig) -> Result<&'a str, CallError> {
+        url.ok_or_else(|| {
+            let kind = match self {
+                Service::Nova => "compute",
+                Service::Cinder => "volumev3` or `block-storage",
+                Service::Glance => "image",
+                Service::Keystone => "identity",
+            };
+            CallError::permanent(
+                None,
+                format!(
+                    "the catalog has no `{kind}` endpoint for interface {} in region {}",
+                    cloud.interface, cloud.region
+                ),
+            )
+        })
+    }
 }
 
 /// The body of an error response, for the error message.
@@ -415,5 +473,19 @@ tYHbA+OFKWOm6Hg=
             .err()
             .expect("a missing cacert stops the start");
         assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_service_missing_from_the_catalog_is_an_error_that_names_it_never_an_empty_answer() {
+        let cloud = cloud_with_cacert(None);
+        let error = Service::Nova.url_in(None, &cloud).unwrap_err();
+        assert!(!error.is_transient());
+        assert!(error.to_string().contains("no `compute` endpoint"), "{error}");
+        let error = Service::Cinder.url_in(None, &cloud).unwrap_err();
+        assert!(error.to_string().contains("`volumev3` or `block-storage`"), "{error}");
+        assert_eq!(
+            Service::Nova.url_in(Some("http://nova/v2.1"), &cloud),
+            Ok("http://nova/v2.1")
+        );
     }
 }

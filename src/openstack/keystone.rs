@@ -1,5 +1,6 @@
 //! Keystone v3: is a target project real, which id does a name stand for, who holds a
-//! token a caller presents, and which user a name or id stands for.
+//! token a caller presents, and which user a name or id stands for. Also the reads every
+//! service's calls share (`find`, `list`, and `get_versioned` for Nova and Cinder).
 
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
@@ -237,5 +238,28 @@ impl OpenStack {
             return Err(error_of(what, response).await);
         }
         response.json().await.map_err(|e| CallError::transport(what, &e))
+    }
+
+    /// GET on an API with microversions (Nova, Cinder): `version` is the
+    /// `OpenStack-API-Version` header's value (`compute 2.47`). `None` on 404.
+    pub(super) async fn get_versioned<T: DeserializeOwned>(
+        &self,
+        service: Service,
+        path: &str,
+        query: &[(&str, &str)],
+        version: &str,
+        what: &str,
+        request_id: &str,
+    ) -> Result<Option<T>, CallError> {
+        let response = self
+            .send(service, Method::GET, path, what, request_id, |r| {
+                r.query(query).header("openstack-api-version", version)
+            })
+            .await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Ok(Some(response.json().await.map_err(|e| CallError::transport(what, &e))?)),
+            _ => Err(error_of(what, response).await),
+        }
     }
 }

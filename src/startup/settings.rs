@@ -80,6 +80,7 @@ pub fn worker_config(args: &WorkerArgs, instance: String, policy: SharedPolicy) 
         instance,
         revoke_stalled_after: Duration::from_secs(args.revoke_stalled_after_secs),
         revoke_confirm_after: Duration::from_millis(args.revoke_confirm_ms),
+        expiry_notice: Duration::from_secs(args.expiry_notice_secs),
     }
 }
 

@@ -91,6 +91,9 @@ pub struct WorkerConfig {
     /// `revoked`: Glance brings a removed member back when a status update by the consumer
     /// that read it before the removal completes after it.
     pub revoke_confirm_after: Duration,
+    /// How long before a share's request expires the consumer is told (`share.expiring`);
+    /// zero: no notice.
+    pub expiry_notice: Duration,
 }
 
 #[derive(Clone)]

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 mod failure;
 
-use super::share::{Effect, Failure, Seen};
+use super::share::{Effect, Failure, Seen, revoked_details};
 use super::{Worker, retry};
 use crate::db;
 use crate::db::audit::NewEvent;
@@ -267,6 +267,7 @@ impl Worker {
                     reason: REJECTED_BY_CONSUMER,
                     cause: RevokeCause::RejectedInGlance,
                     last_error: None,
+                    dependents: None,
                 };
                 if let Some(share) = self.start_revoke(tx, &share, Trigger::Reject, start).await? {
                     events.push(ShareEvent {
@@ -307,6 +308,7 @@ impl Worker {
                     reason: REJECTED_BY_CONSUMER,
                     cause: RevokeCause::Rejected,
                     last_error: None,
+                    dependents: None,
                 };
                 if let Some(share) = self.start_revoke(tx, &share, Trigger::Reject, start).await? {
                     events.push(ShareEvent {
@@ -354,9 +356,10 @@ impl Worker {
         if cause == Some(RevokeCause::Rejected) {
             events.push(ShareEvent::new(share.clone(), Action::Reject, AuditOutcome::Success));
         }
+        let details = revoked_details(tx, &share, cause).await?;
         events.push(ShareEvent {
             reason: share.revoke_reason.clone(),
-            details: json!({ "revoked_by": share.revoked_by }),
+            details,
             ..ShareEvent::new(share, Action::Revoke, AuditOutcome::Success)
         });
         Ok(())

@@ -14,7 +14,7 @@ use crate::db::audit::NewEvent;
 use crate::db::jobs::{self, Claimed, Step};
 use crate::db::shares::Share;
 use crate::domain::{Action, Outcome as AuditOutcome};
-use crate::domain::{ShareState, Trigger};
+use crate::domain::{RevokeCause, ShareState, Trigger};
 use crate::openstack::CallError;
 use crate::openstack::glance::Image;
 
@@ -169,6 +169,9 @@ impl Worker {
                 },
             };
             if remove {
+                if removed_at.is_none() {
+                    self.note_dependents(held, share, rid).await?;
+                }
                 self.fence(held).await?;
                 if let Err(e) = self.cloud.remove_member(&image_id, project_id, rid).await {
                     return Ok(Err(e.into()));
@@ -196,6 +199,31 @@ impl Worker {
             }
         }
         Ok(Ok(Effect::Revoked))
+    }
+
+    /// Records what depends on the image in the consumer project just before the member is
+    /// removed, unless the revoke's asker looked already (a person's revoke through the API)
+    /// or the revoke only cleans up after a failed grant or a rejection. A service that does
+    /// not answer is recorded as unchecked: the revoke goes on (it never gives up).
+    async fn note_dependents(&self, held: &[Claimed], share: &Share, rid: &str) -> anyhow::Result<()> {
+        let cause = db::shares::revocation(&self.pool, share.id).await?.cause;
+        let looks = matches!(
+            cause,
+            None | Some(RevokeCause::Requested | RevokeCause::Scheduled | RevokeCause::Expiry)
+        );
+        let Some(project) = share.project_id.as_deref().filter(|_| looks) else {
+            return Ok(());
+        };
+        if db::shares::revoke_dependents(&self.pool, share.id).await?.is_some() {
+            return Ok(());
+        }
+        let image_id = share.image_id.to_string();
+        let impact = self.cloud.findings(&image_id, rid).await.impact(&image_id, &[project]);
+        let looked = json!({ "dependents": impact.dependents, "unchecked": impact.unchecked });
+        let mut tx = self.lease_tx(held).await?;
+        db::shares::note_revoke_dependents(&mut tx, share.id, &looked).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Records a visibility change the broker made, and (to private) that it owes none.
@@ -233,4 +261,20 @@ impl Worker {
         anyhow::ensure!(jobs::holds(&mut tx, held).await?, "lease lost on job {}", held[0].id);
         Ok(tx)
     }
+}
+
+/// What the end of a revoke records: who revoked, why (`cause`), and what the revoke broke in
+/// the consumer project as found when it started or just before it removed the member (with
+/// what could not be checked), when anyone looked.
+pub(super) async fn revoked_details(
+    tx: &mut sqlx::PgConnection,
+    share: &Share,
+    cause: Option<RevokeCause>,
+) -> Result<serde_json::Value, sqlx::Error> {
+    let mut details = json!({ "revoked_by": share.revoked_by, "cause": cause });
+    if let Some(looked) = db::shares::revoke_dependents(&mut *tx, share.id).await? {
+        details["dependents"] = looked["dependents"].clone();
+        details["unchecked"] = looked["unchecked"].clone();
+    }
+    Ok(details)
 }

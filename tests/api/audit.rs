@@ -89,7 +89,7 @@ async fn granting_accepting_and_revoking_yield_their_exact_events() {
     let consumer = consumer_key(&app, &proj_b).await;
     post_ok(&app, &consumer, &format!("/v1/shares/{share}/accept"), json!({})).await;
     until_share_state(&worker, &app.pool, &share, "accepted").await;
-    let revoke = json!({"reason": "project closed"});
+    let revoke = json!({"force": true, "reason": "project closed"});
     post_ok(&app, &app.requester, &format!("/v1/shares/{share}/revoke"), revoke).await;
     until_share_state(&worker, &app.pool, &share, "revoked").await;
 
@@ -809,7 +809,7 @@ async fn the_access_report_is_right_across_grant_revoke_and_regrant() {
         app,
         &app.requester,
         &format!("/v1/shares/{first}/revoke"),
-        json!({"reason": "moved"}),
+        json!({"force": true, "reason": "moved"}),
     )
     .await;
     until_state(&s, &first, "revoked").await;

@@ -134,8 +134,12 @@ async fn write_share(pool: &sqlx::PgPool, region: &str, state: &str) -> Result<(
     .execute(&mut *tx)
     .await?;
     sqlx::query(
-        "insert into shares (id, request_id, image_id, region, target, project_id, state)
-         values ($1, $2, $3, $4, $5, $5, $6)",
+        // A scheduled revoke must say when, and what it was scheduled from.
+        "insert into shares (id, request_id, image_id, region, target, project_id, state,
+                             revoke_effective_at, revoke_scheduled_from)
+         values ($1, $2, $3, $4, $5, $5, $6,
+                 case when $6 = 'revocation_scheduled' then now() + interval '1 day' end,
+                 case when $6 = 'revocation_scheduled' then 'accepted' end)",
     )
     .bind(Uuid::new_v4())
     .bind(request)

@@ -252,7 +252,7 @@ async fn an_existing_member_counts_as_granted_and_a_missing_one_as_revoked() {
     let path = format!("/v1/shares/{id}/revoke");
     let response = s
         .app
-        .post(&s.app.requester, &path, &json!({"reason": "done"}))
+        .post(&s.app.requester, &path, &json!({"force": true, "reason": "done"}))
         .send()
         .await
         .unwrap();
@@ -286,7 +286,7 @@ async fn a_private_image_is_made_shared_and_back() {
     assert_eq!(s.fake.visibility(&s.image), "shared");
     let path = format!("/v1/shares/{id}/revoke");
     s.app
-        .post(&s.app.requester, &path, &json!({"reason": "done"}))
+        .post(&s.app.requester, &path, &json!({"force": true, "reason": "done"}))
         .send()
         .await
         .unwrap();

@@ -85,6 +85,18 @@ fn expected(method: &str, path: &str, who: Who) -> u16 {
             Carol => 404,
             _ => 403,
         },
+        // The fixture's share has no revoke scheduled: those who may cancel one learn that.
+        ("delete", "/v1/shares/{id}/revocation") => match who {
+            Requester | Admin | Alice | CloudAdmin => 409,
+            Carol => 404,
+            _ => 403,
+        },
+        // The image's project, the consumer, approvers, auditors and admins; carol's
+        // project has nothing to do with the share (for the image: no share she may read).
+        ("get", "/v1/shares/{id}/impact" | "/v1/images/{image_id}/dependents") => match who {
+            Carol => 404,
+            _ => 200,
+        },
         (
             "get",
             "/v1/audit-events"
@@ -182,6 +194,12 @@ async fn fixture(app: &TestApp) -> (Uuid, Uuid, Uuid) {
     (request.id, share.id, webhook.id)
 }
 
+/// The image of the share `share_id`.
+async fn shared_image(app: &TestApp, share_id: Uuid) -> String {
+    let share = db::shares::find(&app.pool, share_id).await.unwrap().unwrap();
+    share.image_id.to_string()
+}
+
 #[tokio::test]
 async fn every_endpoint_answers_each_kind_of_caller_as_the_matrix_says() {
     let (app, rig) = (spawn_app_with_keystone().await, Rig::from_env());
@@ -204,6 +222,11 @@ async fn every_endpoint_answers_each_kind_of_caller_as_the_matrix_says() {
                     p if p.starts_with("/v1/shares") => share_id,
                     p if p.starts_with("/v1/webhooks") => webhook_id,
                     _ => request_id,
+                };
+                // What depends on an image is asked of the image of the fixture's share.
+                let image = match path.as_str() {
+                    "/v1/images/{image_id}/dependents" => shared_image(&app, share_id).await,
+                    _ => image.clone(),
                 };
                 let path_with_ids = path
                     .replace("{id}", &id.to_string())

@@ -182,6 +182,8 @@ pub fn worker_config() -> WorkerConfig {
         instance: "test-worker".into(),
         revoke_stalled_after: Duration::from_secs(900),
         revoke_confirm_after: Duration::from_millis(200),
+        // Off: the tests that want the notice turn it on.
+        expiry_notice: Duration::ZERO,
     }
 }
 

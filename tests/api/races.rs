@@ -276,7 +276,7 @@ async fn a_revoke_made_while_a_poll_is_in_flight_wins_over_the_acceptance_it_saw
     hold.reached().await;
 
     let revoke = format!("/v1/shares/{share}/revoke");
-    let status = post_status(&app, &app.requester, &revoke, json!({"reason": "raced"})).await;
+    let status = post_status(&app, &app.requester, &revoke, json!({"force": true, "reason": "raced"})).await;
     assert_eq!(status, 202);
     hold.release();
     assert_eq!(pass.await.unwrap(), Outcome::Ran);
@@ -314,7 +314,7 @@ async fn a_revoke_right_after_an_accept_wins_over_the_accept_job() {
     hold.reached().await;
     let revoke = format!("/v1/shares/{share}/revoke");
     assert_eq!(
-        post_status(&app, &app.requester, &revoke, json!({"reason": "raced"})).await,
+        post_status(&app, &app.requester, &revoke, json!({"force": true, "reason": "raced"})).await,
         202
     );
     hold.release();
@@ -407,7 +407,13 @@ async fn a_worker_whose_lease_was_taken_over_adds_no_member() {
     until_share_state(&other, &app.pool, &share, "pending_acceptance").await;
     let revoke = format!("/v1/shares/{share}/revoke");
     assert_eq!(
-        post_status(&app, &app.requester, &revoke, json!({"reason": "fenced"})).await,
+        post_status(
+            &app,
+            &app.requester,
+            &revoke,
+            json!({"force": true, "reason": "fenced"})
+        )
+        .await,
         202
     );
     until_share_state(&other, &app.pool, &share, "revoked").await;
@@ -485,7 +491,7 @@ async fn race_step(
             }
             Step::ApiRevoke => {
                 let path = format!("/v1/shares/{share}/revoke");
-                post_status(app, &app.requester, &path, json!({"reason": "race"})).await;
+                post_status(app, &app.requester, &path, json!({"force": true, "reason": "race"})).await;
             }
             Step::GlanceAccept => {
                 rig.glance_put(&consumer.token, &member, json!({"status": "accepted"}))
@@ -648,7 +654,7 @@ async fn a_member_that_comes_back_after_its_removal_is_removed_again() {
 
     let revoke = format!("/v1/shares/{share}/revoke");
     assert_eq!(
-        post_status(&app, &app.requester, &revoke, json!({"reason": "gone"})).await,
+        post_status(&app, &app.requester, &revoke, json!({"force": true, "reason": "gone"})).await,
         202
     );
     let hold = glance.hold(Method::DELETE, &format!("/members/{proj_b}"));
@@ -702,7 +708,13 @@ async fn a_consumer_setting_its_member_status_during_the_revoke_cannot_keep_the_
         }
         let revoke = format!("/v1/shares/{share}/revoke");
         assert_eq!(
-            post_status(&app, &app.requester, &revoke, json!({"reason": "hostile"})).await,
+            post_status(
+                &app,
+                &app.requester,
+                &revoke,
+                json!({"force": true, "reason": "hostile"})
+            )
+            .await,
             202
         );
         until_share_state(&worker, &app.pool, &share, "revoked").await;

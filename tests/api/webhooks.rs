@@ -139,7 +139,7 @@ async fn deliveries_are_signed_come_in_order_and_are_retried_after_failures() {
         share_state(pool, &share).await == "accepted"
     })
     .await;
-    let revoke = json!({"reason": "done"});
+    let revoke = json!({"force": true, "reason": "done"});
     let response = app
         .post(&app.requester, &format!("/v1/shares/{share}/revoke"), &revoke)
         .send()

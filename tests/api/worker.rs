@@ -125,7 +125,7 @@ async fn a_share_is_granted_accepted_and_revoked_in_the_real_glance() {
         .post(
             &app.requester,
             &format!("/v1/shares/{share}/revoke"),
-            &json!({"reason": "project closed"}),
+            &json!({"force": true, "reason": "project closed"}),
         )
         .send()
         .await

@@ -21,10 +21,11 @@ pub enum Action {
     Approve,
     #[strum(serialize = "update/deny")]
     Deny,
-    /// A request withdrawn by its requester.
+    /// A request withdrawn by its requester; about a share, a scheduled revoke cancelled.
     #[strum(serialize = "update/cancel")]
     Cancel,
-    /// A request, or a share, whose time ran out.
+    /// A request, or a share, whose time ran out (`pending` with `details.notice`: a share's
+    /// expiry announced ahead).
     #[strum(serialize = "update/expire")]
     Expire,
     /// The worker starting to add a member in Glance.

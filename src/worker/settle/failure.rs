@@ -87,6 +87,7 @@ impl Worker {
                         reason: &reason,
                         cause: RevokeCause::FailedGrant,
                         last_error: Some(&message),
+                        dependents: None,
                     };
                     if let Some(share) = self.start_revoke(tx, &share, trigger, start).await? {
                         events.push(ShareEvent {
