@@ -10,6 +10,9 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::domain::{ApproverScope, Role, RoleMap};
 
+mod drift;
+pub use drift::{DriftArgs, Every};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "glance-share-broker",
@@ -48,6 +51,9 @@ pub enum Command {
     /// Check the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Compare Glance with the broker once (every managed image, or `--image-id`), print the
+    /// drift findings of the pass as JSON lines, and exit. Repairs as the policy says.
+    Reconcile(ReconcileArgs),
     /// Print the OpenAPI document.
     Openapi,
 }
@@ -295,6 +301,15 @@ pub struct WorkerCommandArgs {
     pub worker: WorkerArgs,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    pub worker: WorkerCommandArgs,
+    /// Reconcile this image only.
+    #[arg(long)]
+    pub image_id: Option<uuid::Uuid>,
+}
+
 /// How a running broker looks after the audit log.
 #[derive(Debug, Clone, Args)]
 pub struct AuditArgs {
@@ -411,6 +426,8 @@ pub struct WorkerArgs {
     /// before the removal completes after it); one that came back is removed again.
     #[arg(long, env = "GSB_REVOKE_CONFIRM_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(0..=600000))]
     pub revoke_confirm_ms: u64,
+    #[command(flatten)]
+    pub drift: DriftArgs,
 }
 
 impl Default for WorkerArgs {

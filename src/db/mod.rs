@@ -4,6 +4,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod drift;
 pub mod idempotency;
 pub mod jobs;
 pub mod rate_slots;

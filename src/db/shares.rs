@@ -42,6 +42,8 @@ pub struct Share {
     /// Who revoked the share (a principal, or `expiry`).
     pub revoked_by: Option<String>,
     pub revoke_reason: Option<String>,
+    /// Recorded from a member found in Glance, made outside the broker (no approver).
+    pub adopted: bool,
     /// The image's name and owner project in Glance, once granted (not shown).
     #[serde(skip)]
     pub image_name: Option<String>,

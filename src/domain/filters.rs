@@ -7,6 +7,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
+use super::drift::{DriftKind, FindingState};
 use super::{RequestStatus, ShareState};
 
 /// Filters for share requests.
@@ -47,4 +48,19 @@ pub struct ShareFilter {
     pub created_after: Option<DateTime<Utc>>,
     /// Only shares created before this time (RFC 3339).
     pub created_before: Option<DateTime<Utc>>,
+}
+
+/// Filters for drift findings.
+#[derive(Debug, Default, Clone, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DriftFilter {
+    /// Only findings about this image.
+    pub image_id: Option<Uuid>,
+    /// Only findings about this member project.
+    pub project_id: Option<String>,
+    /// Only findings of this kind.
+    pub kind: Option<DriftKind>,
+    /// Only `open` or only `resolved` findings.
+    pub state: Option<FindingState>,
 }

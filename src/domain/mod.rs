@@ -6,6 +6,7 @@ pub mod address;
 pub mod audit;
 mod canonical;
 pub mod decisions;
+pub mod drift;
 pub mod filters;
 mod keystone;
 pub mod policy;

@@ -20,6 +20,9 @@ pub struct Policy {
     /// (or no rule matches).
     pub auto_accept: AutoAccept,
     pub rules: Vec<Rule>,
+    /// Whether the reconciler repairs the drift it finds (removes members no share stands
+    /// for, makes the image `shared` again) rather than only report it. Off by default.
+    pub enforce_drift: bool,
 }
 
 /// Whether a request may accept its shares on the consumer's behalf (`auto_accept`): the
@@ -180,6 +183,9 @@ struct PolicyFile {
     auto_accept: AutoAccept,
     #[serde(default)]
     rules: Vec<RuleFile>,
+    /// `true`: repair drift; `false` (the default): report it only.
+    #[serde(default)]
+    enforce_drift: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -275,6 +281,7 @@ impl PolicyFile {
             expire_undecided_after,
             auto_accept: self.auto_accept,
             rules,
+            enforce_drift: self.enforce_drift,
         })
     }
 }

@@ -9,7 +9,7 @@ use super::ShareState;
 use super::audit::{Action, Outcome};
 
 /// Every event a webhook may subscribe to.
-pub const EVENTS: [&str; 13] = [
+pub const EVENTS: [&str; 14] = [
     "request.created",
     "request.needs_approval",
     "request.approved",
@@ -23,6 +23,7 @@ pub const EVENTS: [&str; 13] = [
     "share.revoked",
     "share.failed",
     "share.revoke_stalled",
+    "drift.detected",
 ];
 
 /// What the announcing side knows about one audit event.
@@ -62,6 +63,7 @@ pub fn events_for(e: Recorded<'_>) -> Vec<&'static str> {
         (true, Action::Reject) if success => vec!["share.rejected"],
         (true, Action::Revoke) if success => vec!["share.revoked"],
         (true, Action::Revoke) if broker_failed && e.details["stalled"] == true => vec!["share.revoke_stalled"],
+        (_, Action::DriftDetected) if success => vec!["drift.detected"],
         (true, _) if broker_failed && e.share_state == Some(ShareState::Failed) => vec!["share.failed"],
         _ => Vec::new(),
     }
@@ -144,8 +146,11 @@ mod tests {
         assert_eq!(on_share(Allow, Failure, Failed), ["share.failed"]);
         assert!(on_share(Accept, Failure, Accepted).is_empty(), "a refused accept");
         for e in EVENTS {
-            assert!(e.starts_with("request.") || e.starts_with("share."));
+            assert!(e.starts_with("request.") || e.starts_with("share.") || e.starts_with("drift."));
         }
+        assert_eq!(on_request(DriftDetected, Success, &none), ["drift.detected"]);
+        assert_eq!(on_share(DriftDetected, Success, Accepted), ["drift.detected"]);
+        assert!(on_request(DriftResolved, Success, &none).is_empty());
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub struct Image {
     pub owner: Option<String>,
     pub visibility: String,
     pub status: String,
+    /// Whether Glance refuses to delete it.
+    #[serde(default)]
+    pub protected: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -24,7 +27,18 @@ pub struct Member {
     pub image_id: String,
     /// `pending`, `accepted` or `rejected`.
     pub status: String,
+    /// When the member was created (adoption records it as the grant's time).
+    #[serde(default)]
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
 }
+
+#[derive(Deserialize)]
+struct Images {
+    images: Vec<Image>,
+}
+
+/// Images listed per page when listing an owner's images.
+const IMAGES_PAGE: usize = 200;
 
 #[derive(Deserialize)]
 struct Members {
@@ -53,6 +67,27 @@ impl OpenStack {
             r.header(reqwest::header::CONTENT_TYPE, JSON_PATCH).body(body.clone())
         })
         .await
+    }
+
+    /// The `shared` images `owner` owns (every page), for adoption.
+    pub async fn shared_images_of(&self, owner: &str, request_id: &str) -> Result<Vec<Image>, CallError> {
+        let limit = IMAGES_PAGE.to_string();
+        let mut all: Vec<Image> = Vec::new();
+        loop {
+            let marker = all.last().map(|i| i.id.clone()).unwrap_or_default();
+            let mut query = vec![("owner", owner), ("visibility", "shared"), ("limit", limit.as_str())];
+            if !marker.is_empty() {
+                query.push(("marker", marker.as_str()));
+            }
+            let page: Images = self
+                .list(Service::Glance, "/v2/images", &query, "list images", request_id)
+                .await?;
+            let done = page.images.len() < IMAGES_PAGE;
+            all.extend(page.images);
+            if done {
+                return Ok(all);
+            }
+        }
     }
 
     /// Adds `project_id` as a member. An existing member counts as added.

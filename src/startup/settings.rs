@@ -44,6 +44,7 @@ pub fn api_config(args: &ServeArgs) -> ApiConfig {
         rate_limit: rate_limit(args.rate_limit_per_sec, args.rate_limit_burst),
         address_rate_limit: rate_limit(args.address_rate_limit_per_sec, args.address_rate_limit_burst),
         webhook_allow_private: args.worker.webhook_allow_private,
+        reconcile_ended_within: args.worker.drift.config().ended_within,
     }
 }
 
@@ -88,6 +89,7 @@ pub fn worker_config(args: &WorkerArgs, instance: String, policy: SharedPolicy) 
         instance,
         revoke_stalled_after: Duration::from_secs(args.revoke_stalled_after_secs),
         revoke_confirm_after: Duration::from_millis(args.revoke_confirm_ms),
+        drift: args.drift.config(),
     }
 }
 

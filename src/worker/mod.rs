@@ -23,12 +23,15 @@
 //! are retried, with backoff up to `GSB_RETRY_MAX_SECS`, until the member is gone, and
 //! reported stalled (`share.revoke_stalled`) when they take long.
 //!
-//! Besides jobs: `expire.rs` sweeps expired shares and undecided requests, and `webhooks.rs`
-//! delivers the queued webhook calls.
+//! Besides jobs: `expire.rs` sweeps expired shares and undecided requests, `webhooks.rs`
+//! delivers the queued webhook calls, and the reconcile sweep (`reconcile.rs`, every
+//! `GSB_RECONCILE_EVERY`) queues a `reconcile` job per managed image.
 
 mod approval;
 mod expire;
 mod grant;
+mod reconcile;
+mod reconcile_repair;
 mod retry;
 mod run;
 mod settle;
@@ -49,6 +52,8 @@ use crate::domain::{Action, Outcome as AuditOutcome};
 use crate::openstack::OpenStack;
 use crate::openstack::pace::paced;
 
+pub use reconcile::DriftConfig;
+pub use reconcile_repair::UNAPPROVED;
 pub use retry::{backoff, next_delay, poll_delay};
 pub use run::Outcome;
 pub use webhooks::WebhookConfig;
@@ -91,6 +96,8 @@ pub struct WorkerConfig {
     /// `revoked`: Glance brings a removed member back when a status update by the consumer
     /// that read it before the removal completes after it.
     pub revoke_confirm_after: Duration,
+    /// How drift is looked for (reconciliation); enforcement is the policy's `enforce_drift`.
+    pub drift: DriftConfig,
 }
 
 #[derive(Clone)]

@@ -103,6 +103,29 @@ impl Worker {
             let worker = worker.clone();
             async move { worker.sweep_expired().await.map(drop) }
         });
+        if let Some(every) = self.config.drift.every {
+            let worker = self.clone();
+            tasks.every("reconcile", every, move || {
+                let worker = worker.clone();
+                async move { worker.queue_reconciles(None).await.map(drop) }
+            });
+        }
+    }
+
+    /// Claims and runs one due reconciliation, and no other job (`glance-share-broker
+    /// reconcile`).
+    pub async fn reconcile_once(&self) -> anyhow::Result<Outcome> {
+        let Some(claim) = jobs::claim_of(&self.pool, self.config.lease, 1, Some(jobs::RECONCILE)).await? else {
+            return Ok(Outcome::Idle);
+        };
+        let job = claim.lead().clone();
+        let heartbeat = self.spawn_heartbeat(job.clone());
+        let result = self.run_claimed(&claim).await;
+        drop(heartbeat);
+        if let Err(e) = result {
+            tracing::warn!(job.id = %job.id, error = ?e, "reconciliation abandoned; its lease will lapse and it will be retried");
+        }
+        Ok(Outcome::Ran)
     }
 
     /// Claims and runs one due job (a grant with the other due grants of its image).
@@ -129,6 +152,7 @@ impl Worker {
             Job::Grant { shares } => self.grant(&claim.held, shares).instrument(span).await,
             Job::Share { share, step } => self.run_share_job(job, *share, *step).instrument(span).await,
             Job::Validate { request } => self.validate(job, *request).instrument(span).await,
+            Job::Reconcile { image } => self.reconcile(job, *image).instrument(span).await,
         }
     }
 

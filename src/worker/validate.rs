@@ -129,7 +129,7 @@ impl Worker {
         Ok(())
     }
 
-    async fn commit_if_ours(
+    pub(super) async fn commit_if_ours(
         &self,
         mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
         job: &Claimed,

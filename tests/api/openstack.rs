@@ -182,6 +182,11 @@ pub fn worker_config() -> WorkerConfig {
         instance: "test-worker".into(),
         revoke_stalled_after: Duration::from_secs(900),
         revoke_confirm_after: Duration::from_millis(200),
+        drift: glance_share_broker::worker::DriftConfig {
+            every: None,
+            ended_within: Duration::from_secs(3600),
+            adopt_owners: Vec::new(),
+        },
     }
 }
 

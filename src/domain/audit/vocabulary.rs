@@ -60,6 +60,19 @@ pub enum Action {
     UpdateWebhook,
     #[strum(serialize = "delete/webhook")]
     DeleteWebhook,
+    /// The reconciler found Glance differing from the broker: a drift finding opened
+    /// (`details.kind`, `details.finding_id`; announced as `drift.detected`).
+    #[strum(serialize = "evaluate/drift")]
+    DriftDetected,
+    /// A drift finding resolved: no longer seen, repaired, or adopted (`details.resolution`).
+    #[strum(serialize = "update/drift")]
+    DriftResolved,
+    /// A member made outside the broker recorded as a share, as found in Glance (no approver).
+    #[strum(serialize = "create/adopt")]
+    Adopt,
+    /// Reconciliation asked for (`POST /v1/reconcile`): which images were queued.
+    #[strum(serialize = "evaluate/reconcile")]
+    Reconcile,
 }
 
 impl Action {
