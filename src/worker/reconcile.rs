@@ -209,6 +209,12 @@ impl Worker {
                 opened.push(finding);
             }
         }
+        // A member about to be adopted resolves its finding as adopted, not as unseen.
+        seen.extend(
+            c.adoptions
+                .iter()
+                .map(|a| (Some(a.project_id.clone()), DriftKind::UnmanagedMember)),
+        );
         let resolved = db::drift::resolve_unseen(&mut tx, image_id, &c.checked, &seen).await?;
         let mut events: Vec<NewEvent> = moved
             .iter()

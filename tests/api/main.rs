@@ -6,6 +6,8 @@ mod auth;
 mod authz_attacks;
 mod cli;
 mod crash;
+mod drift;
+mod drift_races;
 mod docs;
 mod edges;
 mod fake_glance;
