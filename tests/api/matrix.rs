@@ -90,12 +90,14 @@ fn expected(method: &str, path: &str, who: Who) -> u16 {
             "/v1/audit-events"
             | "/v1/audit-events/verify"
             | "/v1/images/{image_id}/access"
-            | "/v1/projects/{project_id}/access-history",
+            | "/v1/projects/{project_id}/access-history"
+            | "/v1/drift",
         ) => match who {
             Auditor | Admin | CloudAdmin => 200,
             _ => 403,
         },
         ("post", "/v1/webhooks") => admin_only(who, 201),
+        ("post", "/v1/reconcile") => admin_only(who, 202),
         ("delete", "/v1/webhooks/{id}") => admin_only(who, 204),
         ("get" | "patch", "/v1/webhooks" | "/v1/webhooks/{id}" | "/v1/webhooks/{id}/deliveries") => {
             admin_only(who, 200)
