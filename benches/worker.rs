@@ -245,6 +245,7 @@ fn config(concurrency: usize, glance_rate_limit: u32) -> WorkerConfig {
         instance: "bench".into(),
         revoke_stalled_after: Duration::from_secs(900),
         revoke_confirm_after: Duration::from_millis(100),
+        protect_images: true,
     }
 }
 

@@ -20,6 +20,9 @@ pub struct Policy {
     /// (or no rule matches).
     pub auto_accept: AutoAccept,
     pub rules: Vec<Rule>,
+    /// `protect_shared_images = false` turns the deletion guard off for new grants (it is on
+    /// when the file does not say, and GSB_PROTECT_SHARED_IMAGES allows it).
+    pub protect_shared_images: Option<bool>,
 }
 
 /// Whether a request may accept its shares on the consumer's behalf (`auto_accept`): the
@@ -125,6 +128,11 @@ impl Condition {
 }
 
 impl Policy {
+    /// Whether the policy lets grants protect their image (the deletion guard).
+    pub fn protects_shared_images(&self) -> bool {
+        self.protect_shared_images != Some(false)
+    }
+
     /// The first rule whose conditions all hold decides; with none, one approver. A request
     /// asking for `auto_accept` that the deciding rule (or, when it does not say, the policy)
     /// does not allow is denied.
@@ -180,6 +188,9 @@ struct PolicyFile {
     auto_accept: AutoAccept,
     #[serde(default)]
     rules: Vec<RuleFile>,
+    /// The deletion guard (default: on).
+    #[serde(default)]
+    protect_shared_images: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -275,6 +286,7 @@ impl PolicyFile {
             expire_undecided_after,
             auto_accept: self.auto_accept,
             rules,
+            protect_shared_images: self.protect_shared_images,
         })
     }
 }

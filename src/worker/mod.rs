@@ -11,7 +11,9 @@
 //!    after the call does not forget them: a grant moves its shares to `granting` and records
 //!    that the broker made an image `shared` (`start_granting`, `make_shared`), a revoke
 //!    records when it removed the member (`note_member_removed`), and both record a
-//!    visibility change with its audit event (`record_visibility`);
+//!    visibility change with its audit event (`record_visibility`); the deletion guard
+//!    (`guard.rs`) remembers the value of `protected` it found before it sets it, and lifts
+//!    the guard when the last share holding a member ends;
 //! 3. settle (`settle.rs`): one transaction records the outcome, its audit events and the job's
 //!    end, and is committed only if the lease is still ours.
 //!
@@ -29,6 +31,7 @@
 mod approval;
 mod expire;
 mod grant;
+mod guard;
 mod retry;
 mod run;
 mod settle;
@@ -91,6 +94,9 @@ pub struct WorkerConfig {
     /// `revoked`: Glance brings a removed member back when a status update by the consumer
     /// that read it before the removal completes after it.
     pub revoke_confirm_after: Duration,
+    /// Keep Glance's `protected` on while an image has a live share (GSB_PROTECT_SHARED_IMAGES;
+    /// the policy may turn it off too).
+    pub protect_images: bool,
 }
 
 #[derive(Clone)]

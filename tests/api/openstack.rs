@@ -182,6 +182,7 @@ pub fn worker_config() -> WorkerConfig {
         instance: "test-worker".into(),
         revoke_stalled_after: Duration::from_secs(900),
         revoke_confirm_after: Duration::from_millis(200),
+        protect_images: true,
     }
 }
 
