@@ -246,6 +246,7 @@ fn config(concurrency: usize, glance_rate_limit: u32) -> WorkerConfig {
         revoke_stalled_after: Duration::from_secs(900),
         revoke_confirm_after: Duration::from_millis(100),
         drift: Default::default(),
+        protect_images: true,
     }
 }
 

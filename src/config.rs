@@ -428,6 +428,12 @@ pub struct WorkerArgs {
     pub revoke_confirm_ms: u64,
     #[command(flatten)]
     pub drift: DriftArgs,
+
+    /// The deletion guard: keep Glance's `protected` on while an image has a live share (its
+    /// owner cannot delete it then), and put back the value found after the last share ends.
+    /// `false` turns it off for new grants (the policy's `protect_shared_images` can too).
+    #[arg(long, env = "GSB_PROTECT_SHARED_IMAGES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub protect_shared_images: bool,
 }
 
 impl Default for WorkerArgs {

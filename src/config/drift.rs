@@ -43,7 +43,9 @@ fn parse_every(text: &str) -> Result<Every, String> {
     match number.parse::<u64>() {
         Ok(0) => Ok(Every(None)),
         Ok(n) if n.saturating_mul(scale) <= 7 * 86400 => Ok(Every(Some(Duration::from_secs(n * scale)))),
-        _ => Err(format!("`{text}` is not 0, off, or a period up to 7 days such as 90s, 5m or 1h")),
+        _ => Err(format!(
+            "`{text}` is not 0, off, or a period up to 7 days such as 90s, 5m or 1h"
+        )),
     }
 }
 

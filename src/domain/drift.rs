@@ -200,7 +200,13 @@ pub fn compare(expected: &Expected, observed: &Observed) -> Comparison {
             .collect();
         return out;
     };
-    out.checked = vec![ImageMissing, ImageInactive, VisibilityChanged, ProtectedChanged, ProjectMissing];
+    out.checked = vec![
+        ImageMissing,
+        ImageInactive,
+        VisibilityChanged,
+        ProtectedChanged,
+        ProjectMissing,
+    ];
     if !live.is_empty() && image.status != "active" {
         out.find(
             ImageInactive,
@@ -228,13 +234,19 @@ pub fn compare(expected: &Expected, observed: &Observed) -> Comparison {
             None,
             json!({ "expected": protected, "found": image.protected }),
         );
-        out.repairs.push((ProtectedChanged, Repair::RestoreProtected { protected }));
+        out.repairs
+            .push((ProtectedChanged, Repair::RestoreProtected { protected }));
     }
     for share in &live {
         if let Some(project) = &share.project_id
             && observed.missing_projects.contains(project)
         {
-            out.find(ProjectMissing, Some(project), Some(share.id), json!({ "state": share.state }));
+            out.find(
+                ProjectMissing,
+                Some(project),
+                Some(share.id),
+                json!({ "state": share.state }),
+            );
         }
     }
     if let Some(members) = &observed.members {
@@ -267,7 +279,8 @@ fn compare_members(expected: &Expected, live: &[&ShareFacts], members: &[MemberF
                         state,
                     }),
                     _ => {
-                        let details = json!({ "member_status": member.status, "ended_share_state": ended.map(|s| s.state) });
+                        let details =
+                            json!({ "member_status": member.status, "ended_share_state": ended.map(|s| s.state) });
                         out.find(UnmanagedMember, Some(project), ended.map(|s| s.id), details);
                         out.repairs.push((
                             UnmanagedMember,
@@ -294,13 +307,24 @@ fn compare_members(expected: &Expected, live: &[&ShareFacts], members: &[MemberF
             continue;
         }
         if live.iter().any(|s| s.id == share.id) && granted(share.state) {
-            out.find(MemberMissing, Some(project), Some(share.id), json!({ "state": share.state }));
+            out.find(
+                MemberMissing,
+                Some(project),
+                Some(share.id),
+                json!({ "state": share.state }),
+            );
             out.moves.push((share.id, Trigger::MemberGoneOutside));
-        } else if share.state == ShareState::RemovedOutside && !live.iter().any(|s| s.project_id.as_deref() == Some(project))
+        } else if share.state == ShareState::RemovedOutside
+            && !live.iter().any(|s| s.project_id.as_deref() == Some(project))
         {
             // Recorded as removed outside (by the poll or an earlier pass): still missing, one
             // finding, kept open while the share is among the recently ended.
-            out.find(MemberMissing, Some(project), Some(share.id), json!({ "state": share.state }));
+            out.find(
+                MemberMissing,
+                Some(project),
+                Some(share.id),
+                json!({ "state": share.state }),
+            );
         }
     }
 }

@@ -66,7 +66,11 @@ fn glance_and_the_broker_agreeing_is_no_drift() {
 fn a_member_with_no_live_share_is_unmanaged_and_removed_under_enforcement() {
     let c = compare(&expect(vec![share(1, B, Revoked)]), &seen(vec![member(B, "accepted")]));
     assert_eq!(kinds(&c), [(DriftKind::UnmanagedMember, Some(B))]);
-    assert_eq!(c.findings[0].share_id, Some(Uuid::from_u128(1)), "names the ended share");
+    assert_eq!(
+        c.findings[0].share_id,
+        Some(Uuid::from_u128(1)),
+        "names the ended share"
+    );
     assert_eq!(
         c.repairs,
         [(
@@ -136,10 +140,7 @@ fn an_accepted_share_whose_member_is_not_accepted_changed_status() {
 #[test]
 fn a_deleted_image_is_missing_and_its_granted_shares_lose_it() {
     let observed = Observed::default();
-    let c = compare(
-        &expect(vec![share(1, B, Accepted), share(2, C, Queued)]),
-        &observed,
-    );
+    let c = compare(&expect(vec![share(1, B, Accepted), share(2, C, Queued)]), &observed);
     assert_eq!(kinds(&c), [(DriftKind::ImageMissing, None)]);
     assert_eq!(c.moves, [(Uuid::from_u128(1), Trigger::ImageGone)]);
     assert_eq!(c.checked, [DriftKind::ImageMissing], "nothing else can be compared");
@@ -179,7 +180,11 @@ fn an_image_made_private_or_public_under_granted_shares_changed_visibility() {
         image: Some(image("active", "private")),
         ..Observed::default()
     };
-    assert!(compare(&expect(vec![share(1, B, Queued)]), &observed).findings.is_empty());
+    assert!(
+        compare(&expect(vec![share(1, B, Queued)]), &observed)
+            .findings
+            .is_empty()
+    );
 }
 
 #[test]
@@ -219,14 +224,15 @@ fn members_made_by_hand_are_adopted_as_found_for_adopting_owners() {
     expected.adopt = true;
     let c = compare(
         &expected,
-        &seen(vec![member(B, "pending"), member(C, "accepted"), member("proj-d", "rejected")]),
+        &seen(vec![
+            member(B, "pending"),
+            member(C, "accepted"),
+            member("proj-d", "rejected"),
+        ]),
     );
     assert!(c.findings.is_empty() && c.repairs.is_empty(), "{c:?}");
     let states: Vec<_> = c.adoptions.iter().map(|a| (a.project_id.as_str(), a.state)).collect();
-    assert_eq!(
-        states,
-        [(B, PendingAcceptance), (C, Accepted), ("proj-d", Rejected)]
-    );
+    assert_eq!(states, [(B, PendingAcceptance), (C, Accepted), ("proj-d", Rejected)]);
 }
 
 #[test]

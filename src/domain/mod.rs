@@ -8,6 +8,7 @@ mod canonical;
 pub mod decisions;
 pub mod drift;
 pub mod filters;
+mod fitness;
 mod keystone;
 pub mod policy;
 mod principal;
@@ -21,6 +22,9 @@ pub use audit::{
     Action, AnchorMismatch, BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, Outcome, UnsealedEvent,
 };
 pub use canonical::canonical_json;
+pub use fitness::{
+    ImageFacts, ImageShape, Warning, WarningCode, unfit as fitness_refusal, warnings as fitness_warnings,
+};
 pub use keystone::{ApproverScope, KeystoneIdentity, RoleMap};
 pub use principal::{Capability, Credential, Grant, Principal, Readable, Role, Scope};
 pub use share::{REJECTED_BY_CONSUMER, Refusal, Trigger};

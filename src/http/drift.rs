@@ -58,7 +58,9 @@ pub async fn reconcile(
     caller: Caller,
     OptionalJson(body): OptionalJson<ReconcileInput>,
 ) -> Result<(StatusCode, axum::Json<ReconcileQueued>), ApiError> {
-    state.require(&caller, Capability::Admin, Action::Reconcile, None).await?;
+    state
+        .require(&caller, Capability::Admin, Action::Reconcile, None)
+        .await?;
     let images = match body.value.image_id {
         Some(image) => vec![image],
         None => db::drift::managed_images(&state.pool, state.config.reconcile_ended_within).await?,

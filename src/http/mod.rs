@@ -1,6 +1,7 @@
 //! The HTTP API: routes, extractors, errors and the OpenAPI document they generate.
-//! Imports `domain` and `db`, and `openstack` only to validate callers' Keystone tokens and to
-//! check who owns an image; nothing else in the crate imports it but `startup`.
+//! Imports `domain` and `db`, `validation` for dry runs, and `openstack` only to validate
+//! callers' Keystone tokens and to check who owns an image; nothing else in the crate imports
+//! it but `startup`.
 
 mod access;
 mod access_report;
@@ -73,6 +74,8 @@ pub struct ApiConfig {
     pub webhook_allow_private: bool,
     /// How long after a share ended its image is still reconciled (`POST /v1/reconcile`).
     pub reconcile_ended_within: Duration,
+    /// How a dry run checks a request (as the worker's validation does).
+    pub validation: crate::validation::Settings,
 }
 
 #[derive(Clone)]

@@ -16,9 +16,24 @@ pub struct Image {
     pub owner: Option<String>,
     pub visibility: String,
     pub status: String,
-    /// Whether Glance refuses to delete it.
+    /// Glance refuses to delete a protected image (403).
     #[serde(default)]
-    pub protected: Option<bool>,
+    pub protected: bool,
+    /// Bytes of image data; `None` (or 0) when the image has none.
+    #[serde(default)]
+    pub size: Option<i64>,
+    /// MD5 of the data (legacy), and the multihash Glance computes since Rocky.
+    #[serde(default)]
+    pub checksum: Option<String>,
+    #[serde(default)]
+    pub os_hash_value: Option<String>,
+    /// Hidden from image lists (still usable by id).
+    #[serde(default)]
+    pub os_hidden: bool,
+    /// Nova's `block_device_mapping` property (a JSON text), set on a snapshot of a server
+    /// booted from a volume: the image holds no data, only pointers to Cinder snapshots.
+    #[serde(default)]
+    pub block_device_mapping: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -88,6 +103,16 @@ impl OpenStack {
                 return Ok(all);
             }
         }
+    }
+
+    /// Sets the image's `protected` flag (Glance refuses to delete a protected image).
+    pub async fn set_protected(&self, image_id: &str, protected: bool, request_id: &str) -> Result<(), CallError> {
+        let path = format!("/v2/images/{image_id}");
+        let body = json!([{ "op": "replace", "path": "/protected", "value": protected }]).to_string();
+        self.glance_change(Method::PATCH, &path, "set image protected", request_id, None, |r| {
+            r.header(reqwest::header::CONTENT_TYPE, JSON_PATCH).body(body.clone())
+        })
+        .await
     }
 
     /// Adds `project_id` as a member. An existing member counts as added.

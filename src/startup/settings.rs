@@ -45,6 +45,12 @@ pub fn api_config(args: &ServeArgs) -> ApiConfig {
         address_rate_limit: rate_limit(args.address_rate_limit_per_sec, args.address_rate_limit_burst),
         webhook_allow_private: args.worker.webhook_allow_private,
         reconcile_ended_within: args.worker.drift.config().ended_within,
+        validation: crate::validation::Settings {
+            member_quota: args.worker.image_member_quota as usize,
+            concurrency: args.worker.worker_concurrency as usize,
+            // The API reads no policy file: its dry run warns as the configuration says.
+            guard_on: args.worker.protect_shared_images,
+        },
     }
 }
 
@@ -90,6 +96,7 @@ pub fn worker_config(args: &WorkerArgs, instance: String, policy: SharedPolicy) 
         revoke_stalled_after: Duration::from_secs(args.revoke_stalled_after_secs),
         revoke_confirm_after: Duration::from_millis(args.revoke_confirm_ms),
         drift: args.drift.config(),
+        protect_images: args.protect_shared_images,
     }
 }
 

@@ -11,7 +11,9 @@
 //!    after the call does not forget them: a grant moves its shares to `granting` and records
 //!    that the broker made an image `shared` (`start_granting`, `make_shared`), a revoke
 //!    records when it removed the member (`note_member_removed`), and both record a
-//!    visibility change with its audit event (`record_visibility`);
+//!    visibility change with its audit event (`record_visibility`); the deletion guard
+//!    (`guard.rs`) remembers the value of `protected` it found before it sets it, and lifts
+//!    the guard when the last share holding a member ends;
 //! 3. settle (`settle.rs`): one transaction records the outcome, its audit events and the job's
 //!    end, and is committed only if the lease is still ours.
 //!
@@ -30,6 +32,7 @@
 mod approval;
 mod expire;
 mod grant;
+mod guard;
 mod reconcile;
 mod reconcile_repair;
 mod retry;
@@ -98,6 +101,9 @@ pub struct WorkerConfig {
     pub revoke_confirm_after: Duration,
     /// How drift is looked for (reconciliation); enforcement is the policy's `enforce_drift`.
     pub drift: DriftConfig,
+    /// Keep Glance's `protected` on while an image has a live share (GSB_PROTECT_SHARED_IMAGES;
+    /// the policy may turn it off too).
+    pub protect_images: bool,
 }
 
 #[derive(Clone)]

@@ -82,6 +82,7 @@ impl Worker {
             Ok(look) => look,
             Err(error) => return self.reconcile_failed(job, error).await,
         };
+        self.release_guard_of_moves(job, &look, &rid).await?;
         self.record_look(job, image_id, &look, &rid).await?;
         self.repair_and_adopt(job, image_id, &look, &rid).await?;
         let tx = self.pool.begin().await?;
@@ -126,6 +127,18 @@ impl Worker {
                 }
             }
         }
+        let region = match shares.first() {
+            Some(share) => share.region.clone(),
+            None => self
+                .cloud
+                .regions()
+                .await
+                .ok()
+                .and_then(|r| r.into_iter().next())
+                .unwrap_or_default(),
+        };
+        // The deletion guard expects `protected` once it has seen it set.
+        let guard = db::image_guards::find(&self.pool, image_id, &region).await?;
         let expected = Expected {
             shares: shares
                 .iter()
@@ -135,7 +148,7 @@ impl Worker {
                     state: s.state,
                 })
                 .collect(),
-            protected: None,
+            protected: guard.filter(|g| g.protected_at.is_some()).map(|_| true),
             adopt: image
                 .as_ref()
                 .and_then(|i| i.owner.as_ref())
@@ -146,7 +159,7 @@ impl Worker {
                 status: i.status.clone(),
                 visibility: i.visibility.clone(),
                 owner: i.owner.clone(),
-                protected: i.protected,
+                protected: Some(i.protected),
             }),
             members: listed.then(|| {
                 members
@@ -163,16 +176,29 @@ impl Worker {
         if !keystone_answered {
             comparison.checked.retain(|k| *k != DriftKind::ProjectMissing);
         }
-        let region = match shares.first() {
-            Some(share) => share.region.clone(),
-            None => self.cloud.regions().await.ok().and_then(|r| r.into_iter().next()).unwrap_or_default(),
-        };
         Ok(Ok(Look {
             image,
             members,
             comparison,
             region,
         }))
+    }
+
+    /// Shares about to end because their member or image is gone may take the deletion guard
+    /// with them, as when the poll ends them (the same rule). Glance failing leaves the guard
+    /// for the next pass.
+    async fn release_guard_of_moves(&self, job: &Claimed, look: &Look, rid: &str) -> anyhow::Result<()> {
+        let moving: Vec<Uuid> = look.comparison.moves.iter().map(|(id, _)| *id).collect();
+        let Some(first) = db::shares::by_ids(&self.pool, &moving).await?.into_iter().next() else {
+            return Ok(());
+        };
+        if let Err(e) = self
+            .release_guard(std::slice::from_ref(job), &first, &moving, rid)
+            .await?
+        {
+            tracing::warn!(image.id = %first.image_id, error = %e, "the deletion guard stays until the next pass");
+        }
+        Ok(())
     }
 
     /// Records the findings, resolves those no longer seen, and moves shares that lost their
@@ -224,7 +250,11 @@ impl Worker {
             })
             .collect();
         events.extend(opened.iter().map(|f| self.finding_event(f, Action::DriftDetected, rid)));
-        events.extend(resolved.iter().map(|f| self.finding_event(f, Action::DriftResolved, rid)));
+        events.extend(
+            resolved
+                .iter()
+                .map(|f| self.finding_event(f, Action::DriftResolved, rid)),
+        );
         crate::events::record_all(&mut tx, &self.config.instance, events).await?;
         tx.commit().await?;
         for f in &opened {

@@ -1,7 +1,7 @@
 //! What a reconciliation does about what it found, after recording it: adopts members made by
 //! hand for the adopting owners, and, when the policy enforces (`enforce_drift`), repairs:
-//! removes members no live share stands for (an audited revoke, reason `unapproved`) and makes
-//! the image `shared` again. Each repair checks the lease before its Glance call (the fence)
+//! removes members no live share stands for (an audited revoke, reason `unapproved`), makes
+//! the image `shared` again, and protects it again where the deletion guard keeps it protected. Each repair checks the lease before its Glance call (the fence)
 //! and records itself, its audit events and the finding it resolves in a transaction under the
 //! lease after the call. A member is never removed while a share of its project is live: the
 //! database is asked again just before the call, so a grant approved since the look is safe.
@@ -40,8 +40,9 @@ impl Worker {
             let repaired = match repair {
                 Repair::RemoveMember { project_id } => self.remove_unmanaged(job, image_id, project_id, rid).await?,
                 Repair::RestoreVisibility => self.restore_visibility(job, image_id, look, rid).await?,
-                // The deletion guard's own repair; nothing here sets `protected`.
-                Repair::RestoreProtected { .. } => false,
+                Repair::RestoreProtected { protected } => {
+                    self.restore_protected(job, image_id, look, *protected, rid).await?
+                }
             };
             if repaired {
                 metrics::counter!("gsb_drift_repairs_total", "kind" => kind.as_ref().to_owned()).increment(1);
@@ -52,23 +53,32 @@ impl Worker {
 
     /// Removes a member no live share stands for; `false` when it was left (a share of its
     /// project is live now, or Glance failed: the next pass tries again).
-    async fn remove_unmanaged(&self, job: &Claimed, image_id: Uuid, project_id: &str, rid: &str) -> anyhow::Result<bool> {
+    async fn remove_unmanaged(
+        &self,
+        job: &Claimed,
+        image_id: Uuid,
+        project_id: &str,
+        rid: &str,
+    ) -> anyhow::Result<bool> {
         let held = std::slice::from_ref(job);
         if db::drift::has_live_share(&self.pool, image_id, project_id).await? {
             tracing::info!(image.id = %image_id, project.id = project_id, "a share of the project went live since the look: member kept");
             return Ok(false);
         }
         self.fence(held).await?;
-        if let Err(e) = self
-            .cloud
-            .remove_member(&image_id.to_string(), project_id, rid)
-            .await
-        {
+        if let Err(e) = self.cloud.remove_member(&image_id.to_string(), project_id, rid).await {
             tracing::warn!(image.id = %image_id, project.id = project_id, error = %e, "removing an unmanaged member failed");
             return Ok(false);
         }
         let mut tx = self.lease_tx(held).await?;
-        let resolved = db::drift::resolve(&mut tx, image_id, Some(project_id), DriftKind::UnmanagedMember, "repaired").await?;
+        let resolved = db::drift::resolve(
+            &mut tx,
+            image_id,
+            Some(project_id),
+            DriftKind::UnmanagedMember,
+            "repaired",
+        )
+        .await?;
         let region = resolved.as_ref().map(|f| f.region.clone()).unwrap_or_default();
         let mut events = vec![NewEvent {
             image_id: Some(image_id),
@@ -106,6 +116,42 @@ impl Worker {
             correlation_id: Some(rid),
             details: json!({ "visibility": { "from": found, "to": "shared" }, "drift": DriftKind::VisibilityChanged }),
             ..NewEvent::attempt(&self.actor, Action::Visibility)
+        }];
+        if let Some(f) = &resolved {
+            events.push(self.finding_event(f, Action::DriftResolved, rid));
+        }
+        crate::events::record_all(&mut tx, &self.config.instance, events).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Puts the image's `protected` back to what the deletion guard keeps.
+    async fn restore_protected(
+        &self,
+        job: &Claimed,
+        image_id: Uuid,
+        look: &Look,
+        protected: bool,
+        rid: &str,
+    ) -> anyhow::Result<bool> {
+        let held = std::slice::from_ref(job);
+        let found = look.image.as_ref().map(|i| i.protected);
+        self.fence(held).await?;
+        if let Err(e) = self.cloud.set_protected(&image_id.to_string(), protected, rid).await {
+            tracing::warn!(image.id = %image_id, error = %e, "restoring the image's protection failed");
+            return Ok(false);
+        }
+        let mut tx = self.lease_tx(held).await?;
+        db::image_guards::clear_unprotected_outside(&mut tx, image_id, &look.region).await?;
+        let resolved = db::drift::resolve(&mut tx, image_id, None, DriftKind::ProtectedChanged, "repaired").await?;
+        let mut events = vec![NewEvent {
+            image_id: Some(image_id),
+            region: Some(&look.region),
+            image_owner: look.image.as_ref().and_then(|i| i.owner.as_deref()),
+            image_name: look.image.as_ref().and_then(|i| i.name.as_deref()),
+            correlation_id: Some(rid),
+            details: json!({ "protected": { "from": found, "to": protected }, "drift": DriftKind::ProtectedChanged }),
+            ..NewEvent::attempt(&self.actor, Action::Protect)
         }];
         if let Some(f) = &resolved {
             events.push(self.finding_event(f, Action::DriftResolved, rid));
@@ -157,7 +203,14 @@ impl Worker {
             }),
             ..self.event(&share, Action::Adopt, AuditOutcome::Success, rid)
         }];
-        let resolved = db::drift::resolve(&mut tx, image_id, Some(project_id), DriftKind::UnmanagedMember, "adopted").await?;
+        let resolved = db::drift::resolve(
+            &mut tx,
+            image_id,
+            Some(project_id),
+            DriftKind::UnmanagedMember,
+            "adopted",
+        )
+        .await?;
         if let Some(f) = &resolved {
             events.push(self.finding_event(f, Action::DriftResolved, rid));
         }

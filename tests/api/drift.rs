@@ -45,35 +45,54 @@ pub async fn call(rig: &Rig, user: &str, method: Method, url: &str, body: Option
         (false, Some(body)) => request.json(&body),
         (_, None) => request,
     };
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    // The rig's Glance keeps its catalog in SQLite, which answers 500 ("database is locked")
+    // now and then while many tests write at once: such a call is made again.
+    for _ in 0..10 {
+        let response = request.try_clone().unwrap().send().await.unwrap();
+        let status = response.status().as_u16();
+        if status != 500 {
+            return (status, response.json().await.unwrap_or(Value::Null));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    panic!("{method} {url}: Glance answered 500 ten times")
 }
 
 pub fn glance(path: &str) -> String {
     format!("{}{path}", env("GLANCE_URL"))
 }
 
-/// A new private image of alice's project with data, so that it is `active`.
+/// A new private image of alice's project with data, so that it is `active`. The rig's
+/// Glance keeps its catalog in SQLite, which answers 500 ("database is locked") now and then
+/// while many tests write at once: each step is tried again until Glance shows it done.
 pub async fn active_image(rig: &Rig, name: &str) -> String {
-    // Glance's file store answers 500 now and then when several uploads meet: try again.
-    for _ in 0..5 {
-        let image = rig.private_image(name).await;
-        let response = rig
-            .http
-            .put(glance(&format!("/v2/images/{image}/file")))
-            .header("x-auth-token", rig.token("alice").await)
-            .header("content-type", "application/octet-stream")
-            .body(vec![7u8; 512])
-            .send()
-            .await
-            .unwrap();
-        if response.status() == 204 {
-            return image;
+    let images = glance("/v2/images");
+    let body = json!({"name": name, "visibility": "private", "disk_format": "raw", "container_format": "bare"});
+    for _ in 0..10 {
+        let (status, created) = call(rig, "alice", Method::POST, &images, Some(body.clone())).await;
+        if status != 201 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let image = created["id"].as_str().unwrap().to_owned();
+        for _ in 0..10 {
+            let response = rig
+                .http
+                .put(glance(&format!("/v2/images/{image}/file")))
+                .header("x-auth-token", rig.token("alice").await)
+                .header("content-type", "application/octet-stream")
+                .body(vec![7u8; 512])
+                .send()
+                .await
+                .unwrap();
+            let shown = call(rig, "alice", Method::GET, &glance(&format!("/v2/images/{image}")), None).await;
+            if response.status() == 204 || shown.1["status"] == "active" {
+                return image;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
     }
-    panic!("Glance refused five uploads of an image's data")
+    panic!("Glance would not make an active image")
 }
 
 /// Shares `image` with `target` through the broker (accepted for the consumer); the share id.
@@ -102,7 +121,12 @@ pub async fn findings(app: &TestApp, image: &str, query: &str) -> Vec<Value> {
 pub fn kinds(found: &[Value]) -> Vec<(String, Option<String>)> {
     let mut kinds: Vec<_> = found
         .iter()
-        .map(|f| (f["kind"].as_str().unwrap().to_owned(), f["project_id"].as_str().map(str::to_owned)))
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap().to_owned(),
+                f["project_id"].as_str().map(str::to_owned),
+            )
+        })
         .collect();
     kinds.sort();
     kinds
@@ -136,9 +160,18 @@ async fn members_added_removed_or_changed_outside_the_broker_are_found_once_audi
 
     // alice adds carol's project by hand; bob un-accepts his share in Glance.
     let members = glance(&format!("/v2/images/{image}/members"));
-    assert_eq!(call(&rig, "alice", Method::POST, &members, Some(json!({"member": c}))).await.0, 200);
+    assert_eq!(
+        call(&rig, "alice", Method::POST, &members, Some(json!({"member": c})))
+            .await
+            .0,
+        200
+    );
     let bob_member = format!("/v2/images/{image}/members/{b}");
-    assert_eq!(rig.glance_put(&rig.token("bob").await, &bob_member, json!({"status": "rejected"})).await, 200);
+    assert_eq!(
+        rig.glance_put(&rig.token("bob").await, &bob_member, json!({"status": "rejected"}))
+            .await,
+        200
+    );
     reconcile(&worker, &image).await;
     let open = findings(&app, &image, "&state=open").await;
     assert_eq!(
@@ -154,7 +187,14 @@ async fn members_added_removed_or_changed_outside_the_broker_are_found_once_audi
     assert_eq!(announced.len(), 2);
     assert_eq!(announced[0]["resource"]["type"], "drift_finding");
     assert_eq!(app.share_state(&share).await, "accepted", "reporting changes no share");
-    let carol = call(&rig, "admin", Method::GET, &glance(&format!("/v2/images/{image}/members/{c}")), None).await;
+    let carol = call(
+        &rig,
+        "admin",
+        Method::GET,
+        &glance(&format!("/v2/images/{image}/members/{c}")),
+        None,
+    )
+    .await;
     assert_eq!(carol.0, 200, "without enforcement nothing is removed");
 
     // Seen again: the same findings, seen later, not new ones.
@@ -165,7 +205,10 @@ async fn members_added_removed_or_changed_outside_the_broker_are_found_once_audi
     assert_eq!(audit_count(&app, "evaluate/drift", &image).await, 2);
 
     // alice removes bob's member: missing, the share removed outside (the poll's rule, once).
-    assert_eq!(call(&rig, "alice", Method::DELETE, &glance(&bob_member), None).await.0, 204);
+    assert_eq!(
+        call(&rig, "alice", Method::DELETE, &glance(&bob_member), None).await.0,
+        204
+    );
     reconcile(&worker, &image).await;
     reconcile(&worker, &image).await;
     let open = findings(&app, &image, "&state=open").await;
@@ -174,17 +217,24 @@ async fn members_added_removed_or_changed_outside_the_broker_are_found_once_audi
         [one("member_missing", Some(&b)), one("unmanaged_member", Some(&c))]
     );
     assert_eq!(app.share_state(&share).await, "removed_outside");
-    let revokes: i64 = sqlx::query_scalar("select count(*) from audit_events where action = 'revoke' and share_id = $1::uuid")
-        .bind(&share)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let revokes: i64 =
+        sqlx::query_scalar("select count(*) from audit_events where action = 'revoke' and share_id = $1::uuid")
+            .bind(&share)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(revokes, 1, "the removal outside is recorded once");
     let resolved = findings(&app, &image, "&state=resolved&kind=status_changed").await;
-    assert_eq!(resolved.len(), 1, "the status is no longer seen once the member is gone");
+    assert_eq!(
+        resolved.len(),
+        1,
+        "the status is no longer seen once the member is gone"
+    );
     assert_eq!(resolved[0]["resolution"], "not_seen");
     assert_eq!(audit_count(&app, "update/drift", &image).await, 1);
-    let by_project = app.read(&format!("/v1/drift?project_id={c}&kind=unmanaged_member")).await;
+    let by_project = app
+        .read(&format!("/v1/drift?project_id={c}&kind=unmanaged_member"))
+        .await;
     assert_eq!(by_project["items"].as_array().unwrap().len(), 1);
 }
 
@@ -195,30 +245,72 @@ async fn an_image_deactivated_made_private_or_deleted_is_found() {
     let image = active_image(&rig, "drift-image").await;
     let share = granted(&app, &worker, &image, &env("PROJ_B_ID")).await;
     let actions = glance(&format!("/v2/images/{image}/actions"));
-    assert_eq!(call(&rig, "admin", Method::POST, &format!("{actions}/deactivate"), None).await.0, 204);
+    assert_eq!(
+        call(&rig, "admin", Method::POST, &format!("{actions}/deactivate"), None)
+            .await
+            .0,
+        204
+    );
     reconcile(&worker, &image).await;
     let open = findings(&app, &image, "&state=open").await;
     assert_eq!(kinds(&open), [one("image_inactive", None)]);
     assert_eq!(open[0]["details"]["found"], "deactivated");
-    assert_eq!(call(&rig, "admin", Method::POST, &format!("{actions}/reactivate"), None).await.0, 204);
+    assert_eq!(
+        call(&rig, "admin", Method::POST, &format!("{actions}/reactivate"), None)
+            .await
+            .0,
+        204
+    );
     reconcile(&worker, &image).await;
-    assert!(findings(&app, &image, "&state=open").await.is_empty(), "reactivated: resolved");
+    assert!(
+        findings(&app, &image, "&state=open").await.is_empty(),
+        "reactivated: resolved"
+    );
 
     let image_url = glance(&format!("/v2/images/{image}"));
     let private = json!([{"op": "replace", "path": "/visibility", "value": "private"}]);
-    assert_eq!(call(&rig, "alice", Method::PATCH, &image_url, Some(private)).await.0, 200);
+    assert_eq!(
+        call(&rig, "alice", Method::PATCH, &image_url, Some(private)).await.0,
+        200
+    );
     reconcile(&worker, &image).await;
     let open = findings(&app, &image, "&state=open").await;
     assert_eq!(kinds(&open), [one("visibility_changed", None)]);
     assert_eq!(open[0]["details"], json!({"expected": "shared", "found": "private"}));
-    assert_eq!(app.share_state(&share).await, "accepted", "hidden members are not missing ones");
+    assert_eq!(
+        app.share_state(&share).await,
+        "accepted",
+        "hidden members are not missing ones"
+    );
+
+    // The deletion guard protected it while shared: the owner must unprotect it first.
+    assert_eq!(call(&rig, "alice", Method::DELETE, &image_url, None).await.0, 403);
+    let unprotect = json!([{"op": "replace", "path": "/protected", "value": false}]);
+    assert_eq!(
+        call(&rig, "alice", Method::PATCH, &image_url, Some(unprotect)).await.0,
+        200
+    );
+    reconcile(&worker, &image).await;
+    let open = findings(&app, &image, "&state=open").await;
+    assert_eq!(
+        kinds(&open),
+        [one("protected_changed", None), one("visibility_changed", None)]
+    );
+    assert_eq!(
+        open.iter().find(|f| f["kind"] == "protected_changed").unwrap()["details"],
+        json!({"expected": true, "found": false})
+    );
 
     assert_eq!(call(&rig, "alice", Method::DELETE, &image_url, None).await.0, 204);
     reconcile(&worker, &image).await;
     let open = findings(&app, &image, "&state=open").await;
     assert_eq!(
         kinds(&open),
-        [one("image_missing", None), one("visibility_changed", None)],
+        [
+            one("image_missing", None),
+            one("protected_changed", None),
+            one("visibility_changed", None)
+        ],
         "the image is gone: nothing else can be compared, so nothing else resolves"
     );
     assert_eq!(app.share_state(&share).await, "image_deleted");
@@ -228,7 +320,9 @@ async fn an_image_deactivated_made_private_or_deleted_is_found() {
 async fn a_target_project_deleted_from_keystone_is_found() {
     let (app, rig) = (spawn_app().await, Rig::from_env());
     let worker = drift_worker(&app, false, &[]);
-    let project = rig.create_project(&format!("drift-gone-{}", uuid::Uuid::new_v4().simple())).await;
+    let project = rig
+        .create_project(&format!("drift-gone-{}", uuid::Uuid::new_v4().simple()))
+        .await;
     let image = active_image(&rig, "drift-project").await;
     let share = granted(&app, &worker, &image, &project).await;
     rig.delete_project(&project).await;
@@ -246,13 +340,21 @@ async fn under_enforcement_unmanaged_members_are_removed_and_visibility_restored
     let share = granted(&app, &worker, &image, &env("PROJ_B_ID")).await;
     let c = env("PROJ_C_ID");
     let members = glance(&format!("/v2/images/{image}/members"));
-    assert_eq!(call(&rig, "alice", Method::POST, &members, Some(json!({"member": c}))).await.0, 200);
+    assert_eq!(
+        call(&rig, "alice", Method::POST, &members, Some(json!({"member": c})))
+            .await
+            .0,
+        200
+    );
     reconcile(&worker, &image).await;
     let carol = call(&rig, "admin", Method::GET, &format!("{members}/{c}"), None).await;
     assert_eq!(carol.0, 404, "the member nobody approved is gone");
     let found = findings(&app, &image, "").await;
     assert_eq!(kinds(&found), [one("unmanaged_member", Some(&c))]);
-    assert_eq!((found[0]["state"].as_str(), found[0]["resolution"].as_str()), (Some("resolved"), Some("repaired")));
+    assert_eq!(
+        (found[0]["state"].as_str(), found[0]["resolution"].as_str()),
+        (Some("resolved"), Some("repaired"))
+    );
     let reason: String = sqlx::query_scalar(
         "select reason from audit_events where action = 'revoke' and image_id = $1::uuid and project_id = $2",
     )
@@ -265,7 +367,10 @@ async fn under_enforcement_unmanaged_members_are_removed_and_visibility_restored
 
     let private = json!([{"op": "replace", "path": "/visibility", "value": "private"}]);
     let image_url = glance(&format!("/v2/images/{image}"));
-    assert_eq!(call(&rig, "alice", Method::PATCH, &image_url, Some(private)).await.0, 200);
+    assert_eq!(
+        call(&rig, "alice", Method::PATCH, &image_url, Some(private)).await.0,
+        200
+    );
     reconcile(&worker, &image).await;
     let shown = call(&rig, "admin", Method::GET, &image_url, None).await.1;
     assert_eq!(shown["visibility"], "shared", "restored");
@@ -275,6 +380,28 @@ async fn under_enforcement_unmanaged_members_are_removed_and_visibility_restored
     assert!(findings(&app, &image, "&state=open").await.is_empty());
     let visibility = findings(&app, &image, "&kind=visibility_changed").await;
     assert_eq!(visibility[0]["resolution"], "repaired");
+
+    // The owner unprotects the guarded image: protected again.
+    let unprotect = json!([{"op": "replace", "path": "/protected", "value": false}]);
+    assert_eq!(
+        call(&rig, "alice", Method::PATCH, &image_url, Some(unprotect)).await.0,
+        200
+    );
+    reconcile(&worker, &image).await;
+    let shown = call(&rig, "admin", Method::GET, &image_url, None).await.1;
+    assert_eq!(shown["protected"], true, "restored");
+    let protection = findings(&app, &image, "&kind=protected_changed").await;
+    assert_eq!(protection[0]["resolution"], "repaired", "{protection:?}");
+    assert_eq!(
+        audit_count(&app, "update/protect", &image).await,
+        2,
+        "set at the grant, and again"
+    );
+    assert_eq!(
+        call(&rig, "alice", Method::DELETE, &image_url, None).await.0,
+        403,
+        "guarded again"
+    );
 }
 
 #[tokio::test]
@@ -285,14 +412,29 @@ async fn members_made_by_hand_are_adopted_as_found_for_configured_owners_and_rep
     let image = active_image(&rig, "drift-adopt").await;
     let image_url = glance(&format!("/v2/images/{image}"));
     let shared = json!([{"op": "replace", "path": "/visibility", "value": "shared"}]);
-    assert_eq!(call(&rig, "alice", Method::PATCH, &image_url, Some(shared)).await.0, 200);
+    assert_eq!(
+        call(&rig, "alice", Method::PATCH, &image_url, Some(shared)).await.0,
+        200
+    );
     let members = format!("{image_url}/members");
-    assert_eq!(call(&rig, "alice", Method::POST, &members, Some(json!({"member": b}))).await.0, 200);
+    assert_eq!(
+        call(&rig, "alice", Method::POST, &members, Some(json!({"member": b})))
+            .await
+            .0,
+        200
+    );
     let bob_member = format!("/v2/images/{image}/members/{b}");
-    assert_eq!(rig.glance_put(&rig.token("bob").await, &bob_member, json!({"status": "accepted"})).await, 200);
+    assert_eq!(
+        rig.glance_put(&rig.token("bob").await, &bob_member, json!({"status": "accepted"}))
+            .await,
+        200
+    );
 
     reconcile(&drift_worker(&app, false, &[]), &image).await;
-    assert_eq!(kinds(&findings(&app, &image, "&state=open").await), [one("unmanaged_member", Some(&b))]);
+    assert_eq!(
+        kinds(&findings(&app, &image, "&state=open").await),
+        [one("unmanaged_member", Some(&b))]
+    );
 
     reconcile(&drift_worker(&app, true, &[&a]), &image).await;
     let shares = app.read(&format!("/v1/shares?image_id={image}")).await;
@@ -301,7 +443,12 @@ async fn members_made_by_hand_are_adopted_as_found_for_configured_owners_and_rep
     assert_eq!(adopted["adopted"], true);
     assert_eq!(adopted["project_id"], b.as_str());
     assert!(adopted["granted_at"].is_string(), "the member's creation time");
-    let request = app.read(&format!("/v1/share-requests/{}", adopted["request_id"].as_str().unwrap())).await;
+    let request = app
+        .read(&format!(
+            "/v1/share-requests/{}",
+            adopted["request_id"].as_str().unwrap()
+        ))
+        .await;
     assert_eq!(request["status"], "approved");
     assert!(request["decided_by"].is_null(), "no approver: {request}");
     let member = call(&rig, "admin", Method::GET, &glance(&bob_member), None).await;
@@ -348,11 +495,19 @@ async fn only_admins_reconcile_and_only_auditors_and_admins_read_drift() {
     let queued: Value = response.json().await.unwrap();
     assert_eq!(queued, json!({"queued": [], "images": 0}));
     let image = uuid::Uuid::new_v4();
-    let response = app.post(&app.admin, "/v1/reconcile", &json!({"image_id": image})).send().await.unwrap();
+    let response = app
+        .post(&app.admin, "/v1/reconcile", &json!({"image_id": image}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["queued"], json!([image]));
-    let again = app.post(&app.admin, "/v1/reconcile", &json!({"image_id": image})).send().await.unwrap();
+    let again = app
+        .post(&app.admin, "/v1/reconcile", &json!({"image_id": image}))
+        .send()
+        .await
+        .unwrap();
     let body: Value = again.json().await.unwrap();
     assert_eq!(body["queued"], json!([]), "already queued: not twice");
 }
@@ -376,7 +531,11 @@ async fn bad_reconcile_bodies_and_drift_filters_are_named() {
         ("limit=0", "limit"),
         ("cursor=junk", "cursor"),
     ] {
-        let response = app.get(&app.auditor, &format!("/v1/drift?{query}")).send().await.unwrap();
+        let response = app
+            .get(&app.auditor, &format!("/v1/drift?{query}"))
+            .send()
+            .await
+            .unwrap();
         let problem = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
         assert_eq!(fields(&problem), [field], "{query}");
     }

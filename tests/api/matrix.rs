@@ -153,7 +153,7 @@ async fn fixture(app: &TestApp) -> (Uuid, Uuid, Uuid) {
         project_name: "proj-b".into(),
         project_domain: "default".into(),
     };
-    db::share_requests::pass_validation(&mut tx, request.id, &image, &[target])
+    db::share_requests::pass_validation(&mut tx, request.id, &image, &[target], &[])
         .await
         .unwrap();
     let proj_b = env("PROJ_B_ID");

@@ -65,16 +65,28 @@ impl Rig {
         let response = self
             .http
             .post(format!("{}/v2/images", self.glance))
-            .header("x-auth-token", token)
+            .header("x-auth-token", &token)
             .json(&json!({"name": name, "visibility": "private", "disk_format": "raw", "container_format": "bare"}))
             .send()
             .await
             .unwrap();
         assert_eq!(response.status(), 201);
-        response.json::<Value>().await.unwrap()["id"]
+        let id = response.json::<Value>().await.unwrap()["id"]
             .as_str()
             .unwrap()
-            .to_owned()
+            .to_owned();
+        // With data, so the image is `active`: validation refuses any other status.
+        let uploaded = self
+            .http
+            .put(format!("{}/v2/images/{id}/file", self.glance))
+            .header("x-auth-token", &token)
+            .header("content-type", "application/octet-stream")
+            .body(vec![7u8; 4096])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(uploaded.status(), 204, "upload image data");
+        id
     }
 
     /// GET on Glance as `token`: the status and the JSON body (if any).
@@ -187,6 +199,7 @@ pub fn worker_config() -> WorkerConfig {
             ended_within: Duration::from_secs(3600),
             adopt_owners: Vec::new(),
         },
+        protect_images: true,
     }
 }
 

@@ -33,6 +33,13 @@ pub enum Action {
     /// The image's visibility changed by the broker (private to shared, and back).
     #[strum(serialize = "update/visibility")]
     Visibility,
+    /// The deletion guard: the broker set Glance's `protected` on an image with a live share
+    /// (`details.protected` says what it found), or saw it unprotected outside the broker.
+    #[strum(serialize = "update/protect")]
+    Protect,
+    /// The deletion guard lifted after the last share ended: `protected` put back as found.
+    #[strum(serialize = "update/unprotect")]
+    Unprotect,
     /// Access granted: the member exists in Glance.
     #[strum(serialize = "allow")]
     Allow,
