@@ -387,10 +387,12 @@ async fn reconcile(rate: u32) {
         let stop = CancellationToken::new();
         let runner = tokio::spawn(worker.clone().run(stop.clone()));
         loop {
-            let left: i64 = sqlx::query_scalar("select count(*) from jobs where kind = 'reconcile' and state in ('queued', 'running')")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+            let left: i64 = sqlx::query_scalar(
+                "select count(*) from jobs where kind = 'reconcile' and state in ('queued', 'running')",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
             if left == 0 {
                 break;
             }
@@ -401,8 +403,15 @@ async fn reconcile(rate: u32) {
         runner.await.unwrap();
         let arrivals: Vec<Instant> = cloud.gate.arrivals.lock().unwrap()[start_calls..].to_vec();
         let span = arrivals.last().unwrap().duration_since(arrivals[0]).as_secs_f64();
-        let findings: i64 = sqlx::query_scalar("select count(*) from drift_findings").fetch_one(&pool).await.unwrap();
-        assert_eq!((queued, findings), (images, 0), "every image reconciled, and no drift in agreeing data");
+        let findings: i64 = sqlx::query_scalar("select count(*) from drift_findings")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            (queued, findings),
+            (images, 0),
+            "every image reconciled, and no drift in agreeing data"
+        );
         passes.push((limit, elapsed, arrivals.len(), (arrivals.len() - 1) as f64 / span));
     }
     let (_, base_secs, _, base_rate) = passes[0];
@@ -443,6 +452,8 @@ async fn main() {
             politeness(20).await;
             reconcile(100).await;
         }
-        Some(other) => panic!("unknown bench {other}: throughput [ms] | politeness [per second] | reconcile [per second]"),
+        Some(other) => {
+            panic!("unknown bench {other}: throughput [ms] | politeness [per second] | reconcile [per second]")
+        }
     }
 }

@@ -16,7 +16,7 @@ use crate::db::audit::NewEvent;
 use crate::db::drift::Adopted;
 use crate::db::jobs::{self, Claimed, Kind};
 use crate::domain::drift::{DriftKind, Repair};
-use crate::domain::{Action, Outcome as AuditOutcome, ShareState};
+use crate::domain::{Action, Initiator, Outcome as AuditOutcome, ShareState};
 
 /// The reason an unmanaged member's removal records.
 pub const UNAPPROVED: &str = "unapproved";
@@ -100,28 +100,17 @@ impl Worker {
     /// Makes the image `shared` again, so its members see it.
     async fn restore_visibility(&self, job: &Claimed, image_id: Uuid, look: &Look, rid: &str) -> anyhow::Result<bool> {
         let held = std::slice::from_ref(job);
-        let found = look.image.as_ref().map(|i| i.visibility.clone()).unwrap_or_default();
+        let found = look.image.as_ref().map(|i| i.visibility.clone());
         self.fence(held).await?;
         if let Err(e) = self.cloud.set_visibility(&image_id.to_string(), "shared", rid).await {
             tracing::warn!(image.id = %image_id, error = %e, "restoring the image's visibility failed");
             return Ok(false);
         }
-        let mut tx = self.lease_tx(held).await?;
-        let resolved = db::drift::resolve(&mut tx, image_id, None, DriftKind::VisibilityChanged, "repaired").await?;
-        let mut events = vec![NewEvent {
-            image_id: Some(image_id),
-            region: Some(&look.region),
-            image_owner: look.image.as_ref().and_then(|i| i.owner.as_deref()),
-            image_name: look.image.as_ref().and_then(|i| i.name.as_deref()),
-            correlation_id: Some(rid),
-            details: json!({ "visibility": { "from": found, "to": "shared" }, "drift": DriftKind::VisibilityChanged }),
-            ..NewEvent::attempt(&self.actor, Action::Visibility)
-        }];
-        if let Some(f) = &resolved {
-            events.push(self.finding_event(f, Action::DriftResolved, rid));
-        }
-        crate::events::record_all(&mut tx, &self.config.instance, events).await?;
-        tx.commit().await?;
+        let tx = self.lease_tx(held).await?;
+        let details = json!({ "visibility": { "from": found, "to": "shared" }, "drift": DriftKind::VisibilityChanged });
+        let event = image_event(&self.actor, look, image_id, Action::Visibility, details, rid);
+        self.record_repair(tx, image_id, DriftKind::VisibilityChanged, event, rid)
+            .await?;
         Ok(true)
     }
 
@@ -143,22 +132,31 @@ impl Worker {
         }
         let mut tx = self.lease_tx(held).await?;
         db::image_guards::clear_unprotected_outside(&mut tx, image_id, &look.region).await?;
-        let resolved = db::drift::resolve(&mut tx, image_id, None, DriftKind::ProtectedChanged, "repaired").await?;
-        let mut events = vec![NewEvent {
-            image_id: Some(image_id),
-            region: Some(&look.region),
-            image_owner: look.image.as_ref().and_then(|i| i.owner.as_deref()),
-            image_name: look.image.as_ref().and_then(|i| i.name.as_deref()),
-            correlation_id: Some(rid),
-            details: json!({ "protected": { "from": found, "to": protected }, "drift": DriftKind::ProtectedChanged }),
-            ..NewEvent::attempt(&self.actor, Action::Protect)
-        }];
+        let details = json!({ "protected": { "from": found, "to": protected }, "drift": DriftKind::ProtectedChanged });
+        let event = image_event(&self.actor, look, image_id, Action::Protect, details, rid);
+        self.record_repair(tx, image_id, DriftKind::ProtectedChanged, event, rid)
+            .await?;
+        Ok(true)
+    }
+
+    /// Records a repair of the image (a finding about no member) with its audit event, and
+    /// resolves its finding, in `tx` (taken under the lease after the Glance call).
+    async fn record_repair(
+        &self,
+        mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+        image_id: Uuid,
+        kind: DriftKind,
+        event: NewEvent<'_>,
+        rid: &str,
+    ) -> anyhow::Result<()> {
+        let resolved = db::drift::resolve(&mut tx, image_id, None, kind, "repaired").await?;
+        let mut events = vec![event];
         if let Some(f) = &resolved {
             events.push(self.finding_event(f, Action::DriftResolved, rid));
         }
         crate::events::record_all(&mut tx, &self.config.instance, events).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(())
     }
 
     /// Records a member made by hand as a share, as Glance shows it: no approver, its state
@@ -218,5 +216,25 @@ impl Worker {
         tx.commit().await?;
         metrics::counter!("gsb_shares_adopted_total").increment(1);
         Ok(())
+    }
+}
+
+/// An audit event about the image as the look saw it (a repair of the image itself).
+fn image_event<'a>(
+    actor: &'a Initiator,
+    look: &'a Look,
+    image_id: Uuid,
+    action: Action,
+    details: serde_json::Value,
+    rid: &'a str,
+) -> NewEvent<'a> {
+    NewEvent {
+        image_id: Some(image_id),
+        region: Some(&look.region),
+        image_owner: look.image.as_ref().and_then(|i| i.owner.as_deref()),
+        image_name: look.image.as_ref().and_then(|i| i.name.as_deref()),
+        correlation_id: Some(rid),
+        details,
+        ..NewEvent::attempt(actor, action)
     }
 }

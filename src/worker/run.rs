@@ -115,24 +115,21 @@ impl Worker {
     /// Claims and runs one due reconciliation, and no other job (`glance-share-broker
     /// reconcile`).
     pub async fn reconcile_once(&self) -> anyhow::Result<Outcome> {
-        let Some(claim) = jobs::claim_of(&self.pool, self.config.lease, 1, Some(jobs::RECONCILE)).await? else {
-            return Ok(Outcome::Idle);
-        };
-        let job = claim.lead().clone();
-        let heartbeat = self.spawn_heartbeat(job.clone());
-        let result = self.run_claimed(&claim).await;
-        drop(heartbeat);
-        if let Err(e) = result {
-            tracing::warn!(job.id = %job.id, error = ?e, "reconciliation abandoned; its lease will lapse and it will be retried");
-        }
-        Ok(Outcome::Ran)
+        let claim = jobs::claim_of(&self.pool, self.config.lease, 1, Some(jobs::RECONCILE)).await?;
+        Ok(self.run_with_heartbeat(claim).await)
     }
 
     /// Claims and runs one due job (a grant with the other due grants of its image).
     /// Tests call this until it returns [`Outcome::Idle`].
     pub async fn run_once(&self) -> anyhow::Result<Outcome> {
-        let Some(claim) = jobs::claim(&self.pool, self.config.lease, grant::BATCH).await? else {
-            return Ok(Outcome::Idle);
+        let claim = jobs::claim(&self.pool, self.config.lease, grant::BATCH).await?;
+        Ok(self.run_with_heartbeat(claim).await)
+    }
+
+    /// Runs `claim` (if any) while a heartbeat renews its lease.
+    async fn run_with_heartbeat(&self, claim: Option<Claim>) -> Outcome {
+        let Some(claim) = claim else {
+            return Outcome::Idle;
         };
         let job = claim.lead().clone();
         let heartbeat = self.spawn_heartbeat(job.clone());
@@ -141,7 +138,7 @@ impl Worker {
         if let Err(e) = result {
             tracing::warn!(job.id = %job.id, error = ?e, "job abandoned; its lease will lapse and it will be retried");
         }
-        Ok(Outcome::Ran)
+        Outcome::Ran
     }
 
     /// Runs the claimed jobs: a lead and, for grants, those adopted with it.

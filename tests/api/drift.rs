@@ -105,6 +105,32 @@ pub async fn granted(app: &TestApp, worker: &Worker, image: &str, target: &str) 
     share
 }
 
+/// Adds `project` as a member of `image` by hand, as alice (the owner).
+pub async fn add_member(rig: &Rig, image: &str, project: &str) {
+    let members = glance(&format!("/v2/images/{image}/members"));
+    let added = call(rig, "alice", Method::POST, &members, Some(json!({"member": project}))).await;
+    assert_eq!(added.0, 200, "{added:?}");
+}
+
+/// Changes `image` by hand with a JSON patch, as alice.
+pub async fn patch_image(rig: &Rig, image: &str, patch: Value) {
+    let changed = call(
+        rig,
+        "alice",
+        Method::PATCH,
+        &glance(&format!("/v2/images/{image}")),
+        Some(patch),
+    )
+    .await;
+    assert_eq!(changed.0, 200, "{changed:?}");
+}
+
+/// Reconciles `image` and runs reconciliations only (the jobs queued for the image wait).
+pub async fn reconcile_only(worker: &Worker, image: &str) {
+    worker.queue_reconciles(Some(image.parse().unwrap())).await.unwrap();
+    while worker.reconcile_once().await.unwrap() == glance_share_broker::worker::Outcome::Ran {}
+}
+
 /// Reconciles `image` and runs the worker until idle.
 pub async fn reconcile(worker: &Worker, image: &str) {
     worker.queue_reconciles(Some(image.parse().unwrap())).await.unwrap();
@@ -159,13 +185,7 @@ async fn members_added_removed_or_changed_outside_the_broker_are_found_once_audi
     assert!(findings(&app, &image, "").await.is_empty(), "agreeing is no drift");
 
     // alice adds carol's project by hand; bob un-accepts his share in Glance.
-    let members = glance(&format!("/v2/images/{image}/members"));
-    assert_eq!(
-        call(&rig, "alice", Method::POST, &members, Some(json!({"member": c})))
-            .await
-            .0,
-        200
-    );
+    add_member(&rig, &image, &c).await;
     let bob_member = format!("/v2/images/{image}/members/{b}");
     assert_eq!(
         rig.glance_put(&rig.token("bob").await, &bob_member, json!({"status": "rejected"}))
@@ -269,10 +289,7 @@ async fn an_image_deactivated_made_private_or_deleted_is_found() {
 
     let image_url = glance(&format!("/v2/images/{image}"));
     let private = json!([{"op": "replace", "path": "/visibility", "value": "private"}]);
-    assert_eq!(
-        call(&rig, "alice", Method::PATCH, &image_url, Some(private)).await.0,
-        200
-    );
+    patch_image(&rig, &image, private).await;
     reconcile(&worker, &image).await;
     let open = findings(&app, &image, "&state=open").await;
     assert_eq!(kinds(&open), [one("visibility_changed", None)]);
@@ -286,10 +303,7 @@ async fn an_image_deactivated_made_private_or_deleted_is_found() {
     // The deletion guard protected it while shared: the owner must unprotect it first.
     assert_eq!(call(&rig, "alice", Method::DELETE, &image_url, None).await.0, 403);
     let unprotect = json!([{"op": "replace", "path": "/protected", "value": false}]);
-    assert_eq!(
-        call(&rig, "alice", Method::PATCH, &image_url, Some(unprotect)).await.0,
-        200
-    );
+    patch_image(&rig, &image, unprotect).await;
     reconcile(&worker, &image).await;
     let open = findings(&app, &image, "&state=open").await;
     assert_eq!(
@@ -340,12 +354,7 @@ async fn under_enforcement_unmanaged_members_are_removed_and_visibility_restored
     let share = granted(&app, &worker, &image, &env("PROJ_B_ID")).await;
     let c = env("PROJ_C_ID");
     let members = glance(&format!("/v2/images/{image}/members"));
-    assert_eq!(
-        call(&rig, "alice", Method::POST, &members, Some(json!({"member": c})))
-            .await
-            .0,
-        200
-    );
+    add_member(&rig, &image, &c).await;
     reconcile(&worker, &image).await;
     let carol = call(&rig, "admin", Method::GET, &format!("{members}/{c}"), None).await;
     assert_eq!(carol.0, 404, "the member nobody approved is gone");
@@ -367,10 +376,7 @@ async fn under_enforcement_unmanaged_members_are_removed_and_visibility_restored
 
     let private = json!([{"op": "replace", "path": "/visibility", "value": "private"}]);
     let image_url = glance(&format!("/v2/images/{image}"));
-    assert_eq!(
-        call(&rig, "alice", Method::PATCH, &image_url, Some(private)).await.0,
-        200
-    );
+    patch_image(&rig, &image, private).await;
     reconcile(&worker, &image).await;
     let shown = call(&rig, "admin", Method::GET, &image_url, None).await.1;
     assert_eq!(shown["visibility"], "shared", "restored");
@@ -383,10 +389,7 @@ async fn under_enforcement_unmanaged_members_are_removed_and_visibility_restored
 
     // The owner unprotects the guarded image: protected again.
     let unprotect = json!([{"op": "replace", "path": "/protected", "value": false}]);
-    assert_eq!(
-        call(&rig, "alice", Method::PATCH, &image_url, Some(unprotect)).await.0,
-        200
-    );
+    patch_image(&rig, &image, unprotect).await;
     reconcile(&worker, &image).await;
     let shown = call(&rig, "admin", Method::GET, &image_url, None).await.1;
     assert_eq!(shown["protected"], true, "restored");
@@ -410,19 +413,9 @@ async fn members_made_by_hand_are_adopted_as_found_for_configured_owners_and_rep
     let (a, b) = (env("PROJ_A_ID"), env("PROJ_B_ID"));
     // The guide's CLI flow, by hand: shared, add bob's project, bob accepts.
     let image = active_image(&rig, "drift-adopt").await;
-    let image_url = glance(&format!("/v2/images/{image}"));
     let shared = json!([{"op": "replace", "path": "/visibility", "value": "shared"}]);
-    assert_eq!(
-        call(&rig, "alice", Method::PATCH, &image_url, Some(shared)).await.0,
-        200
-    );
-    let members = format!("{image_url}/members");
-    assert_eq!(
-        call(&rig, "alice", Method::POST, &members, Some(json!({"member": b})))
-            .await
-            .0,
-        200
-    );
+    patch_image(&rig, &image, shared).await;
+    add_member(&rig, &image, &b).await;
     let bob_member = format!("/v2/images/{image}/members/{b}");
     assert_eq!(
         rig.glance_put(&rig.token("bob").await, &bob_member, json!({"status": "accepted"}))

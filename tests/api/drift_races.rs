@@ -7,7 +7,10 @@ use std::process::Command;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::drift::{active_image, call, drift_worker, findings, glance, granted, kinds, reconcile};
+use crate::drift::{
+    active_image, add_member, call, drift_worker, findings, glance, granted, kinds, patch_image, reconcile,
+    reconcile_only,
+};
 use crate::helpers::{TestApp, spawn_app};
 use crate::openstack::{Rig, drain, env};
 
@@ -33,8 +36,7 @@ async fn a_reconcile_racing_a_revoke_of_the_same_share_leaves_the_revoke_to_win(
     // The revoke is asked for, its job queued; the reconciliation runs before it (reconcile
     // only), sees the member of a share being revoked, and the member removed outside too.
     revoke(&app, &share).await;
-    worker.queue_reconciles(Some(image.parse().unwrap())).await.unwrap();
-    while worker.reconcile_once().await.unwrap() == glance_share_broker::worker::Outcome::Ran {}
+    reconcile_only(&worker, &image).await;
     assert!(
         findings(&app, &image, "").await.is_empty(),
         "a revoke under way is no drift"
@@ -42,8 +44,7 @@ async fn a_reconcile_racing_a_revoke_of_the_same_share_leaves_the_revoke_to_win(
     assert_eq!(app.share_state(&share).await, "revoking");
     let member = glance(&format!("/v2/images/{image}/members/{}", env("PROJ_B_ID")));
     assert_eq!(call(&rig, "alice", Method::DELETE, &member, None).await.0, 204);
-    worker.queue_reconciles(Some(image.parse().unwrap())).await.unwrap();
-    while worker.reconcile_once().await.unwrap() == glance_share_broker::worker::Outcome::Ran {}
+    reconcile_only(&worker, &image).await;
     assert_eq!(
         app.share_state(&share).await,
         "revoking",
@@ -68,24 +69,15 @@ async fn the_member_of_a_grant_in_flight_is_never_removed_as_unmanaged() {
     // As if a grant had added the member and its worker stopped before recording it.
     let image_url = glance(&format!("/v2/images/{image}"));
     let shared = json!([{"op": "replace", "path": "/visibility", "value": "shared"}]);
-    assert_eq!(
-        call(&rig, "alice", Method::PATCH, &image_url, Some(shared)).await.0,
-        200
-    );
+    patch_image(&rig, &image, shared).await;
     let members = format!("{image_url}/members");
-    assert_eq!(
-        call(&rig, "alice", Method::POST, &members, Some(json!({"member": b})))
-            .await
-            .0,
-        200
-    );
+    add_member(&rig, &image, &b).await;
     sqlx::query("update shares set state = 'granting' where id = $1::uuid")
         .bind(&share)
         .execute(&app.pool)
         .await
         .unwrap();
-    worker.queue_reconciles(Some(image.parse().unwrap())).await.unwrap();
-    while worker.reconcile_once().await.unwrap() == glance_share_broker::worker::Outcome::Ran {}
+    reconcile_only(&worker, &image).await;
     let member = call(&rig, "admin", Method::GET, &format!("{members}/{b}"), None).await;
     assert_eq!(member.0, 200, "the grant's member stays");
     assert!(findings(&app, &image, "").await.is_empty());
@@ -104,13 +96,7 @@ async fn two_reconcilers_at_once_record_one_finding() {
     let image = active_image(&rig, "drift-race-two").await;
     granted(&app, &one, &image, &env("PROJ_B_ID")).await;
     let c = env("PROJ_C_ID");
-    let members = glance(&format!("/v2/images/{image}/members"));
-    assert_eq!(
-        call(&rig, "alice", Method::POST, &members, Some(json!({"member": c})))
-            .await
-            .0,
-        200
-    );
+    add_member(&rig, &image, &c).await;
     let id = image.parse().unwrap();
     let (a, b) = tokio::join!(one.queue_reconciles(Some(id)), two.queue_reconciles(Some(id)));
     assert_eq!(a.unwrap().len() + b.unwrap().len(), 1, "queued once");
@@ -137,13 +123,7 @@ async fn the_reconcile_command_prints_the_findings_of_one_pass() {
     let image = active_image(&rig, "drift-cli").await;
     granted(&app, &worker, &image, &env("PROJ_B_ID")).await;
     let c = env("PROJ_C_ID");
-    let members = glance(&format!("/v2/images/{image}/members"));
-    assert_eq!(
-        call(&rig, "alice", Method::POST, &members, Some(json!({"member": c})))
-            .await
-            .0,
-        200
-    );
+    add_member(&rig, &image, &c).await;
     let out = Command::new(env!("CARGO_BIN_EXE_glance-share-broker"))
         .args(["reconcile", "--image-id", &image])
         .env("DATABASE_URL", &app.database_url)
