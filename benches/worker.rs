@@ -5,7 +5,7 @@
 //!   cargo bench --bench worker -- throughput 0     # shares granted per second at 0 ms
 //!   cargo bench --bench worker -- throughput 20    # ... at 20 ms per Glance call
 //!   cargo bench --bench worker -- politeness 20    # 2 replicas, 2 fan-outs to 128 projects, 20 calls/s
-//!   cargo bench --bench worker -- reconcile 100    # 1,000 managed images reconciled under 100 calls/s
+//!   cargo bench --bench worker -- reconcile 20     # 1,000 managed images reconciled under 20 calls/s
 //!
 //! Each prints one `RESULT` line of `key=value` pairs. Needs `DATABASE_URL` (an admin
 //! connection: a fresh database is made per run and dropped after).
@@ -445,12 +445,12 @@ async fn main() {
     match args.first().map(String::as_str) {
         Some("throughput") => throughput(number(1, 0)).await,
         Some("politeness") => politeness(number(1, 20) as u32).await,
-        Some("reconcile") => reconcile(number(1, 100) as u32).await,
+        Some("reconcile") => reconcile(number(1, 20) as u32).await,
         None => {
             throughput(0).await;
             throughput(20).await;
             politeness(20).await;
-            reconcile(100).await;
+            reconcile(20).await;
         }
         Some(other) => {
             panic!("unknown bench {other}: throughput [ms] | politeness [per second] | reconcile [per second]")

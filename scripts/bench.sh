@@ -11,7 +11,7 @@
 #   5 politeness  2 worker replicas under a shared limit of 20 Glance calls/s, fanning out to
 #                 128 projects, against a fake Glance that enforces 20/s itself
 #   6 reconcile   1,000 managed images reconciled against the fake Glance under
-#                 BENCH_RECONCILE_RATE Glance calls/s (default 100), against the same pass
+#                 BENCH_RECONCILE_RATE Glance calls/s (default 20, the default GSB_GLANCE_RATE_LIMIT), against the same pass
 #                 with no limit
 #
 #   scripts/bench.sh                      all of them
@@ -254,5 +254,5 @@ if wants worker; then
   bench_cargo throughput 20
 fi
 if wants politeness; then bench_cargo politeness 20; fi
-if wants reconcile; then bench_cargo reconcile "${BENCH_RECONCILE_RATE:-100}"; fi
+if wants reconcile; then bench_cargo reconcile "${BENCH_RECONCILE_RATE:-20}"; fi
 result "DONE load=\"$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ',')\""
