@@ -130,9 +130,12 @@ pub async fn check(
         let field = format!("targets[{i}]");
         let problem = match project? {
             Err(reason) => Err(reason),
-            Ok(project) if image.as_ref().and_then(|i| i.owner.as_deref()) == Some(project.id.as_str()) => Err(
-                format!("`{}` owns the image: there is nothing to share with it", target.as_str()),
-            ),
+            Ok(project) if image.as_ref().and_then(|i| i.owner.as_deref()) == Some(project.id.as_str()) => {
+                Err(format!(
+                    "`{}` owns the image: there is nothing to share with it",
+                    target.as_str()
+                ))
+            }
             Ok(project) => match seen.insert(project.id.clone(), i) {
                 Some(first) => Err(format!("names the same project ({}) as targets[{first}]", project.id)),
                 None => Ok(project),

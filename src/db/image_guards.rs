@@ -37,15 +37,15 @@ pub async fn remember(
     region: &str,
     found_protected: bool,
 ) -> Result<Guard, sqlx::Error> {
-    sqlx::query("insert into image_guards (image_id, region, found_protected) values ($1, $2, $3) on conflict do nothing")
-        .bind(image_id)
-        .bind(region)
-        .bind(found_protected)
-        .execute(&mut *tx)
-        .await?;
-    find(&mut *tx, image_id, region)
-        .await?
-        .ok_or(sqlx::Error::RowNotFound)
+    sqlx::query(
+        "insert into image_guards (image_id, region, found_protected) values ($1, $2, $3) on conflict do nothing",
+    )
+    .bind(image_id)
+    .bind(region)
+    .bind(found_protected)
+    .execute(&mut *tx)
+    .await?;
+    find(&mut *tx, image_id, region).await?.ok_or(sqlx::Error::RowNotFound)
 }
 
 /// Records that Glance shows the image protected under the guard (the first time only).

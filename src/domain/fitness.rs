@@ -160,7 +160,15 @@ mod tests {
 
     #[test]
     fn every_status_but_active_is_unfit_and_named() {
-        for status in ["queued", "saving", "deactivated", "killed", "importing", "uploading", "deleted"] {
+        for status in [
+            "queued",
+            "saving",
+            "deactivated",
+            "killed",
+            "importing",
+            "uploading",
+            "deleted",
+        ] {
             let reason = unfit(&ImageShape { status, ..active() }).expect(status);
             assert!(reason.contains(&format!("`{status}`")), "{reason}");
         }
@@ -178,7 +186,11 @@ mod tests {
             let reason = unfit(&image).expect("refused");
             assert!(reason.contains("openstack image create --volume"), "{reason}");
             // Refused, so not warned about as well.
-            assert!(!warnings(&image, true).iter().any(|w| w.code == WarningCode::ImageWithoutSize));
+            assert!(
+                !warnings(&image, true)
+                    .iter()
+                    .any(|w| w.code == WarningCode::ImageWithoutSize)
+            );
         }
         // With data of its own it boots anywhere.
         let with_data = ImageShape {
@@ -209,7 +221,10 @@ mod tests {
             ]
         );
         // A protected image needs no guard.
-        let protected = ImageShape { protected: true, ..active() };
+        let protected = ImageShape {
+            protected: true,
+            ..active()
+        };
         assert!(warnings(&protected, false).is_empty());
         assert_eq!(serde_json::to_value(WarningCode::ImageHidden).unwrap(), "image_hidden");
     }

@@ -21,7 +21,9 @@ pub use audit::{
     Action, AnchorMismatch, BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, Outcome, UnsealedEvent,
 };
 pub use canonical::canonical_json;
-pub use fitness::{ImageFacts, ImageShape, Warning, WarningCode, unfit as fitness_refusal, warnings as fitness_warnings};
+pub use fitness::{
+    ImageFacts, ImageShape, Warning, WarningCode, unfit as fitness_refusal, warnings as fitness_warnings,
+};
 pub use keystone::{ApproverScope, KeystoneIdentity, RoleMap};
 pub use principal::{Capability, Credential, Grant, Principal, Readable, Role, Scope};
 pub use share::{REJECTED_BY_CONSUMER, Refusal, Trigger};

@@ -292,7 +292,7 @@ impl Worker {
         Ok(Ok(Effect::Granted {
             project_id,
             accepted: auto_accept,
-            image: image.clone(),
+            image: Box::new(image.clone()),
         }))
     }
 }

@@ -29,7 +29,7 @@ pub(super) enum Effect {
         project_id: String,
         accepted: bool,
         /// The image as Glance showed it: the audit log names it and its owner.
-        image: Image,
+        image: Box<Image>,
     },
     /// The consumer has not decided yet.
     StillPending,

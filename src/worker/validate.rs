@@ -115,8 +115,14 @@ impl Worker {
                 Finish::Done
             }
             Some(Ok((verdict, _))) => {
-                self.record_failed(&mut tx, request_id, verdict.image.as_ref(), &verdict.errors, &verdict.warnings)
-                    .await?;
+                self.record_failed(
+                    &mut tx,
+                    request_id,
+                    verdict.image.as_ref(),
+                    &verdict.errors,
+                    &verdict.warnings,
+                )
+                .await?;
                 Finish::Done
             }
             Some(Err(error)) => {

@@ -183,8 +183,10 @@ async fn image(State(fake): State<FakeGlance>, Path(id): Path<String>) -> Respon
     let inner = fake.inner.lock().unwrap();
     let protected = inner.protected.contains(&id);
     match inner.images.get(&id) {
-        Some((owner, visibility)) => Json(json!({"id": id, "name": "fake", "owner": owner, "visibility": visibility,
-                                                 "status": "active", "protected": protected}))
+        Some((owner, visibility)) => Json(
+            json!({"id": id, "name": "fake", "owner": owner, "visibility": visibility,
+                                                 "status": "active", "protected": protected}),
+        )
         .into_response(),
         None => not_found(),
     }

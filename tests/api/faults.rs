@@ -469,7 +469,11 @@ async fn a_grant_that_fails_after_adding_the_member_removes_it_before_the_share_
     // The member's removal lifts the deletion guard, too.
     assert_eq!(
         tail,
-        [("revoke", "pending"), ("update/unprotect", "success"), ("allow", "failure")],
+        [
+            ("revoke", "pending"),
+            ("update/unprotect", "success"),
+            ("allow", "failure")
+        ],
         "{trail:?}"
     );
     assert_eq!(deliveries_of(&s.app, "share.failed").await, 1);

@@ -39,7 +39,11 @@ async fn call(rig: &Rig, method: reqwest::Method, token: &str, url: &str, body: 
         .header("x-auth-token", token)
         .header(
             "openstack-api-version",
-            if url.contains("/v3/") { "volume 3.71" } else { "compute 2.45" },
+            if url.contains("/v3/") {
+                "volume 3.71"
+            } else {
+                "compute 2.45"
+            },
         )
         .header("accept", "application/json");
     if let Some(body) = body {
@@ -55,7 +59,11 @@ async fn until(rig: &Rig, token: &str, url: &str, field: &str, done: &[&str]) ->
     let mut last = String::new();
     for _ in 0..600 {
         let (_, body) = call(rig, reqwest::Method::GET, token, url, None).await;
-        last = body.pointer(field).and_then(Value::as_str).unwrap_or_default().to_owned();
+        last = body
+            .pointer(field)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         if done.contains(&last.as_str()) {
             return last;
         }
@@ -97,20 +105,55 @@ async fn a_zero_byte_snapshot_of_a_volume_backed_server_is_refused_and_says_how_
 
     // A flavor of the test's own (flavors are global; a second run finds it).
     let flavor = json!({"flavor": {"name": "gsb.fitness", "id": "gsb-fitness", "ram": 64, "vcpus": 1, "disk": 1}});
-    let (status, _) = call(&rig, reqwest::Method::POST, &admin, &format!("{nova}/flavors"), Some(flavor)).await;
+    let (status, _) = call(
+        &rig,
+        reqwest::Method::POST,
+        &admin,
+        &format!("{nova}/flavors"),
+        Some(flavor),
+    )
+    .await;
     assert!(status == 200 || status == 409, "flavor: {status}");
     let volume = json!({"volume": {"size": 1, "imageRef": source, "name": "gsb-fitness-bfv"}});
-    let (status, body) = call(&rig, reqwest::Method::POST, &alice, &format!("{cinder}/volumes"), Some(volume)).await;
+    let (status, body) = call(
+        &rig,
+        reqwest::Method::POST,
+        &alice,
+        &format!("{cinder}/volumes"),
+        Some(volume),
+    )
+    .await;
     assert_eq!(status, 202, "{body}");
     let volume = body["volume"]["id"].as_str().unwrap().to_owned();
-    let state = until(&rig, &alice, &format!("{cinder}/volumes/{volume}"), "/volume/status", &["available", "error"]).await;
+    let state = until(
+        &rig,
+        &alice,
+        &format!("{cinder}/volumes/{volume}"),
+        "/volume/status",
+        &["available", "error"],
+    )
+    .await;
     assert_eq!(state, "available");
     let server = json!({"server": {"name": "gsb-fitness-bfv", "flavorRef": "gsb-fitness", "networks": "none",
         "block_device_mapping_v2": [{"boot_index": 0, "uuid": volume, "source_type": "volume", "destination_type": "volume"}]}});
-    let (status, body) = call(&rig, reqwest::Method::POST, &alice, &format!("{nova}/servers"), Some(server)).await;
+    let (status, body) = call(
+        &rig,
+        reqwest::Method::POST,
+        &alice,
+        &format!("{nova}/servers"),
+        Some(server),
+    )
+    .await;
     assert_eq!(status, 202, "{body}");
     let server = body["server"]["id"].as_str().unwrap().to_owned();
-    let state = until(&rig, &alice, &format!("{nova}/servers/{server}"), "/server/status", &["ACTIVE", "ERROR"]).await;
+    let state = until(
+        &rig,
+        &alice,
+        &format!("{nova}/servers/{server}"),
+        "/server/status",
+        &["ACTIVE", "ERROR"],
+    )
+    .await;
     assert_eq!(state, "ACTIVE");
     let snapshot = json!({"createImage": {"name": "gsb-fitness-bfv-snapshot"}});
     let action = format!("{nova}/servers/{server}/action");
@@ -118,28 +161,50 @@ async fn a_zero_byte_snapshot_of_a_volume_backed_server_is_refused_and_says_how_
     assert_eq!(status, 202, "{body}");
     let image = body["image_id"].as_str().unwrap().to_owned();
     let glance_image = format!("{}/v2/images/{image}", rig.glance);
-    assert_eq!(until(&rig, &alice, &glance_image, "/status", &["active", "killed"]).await, "active");
+    assert_eq!(
+        until(&rig, &alice, &glance_image, "/status", &["active", "killed"]).await,
+        "active"
+    );
     let (_, facts) = rig.glance_get(&alice, &format!("/v2/images/{image}")).await;
     assert_eq!(facts["size"], 0, "{facts}");
-    assert!(facts["block_device_mapping"].as_str().unwrap().contains("\"source_type\": \"snapshot\""));
+    assert!(
+        facts["block_device_mapping"]
+            .as_str()
+            .unwrap()
+            .contains("\"source_type\": \"snapshot\"")
+    );
 
     let request = validate(&app, &worker, &image).await;
     assert_eq!(request["status"], "invalid", "{request}");
     let errors = image_errors(&request);
     assert_eq!(errors.len(), 1, "{request}");
-    assert!(errors[0].contains("zero-byte snapshot of a volume-backed server"), "{errors:?}");
+    assert!(
+        errors[0].contains("zero-byte snapshot of a volume-backed server"),
+        "{errors:?}"
+    );
     assert!(errors[0].contains("openstack image create --volume"), "{errors:?}");
 
     // The dry run says the same, at once.
     let body = json!({"image_id": image, "targets": [env("PROJ_B_ID")], "reason": "fitness"});
-    let dry = app.post(&app.requester, "/v1/share-requests?dry_run=true", &body).send().await.unwrap();
+    let dry = app
+        .post(&app.requester, "/v1/share-requests?dry_run=true", &body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(dry.status(), StatusCode::OK);
     let dry: Value = dry.json().await.unwrap();
     assert_eq!(dry["valid"], false);
     assert_eq!(dry["errors"][0]["reason"].as_str(), Some(errors[0].as_str()));
 
     // Best effort: the server, then the snapshot image.
-    call(&rig, reqwest::Method::DELETE, &alice, &format!("{nova}/servers/{server}"), None).await;
+    call(
+        &rig,
+        reqwest::Method::DELETE,
+        &alice,
+        &format!("{nova}/servers/{server}"),
+        None,
+    )
+    .await;
     call(&rig, reqwest::Method::DELETE, &alice, &glance_image, None).await;
 }
 
@@ -168,13 +233,20 @@ async fn an_active_image_passes_with_the_risks_approvers_should_see() {
     let plain = rig.private_image("fitness-plain").await;
     let request = validate(&app, &worker, &plain).await;
     assert_eq!(request["validation"]["state"], "passed", "{request}");
-    assert_eq!(request["validation"]["warnings"], json!([]), "data, checksum, and the guard on");
+    assert_eq!(
+        request["validation"]["warnings"],
+        json!([]),
+        "data, checksum, and the guard on"
+    );
 }
 
 /// What a dry run must never leave behind.
 async fn stored(pool: &PgPool) -> [i64; 4] {
     let mut counts = [0; 4];
-    for (i, table) in ["share_requests", "jobs", "audit_events", "idempotency_keys"].iter().enumerate() {
+    for (i, table) in ["share_requests", "jobs", "audit_events", "idempotency_keys"]
+        .iter()
+        .enumerate()
+    {
         counts[i] = sqlx::query_scalar(&format!("select count(*) from {table}"))
             .fetch_one(pool)
             .await
@@ -233,18 +305,39 @@ async fn a_dry_run_lists_every_error_and_input_that_never_reaches_validation_is_
     let (app, rig) = (spawn_app_with_keystone().await, Rig::from_env());
     let image = rig.private_image("dry-run-bad").await;
     let body = json!({"image_id": image, "targets": ["gsb-no-such-project", env("PROJ_A_ID")], "reason": "bad"});
-    let response = app.post(&app.requester, "/v1/share-requests?dry_run=true", &body).send().await.unwrap();
+    let response = app
+        .post(&app.requester, "/v1/share-requests?dry_run=true", &body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let dry: Value = response.json().await.unwrap();
     assert_eq!(dry["valid"], false);
-    let fields: Vec<&str> = dry["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = dry["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, ["targets[0]", "targets[1]"], "{dry}");
     assert_eq!(dry["targets"][0]["project_id"], Value::Null);
 
     for (path, body, field) in [
-        ("/v1/share-requests?dry_run=true", json!({"image_id": image, "targets": []}), "reason"),
-        ("/v1/share-requests?dry_run=maybe", json!({"image_id": image, "targets": ["proj-b"], "reason": "x"}), "dry_run"),
-        ("/v1/share-requests?dry_run=true&x=1", json!({"image_id": image, "targets": ["proj-b"], "reason": "x"}), "x"),
+        (
+            "/v1/share-requests?dry_run=true",
+            json!({"image_id": image, "targets": []}),
+            "reason",
+        ),
+        (
+            "/v1/share-requests?dry_run=maybe",
+            json!({"image_id": image, "targets": ["proj-b"], "reason": "x"}),
+            "dry_run",
+        ),
+        (
+            "/v1/share-requests?dry_run=true&x=1",
+            json!({"image_id": image, "targets": ["proj-b"], "reason": "x"}),
+            "x",
+        ),
     ] {
         let response = app.post(&app.requester, path, &body).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{path}");
@@ -267,10 +360,18 @@ async fn who_may_not_file_may_not_dry_run() {
     let response = app.client.post(app.url(path)).json(&body).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     // Carol acts for proj-c: alice's image is not hers to share.
-    let response = app.post_as(&rig.token("carol").await, path, &body).send().await.unwrap();
+    let response = app
+        .post_as(&rig.token("carol").await, path, &body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     // Alice may.
-    let response = app.post_as(&rig.token("alice").await, path, &body).send().await.unwrap();
+    let response = app
+        .post_as(&rig.token("alice").await, path, &body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(stored(&app.pool).await[0], 0);
 }
@@ -284,7 +385,8 @@ async fn concurrent_dry_runs_store_nothing_and_keep_to_the_api_glance_budget() {
     let before = stored(&app.pool).await;
     let body = json!({"image_id": image, "targets": ["proj-b"], "reason": "many"});
     let answers = futures_util::future::join_all((0..12).map(|_| {
-        app.post(&app.requester, "/v1/share-requests?dry_run=true", &body).send()
+        app.post(&app.requester, "/v1/share-requests?dry_run=true", &body)
+            .send()
     }))
     .await;
     let mut ok = 0;

@@ -76,7 +76,11 @@ async fn share(app: &TestApp, worker: &Worker, image: &str, targets: &[String]) 
 
 async fn revoke(app: &TestApp, share: &str) {
     let response = app
-        .post(&app.requester, &format!("/v1/shares/{share}/revoke"), &json!({"reason": "done"}))
+        .post(
+            &app.requester,
+            &format!("/v1/shares/{share}/revoke"),
+            &json!({"reason": "done"}),
+        )
         .send()
         .await
         .unwrap();
@@ -112,14 +116,17 @@ async fn a_shared_image_is_protected_its_owner_cannot_delete_it_and_the_last_sha
 
     let shares = share(&app, &worker, &image, &[env("PROJ_B_ID"), env("PROJ_C_ID")]).await;
     assert!(protected(&rig, &image).await, "protected while shared");
-    assert_eq!(owner_deletes(&rig, &image).await, 403, "Glance refuses the owner's delete");
-    let row: (bool, bool) = sqlx::query_as(
-        "select found_protected, protected_at is not null from image_guards where image_id = $1::uuid",
-    )
-    .bind(&image)
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    assert_eq!(
+        owner_deletes(&rig, &image).await,
+        403,
+        "Glance refuses the owner's delete"
+    );
+    let row: (bool, bool) =
+        sqlx::query_as("select found_protected, protected_at is not null from image_guards where image_id = $1::uuid")
+            .bind(&image)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(row, (false, true), "the value found is remembered");
 
     // One share ends: the other still holds a member, so the guard stays.
@@ -133,7 +140,10 @@ async fn a_shared_image_is_protected_its_owner_cannot_delete_it_and_the_last_sha
     assert_eq!(guard_rows(&app.pool, &image).await, 0);
     let events = guard_events(&app.pool, &image).await;
     let actions: Vec<(&str, &str)> = events.iter().map(|(a, o, _)| (a.as_str(), o.as_str())).collect();
-    assert_eq!(actions, [("update/protect", "success"), ("update/unprotect", "success")]);
+    assert_eq!(
+        actions,
+        [("update/protect", "success"), ("update/unprotect", "success")]
+    );
     assert_eq!(events[0].2["protected"], json!({"from": false, "to": true}));
     assert_eq!(events[1].2["protected"], json!({"from": true, "to": false}));
     assert_eq!(owner_deletes(&rig, &image).await, 204, "deletable again");
@@ -173,11 +183,12 @@ async fn two_shares_ending_at_once_restore_the_value_found_exactly_once() {
     tokio::join!(revoke(&app, &shares[0]), revoke(&app, &shares[1]));
     for _ in 0..100 {
         tokio::join!(drain(&worker), drain(&other));
-        let done: i64 = sqlx::query_scalar("select count(*) from shares where image_id = $1::uuid and state = 'revoked'")
-            .bind(&image)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+        let done: i64 =
+            sqlx::query_scalar("select count(*) from shares where image_id = $1::uuid and state = 'revoked'")
+                .bind(&image)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
         if done == 2 {
             break;
         }
@@ -219,7 +230,11 @@ async fn with_the_guard_off_by_configuration_or_policy_the_image_is_left_untouch
             .collect();
         assert_eq!(codes, ["image_unprotected"], "approvers are told: {validated}");
         let response = app
-            .post(&app.approver, &format!("/v1/share-requests/{}/approve", filed["id"].as_str().unwrap()), &json!({}))
+            .post(
+                &app.approver,
+                &format!("/v1/share-requests/{}/approve", filed["id"].as_str().unwrap()),
+                &json!({}),
+            )
             .send()
             .await
             .unwrap();
@@ -249,11 +264,12 @@ async fn an_owner_who_unprotects_a_shared_image_is_recorded_not_fought() {
     // The next grant of the image sees it.
     let second = share(&app, &worker, &image, &[env("PROJ_C_ID")]).await;
     assert!(!protected(&rig, &image).await, "not set again");
-    let seen: bool = sqlx::query_scalar("select unprotected_outside_at is not null from image_guards where image_id = $1::uuid")
-        .bind(&image)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
+    let seen: bool =
+        sqlx::query_scalar("select unprotected_outside_at is not null from image_guards where image_id = $1::uuid")
+            .bind(&image)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert!(seen);
 
     for share in [&first[0], &second[0]] {
@@ -294,7 +310,8 @@ async fn a_failing_protect_is_retried_and_never_leaves_a_share_half_done() {
     assert_eq!(s.fake.calls(Method::PATCH, "protect_image"), 3);
     assert_eq!(s.fake.calls(Method::POST, "add_member"), 1);
 
-    s.fake.inject(Method::PATCH, "protect_image", [Fault::Status(503, None)]);
+    s.fake
+        .inject(Method::PATCH, "protect_image", [Fault::Status(503, None)]);
     revoke(&s.app, &share).await;
     until_share_state(&s.worker, &s.app.pool, &share, "revoked").await;
     assert!(!s.fake.protected(&s.image), "put back after the retry");

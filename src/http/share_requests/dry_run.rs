@@ -73,7 +73,8 @@ pub(super) async fn answer(
         .map_err(|e| ApiError::openstack("Keystone or Glance cannot validate the request now", e))?;
     if verdict.passed() {
         let ids = verdict.project_ids();
-        let taken = db::share_requests::live_grants_to(&state.pool, new.image_id, &new.region, &ids, Uuid::nil()).await?;
+        let taken =
+            db::share_requests::live_grants_to(&state.pool, new.image_id, &new.region, &ids, Uuid::nil()).await?;
         let errors = validation::taken_errors(&verdict, &taken);
         verdict.errors.extend(errors);
     }
