@@ -6,6 +6,7 @@
 //!   cargo bench --bench worker -- throughput 20    # ... at 20 ms per Glance call
 //!   cargo bench --bench worker -- politeness 20    # 2 replicas, 2 fan-outs to 128 projects, 20 calls/s
 //!   cargo bench --bench worker -- reconcile 20     # 1,000 managed images reconciled under 20 calls/s
+//!   cargo bench --bench worker -- guard 20         # throughput with the deletion guard on / off
 //!
 //! Each prints one `RESULT` line of `key=value` pairs. Needs `DATABASE_URL` (an admin
 //! connection: a fresh database is made per run and dropped after).
@@ -294,15 +295,19 @@ async fn run_workers(url: &str, cloud: &FakeCloud, replicas: usize, config: Work
 }
 
 /// Shares granted per second by one worker (GSB_WORKER_CONCURRENCY 8), against the bound
-/// `concurrency / latency` on member writes.
-async fn throughput(latency_ms: u64) {
+/// `concurrency / latency` on member writes; with the deletion guard as `protect` says.
+async fn throughput(latency_ms: u64, protect: bool) -> f64 {
     let (images, per_image, concurrency) = (80, 50, 8);
     let cloud = FakeCloud::start(Duration::from_millis(latency_ms), None).await;
     let url = fresh_database().await;
     let pool = PgPoolOptions::new().max_connections(4).connect(&url).await.unwrap();
     approved(&pool, &cloud, images, &projects(per_image)).await;
     let total = (images * per_image) as i64;
-    let elapsed = run_workers(&url, &cloud, 1, config(concurrency, 0), total).await;
+    let config = WorkerConfig {
+        protect_images: protect,
+        ..config(concurrency, 0)
+    };
+    let elapsed = run_workers(&url, &cloud, 1, config, total).await;
     let per_sec = total as f64 / elapsed.as_secs_f64();
     let glance_calls = cloud.gate.arrivals.lock().unwrap().len();
     // One member POST per share, `concurrency` at once, each taking the latency: as set, and
@@ -324,12 +329,23 @@ async fn throughput(latency_ms: u64) {
     };
     println!(
         "RESULT bench=worker latency_ms={latency_ms} measured_latency_ms={took_ms:.2} concurrency={concurrency} images={images} \
-         targets_per_image={per_image} shares={total} glance_calls={glance_calls} secs={:.3} shares_per_sec={per_sec:.0} \
-         bound_per_sec={bound}",
+         targets_per_image={per_image} shares={total} protect={protect} glance_calls={glance_calls} secs={:.3} \
+         shares_per_sec={per_sec:.0} bound_per_sec={bound}",
         elapsed.as_secs_f64()
     );
     pool.close().await;
     drop_database(&url).await;
+    per_sec
+}
+
+/// The deletion guard's cost on grants: throughput with it on against the same run with it off.
+async fn guard_cost(latency_ms: u64) {
+    let on = throughput(latency_ms, true).await;
+    let off = throughput(latency_ms, false).await;
+    println!(
+        "RESULT bench=guard latency_ms={latency_ms} shares_per_sec_on={on:.0} shares_per_sec_off={off:.0} ratio_on_to_off={:.3}",
+        on / off
+    );
 }
 
 /// Two worker replicas under one shared limit of `rate` Glance calls per second fan two
@@ -443,17 +459,22 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let number = |i: usize, default: u64| args.get(i).map_or(default, |a| a.parse().expect("a number"));
     match args.first().map(String::as_str) {
-        Some("throughput") => throughput(number(1, 0)).await,
+        Some("throughput") => {
+            throughput(number(1, 0), true).await;
+        }
+        Some("guard") => guard_cost(number(1, 20)).await,
         Some("politeness") => politeness(number(1, 20) as u32).await,
         Some("reconcile") => reconcile(number(1, 20) as u32).await,
         None => {
-            throughput(0).await;
-            throughput(20).await;
+            throughput(0, true).await;
+            throughput(20, true).await;
             politeness(20).await;
             reconcile(20).await;
         }
         Some(other) => {
-            panic!("unknown bench {other}: throughput [ms] | politeness [per second] | reconcile [per second]")
+            panic!(
+                "unknown bench {other}: throughput [ms] | guard [ms] | politeness [per second] | reconcile [per second]"
+            )
         }
     }
 }

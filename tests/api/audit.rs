@@ -127,7 +127,7 @@ async fn granting_accepting_and_revoking_yield_their_exact_events() {
         allow.correlation_id.as_deref().unwrap().starts_with("req-"),
         "the worker's X-OpenStack-Request-ID: {allow:?}"
     );
-    let accept_asked = &events[6];
+    let accept_asked = &events[7];
     assert_eq!(accept_asked.observer, "test-broker");
     assert!(accept_asked.correlation_id.is_some(), "the API call's X-Request-Id");
     let revoked = events.last().unwrap();
@@ -284,7 +284,7 @@ async fn a_grant_glance_refuses_yields_a_failure_event() {
     let events = db::audit::for_request(&s.app.pool, request_id.parse().unwrap())
         .await
         .unwrap();
-    assert!(events[4].reason.as_deref().unwrap().contains("403"), "{:?}", events[4]);
+    assert!(events[6].reason.as_deref().unwrap().contains("403"), "{:?}", events[6]);
     assert_chain_holds(&s.app).await;
 }
 
