@@ -5,6 +5,8 @@
 //!   cargo bench --bench worker -- throughput 0     # shares granted per second at 0 ms
 //!   cargo bench --bench worker -- throughput 20    # ... at 20 ms per Glance call
 //!   cargo bench --bench worker -- politeness 20    # 2 replicas, 2 fan-outs to 128 projects, 20 calls/s
+//!   cargo bench --bench worker -- reconcile 20     # 1,000 managed images reconciled under 20 calls/s
+//!   cargo bench --bench worker -- guard 20         # throughput with the deletion guard on / off
 //!
 //! Each prints one `RESULT` line of `key=value` pairs. Needs `DATABASE_URL` (an admin
 //! connection: a fresh database is made per run and dropped after).
@@ -246,6 +248,8 @@ fn config(concurrency: usize, glance_rate_limit: u32) -> WorkerConfig {
         revoke_stalled_after: Duration::from_secs(900),
         revoke_confirm_after: Duration::from_millis(100),
         expiry_notice: Duration::ZERO,
+        drift: Default::default(),
+        protect_images: true,
     }
 }
 
@@ -292,15 +296,19 @@ async fn run_workers(url: &str, cloud: &FakeCloud, replicas: usize, config: Work
 }
 
 /// Shares granted per second by one worker (GSB_WORKER_CONCURRENCY 8), against the bound
-/// `concurrency / latency` on member writes.
-async fn throughput(latency_ms: u64) {
+/// `concurrency / latency` on member writes; with the deletion guard as `protect` says.
+async fn throughput(latency_ms: u64, protect: bool) -> f64 {
     let (images, per_image, concurrency) = (80, 50, 8);
     let cloud = FakeCloud::start(Duration::from_millis(latency_ms), None).await;
     let url = fresh_database().await;
     let pool = PgPoolOptions::new().max_connections(4).connect(&url).await.unwrap();
     approved(&pool, &cloud, images, &projects(per_image)).await;
     let total = (images * per_image) as i64;
-    let elapsed = run_workers(&url, &cloud, 1, config(concurrency, 0), total).await;
+    let config = WorkerConfig {
+        protect_images: protect,
+        ..config(concurrency, 0)
+    };
+    let elapsed = run_workers(&url, &cloud, 1, config, total).await;
     let per_sec = total as f64 / elapsed.as_secs_f64();
     let glance_calls = cloud.gate.arrivals.lock().unwrap().len();
     // One member POST per share, `concurrency` at once, each taking the latency: as set, and
@@ -322,12 +330,23 @@ async fn throughput(latency_ms: u64) {
     };
     println!(
         "RESULT bench=worker latency_ms={latency_ms} measured_latency_ms={took_ms:.2} concurrency={concurrency} images={images} \
-         targets_per_image={per_image} shares={total} glance_calls={glance_calls} secs={:.3} shares_per_sec={per_sec:.0} \
-         bound_per_sec={bound}",
+         targets_per_image={per_image} shares={total} protect={protect} glance_calls={glance_calls} secs={:.3} \
+         shares_per_sec={per_sec:.0} bound_per_sec={bound}",
         elapsed.as_secs_f64()
     );
     pool.close().await;
     drop_database(&url).await;
+    per_sec
+}
+
+/// The deletion guard's cost on grants: throughput with it on against the same run with it off.
+async fn guard_cost(latency_ms: u64) {
+    let on = throughput(latency_ms, true).await;
+    let off = throughput(latency_ms, false).await;
+    println!(
+        "RESULT bench=guard latency_ms={latency_ms} shares_per_sec_on={on:.0} shares_per_sec_off={off:.0} ratio_on_to_off={:.3}",
+        on / off
+    );
 }
 
 /// Two worker replicas under one shared limit of `rate` Glance calls per second fan two
@@ -356,6 +375,79 @@ async fn politeness(rate: u32) {
     drop_database(&url).await;
 }
 
+/// 1,000 managed images (one share each, granted, its member in Glance) reconciled by one
+/// worker under a limit of `rate` Glance calls per second, against the same pass with no
+/// limit (the baseline, in the same process): the time, the Glance calls per image, and the
+/// rate the calls reached against the limit.
+async fn reconcile(rate: u32) {
+    let (images, concurrency) = (1000, 8);
+    let cloud = FakeCloud::start(Duration::from_millis(5), None).await;
+    let url = fresh_database().await;
+    let pool = PgPoolOptions::new().max_connections(4).connect(&url).await.unwrap();
+    approved(&pool, &cloud, images, &projects(1)).await;
+    // Granted as a grant leaves them: the member in Glance, the share awaiting the consumer.
+    sqlx::query("delete from jobs").execute(&pool).await.unwrap();
+    let shares: Vec<(Uuid, String)> =
+        sqlx::query_as("update shares set state = 'pending_acceptance', project_id = target, granted_at = now() returning image_id, target")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    for (image, project) in &shares {
+        cloud.glance.add_existing_member(&image.to_string(), project);
+    }
+    let mut passes = Vec::new();
+    for limit in [0, rate] {
+        let start_calls = cloud.gate.arrivals.lock().unwrap().len();
+        let worker = Worker::new(pool.clone(), cloud.client(), config(concurrency, limit));
+        let queued = worker.queue_reconciles(None).await.unwrap().len();
+        let started = Instant::now();
+        let stop = CancellationToken::new();
+        let runner = tokio::spawn(worker.clone().run(stop.clone()));
+        loop {
+            let left: i64 = sqlx::query_scalar(
+                "select count(*) from jobs where kind = 'reconcile' and state in ('queued', 'running')",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let elapsed = started.elapsed();
+        stop.cancel();
+        runner.await.unwrap();
+        let arrivals: Vec<Instant> = cloud.gate.arrivals.lock().unwrap()[start_calls..].to_vec();
+        let span = arrivals.last().unwrap().duration_since(arrivals[0]).as_secs_f64();
+        let findings: i64 = sqlx::query_scalar("select count(*) from drift_findings")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            (queued, findings),
+            (images, 0),
+            "every image reconciled, and no drift in agreeing data"
+        );
+        passes.push((limit, elapsed, arrivals.len(), (arrivals.len() - 1) as f64 / span));
+    }
+    let (_, base_secs, _, base_rate) = passes[0];
+    let (_, secs, calls, achieved) = passes[1];
+    println!(
+        "RESULT bench=reconcile images={images} concurrency={concurrency} limit_per_sec={rate} glance_calls={calls} \
+         calls_per_image={:.2} secs={:.3} achieved_per_sec={achieved:.2} within_limit={} deviation_pct={:.1} \
+         baseline_secs={:.3} baseline_per_sec={base_rate:.0} ratio_to_baseline={:.2}",
+        calls as f64 / images as f64,
+        secs.as_secs_f64(),
+        achieved <= f64::from(rate) * 1.02,
+        (achieved / f64::from(rate) - 1.0) * 100.0,
+        base_secs.as_secs_f64(),
+        secs.as_secs_f64() / base_secs.as_secs_f64()
+    );
+    pool.close().await;
+    drop_database(&url).await;
+}
+
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it,
@@ -368,13 +460,22 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let number = |i: usize, default: u64| args.get(i).map_or(default, |a| a.parse().expect("a number"));
     match args.first().map(String::as_str) {
-        Some("throughput") => throughput(number(1, 0)).await,
-        Some("politeness") => politeness(number(1, 20) as u32).await,
-        None => {
-            throughput(0).await;
-            throughput(20).await;
-            politeness(20).await;
+        Some("throughput") => {
+            throughput(number(1, 0), true).await;
         }
-        Some(other) => panic!("unknown bench {other}: throughput [ms] | politeness [per second]"),
+        Some("guard") => guard_cost(number(1, 20)).await,
+        Some("politeness") => politeness(number(1, 20) as u32).await,
+        Some("reconcile") => reconcile(number(1, 20) as u32).await,
+        None => {
+            throughput(0, true).await;
+            throughput(20, true).await;
+            politeness(20).await;
+            reconcile(20).await;
+        }
+        Some(other) => {
+            panic!(
+                "unknown bench {other}: throughput [ms] | guard [ms] | politeness [per second] | reconcile [per second]"
+            )
+        }
     }
 }

@@ -10,6 +10,9 @@
 #   4 footprint   RSS idle and under benchmark 1, time from start to /readyz 200
 #   5 politeness  2 worker replicas under a shared limit of 20 Glance calls/s, fanning out to
 #                 128 projects, against a fake Glance that enforces 20/s itself
+#   6 reconcile   1,000 managed images reconciled against the fake Glance under
+#                 BENCH_RECONCILE_RATE Glance calls/s (default 20, the default GSB_GLANCE_RATE_LIMIT), against the same pass
+#                 with no limit
 #
 #   scripts/bench.sh                      all of them
 #   BENCH_ONLY="intake worker" scripts/bench.sh
@@ -23,7 +26,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/lib.sh
 
-BENCH_ONLY=${BENCH_ONLY:-intake fanout worker footprint politeness}
+BENCH_ONLY=${BENCH_ONLY:-intake fanout worker footprint politeness reconcile}
 BENCH_SECS=${BENCH_SECS:-30}
 BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-32}
 BENCH_FANOUT=${BENCH_FANOUT:-50}
@@ -223,7 +226,7 @@ bench_fanout() {
   psql "$DATABASE_URL" -qc "drop database if exists gsb_bench_fanout with (force)" >/dev/null
 }
 
-# ------------------------------------------------------------ 3 worker, 5 politeness (fake Glance)
+# ------------------------------------------------------------ 3 worker, 5 politeness, 6 reconcile (fake Glance)
 bench_cargo() { # bench args...
   local out
   out=$(cargo bench -q --bench worker -- "$@" 2>>"$BENCH_DIR/cargo-bench.log" | grep '^RESULT')
@@ -251,4 +254,5 @@ if wants worker; then
   bench_cargo throughput 20
 fi
 if wants politeness; then bench_cargo politeness 20; fi
+if wants reconcile; then bench_cargo reconcile "${BENCH_RECONCILE_RATE:-20}"; fi
 result "DONE load=\"$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ',')\""

@@ -10,6 +10,9 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::domain::{ApproverScope, Role, RoleMap};
 
+mod drift;
+pub use drift::{DriftArgs, Every};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "glance-share-broker",
@@ -48,6 +51,9 @@ pub enum Command {
     /// Check the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Compare Glance with the broker once (every managed image, or `--image-id`), print the
+    /// drift findings of the pass as JSON lines, and exit. Repairs as the policy says.
+    Reconcile(ReconcileArgs),
     /// Print the OpenAPI document.
     Openapi,
 }
@@ -301,6 +307,15 @@ pub struct WorkerCommandArgs {
     pub worker: WorkerArgs,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    pub worker: WorkerCommandArgs,
+    /// Reconcile this image only.
+    #[arg(long)]
+    pub image_id: Option<uuid::Uuid>,
+}
+
 /// How a running broker looks after the audit log.
 #[derive(Debug, Clone, Args)]
 pub struct AuditArgs {
@@ -422,6 +437,14 @@ pub struct WorkerArgs {
     /// with one `share.expiring` webhook per share. 0 gives no notice.
     #[arg(long, env = "GSB_EXPIRY_NOTICE_SECS", default_value_t = 604800, value_parser = clap::value_parser!(u64).range(0..=31622400))]
     pub expiry_notice_secs: u64,
+    #[command(flatten)]
+    pub drift: DriftArgs,
+
+    /// The deletion guard: keep Glance's `protected` on while an image has a live share (its
+    /// owner cannot delete it then), and put back the value found after the last share ends.
+    /// `false` turns it off for new grants (the policy's `protect_shared_images` can too).
+    #[arg(long, env = "GSB_PROTECT_SHARED_IMAGES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub protect_shared_images: bool,
 }
 
 impl Default for WorkerArgs {

@@ -1,6 +1,7 @@
 //! The one place that sees everything: it turns settings into a running broker.
 
 mod policy_file;
+mod reconcile;
 mod settings;
 
 use policy_file::approval_policy;
@@ -106,6 +107,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Reconcile(args) => reconcile::reconcile(args).await,
         Command::Openapi => {
             println!("{}", openapi_json());
             Ok(())

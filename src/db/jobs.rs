@@ -38,6 +38,9 @@ pub enum Kind {
 /// `jobs.kind` of a request's validation.
 const VALIDATE: &str = "validate";
 
+/// `jobs.kind` of an image's reconciliation (queued by [`enqueue_reconciles`]).
+pub const RECONCILE: &str = "reconcile";
+
 impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -87,6 +90,8 @@ pub enum Job {
     Grant { shares: Vec<Uuid> },
     /// One step on one share.
     Share { share: Uuid, step: Step },
+    /// Compare one image in Glance with the broker's record of it.
+    Reconcile { image: Uuid },
 }
 
 impl Job {
@@ -96,6 +101,7 @@ impl Job {
             Job::Validate { .. } => VALIDATE,
             Job::Grant { .. } => Kind::Grant.as_str(),
             Job::Share { step, .. } => step.kind().as_str(),
+            Job::Reconcile { .. } => RECONCILE,
         }
     }
 
@@ -105,6 +111,7 @@ impl Job {
             Job::Validate { request } => format!("request {request}"),
             Job::Grant { shares } => format!("share {}", shares[0]),
             Job::Share { share, .. } => format!("share {share}"),
+            Job::Reconcile { image } => format!("image {image}"),
         }
     }
 }
@@ -150,6 +157,7 @@ impl Row {
     fn parse(self) -> Option<(Claimed, Job)> {
         let job = match (self.kind.as_str(), self.share_id, self.request_id) {
             (VALIDATE, None, Some(request)) => Job::Validate { request },
+            (RECONCILE, None, None) => Job::Reconcile { image: self.image_id? },
             (kind, Some(share), None) => {
                 let step = match Kind::parse(kind)? {
                     Kind::Grant => return Some((self.held()?, Job::Grant { shares: vec![share] })),
@@ -243,6 +251,27 @@ pub async fn enqueue_validation(tx: &mut PgConnection, request_id: Uuid) -> Resu
     Ok(())
 }
 
+/// Queues the reconciliation of each of `images` not queued or running already, and wakes
+/// the workers; returns the images queued now.
+pub async fn enqueue_reconciles(tx: &mut PgConnection, images: &[Uuid]) -> Result<Vec<Uuid>, sqlx::Error> {
+    let ids: Vec<Uuid> = images.iter().map(|_| Uuid::now_v7()).collect();
+    sqlx::query_scalar(
+        "with queued as (
+             insert into jobs (id, kind, image_id)
+             select id, $2, image_id from unnest($1::uuid[], $3::uuid[]) as t (id, image_id)
+             on conflict (image_id) where kind = 'reconcile' and state in ('queued', 'running') do nothing
+             returning image_id),
+         woken as (select pg_notify($4, '') where exists (select 1 from queued))
+         select image_id from queued left join woken on true order by image_id",
+    )
+    .bind(&ids)
+    .bind(RECONCILE)
+    .bind(images)
+    .bind(CHANNEL)
+    .fetch_all(&mut *tx)
+    .await
+}
+
 /// How many times a claim that lost a race for an image is tried again at once. Each lost
 /// race means another claim won (and committed), so retrying always makes progress; when all
 /// of one process's loops claim at the same moment, the last one may lose that many times.
@@ -257,9 +286,20 @@ const CLAIM_TRIES: usize = 32;
 /// and the other tries again at once (it then sees the image taken and picks another job),
 /// rather than sit idle until the next poll while work is due.
 pub async fn claim(pool: &PgPool, lease: Duration, batch: i64) -> Result<Option<Claim>, sqlx::Error> {
+    claim_of(pool, lease, batch, None).await
+}
+
+/// [`claim`], of jobs of one kind only when `kind` is given (`glance-share-broker reconcile`
+/// runs reconciliations only).
+pub async fn claim_of(
+    pool: &PgPool,
+    lease: Duration,
+    batch: i64,
+    kind: Option<&str>,
+) -> Result<Option<Claim>, sqlx::Error> {
     for _ in 0..CLAIM_TRIES {
         let mut tx = pool.begin().await?;
-        let lead = match claim_one(&mut tx, lease).await {
+        let lead = match claim_one(&mut tx, lease, kind).await {
             Err(e) if e.as_database_error().and_then(|d| d.constraint()) == Some("jobs_one_running_per_image_idx") => {
                 continue;
             }
@@ -286,7 +326,7 @@ pub async fn claim(pool: &PgPool, lease: Duration, batch: i64) -> Result<Option<
     Ok(None)
 }
 
-async fn claim_one(tx: &mut PgConnection, lease: Duration) -> Result<Option<Row>, sqlx::Error> {
+async fn claim_one(tx: &mut PgConnection, lease: Duration, kind: Option<&str>) -> Result<Option<Row>, sqlx::Error> {
     sqlx::query_as::<_, Row>(
         "update jobs set state = 'running', lease_token = $1, attempts = attempts + 1,
                 lease_expires_at = now() + make_interval(secs => $2)
@@ -301,6 +341,7 @@ async fn claim_one(tx: &mut PgConnection, lease: Duration) -> Result<Option<Row>
                    or (j.state = 'running' and j.lease_expires_at < now()))
               and not exists (select 1 from jobs r
                               where r.image_id = j.image_id and r.state = 'running' and r.id <> j.id)
+              and ($3::text is null or j.kind = $3)
             order by j.run_at
             limit 1
             for update skip locked)
@@ -308,6 +349,7 @@ async fn claim_one(tx: &mut PgConnection, lease: Duration) -> Result<Option<Row>
     )
     .bind(Uuid::new_v4())
     .bind(lease.as_secs_f64())
+    .bind(kind)
     .fetch_optional(tx)
     .await
 }

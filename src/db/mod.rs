@@ -4,8 +4,10 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod drift;
 pub mod failover;
 pub mod idempotency;
+pub mod image_guards;
 pub mod jobs;
 pub mod rate_slots;
 pub mod retention;

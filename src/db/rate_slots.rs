@@ -55,7 +55,7 @@ pub async fn try_reserve(
 ) -> Result<Result<Slot, Duration>, sqlx::Error> {
     // The second branch reads the row as it was before the statement: it is there only when
     // the first reserved nothing.
-    let (at, wait_secs, granted): (DateTime<Utc>, f64, bool) = sqlx::query_as(&format!(
+    let row: Option<(DateTime<Utc>, f64, bool)> = sqlx::query_as(&format!(
         "{RESERVE} select at, greatest(extract(epoch from at - clock_timestamp())::float8, 0) as wait_secs, true
            from reserved
          union all
@@ -65,8 +65,13 @@ pub async fn try_reserve(
     .bind(key)
     .bind(interval.as_secs_f64())
     .bind(max_wait.as_secs_f64())
-    .fetch_one(db)
+    .fetch_optional(db)
     .await?;
+    // No row at all: a concurrent statement created the row after this one's snapshot (so the
+    // second branch cannot see it) and took its slot; the next is at least an interval away.
+    let Some((at, wait_secs, granted)) = row else {
+        return Ok(Err(interval));
+    };
     Ok(if granted {
         Ok(Slot { at, wait_secs })
     } else {

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::shares::{Share, VIEWER_SEES_REQUEST, Viewer, bind_viewer};
 use crate::domain::filters::RequestFilter;
-use crate::domain::{FieldError, NewShareRequest, RequestStatus, ShareState, Validation};
+use crate::domain::{FieldError, NewShareRequest, RequestStatus, ShareState, Validation, Warning};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ShareRequest {
@@ -43,6 +43,8 @@ pub struct ShareRequest {
     pub validated_at: Option<DateTime<Utc>>,
     pub validation_errors: Json<Vec<FieldError>>,
     pub validation_last_error: Option<String>,
+    /// What validation found legal but risky, for approvers.
+    pub validation_warnings: Json<Vec<Warning>>,
     pub image_name: Option<String>,
     pub image_owner: Option<String>,
     pub image_owner_domain: Option<String>,
@@ -174,13 +176,7 @@ pub async fn decide(
 }
 
 /// The image as Glance described it when the request was validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageFacts {
-    pub name: Option<String>,
-    pub owner: Option<String>,
-    pub owner_domain: Option<String>,
-    pub visibility: String,
-}
+pub use crate::domain::ImageFacts;
 
 /// The Keystone project one share's target resolved to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,12 +195,13 @@ pub async fn pass_validation(
     id: Uuid,
     image: &ImageFacts,
     targets: &[ResolvedTarget],
+    warnings: &[Warning],
 ) -> Result<(ShareRequest, Vec<Share>), sqlx::Error> {
     let request = sqlx::query_as::<_, ShareRequest>(
         "update share_requests
          set validation = 'passed', validated_at = now(), validation_errors = '[]', validation_last_error = null,
              image_name = $2, image_owner = $3, image_owner_domain = $4, image_visibility = $5,
-             version = version + 1, updated_at = now()
+             validation_warnings = $6, version = version + 1, updated_at = now()
          where id = $1 returning *",
     )
     .bind(id)
@@ -212,6 +209,7 @@ pub async fn pass_validation(
     .bind(&image.owner)
     .bind(&image.owner_domain)
     .bind(&image.visibility)
+    .bind(Json(warnings))
     .fetch_one(&mut *tx)
     .await?;
     let share_ids: Vec<Uuid> = targets.iter().map(|t| t.share_id).collect();
@@ -240,13 +238,14 @@ pub async fn fail_validation(
     id: Uuid,
     image: Option<&ImageFacts>,
     errors: &[FieldError],
+    warnings: &[Warning],
 ) -> Result<(ShareRequest, Vec<Share>), sqlx::Error> {
     let request = sqlx::query_as::<_, ShareRequest>(
         "update share_requests
          set validation = 'failed', validated_at = now(), validation_errors = $2, validation_last_error = null,
              status = 'invalid',
              image_name = $3, image_owner = $4, image_owner_domain = $5, image_visibility = $6,
-             version = version + 1, updated_at = now()
+             validation_warnings = $7, version = version + 1, updated_at = now()
          where id = $1 returning *",
     )
     .bind(id)
@@ -255,6 +254,7 @@ pub async fn fail_validation(
     .bind(image.and_then(|i| i.owner.as_deref()))
     .bind(image.and_then(|i| i.owner_domain.as_deref()))
     .bind(image.map(|i| i.visibility.as_str()))
+    .bind(Json(warnings))
     .fetch_one(&mut *tx)
     .await?;
     sqlx::query(

@@ -50,6 +50,8 @@ pub struct Share {
     /// The state a scheduled revoke was scheduled from (not shown).
     #[serde(skip)]
     pub revoke_scheduled_from: Option<String>,
+    /// Recorded from a member found in Glance, made outside the broker (no approver).
+    pub adopted: bool,
     /// The image's name and owner project in Glance, once granted (not shown).
     #[serde(skip)]
     pub image_name: Option<String>,

@@ -125,6 +125,13 @@ pub async fn list(db: impl PgExecutor<'_>, before: Option<Uuid>, limit: i64) -> 
 
 /// The resource an audit event is about, as deliveries show it.
 async fn resource(tx: &mut PgConnection, event: &Event) -> Result<Option<Value>, sqlx::Error> {
+    // A drift finding is announced as the finding, whatever share it names.
+    if let Some(finding) = event.details["finding_id"]
+        .as_str()
+        .and_then(|id| id.parse::<Uuid>().ok())
+    {
+        return super::drift::resource(tx, finding).await;
+    }
     if let Some(share_id) = event.share_id {
         return sqlx::query_scalar(
             "select jsonb_build_object('type', 'share', 'id', id, 'request_id', request_id, 'image_id', image_id,

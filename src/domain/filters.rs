@@ -7,6 +7,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
+use super::drift::{DriftKind, FindingState};
 use super::{Outcome, RequestStatus, ShareState};
 
 /// Filters for share requests.
@@ -81,4 +82,19 @@ pub struct EventFilter {
     /// query parameter).
     #[serde(skip)]
     pub member_project_id: Option<String>,
+}
+
+/// Filters for drift findings.
+#[derive(Debug, Default, Clone, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DriftFilter {
+    /// Only findings about this image.
+    pub image_id: Option<Uuid>,
+    /// Only findings about this member project.
+    pub project_id: Option<String>,
+    /// Only findings of this kind.
+    pub kind: Option<DriftKind>,
+    /// Only `open` or only `resolved` findings.
+    pub state: Option<FindingState>,
 }

@@ -6,7 +6,9 @@ pub mod address;
 pub mod audit;
 mod canonical;
 pub mod decisions;
+pub mod drift;
 pub mod filters;
+mod fitness;
 pub mod impact;
 mod keystone;
 pub mod policy;
@@ -21,6 +23,9 @@ pub use audit::{
     Action, AnchorMismatch, BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, Outcome, UnsealedEvent,
 };
 pub use canonical::canonical_json;
+pub use fitness::{
+    ImageFacts, ImageShape, Warning, WarningCode, unfit as fitness_refusal, warnings as fitness_warnings,
+};
 pub use keystone::{ApproverScope, KeystoneIdentity, RoleMap};
 pub use principal::{Capability, Credential, Grant, Principal, Readable, Role, Scope};
 pub use share::{MAX_SCHEDULE_AHEAD_DAYS, REJECTED_BY_CONSUMER, Refusal, Trigger, schedule_problem};

@@ -20,6 +20,12 @@ pub struct Policy {
     /// (or no rule matches).
     pub auto_accept: AutoAccept,
     pub rules: Vec<Rule>,
+    /// Whether the reconciler repairs the drift it finds (removes members no share stands
+    /// for, makes the image `shared` again) rather than only report it. Off by default.
+    pub enforce_drift: bool,
+    /// `protect_shared_images = false` turns the deletion guard off for new grants (it is on
+    /// when the file does not say, and GSB_PROTECT_SHARED_IMAGES allows it).
+    pub protect_shared_images: Option<bool>,
 }
 
 /// Whether a request may accept its shares on the consumer's behalf (`auto_accept`): the
@@ -125,6 +131,11 @@ impl Condition {
 }
 
 impl Policy {
+    /// Whether the policy lets grants protect their image (the deletion guard).
+    pub fn protects_shared_images(&self) -> bool {
+        self.protect_shared_images != Some(false)
+    }
+
     /// The first rule whose conditions all hold decides; with none, one approver. A request
     /// asking for `auto_accept` that the deciding rule (or, when it does not say, the policy)
     /// does not allow is denied.
@@ -180,6 +191,12 @@ struct PolicyFile {
     auto_accept: AutoAccept,
     #[serde(default)]
     rules: Vec<RuleFile>,
+    /// `true`: repair drift; `false` (the default): report it only.
+    #[serde(default)]
+    enforce_drift: bool,
+    /// The deletion guard (default: on).
+    #[serde(default)]
+    protect_shared_images: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -275,6 +292,8 @@ impl PolicyFile {
             expire_undecided_after,
             auto_accept: self.auto_accept,
             rules,
+            enforce_drift: self.enforce_drift,
+            protect_shared_images: self.protect_shared_images,
         })
     }
 }

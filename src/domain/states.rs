@@ -133,6 +133,8 @@ macro_rules! from_stored_text {
 }
 
 from_stored_text!(RequestStatus, Validation, ShareState, RevokeCause);
+use super::drift::{DriftKind, FindingState};
+from_stored_text!(DriftKind, FindingState);
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,7 @@ use super::ShareState;
 use super::audit::{Action, Outcome};
 
 /// Every event a webhook may subscribe to.
-pub const EVENTS: [&str; 16] = [
+pub const EVENTS: [&str; 17] = [
     "request.created",
     "request.needs_approval",
     "request.approved",
@@ -26,6 +26,7 @@ pub const EVENTS: [&str; 16] = [
     "share.revocation_scheduled",
     "share.revocation_cancelled",
     "share.expiring",
+    "drift.detected",
 ];
 
 /// What the announcing side knows about one audit event.
@@ -74,6 +75,7 @@ pub fn events_for(e: Recorded<'_>) -> Vec<&'static str> {
             vec!["share.expiring"]
         }
         (true, Action::Revoke) if broker_failed && e.details["stalled"] == true => vec!["share.revoke_stalled"],
+        (_, Action::DriftDetected) if success => vec!["drift.detected"],
         (true, _) if broker_failed && e.share_state == Some(ShareState::Failed) => vec!["share.failed"],
         _ => Vec::new(),
     }
@@ -156,8 +158,11 @@ mod tests {
         assert_eq!(on_share(Allow, Failure, Failed), ["share.failed"]);
         assert!(on_share(Accept, Failure, Accepted).is_empty(), "a refused accept");
         for e in EVENTS {
-            assert!(e.starts_with("request.") || e.starts_with("share."));
+            assert!(e.starts_with("request.") || e.starts_with("share.") || e.starts_with("drift."));
         }
+        assert_eq!(on_request(DriftDetected, Success, &none), ["drift.detected"]);
+        assert_eq!(on_share(DriftDetected, Success, Accepted), ["drift.detected"]);
+        assert!(on_request(DriftResolved, Success, &none).is_empty());
     }
 
     #[test]

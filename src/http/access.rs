@@ -97,21 +97,11 @@ impl AppState {
             )
         })?;
         let rid = format!("req-{}", uuid::Uuid::new_v4());
-        let owner = match cloud.image(&image_id.to_string(), &rid).await {
-            Ok(image) => image.and_then(|i| i.owner),
-            Err(CallError::Transient { message, retry_after }) => {
-                let detail = format!("Glance cannot say who owns the image now ({message}); retry later");
-                return Err(match retry_after {
-                    // Whole seconds, at least one: Retry-After takes no fractions.
-                    Some(after) => ApiError::UpstreamLater {
-                        detail,
-                        retry_after: after.as_secs_f64().ceil().max(1.0) as u64,
-                    },
-                    None => ApiError::Upstream(detail),
-                });
-            }
-            Err(e) => return Err(ApiError::Internal(anyhow::anyhow!("looking up image {image_id}: {e}"))),
-        };
+        let owner = cloud
+            .image(&image_id.to_string(), &rid)
+            .await
+            .map_err(|e| ApiError::openstack("Glance cannot say who owns the image now", e))?
+            .and_then(|i| i.owner);
         match owner {
             Some(owner) if projects.contains(&owner) => Ok(Some(owner)),
             // The same answer whether the image is missing or another project's: ids do not leak.

@@ -88,6 +88,26 @@ pub enum ApiError {
 const DEPENDENTS_RETRY_SECS: u64 = 30;
 
 impl ApiError {
+    /// Keystone or Glance did not answer (`what` says what could not be done): 503, with
+    /// Retry-After when the answer (or the API's own Glance budget) says when to come back;
+    /// any other failure is ours (500).
+    pub fn openstack(what: &str, error: crate::openstack::CallError) -> Self {
+        match error {
+            crate::openstack::CallError::Transient { message, retry_after } => {
+                let detail = format!("{what} ({message}); retry later");
+                match retry_after {
+                    // Whole seconds, at least one: Retry-After takes no fractions.
+                    Some(after) => ApiError::UpstreamLater {
+                        detail,
+                        retry_after: after.as_secs_f64().ceil().max(1.0) as u64,
+                    },
+                    None => ApiError::Upstream(detail),
+                }
+            }
+            e => ApiError::Internal(anyhow::anyhow!("{what}: {e}")),
+        }
+    }
+
     pub fn not_found(what: &str) -> Self {
         ApiError::NotFound(format!("no {what} with that id"))
     }

@@ -1,10 +1,12 @@
 //! The HTTP API: routes, extractors, errors and the OpenAPI document they generate.
-//! Imports `domain` and `db`, and `openstack` only to validate callers' Keystone tokens and to
-//! check who owns an image; nothing else in the crate imports it but `startup`.
+//! Imports `domain` and `db`, `validation` for dry runs, and `openstack` only to validate
+//! callers' Keystone tokens and to check who owns an image; nothing else in the crate imports
+//! it but `startup`.
 
 mod access;
 mod access_report;
 mod audit;
+mod drift;
 mod error;
 mod extract;
 mod health;
@@ -72,6 +74,10 @@ pub struct ApiConfig {
     pub address_rate_limit: Option<RateLimitConfig>,
     /// Whether webhook URLs may point at internal addresses (GSB_WEBHOOK_ALLOW_PRIVATE).
     pub webhook_allow_private: bool,
+    /// How long after a share ended its image is still reconciled (`POST /v1/reconcile`).
+    pub reconcile_ended_within: Duration,
+    /// How a dry run checks a request (as the worker's validation does).
+    pub validation: crate::validation::Settings,
 }
 
 #[derive(Clone)]
@@ -127,6 +133,7 @@ impl AppState {
         (name = "shares", description = "One image granted to one project"),
         (name = "webhooks", description = "Endpoints told of every request and share change (admins)"),
         (name = "audit", description = "The audit log, its verification, and who had access when"),
+        (name = "drift", description = "Where Glance differs from the broker, and reconciling them"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
@@ -183,6 +190,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(webhooks::list_deliveries))
         .routes(routes!(audit::list_audit_events))
         .routes(routes!(audit::verify_audit_chain))
+        .routes(routes!(drift::reconcile))
+        .routes(routes!(drift::list_drift))
         .routes(routes!(access_report::image_access))
         .routes(routes!(access_report::project_access_history))
         .routes(routes!(health::healthz))

@@ -12,15 +12,18 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub mod decide;
+mod dry_run;
 
-use super::extract::{Caller, Id, IdempotencyKey, Json, Listing, etag};
+use super::extract::{Caller, Id, IdempotencyKey, Json, Listing, Query, etag};
 use super::idempotency::{self, Begun, Saved};
 use super::pagination::{Cursor, Page, Paging};
 use super::shares::ShareView;
 use super::{ApiError, AppState, access};
 use crate::db::{self, audit::NewEvent, share_requests::ShareRequest};
 use crate::domain::filters::RequestFilter;
-use crate::domain::{Action, Capability, FieldError, NewShareRequest, RequestStatus, ShareRequestInput, Validation};
+use crate::domain::{
+    Action, Capability, FieldError, NewShareRequest, RequestStatus, ShareRequestInput, Validation, Warning,
+};
 
 /// A share request with its shares.
 #[derive(Debug, Serialize, ToSchema)]
@@ -89,6 +92,9 @@ pub struct ValidationView {
     pub errors: Vec<FieldError>,
     /// Why validation is still pending: Keystone or Glance did not answer; it is retried.
     pub last_error: Option<String>,
+    /// What is legal but risky (an image that is hidden, has no checksum, is left
+    /// unprotected...): for approvers to weigh; never a reason to refuse.
+    pub warnings: Vec<Warning>,
 }
 
 /// An image's facts as Glance gave them at validation.
@@ -132,6 +138,7 @@ impl ShareRequestView {
                 }),
                 errors: r.validation_errors.0,
                 last_error: r.validation_last_error,
+                warnings: r.validation_warnings.0,
             },
             approval: ApprovalView {
                 required: r.required_approvals,
@@ -168,17 +175,23 @@ pub(super) fn saved_request(
         .header(header::ETAG, etag(version))
 }
 
-/// File a share request.
+/// File a share request (or, with `dry_run=true`, see what its validation would find).
 ///
 /// Records the ask and one `awaiting_approval` share per target, and queues its validation:
 /// the worker checks the image and the targets against Glance and Keystone (reading only)
 /// and stores what it found under `validation`. Nothing is written to Glance until the
 /// request is approved. Send an `Idempotency-Key` to retry safely.
+///
+/// With `dry_run=true` the same validation runs at once and is answered 200 (`valid`,
+/// `errors`, `warnings`, the resolved `targets`); nothing is stored, no audit event is
+/// written and an `Idempotency-Key` is not used. Input that never reaches validation (bad
+/// fields, an unknown region) is 422 as when filing; an image of another project 403.
 #[utoipa::path(
     post, path = "/v1/share-requests", tag = "share-requests",
     request_body = ShareRequestInput,
-    params(IdempotencyKey),
+    params(IdempotencyKey, dry_run::Filing),
     responses(
+        (status = 200, description = "Dry run: what validation found; nothing stored", body = dry_run::DryRunView),
         (status = 201, description = "Filed", body = ShareRequestView,
             headers(("Location" = String), ("ETag" = String))),
         (status = 403, description = "Not a requester, or the image is not the caller's project's", body = super::Problem, content_type = "application/problem+json"),
@@ -190,6 +203,7 @@ pub(super) fn saved_request(
 pub async fn create_share_request(
     State(state): State<AppState>,
     caller: Caller,
+    Query(filing): Query<dry_run::Filing>,
     key: IdempotencyKey,
     body: Json<ShareRequestInput>,
 ) -> Result<Response, ApiError> {
@@ -200,6 +214,11 @@ pub async fn create_share_request(
     state.check_region(&mut new).await?;
     let owner = state.requestable_owner(&caller, new.image_id).await?;
     let target_domains = state.target_domains(&caller).await?;
+    if filing.dry_run {
+        return Ok(dry_run::answer(&state, &new, target_domains.as_deref())
+            .await?
+            .into_response());
+    }
     let (mut tx, claim) = match idempotency::begin(
         &state,
         &caller,

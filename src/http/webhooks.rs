@@ -50,7 +50,7 @@ pub struct WebhookInput {
     /// The events it receives (empty or absent: every event): `request.created`,
     /// `request.needs_approval`, `request.approved`, `request.denied`, `request.expired`,
     /// `request.cancelled`, `share.granted`, `share.pending_acceptance`, `share.accepted`,
-    /// `share.rejected`, `share.revoked`, `share.failed`, `share.revoke_stalled`.
+    /// `share.rejected`, `share.revoked`, `share.failed`, `share.revoke_stalled`, `drift.detected`.
     #[serde(default)]
     pub events: Vec<String>,
     /// What it is for (at most 1,000 characters).

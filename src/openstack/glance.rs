@@ -16,6 +16,24 @@ pub struct Image {
     pub owner: Option<String>,
     pub visibility: String,
     pub status: String,
+    /// Glance refuses to delete a protected image (403).
+    #[serde(default)]
+    pub protected: bool,
+    /// Bytes of image data; `None` (or 0) when the image has none.
+    #[serde(default)]
+    pub size: Option<i64>,
+    /// MD5 of the data (legacy), and the multihash Glance computes since Rocky.
+    #[serde(default)]
+    pub checksum: Option<String>,
+    #[serde(default)]
+    pub os_hash_value: Option<String>,
+    /// Hidden from image lists (still usable by id).
+    #[serde(default)]
+    pub os_hidden: bool,
+    /// Nova's `block_device_mapping` property (a JSON text), set on a snapshot of a server
+    /// booted from a volume: the image holds no data, only pointers to Cinder snapshots.
+    #[serde(default)]
+    pub block_device_mapping: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -24,7 +42,18 @@ pub struct Member {
     pub image_id: String,
     /// `pending`, `accepted` or `rejected`.
     pub status: String,
+    /// When the member was created (adoption records it as the grant's time).
+    #[serde(default)]
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
 }
+
+#[derive(Deserialize)]
+struct Images {
+    images: Vec<Image>,
+}
+
+/// Images listed per page when listing an owner's images.
+const IMAGES_PAGE: usize = 200;
 
 #[derive(Deserialize)]
 struct Members {
@@ -50,6 +79,37 @@ impl OpenStack {
         let path = format!("/v2/images/{image_id}");
         let body = json!([{ "op": "replace", "path": "/visibility", "value": visibility }]).to_string();
         self.glance_change(Method::PATCH, &path, "set image visibility", request_id, None, |r| {
+            r.header(reqwest::header::CONTENT_TYPE, JSON_PATCH).body(body.clone())
+        })
+        .await
+    }
+
+    /// The `shared` images `owner` owns (every page), for adoption.
+    pub async fn shared_images_of(&self, owner: &str, request_id: &str) -> Result<Vec<Image>, CallError> {
+        let limit = IMAGES_PAGE.to_string();
+        let mut all: Vec<Image> = Vec::new();
+        loop {
+            let marker = all.last().map(|i| i.id.clone()).unwrap_or_default();
+            let mut query = vec![("owner", owner), ("visibility", "shared"), ("limit", limit.as_str())];
+            if !marker.is_empty() {
+                query.push(("marker", marker.as_str()));
+            }
+            let page: Images = self
+                .list(Service::Glance, "/v2/images", &query, "list images", request_id)
+                .await?;
+            let done = page.images.len() < IMAGES_PAGE;
+            all.extend(page.images);
+            if done {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Sets the image's `protected` flag (Glance refuses to delete a protected image).
+    pub async fn set_protected(&self, image_id: &str, protected: bool, request_id: &str) -> Result<(), CallError> {
+        let path = format!("/v2/images/{image_id}");
+        let body = json!([{ "op": "replace", "path": "/protected", "value": protected }]).to_string();
+        self.glance_change(Method::PATCH, &path, "set image protected", request_id, None, |r| {
             r.header(reqwest::header::CONTENT_TYPE, JSON_PATCH).body(body.clone())
         })
         .await

@@ -36,6 +36,13 @@ pub fn api_config(args: &ServeArgs) -> ApiConfig {
         rate_limit: rate_limit(args.rate_limit_per_sec, args.rate_limit_burst),
         address_rate_limit: rate_limit(args.address_rate_limit_per_sec, args.address_rate_limit_burst),
         webhook_allow_private: args.worker.webhook_allow_private,
+        reconcile_ended_within: args.worker.drift.config().ended_within,
+        validation: crate::validation::Settings {
+            member_quota: args.worker.image_member_quota as usize,
+            concurrency: args.worker.worker_concurrency as usize,
+            // The API reads no policy file: its dry run warns as the configuration says.
+            guard_on: args.worker.protect_shared_images,
+        },
     }
 }
 
@@ -81,6 +88,8 @@ pub fn worker_config(args: &WorkerArgs, instance: String, policy: SharedPolicy) 
         revoke_stalled_after: Duration::from_secs(args.revoke_stalled_after_secs),
         revoke_confirm_after: Duration::from_millis(args.revoke_confirm_ms),
         expiry_notice: Duration::from_secs(args.expiry_notice_secs),
+        drift: args.drift.config(),
+        protect_images: args.protect_shared_images,
     }
 }
 

@@ -160,8 +160,14 @@ impl Worker {
                     if !checked {
                         checked = true;
                         failed = match image.visibility.as_str() {
-                            "shared" => Ok(()),
-                            "private" => self.make_shared(held, share, &image_id, rid).await?,
+                            // Protected before anyone may use it, then shared.
+                            "shared" | "private" => match self.guard(held, share, image, rid).await? {
+                                Err(e) => Err(e),
+                                Ok(()) if image.visibility == "private" => {
+                                    self.make_shared(held, share, &image_id, rid).await?
+                                }
+                                Ok(()) => Ok(()),
+                            },
                             other => Err(CallError::permanent(
                                 Some(403),
                                 format!(
@@ -188,13 +194,36 @@ impl Worker {
             };
             outcomes[*i] = Some(outcome);
         }
+        self.release_after_failed_grants(held, todo, rid, outcomes).await
+    }
+
+    /// A pass whose every grant failed for good with no member left in Glance leaves nothing
+    /// to guard: the guard is lifted unless another share still holds a member. Best effort:
+    /// when Glance fails meanwhile the image stays protected until a revoke of the image ends.
+    async fn release_after_failed_grants(
+        &self,
+        held: &[Claimed],
+        todo: &[(usize, &Share, &ShareRequest)],
+        rid: &str,
+        outcomes: &[Option<Result<Effect, Failure>>],
+    ) -> anyhow::Result<()> {
+        let nothing_held = todo.iter().all(|(i, _, _)| {
+            matches!(&outcomes[*i], Some(Err(Failure { error, member_may_exist: false })) if !error.is_transient())
+        });
+        if !nothing_held {
+            return Ok(());
+        }
+        let ending: Vec<Uuid> = todo.iter().map(|(_, share, _)| share.id).collect();
+        if let Err(e) = self.release_guard(held, todo[0].1, &ending, rid).await? {
+            tracing::warn!(error = %e, "the deletion guard could not be lifted after failed grants; it is lifted when a share of the image ends");
+        }
         Ok(())
     }
 
     /// The target's Keystone project id: checked again at grant time, for the project may
     /// have been deleted since validation.
     async fn resolve_target(&self, share: &Share, rid: &str) -> Result<String, CallError> {
-        match super::validate::resolve(&self.cloud, share, rid).await? {
+        match crate::validation::resolve(&self.cloud, &super::validate::target_of(share), rid).await? {
             Ok(project) => Ok(project.id),
             Err(reason) => Err(CallError::permanent(None, reason)),
         }
@@ -263,7 +292,7 @@ impl Worker {
         Ok(Ok(Effect::Granted {
             project_id,
             accepted: auto_accept,
-            image: image.clone(),
+            image: Box::new(image.clone()),
         }))
     }
 }

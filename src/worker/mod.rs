@@ -11,7 +11,9 @@
 //!    after the call does not forget them: a grant moves its shares to `granting` and records
 //!    that the broker made an image `shared` (`start_granting`, `make_shared`), a revoke
 //!    records when it removed the member (`note_member_removed`), and both record a
-//!    visibility change with its audit event (`record_visibility`);
+//!    visibility change with its audit event (`record_visibility`); the deletion guard
+//!    (`guard.rs`) remembers the value of `protected` it found before it sets it, and lifts
+//!    the guard when the last share holding a member ends;
 //! 3. settle (`settle.rs`): one transaction records the outcome, its audit events and the job's
 //!    end, and is committed only if the lease is still ours.
 //!
@@ -23,12 +25,16 @@
 //! are retried, with backoff up to `GSB_RETRY_MAX_SECS`, until the member is gone, and
 //! reported stalled (`share.revoke_stalled`) when they take long.
 //!
-//! Besides jobs: `expire.rs` sweeps expired shares and undecided requests, and `webhooks.rs`
-//! delivers the queued webhook calls.
+//! Besides jobs: `expire.rs` sweeps expired shares and undecided requests, `webhooks.rs`
+//! delivers the queued webhook calls, and the reconcile sweep (`reconcile.rs`, every
+//! `GSB_RECONCILE_EVERY`) queues a `reconcile` job per managed image.
 
 mod approval;
 mod expire;
 mod grant;
+mod guard;
+mod reconcile;
+mod reconcile_repair;
 mod retry;
 mod run;
 mod settle;
@@ -49,6 +55,8 @@ use crate::domain::{Action, Outcome as AuditOutcome};
 use crate::openstack::OpenStack;
 use crate::openstack::pace::paced;
 
+pub use reconcile::DriftConfig;
+pub use reconcile_repair::UNAPPROVED;
 pub use retry::{backoff, next_delay, poll_delay};
 pub use run::Outcome;
 pub use webhooks::WebhookConfig;
@@ -94,6 +102,11 @@ pub struct WorkerConfig {
     /// How long before a share's request expires the consumer is told (`share.expiring`);
     /// zero: no notice.
     pub expiry_notice: Duration,
+    /// How drift is looked for (reconciliation); enforcement is the policy's `enforce_drift`.
+    pub drift: DriftConfig,
+    /// Keep Glance's `protected` on while an image has a live share (GSB_PROTECT_SHARED_IMAGES;
+    /// the policy may turn it off too).
+    pub protect_images: bool,
 }
 
 #[derive(Clone)]

@@ -103,13 +103,33 @@ impl Worker {
             let worker = worker.clone();
             async move { worker.sweep_expired().await.map(drop) }
         });
+        if let Some(every) = self.config.drift.every {
+            let worker = self.clone();
+            tasks.every("reconcile", every, move || {
+                let worker = worker.clone();
+                async move { worker.queue_reconciles(None).await.map(drop) }
+            });
+        }
+    }
+
+    /// Claims and runs one due reconciliation, and no other job (`glance-share-broker
+    /// reconcile`).
+    pub async fn reconcile_once(&self) -> anyhow::Result<Outcome> {
+        let claim = jobs::claim_of(&self.pool, self.config.lease, 1, Some(jobs::RECONCILE)).await?;
+        Ok(self.run_with_heartbeat(claim).await)
     }
 
     /// Claims and runs one due job (a grant with the other due grants of its image).
     /// Tests call this until it returns [`Outcome::Idle`].
     pub async fn run_once(&self) -> anyhow::Result<Outcome> {
-        let Some(claim) = jobs::claim(&self.pool, self.config.lease, grant::BATCH).await? else {
-            return Ok(Outcome::Idle);
+        let claim = jobs::claim(&self.pool, self.config.lease, grant::BATCH).await?;
+        Ok(self.run_with_heartbeat(claim).await)
+    }
+
+    /// Runs `claim` (if any) while a heartbeat renews its lease.
+    async fn run_with_heartbeat(&self, claim: Option<Claim>) -> Outcome {
+        let Some(claim) = claim else {
+            return Outcome::Idle;
         };
         let job = claim.lead().clone();
         let heartbeat = self.spawn_heartbeat(job.clone());
@@ -118,7 +138,7 @@ impl Worker {
         if let Err(e) = result {
             tracing::warn!(job.id = %job.id, error = ?e, "job abandoned; its lease will lapse and it will be retried");
         }
-        Ok(Outcome::Ran)
+        Outcome::Ran
     }
 
     /// Runs the claimed jobs: a lead and, for grants, those adopted with it.
@@ -129,6 +149,7 @@ impl Worker {
             Job::Grant { shares } => self.grant(&claim.held, shares).instrument(span).await,
             Job::Share { share, step } => self.run_share_job(job, *share, *step).instrument(span).await,
             Job::Validate { request } => self.validate(job, *request).instrument(span).await,
+            Job::Reconcile { image } => self.reconcile(job, *image).instrument(span).await,
         }
     }
 

@@ -168,7 +168,7 @@ impl Worker {
     /// Moves `share` (as it is now, locked) on `trigger` if its state machine allows, guarded
     /// by its state, with the error that put it there (if any); `None` when the outcome lost
     /// its race to a newer change (it is discarded, never written over that change).
-    async fn apply(
+    pub(super) async fn apply(
         &self,
         tx: &mut sqlx::PgConnection,
         share: &Share,

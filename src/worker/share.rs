@@ -29,7 +29,7 @@ pub(super) enum Effect {
         project_id: String,
         accepted: bool,
         /// The image as Glance showed it: the audit log names it and its owner.
-        image: Image,
+        image: Box<Image>,
     },
     /// The consumer has not decided yet.
     StillPending,
@@ -96,7 +96,15 @@ impl Worker {
             .await?
             .ok_or_else(|| anyhow::anyhow!("share {share_id} is gone"))?;
         Ok(match step {
-            Step::Poll => self.poll(&share, rid).await.map_err(Failure::from),
+            Step::Poll => match self.poll(&share, rid).await {
+                // The member is gone: the share ends, and with it maybe the image's guard.
+                Ok(Effect::Seen(seen @ (Seen::MemberGone | Seen::ImageGone))) => self
+                    .release_guard(std::slice::from_ref(job), &share, &[share.id], rid)
+                    .await?
+                    .map(|()| Effect::Seen(seen))
+                    .map_err(Failure::from),
+                polled => polled.map_err(Failure::from),
+            },
             Step::Accept => self.accept(job, &share, rid).await?,
             // Carried out as a revoke, which settle starts: nothing to ask Glance first.
             Step::Reject => Ok(Effect::RejectAsked),
@@ -197,6 +205,10 @@ impl Worker {
                 Err(CallError::Permanent { .. }) => {}
                 Err(e) => return Ok(Err(e.into())),
             }
+        }
+        // The last share holding a member lifts the deletion guard.
+        if let Err(e) = self.release_guard(held, share, &[share.id], rid).await? {
+            return Ok(Err(e.into()));
         }
         Ok(Ok(Effect::Revoked))
     }

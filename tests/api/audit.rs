@@ -100,12 +100,14 @@ async fn granting_accepting_and_revoking_yield_their_exact_events() {
             ("update/validate", "success", "worker"),
             ("update/approve", "success", "workflow"),
             ("update/grant", "pending", "worker"),
+            ("update/protect", "success", "worker"),
             ("update/visibility", "success", "worker"),
             ("allow", "success", "worker"),
             ("accept", "pending", "proj-b-portal"),
             ("accept", "success", "worker"),
             ("revoke", "pending", "portal"),
             ("update/visibility", "success", "worker"),
+            ("update/unprotect", "success", "worker"),
             ("revoke", "success", "worker"),
         ])
     );
@@ -125,7 +127,7 @@ async fn granting_accepting_and_revoking_yield_their_exact_events() {
         allow.correlation_id.as_deref().unwrap().starts_with("req-"),
         "the worker's X-OpenStack-Request-ID: {allow:?}"
     );
-    let accept_asked = &events[6];
+    let accept_asked = &events[7];
     assert_eq!(accept_asked.observer, "test-broker");
     assert!(accept_asked.correlation_id.is_some(), "the API call's X-Request-Id");
     let revoked = events.last().unwrap();
@@ -160,10 +162,12 @@ async fn rejecting_through_the_broker_yields_its_exact_events() {
             ("update/validate", "success", "worker"),
             ("update/approve", "success", "workflow"),
             ("update/grant", "pending", "worker"),
+            ("update/protect", "success", "worker"),
             ("update/visibility", "success", "worker"),
             ("allow", "success", "worker"),
             ("reject", "pending", "proj-b-portal"),
             ("update/visibility", "success", "worker"),
+            ("update/unprotect", "success", "worker"),
             ("reject", "success", "worker"),
             ("revoke", "success", "worker"),
         ])
@@ -202,11 +206,13 @@ async fn an_expiring_share_yields_a_revoke_by_expiry() {
             ("update/validate", "success", "worker"),
             ("update/approve", "success", "workflow"),
             ("update/grant", "pending", "worker"),
+            ("update/protect", "success", "worker"),
             ("update/visibility", "success", "worker"),
             ("allow", "success", "worker"),
             ("accept", "success", "worker"),
             ("revoke", "pending", "expiry"),
             ("update/visibility", "success", "worker"),
+            ("update/unprotect", "success", "worker"),
             ("revoke", "success", "worker"),
         ])
     );
@@ -269,13 +275,16 @@ async fn a_grant_glance_refuses_yields_a_failure_event() {
             ("update/validate", "success", "worker"),
             ("update/approve", "success", "workflow"),
             ("update/grant", "pending", "worker"),
+            ("update/protect", "success", "worker"),
+            // Nothing left to guard: the value found is put back.
+            ("update/unprotect", "success", "worker"),
             ("allow", "failure", "worker"),
         ])
     );
     let events = db::audit::for_request(&s.app.pool, request_id.parse().unwrap())
         .await
         .unwrap();
-    assert!(events[4].reason.as_deref().unwrap().contains("403"), "{:?}", events[4]);
+    assert!(events[6].reason.as_deref().unwrap().contains("403"), "{:?}", events[6]);
     assert_chain_holds(&s.app).await;
 }
 

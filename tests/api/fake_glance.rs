@@ -28,6 +28,8 @@ struct Inner {
     images: HashMap<String, (String, String)>,
     /// (image id, member id) -> status
     members: HashMap<(String, String), String>,
+    /// images whose `protected` is true
+    protected: std::collections::HashSet<String>,
     quota: usize,
     /// (method, operation) -> faults to serve first
     faults: HashMap<(Method, &'static str), VecDeque<Fault>>,
@@ -151,6 +153,11 @@ impl FakeGlance {
             .cloned()
     }
 
+    /// Glance's `protected` flag of the image.
+    pub fn protected(&self, image: &str) -> bool {
+        self.inner.lock().unwrap().protected.contains(image)
+    }
+
     pub fn visibility(&self, image: &str) -> String {
         self.inner.lock().unwrap().images[image].1.clone()
     }
@@ -196,20 +203,39 @@ async fn image(State(fake): State<FakeGlance>, Path(id): Path<String>) -> Respon
         return r;
     }
     let inner = fake.inner.lock().unwrap();
+    let protected = inner.protected.contains(&id);
     match inner.images.get(&id) {
-        Some((owner, visibility)) => {
-            Json(json!({"id": id, "name": "fake", "owner": owner, "visibility": visibility, "status": "active"}))
-                .into_response()
-        }
+        Some((owner, visibility)) => Json(
+            json!({"id": id, "name": "fake", "owner": owner, "visibility": visibility,
+                                                 "status": "active", "protected": protected}),
+        )
+        .into_response(),
         None => not_found(),
     }
 }
 
+/// A JSON patch of `/visibility` (operation `patch_image`) or of `/protected` (`protect_image`).
 async fn patch_image(State(fake): State<FakeGlance>, Path(id): Path<String>, body: String) -> Response {
+    let patch: Value = serde_json::from_str(&body).unwrap();
+    if patch[0]["path"] == "/protected" {
+        if let Some(r) = fake.fault(Method::PATCH, "protect_image").await {
+            return r;
+        }
+        let mut inner = fake.inner.lock().unwrap();
+        if !inner.images.contains_key(&id) {
+            return not_found();
+        }
+        let protected = patch[0]["value"].as_bool().unwrap();
+        if protected {
+            inner.protected.insert(id.clone());
+        } else {
+            inner.protected.remove(&id);
+        }
+        return Json(json!({"id": id, "protected": protected})).into_response();
+    }
     if let Some(r) = fake.fault(Method::PATCH, "patch_image").await {
         return r;
     }
-    let patch: Value = serde_json::from_str(&body).unwrap();
     let visibility = patch[0]["value"].as_str().unwrap().to_owned();
     let mut inner = fake.inner.lock().unwrap();
     match inner.images.get_mut(&id) {

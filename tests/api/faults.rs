@@ -462,11 +462,20 @@ async fn a_grant_that_fails_after_adding_the_member_removes_it_before_the_share_
             .fetch_all(&s.app.pool)
             .await
             .unwrap();
-    let tail: Vec<(&str, &str)> = trail[trail.len() - 2..]
+    let tail: Vec<(&str, &str)> = trail[trail.len() - 3..]
         .iter()
         .map(|(a, o)| (a.as_str(), o.as_str()))
         .collect();
-    assert_eq!(tail, [("revoke", "pending"), ("allow", "failure")], "{trail:?}");
+    // The member's removal lifts the deletion guard, too.
+    assert_eq!(
+        tail,
+        [
+            ("revoke", "pending"),
+            ("update/unprotect", "success"),
+            ("allow", "failure")
+        ],
+        "{trail:?}"
+    );
     assert_eq!(deliveries_of(&s.app, "share.failed").await, 1);
     assert_eq!(deliveries_of(&s.app, "share.revoked").await, 0);
 }

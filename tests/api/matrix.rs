@@ -102,12 +102,14 @@ fn expected(method: &str, path: &str, who: Who) -> u16 {
             "/v1/audit-events"
             | "/v1/audit-events/verify"
             | "/v1/images/{image_id}/access"
-            | "/v1/projects/{project_id}/access-history",
+            | "/v1/projects/{project_id}/access-history"
+            | "/v1/drift",
         ) => match who {
             Auditor | Admin | CloudAdmin => 200,
             _ => 403,
         },
         ("post", "/v1/webhooks") => admin_only(who, 201),
+        ("post", "/v1/reconcile") => admin_only(who, 202),
         ("delete", "/v1/webhooks/{id}") => admin_only(who, 204),
         ("get" | "patch", "/v1/webhooks" | "/v1/webhooks/{id}" | "/v1/webhooks/{id}/deliveries") => {
             admin_only(who, 200)
@@ -163,7 +165,7 @@ async fn fixture(app: &TestApp) -> (Uuid, Uuid, Uuid) {
         project_name: "proj-b".into(),
         project_domain: "default".into(),
     };
-    db::share_requests::pass_validation(&mut tx, request.id, &image, &[target])
+    db::share_requests::pass_validation(&mut tx, request.id, &image, &[target], &[])
         .await
         .unwrap();
     let proj_b = env("PROJ_B_ID");

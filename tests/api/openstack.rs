@@ -59,22 +59,45 @@ impl Rig {
         response.headers()["x-subject-token"].to_str().unwrap().to_owned()
     }
 
-    /// A new private image owned by alice's project, for one test alone.
+    /// A new private image owned by alice's project, for one test alone, with data (so it is
+    /// `active`: validation refuses any other status). The shared Glance's database is busy
+    /// under every engineer's tests and now and then fails an upload (500, then 409 on a
+    /// retry): such an image is dropped and another made.
     pub async fn private_image(&self, name: &str) -> String {
         let token = self.token("alice").await;
-        let response = self
-            .http
-            .post(format!("{}/v2/images", self.glance))
-            .header("x-auth-token", token)
-            .json(&json!({"name": name, "visibility": "private", "disk_format": "raw", "container_format": "bare"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201);
-        response.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        for _ in 0..5 {
+            let response = self
+                .http
+                .post(format!("{}/v2/images", self.glance))
+                .header("x-auth-token", &token)
+                .json(&json!({"name": name, "visibility": "private", "disk_format": "raw", "container_format": "bare"}))
+                .send()
+                .await
+                .unwrap();
+            if response.status().is_server_error() {
+                continue;
+            }
+            assert_eq!(response.status(), 201);
+            let id = response.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let uploaded = self
+                .http
+                .put(format!("{}/v2/images/{id}/file", self.glance))
+                .header("x-auth-token", &token)
+                .header("content-type", "application/octet-stream")
+                .body(vec![7u8; 4096])
+                .send()
+                .await
+                .unwrap()
+                .status();
+            if uploaded == 204 {
+                return id;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        panic!("Glance failed five images in a row");
     }
 
     /// GET on Glance as `token`: the status and the JSON body (if any).
@@ -184,6 +207,12 @@ pub fn worker_config() -> WorkerConfig {
         revoke_confirm_after: Duration::from_millis(200),
         // Off: the tests that want the notice turn it on.
         expiry_notice: Duration::ZERO,
+        drift: glance_share_broker::worker::DriftConfig {
+            every: None,
+            ended_within: Duration::from_secs(3600),
+            adopt_owners: Vec::new(),
+        },
+        protect_images: true,
     }
 }
 

@@ -362,7 +362,7 @@ async fn rejecting_a_share_through_the_broker_removes_the_member_and_makes_the_i
     );
     assert_eq!(visibility_in_glance(&rig, &image).await, "private");
     let trail = share_trail(&app.pool, &share).await;
-    let tail: Vec<(&str, &str)> = trail[trail.len() - 4..]
+    let tail: Vec<(&str, &str)> = trail[trail.len() - 5..]
         .iter()
         .map(|(a, o)| (a.as_str(), o.as_str()))
         .collect();
@@ -371,6 +371,7 @@ async fn rejecting_a_share_through_the_broker_removes_the_member_and_makes_the_i
         [
             ("reject", "pending"),
             ("update/visibility", "success"),
+            ("update/unprotect", "success"),
             ("reject", "success"),
             ("revoke", "success"),
         ]

@@ -108,6 +108,8 @@ async fn the_quickstart_runs_as_pasted() {
         "share accepted",
         "share revoked",
         "create success",
+        "update/protect success",
+        "update/unprotect success",
         "revoke success",
         "audit chain ok: true",
     ] {

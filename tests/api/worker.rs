@@ -150,6 +150,7 @@ async fn a_share_is_granted_accepted_and_revoked_in_the_real_glance() {
             "update/validate",
             "update/approve",
             "update/grant",
+            "update/protect",
             "update/visibility",
             "allow",
             "accept", // refused: the owner's requester is not the consumer
@@ -157,6 +158,7 @@ async fn a_share_is_granted_accepted_and_revoked_in_the_real_glance() {
             "accept",
             "revoke",
             "update/visibility",
+            "update/unprotect",
             "revoke"
         ]
     );

@@ -34,6 +34,13 @@ pub enum Action {
     /// The image's visibility changed by the broker (private to shared, and back).
     #[strum(serialize = "update/visibility")]
     Visibility,
+    /// The deletion guard: the broker set Glance's `protected` on an image with a live share
+    /// (`details.protected` says what it found), or saw it unprotected outside the broker.
+    #[strum(serialize = "update/protect")]
+    Protect,
+    /// The deletion guard lifted after the last share ended: `protected` put back as found.
+    #[strum(serialize = "update/unprotect")]
+    Unprotect,
     /// Access granted: the member exists in Glance.
     #[strum(serialize = "allow")]
     Allow,
@@ -61,6 +68,19 @@ pub enum Action {
     UpdateWebhook,
     #[strum(serialize = "delete/webhook")]
     DeleteWebhook,
+    /// The reconciler found Glance differing from the broker: a drift finding opened
+    /// (`details.kind`, `details.finding_id`; announced as `drift.detected`).
+    #[strum(serialize = "evaluate/drift")]
+    DriftDetected,
+    /// A drift finding resolved: no longer seen, repaired, or adopted (`details.resolution`).
+    #[strum(serialize = "update/drift")]
+    DriftResolved,
+    /// A member made outside the broker recorded as a share, as found in Glance (no approver).
+    #[strum(serialize = "create/adopt")]
+    Adopt,
+    /// Reconciliation asked for (`POST /v1/reconcile`): which images were queued.
+    #[strum(serialize = "evaluate/reconcile")]
+    Reconcile,
 }
 
 impl Action {
