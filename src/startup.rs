@@ -4,7 +4,7 @@ mod policy_file;
 mod settings;
 
 use policy_file::approval_policy;
-pub use policy_file::{PolicySource, PolicyVersion};
+pub use policy_file::{PolicySource, PolicyVersion, audit_policy};
 
 use std::future::Future;
 use std::net::SocketAddr;

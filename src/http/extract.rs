@@ -265,7 +265,10 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
         let request_id = header_text(&parts.headers, "x-request-id");
-        let openstack_request_id = format!("req-{}", request_id.as_deref().unwrap_or("broker"));
+        // The call's own id, sent on as OpenStack's global request id.
+        let openstack_request_id = request_id
+            .clone()
+            .unwrap_or_else(|| format!("req-{}", uuid::Uuid::new_v4()));
         let principal = authenticate(&state, &parts.headers, &openstack_request_id).await?;
         if let Some(PrincipalRateLimit(Some(limit))) = parts.extensions.get::<PrincipalRateLimit>() {
             limit.check(principal.subject().to_string())?;

@@ -29,7 +29,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::{PgConnection, PgPool};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -211,8 +211,10 @@ pub fn router(state: AppState) -> Router {
                     header::AUTHORIZATION,
                     HeaderName::from_static("x-auth-token"),
                 ]))
+                .layer(axum::middleware::map_response(request_id::echo_openstack_id))
+                .layer(axum::middleware::map_request(request_id::adopt_openstack_id))
                 .layer(axum::middleware::map_request(request_id::drop_unacceptable))
-                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(SetRequestIdLayer::new(request_id.clone(), request_id::MakeOsloRequestId))
                 .layer(TraceLayer::new_for_http().make_span_with(middleware::request_span))
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(axum::middleware::from_fn(middleware::problem_for_bare_errors))

@@ -66,7 +66,8 @@ impl From<Webhook> for WebhookView {
 pub struct CreatedWebhook {
     #[serde(flatten)]
     pub webhook: WebhookView,
-    /// Verify each delivery's `X-GSB-Signature` with it (HMAC-SHA256; see the README).
+    /// A Standard Webhooks secret (`whsec_<base64>`): verify each delivery's `webhook-signature`
+    /// with it, using any Standard Webhooks library (docs/webhooks.md).
     pub secret: String,
 }
 

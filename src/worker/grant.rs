@@ -55,7 +55,7 @@ impl Worker {
             });
         }
 
-        let rid = format!("req-{}", Uuid::new_v4());
+        let rid = Self::request_id_of(held);
         if !todo.is_empty() {
             self.grant_members(held, &todo, &rid, &mut outcomes).await?;
         }

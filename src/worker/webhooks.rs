@@ -144,14 +144,18 @@ impl Worker {
         }
         let body = delivery.payload.to_string().into_bytes();
         let timestamp = Utc::now().timestamp();
-        let signed = signature(delivery.secret.expose_secret().as_bytes(), timestamp, &body);
+        // Standard Webhooks: the id is the delivery's, the same on every retry, so a
+        // receiver can drop duplicates.
+        let id = delivery.id.to_string();
+        let signed = signature(delivery.secret.expose_secret(), &id, timestamp, &body);
         let sent = self
             .webhook_http
             .post(&delivery.url)
             .header(CONTENT_TYPE, "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signed)
             .header("x-gsb-event", &delivery.event)
-            .header("x-gsb-delivery", delivery.id.to_string())
-            .header("x-gsb-signature", signed)
             .body(body)
             .send()
             .await;

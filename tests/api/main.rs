@@ -3,6 +3,7 @@
 mod audit;
 mod audit_attacks;
 mod auth;
+mod cadf;
 mod authz_attacks;
 mod cli;
 mod crash;
@@ -22,6 +23,7 @@ mod outbound;
 mod pagination;
 mod policy;
 mod proxy;
+mod pytools;
 mod races;
 mod readme;
 mod share_requests;
