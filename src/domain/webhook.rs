@@ -178,7 +178,10 @@ mod tests {
         assert_eq!(got, "v1,6ZF1+MsnwBqonxOp+tL7CbfxpsSvordCxmdQBqdZ7lc=");
         assert_ne!(got, signature(&secret, "msg_2", 1, b"what do ya want for nothing?"));
         assert_ne!(got, signature(&secret, "msg_1", 2, b"what do ya want for nothing?"));
-        assert_ne!(got, signature("whsec_b3RoZXI=", "msg_1", 1, b"what do ya want for nothing?"));
+        assert_ne!(
+            got,
+            signature("whsec_b3RoZXI=", "msg_1", 1, b"what do ya want for nothing?")
+        );
         // A secret of the URL-safe alphabet (made before) names the same key.
         assert_eq!(secret_key("whsec_-_8"), secret_key("whsec_+/8="));
     }

@@ -214,7 +214,10 @@ pub fn router(state: AppState) -> Router {
                 .layer(axum::middleware::map_response(request_id::echo_openstack_id))
                 .layer(axum::middleware::map_request(request_id::adopt_openstack_id))
                 .layer(axum::middleware::map_request(request_id::drop_unacceptable))
-                .layer(SetRequestIdLayer::new(request_id.clone(), request_id::MakeOsloRequestId))
+                .layer(SetRequestIdLayer::new(
+                    request_id.clone(),
+                    request_id::MakeOsloRequestId,
+                ))
                 .layer(TraceLayer::new_for_http().make_span_with(middleware::request_span))
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(axum::middleware::from_fn(middleware::problem_for_bare_errors))

@@ -43,7 +43,9 @@ pub struct MakeOsloRequestId;
 impl MakeRequestId for MakeOsloRequestId {
     fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
         let id = format!("req-{}", uuid::Uuid::new_v4());
-        Some(RequestId::new(HeaderValue::from_str(&id).expect("an oslo id is a header value")))
+        Some(RequestId::new(
+            HeaderValue::from_str(&id).expect("an oslo id is a header value"),
+        ))
     }
 }
 
@@ -114,7 +116,9 @@ mod tests {
         ] {
             assert!(!is_oslo(not), "{}", String::from_utf8_lossy(not));
         }
-        let made = MakeOsloRequestId.make_request_id(&axum::http::Request::new(())).unwrap();
+        let made = MakeOsloRequestId
+            .make_request_id(&axum::http::Request::new(()))
+            .unwrap();
         assert!(is_oslo(made.header_value().as_bytes()));
     }
 

@@ -3,8 +3,8 @@
 mod audit;
 mod audit_attacks;
 mod auth;
-mod cadf;
 mod authz_attacks;
+mod cadf;
 mod cli;
 mod crash;
 mod docs;
@@ -26,6 +26,7 @@ mod proxy;
 mod pytools;
 mod races;
 mod readme;
+mod request_ids;
 mod share_requests;
 mod spec;
 mod webhooks;

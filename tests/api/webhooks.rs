@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::helpers::{TestApp, fields, problem, share_state, spawn_app};
-use crate::pytools;
 use crate::openstack::{Rig, broker_cloud, drive_until, env, worker_config};
+use crate::pytools;
 
 /// One delivery as the receiver took it.
 #[derive(Debug, Clone)]

@@ -272,10 +272,17 @@ fn cadf_target(e: &Event) -> Value {
     resource(cadf::BROKER, &named_id("observer", &e.observer), Some(&e.observer))
 }
 
-/// `value` without the object members that are `null` (at its top level).
+/// `value` without the object members that are `null`, at every depth: in CADF a field with
+/// no value is absent. (The NDJSON export keeps the stored content, which the hashes cover.)
 fn without_nulls(value: Value) -> Value {
     match value {
-        Value::Object(map) => Value::Object(map.into_iter().filter(|(_, v)| !v.is_null()).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nulls).collect()),
         other => other,
     }
 }
