@@ -15,6 +15,8 @@
 #   ensure_pytools      the standards' own Python libraries (pinned: pycadf, standardwebhooks,
 #                       prometheus_client, openapi-spec-validator, PyYAML) in a venv;
 #                       exports GSB_PYTHON (the tests' scripts in tests/py run with it)
+#   ensure_promtool     Prometheus's promtool (Debian's prometheus package, unpacked, never
+#                       installed as a service); exports PROMTOOL
 #   ensure_cargo_deny   cargo-deny (pinned) in ~/.cargo/bin
 #   check_dependencies  cargo deny check (deny.toml); advisories as the network allows
 #
@@ -306,6 +308,30 @@ ensure_pytools() {
     || die "pytools: $venv lacks a library; remove it and run again"
   export GSB_PYTHON="$venv/bin/python"
   log "pytools: $GSB_PYTOOLS"
+}
+
+# ----------------------------------------------------------------- promtool
+# Checks the shipped alert rules (docs/prometheus/alerts.yml). Taken from Debian's
+# `prometheus` package with `apt-get download` and unpacked into $GSB_STATE_DIR: no daemon,
+# no dependencies installed.
+ensure_promtool() {
+  local dir="$GSB_STATE_DIR/promtool" found
+  if found=$(command -v promtool 2>/dev/null); then
+    export PROMTOOL="$found"
+  elif [ -x "$dir/usr/bin/promtool" ]; then
+    export PROMTOOL="$dir/usr/bin/promtool"
+  else
+    command -v apt-get >/dev/null 2>&1 || die "promtool not found and no apt-get to fetch it: install Prometheus's promtool"
+    log "promtool: apt-get download prometheus, unpacked into $dir"
+    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp" || die "cannot create $dir.tmp"
+    (cd "$dir.tmp" && apt-get download -qq prometheus >/dev/null 2>&1) \
+      || { [ "$(id -u)" -eq 0 ] && DEBIAN_FRONTEND=noninteractive apt-get update -qq && (cd "$dir.tmp" && apt-get download -qq prometheus); } \
+      || die "apt-get download prometheus failed: install Prometheus's promtool"
+    dpkg-deb -x "$dir.tmp"/prometheus_*.deb "$dir.tmp/root" || die "unpacking the prometheus package failed"
+    mkdir -p "$dir/usr/bin" && cp "$dir.tmp/root/usr/bin/promtool" "$dir/usr/bin/promtool" && rm -rf "$dir.tmp"
+    export PROMTOOL="$dir/usr/bin/promtool"
+  fi
+  log "promtool: $("$PROMTOOL" --version 2>&1 | head -n 1)"
 }
 
 # --------------------------------------------------------------- cargo-deny

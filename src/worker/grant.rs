@@ -58,6 +58,11 @@ impl Worker {
         let rid = Self::request_id_of(held);
         if !todo.is_empty() {
             self.grant_members(held, &todo, &rid, &mut outcomes).await?;
+            for (i, _, request) in &todo {
+                if let (Some(Ok(Effect::Granted { .. })), Some(decided)) = (&outcomes[*i], request.decided_at) {
+                    crate::metrics::granted((Utc::now() - decided).to_std().unwrap_or_default());
+                }
+            }
         }
         let settled = held
             .iter()

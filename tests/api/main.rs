@@ -16,6 +16,7 @@ mod helpers;
 mod idempotency;
 mod keystone;
 mod matrix;
+mod metrics;
 mod openstack;
 mod operations;
 mod outages;
