@@ -17,6 +17,7 @@ mod request_id;
 mod serve;
 mod share_requests;
 mod shares;
+mod spec_limits;
 mod webhooks;
 
 use std::sync::Arc;
@@ -176,14 +177,14 @@ fn api_routes() -> OpenApiRouter<AppState> {
 
 /// The routes and the OpenAPI document they generate, with the problems every operation
 /// can answer added to each.
-fn routes_and_spec() -> (Router<AppState>, Spec) {
+fn routes_and_spec() -> (Router<AppState>, serde_json::Value) {
     let (routes, mut spec) = api_routes().split_for_parts();
     CommonProblems.modify(&mut spec);
-    (routes, spec)
+    (routes, spec_limits::with_limits(&spec))
 }
 
-/// The OpenAPI document, as generated from the routes.
-pub fn openapi() -> Spec {
+/// The OpenAPI document, as generated from the routes, with the limits the handlers enforce.
+pub fn openapi() -> serde_json::Value {
     routes_and_spec().1
 }
 
@@ -196,7 +197,7 @@ pub fn router(state: AppState) -> Router {
     let principal_limit = middleware::PrincipalRateLimit(state.config.rate_limit.map(middleware::RateLimit::new));
     routes
         .route_layer(axum::middleware::from_fn(middleware::record_metrics))
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
+        .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", spec))
         .fallback(|| async { ApiError::NotFound("no such route; see /openapi.json".into()) })
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
