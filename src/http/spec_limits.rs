@@ -103,11 +103,9 @@ fn parameters(operation: &mut Value) {
                 parameter["schema"] =
                     json!({"type": "string", "minLength": 1, "maxLength": 255, "pattern": IDEMPOTENCY_KEY});
             }
-            (Some("query"), Some("cursor")) => {
-                // Set by the route's cursor type (`pagination`); a cursor is never empty.
-                if parameter["schema"].get("pattern").is_none() {
-                    parameter["schema"]["pattern"] = json!(pagination::ID_CURSOR_PATTERN);
-                }
+            // Set by the route's cursor type (`pagination`) where it is not yet.
+            (Some("query"), Some("cursor")) if parameter["schema"].get("pattern").is_none() => {
+                parameter["schema"]["pattern"] = json!(pagination::ID_CURSOR_PATTERN);
             }
             _ => {}
         }

@@ -17,13 +17,16 @@ use uuid::Uuid;
 use crate::helpers::{TestApp, request_body, spawn_app};
 use crate::openstack::{Rig, broker_cloud_at, drain, env, until_share_state, worker_config};
 
+/// A recorded call: method, path, `X-OpenStack-Request-ID`.
+type Call = (String, String, Option<String>);
+
 /// An HTTP proxy in front of `upstream` that records each call's method, path and
 /// `X-OpenStack-Request-ID`.
 #[derive(Clone)]
 struct Recorder {
     upstream: String,
     http: reqwest::Client,
-    calls: Arc<Mutex<Vec<(String, String, Option<String>)>>>,
+    calls: Arc<Mutex<Vec<Call>>>,
 }
 
 impl Recorder {
@@ -41,7 +44,7 @@ impl Recorder {
     }
 
     /// The request ids of the calls recorded since `from` (an index), with their paths.
-    fn since(&self, from: usize) -> Vec<(String, String, Option<String>)> {
+    fn since(&self, from: usize) -> Vec<Call> {
         self.calls.lock().unwrap()[from..].to_vec()
     }
 
