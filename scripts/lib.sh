@@ -12,6 +12,11 @@
 #   ensure_compute      real Nova + Placement + Cinder beside them (after ensure_openstack);
 #                       exports NOVA_URL, CINDER_URL
 #   ensure_schemathesis schemathesis (pinned) in its own venv; exports SCHEMATHESIS
+#   ensure_pytools      the standards' own Python libraries (pinned: pycadf, standardwebhooks,
+#                       prometheus_client, openapi-spec-validator, PyYAML) in a venv;
+#                       exports GSB_PYTHON (the tests' scripts in tests/py run with it)
+#   ensure_promtool     Prometheus's promtool (Debian's prometheus package, unpacked, never
+#                       installed as a service); exports PROMTOOL
 #   ensure_cargo_deny   cargo-deny (pinned) in ~/.cargo/bin
 #   check_dependencies  cargo deny check (deny.toml); advisories as the network allows
 #
@@ -279,6 +284,54 @@ ensure_schemathesis() {
   fi
   export SCHEMATHESIS="$venv/bin/schemathesis"
   log "schemathesis: $("$SCHEMATHESIS" --version)"
+}
+
+# ------------------------------------------------------------------ pytools
+# The standards' reference libraries, which the tests (tests/py/*.py) use to check that what
+# the broker emits is what the standards say: CADF events (pycadf), webhook signatures
+# (standardwebhooks), the metrics text format (prometheus_client), the OpenAPI document
+# (openapi-spec-validator), and YAML for the shipped alert rules (PyYAML).
+GSB_PYTOOLS=${GSB_PYTOOLS:-"pycadf==4.1.0 standardwebhooks==1.1.0 prometheus_client==0.26.0 openapi-spec-validator==0.9.0 PyYAML==6.0.3"}
+ensure_pytools() {
+  local venv="$GSB_STATE_DIR/pytools-venv" stamp
+  stamp="$venv/.pins"
+  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$GSB_PYTOOLS" ]; then
+    command -v python3 >/dev/null 2>&1 || die "python3 not found (needed for the tests' standard checks)"
+    log "pytools: installing $GSB_PYTOOLS into $venv"
+    python3 -m venv "$venv" || die "python3 -m venv $venv failed (apt-get install python3-venv?)"
+    # shellcheck disable=SC2086 # the pins are words
+    "$venv/bin/pip" install --quiet --disable-pip-version-check $GSB_PYTOOLS \
+      || die "pip install $GSB_PYTOOLS failed"
+    printf '%s' "$GSB_PYTOOLS" >"$stamp"
+  fi
+  "$venv/bin/python" -c 'import pycadf, standardwebhooks, prometheus_client, openapi_spec_validator, yaml' \
+    || die "pytools: $venv lacks a library; remove it and run again"
+  export GSB_PYTHON="$venv/bin/python"
+  log "pytools: $GSB_PYTOOLS"
+}
+
+# ----------------------------------------------------------------- promtool
+# Checks the shipped alert rules (docs/prometheus/alerts.yml). Taken from Debian's
+# `prometheus` package with `apt-get download` and unpacked into $GSB_STATE_DIR: no daemon,
+# no dependencies installed.
+ensure_promtool() {
+  local dir="$GSB_STATE_DIR/promtool" found
+  if found=$(command -v promtool 2>/dev/null); then
+    export PROMTOOL="$found"
+  elif [ -x "$dir/usr/bin/promtool" ]; then
+    export PROMTOOL="$dir/usr/bin/promtool"
+  else
+    command -v apt-get >/dev/null 2>&1 || die "promtool not found and no apt-get to fetch it: install Prometheus's promtool"
+    log "promtool: apt-get download prometheus, unpacked into $dir"
+    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp" || die "cannot create $dir.tmp"
+    (cd "$dir.tmp" && apt-get download -qq prometheus >/dev/null 2>&1) \
+      || { [ "$(id -u)" -eq 0 ] && DEBIAN_FRONTEND=noninteractive apt-get update -qq && (cd "$dir.tmp" && apt-get download -qq prometheus); } \
+      || die "apt-get download prometheus failed: install Prometheus's promtool"
+    dpkg-deb -x "$dir.tmp"/prometheus_*.deb "$dir.tmp/root" || die "unpacking the prometheus package failed"
+    mkdir -p "$dir/usr/bin" && cp "$dir.tmp/root/usr/bin/promtool" "$dir/usr/bin/promtool" && rm -rf "$dir.tmp"
+    export PROMTOOL="$dir/usr/bin/promtool"
+  fi
+  log "promtool: $("$PROMTOOL" --version 2>&1 | head -n 1)"
 }
 
 # --------------------------------------------------------------- cargo-deny

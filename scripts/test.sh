@@ -21,6 +21,8 @@ ensure_postgres
 ensure_openstack
 ensure_compute
 ensure_schemathesis
+ensure_pytools
+ensure_promtool
 ensure_cargo_deny
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 log "DATABASE_URL=$DATABASE_URL"

@@ -15,12 +15,26 @@ pub async fn record(tx: &mut PgConnection, observer: &str, event: NewEvent<'_>) 
 }
 
 /// Appends several events inside `tx` in one insert (a worker's batch), in their order, and
-/// queues their webhook deliveries.
+/// queues their webhook deliveries. An event that names no correlation id gets the request id
+/// `tx` carries (`db::jobs::carry_request_id`): what the worker records because of a call
+/// carries that call's id.
 pub async fn record_all(
     tx: &mut PgConnection,
     observer: &str,
     events: Vec<NewEvent<'_>>,
 ) -> Result<Vec<Event>, sqlx::Error> {
+    let carried = if events.iter().any(|e| e.correlation_id.is_none()) {
+        db::jobs::carried_request_id(&mut *tx).await?
+    } else {
+        None
+    };
+    let events: Vec<NewEvent<'_>> = events
+        .into_iter()
+        .map(|e| NewEvent {
+            correlation_id: e.correlation_id.or(carried.as_deref()),
+            ..e
+        })
+        .collect();
     let stored = db::audit::insert_all(tx, observer, events).await?;
     db::webhooks::announce(tx, &stored).await?;
     Ok(stored)

@@ -5,7 +5,7 @@ mod reconcile;
 mod settings;
 
 use policy_file::approval_policy;
-pub use policy_file::{PolicySource, PolicyVersion};
+pub use policy_file::{PolicySource, PolicyVersion, audit_policy};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -117,9 +117,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
 
 /// The OpenAPI document as committed in `openapi/openapi.json`.
 pub fn openapi_json() -> String {
-    http::openapi()
-        .to_pretty_json()
-        .expect("the OpenAPI document always serializes")
+    serde_json::to_string_pretty(&http::openapi()).expect("the OpenAPI document always serializes")
 }
 
 /// What `audit verify` found, in lines an operator reads.

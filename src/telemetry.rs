@@ -33,15 +33,30 @@ pub fn metrics_handle() -> PrometheusHandle {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Full("http_request_duration_seconds".into()),
-                    &[
-                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                    ],
+                    &crate::metrics::CALL_BUCKETS,
                 )
-                .expect("the bucket list is not empty")
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("gsb_openstack_request_duration_seconds".into()),
+                        &crate::metrics::CALL_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Suffix("_lag_seconds".into()), &crate::metrics::LAG_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("gsb_grant_latency_seconds".into()),
+                        &crate::metrics::LAG_BUCKETS,
+                    )
+                })
+                .expect("the bucket lists are not empty")
                 .build_recorder();
             let handle = recorder.handle();
             // Another recorder may already be installed (tests embed several apps): keep it.
-            let _ = metrics::set_global_recorder(recorder);
+            if metrics::set_global_recorder(recorder).is_ok() {
+                crate::metrics::describe();
+            }
             handle
         })
         .clone()

@@ -124,6 +124,8 @@ pub struct Claimed {
     pub lease_token: Uuid,
     /// The image the job writes to (none for a validation).
     pub image_id: Option<Uuid>,
+    /// The id of the API call that queued the job (see [`carry_request_id`]).
+    pub origin_request_id: Option<String>,
 }
 
 /// What one claim holds: the job rows under one lease token (the lead first, then the grants
@@ -150,6 +152,7 @@ struct Row {
     attempts: i32,
     lease_token: Option<Uuid>,
     image_id: Option<Uuid>,
+    origin_request_id: Option<String>,
 }
 
 impl Row {
@@ -179,8 +182,27 @@ impl Row {
             attempts: self.attempts,
             lease_token: self.lease_token?,
             image_id: self.image_id,
+            origin_request_id: self.origin_request_id.clone(),
         })
     }
+}
+
+/// Makes every job queued in `tx` from now on carry `request_id`, the id of the call (or the
+/// job) it is queued for: the `jobs.origin_request_id` column defaults to the transaction's
+/// `gsb.request_id` setting. The worker sends it to OpenStack and writes it on its events.
+pub async fn carry_request_id(tx: &mut PgConnection, request_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("select set_config('gsb.request_id', $1, true)")
+        .bind(request_id)
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// The request id `tx` carries, if [`carry_request_id`] was called in it.
+pub async fn carried_request_id(tx: &mut PgConnection) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("select nullif(current_setting('gsb.request_id', true), '')")
+        .fetch_one(tx)
+        .await
 }
 
 /// Queues a job for a share unless an active one of the same kind exists. Wakes workers
@@ -345,7 +367,7 @@ async fn claim_one(tx: &mut PgConnection, lease: Duration, kind: Option<&str>) -
             order by j.run_at
             limit 1
             for update skip locked)
-         returning id, kind, share_id, request_id, attempts, lease_token, image_id",
+         returning id, kind, share_id, request_id, attempts, lease_token, image_id, origin_request_id",
     )
     .bind(Uuid::new_v4())
     .bind(lease.as_secs_f64())
@@ -368,10 +390,12 @@ async fn adopt(
          where id in (
             select id from jobs
             where image_id = $3 and kind = $4 and id <> $5 and state = 'queued' and run_at <= now()
+              -- one claim, one call: the batch's calls and events carry the lead's request id
+              and origin_request_id is not distinct from $7
             order by run_at
             limit $6
             for update skip locked)
-         returning id, kind, share_id, request_id, attempts, lease_token, image_id",
+         returning id, kind, share_id, request_id, attempts, lease_token, image_id, origin_request_id",
     )
     .bind(lead.lease_token)
     .bind(lease.as_secs_f64())
@@ -379,6 +403,7 @@ async fn adopt(
     .bind(Kind::Grant.as_str())
     .bind(lead.id)
     .bind(limit)
+    .bind(&lead.origin_request_id)
     .fetch_all(tx)
     .await?;
     Ok(rows

@@ -13,6 +13,7 @@ pub mod rate_slots;
 pub mod retention;
 pub mod share_requests;
 pub mod shares;
+pub mod stats;
 pub mod webhooks;
 
 use std::time::Duration;

@@ -7,8 +7,6 @@
 
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 use secrecy::SecretString;
@@ -52,7 +50,7 @@ pub struct NewWebhook<'a> {
 pub async fn create(tx: &mut PgConnection, new: NewWebhook<'_>) -> Result<(Webhook, String), sqlx::Error> {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    let secret = format!("whsec_{}", URL_SAFE_NO_PAD.encode(bytes));
+    let secret = crate::domain::webhook::new_secret(&bytes);
     let webhook = sqlx::query_as(&format!(
         "insert into webhooks (id, url, events, description, secret, created_by)
          values ($1, $2, $3, $4, $5, $6) returning {COLUMNS}"

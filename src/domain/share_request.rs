@@ -21,7 +21,8 @@ pub struct ShareRequestInput {
     /// Why the share is needed (at most 1,000 characters).
     #[schema(min_length = 1, max_length = 1000)]
     pub reason: String,
-    /// When the shares end on their own; must be in the future.
+    /// When the shares end on their own; must be in the future (a time already past is
+    /// refused with 422, the one rule of this body a schema cannot state).
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
     /// Accept each share for the consumer as soon as it is granted. Only when the approval
@@ -202,7 +203,7 @@ impl NewShareRequest {
         // spelling (the catalog's, once `catalog_region` has checked it).
         let region = match input.region.as_deref().map(str::trim) {
             None => limits.default_region.trim().to_owned(),
-            Some(r) if r.is_empty() || r.len() > MAX_REGION_CHARS || r.chars().any(char::is_control) => {
+            Some(r) if r.is_empty() || r.chars().count() > MAX_REGION_CHARS || r.chars().any(char::is_control) => {
                 errors.push(FieldError::new(
                     "region",
                     "must be a region name (1 to 255 printable characters)",

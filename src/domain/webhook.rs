@@ -1,6 +1,8 @@
 //! Webhooks: the events the broker announces, which audit events announce them, and how a
 //! delivery is signed. Pure: the deliveries are queued in `db::webhooks` and sent by the worker.
 
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
@@ -81,14 +83,31 @@ pub fn events_for(e: Recorded<'_>) -> Vec<&'static str> {
     }
 }
 
-/// The `X-GSB-Signature` header of a delivery: `t=<unix time>,v1=<hex HMAC-SHA256 of
-/// "<unix time>.<body>" under the webhook's secret>`.
-pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
+/// A new webhook secret as Standard Webhooks writes one: `whsec_` and the key's bytes in
+/// base64 (standard alphabet, padded), so the spec's libraries take it as it is.
+pub fn new_secret(key: &[u8]) -> String {
+    format!("whsec_{}", STANDARD.encode(key))
+}
+
+/// The key a `whsec_<base64>` secret encodes. Secrets made before the broker followed
+/// Standard Webhooks used the URL-safe alphabet unpadded: those decode too. A secret that
+/// is not base64 at all signs with its own bytes.
+pub fn secret_key(secret: &str) -> Vec<u8> {
+    let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
+    STANDARD
+        .decode(encoded)
+        .or_else(|_| URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('=')))
+        .unwrap_or_else(|_| secret.as_bytes().to_vec())
+}
+
+/// The `webhook-signature` header of a delivery, as Standard Webhooks defines it
+/// (https://www.standardwebhooks.com/): `v1,<base64 HMAC-SHA256 of "<webhook-id>.<webhook-
+/// timestamp>.<body>">` under the secret's key.
+pub fn signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(&secret_key(secret)).expect("HMAC takes a key of any length");
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
     mac.update(body);
-    format!("t={timestamp},v1={}", hex::encode(mac.finalize().into_bytes()))
+    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
 }
 
 #[cfg(test)]
@@ -166,16 +185,22 @@ mod tests {
     }
 
     #[test]
-    fn the_signature_is_hmac_sha256_of_time_and_body() {
-        // As computed independently: python3 -c "import hmac, hashlib;
-        // print(hmac.new(b'Jefe', b'1.what do ya want for nothing?', hashlib.sha256).hexdigest())"
-        let got = signature(b"Jefe", 1, b"what do ya want for nothing?");
-        assert_eq!(
+    fn the_signature_is_the_standard_webhooks_hmac_of_id_time_and_body() {
+        // As the spec's own library computes it: python -c "from standardwebhooks.webhooks
+        // import Webhook; from datetime import datetime, timezone; print(Webhook(secret)
+        // .sign('msg_1', datetime.fromtimestamp(1, tz=timezone.utc), 'what do ya want for nothing?'))"
+        let secret = new_secret(&b"Jefe".repeat(8));
+        assert_eq!(secret, "whsec_SmVmZUplZmVKZWZlSmVmZUplZmVKZWZlSmVmZUplZmU=");
+        let got = signature(&secret, "msg_1", 1, b"what do ya want for nothing?");
+        assert_eq!(got, "v1,6ZF1+MsnwBqonxOp+tL7CbfxpsSvordCxmdQBqdZ7lc=");
+        assert_ne!(got, signature(&secret, "msg_2", 1, b"what do ya want for nothing?"));
+        assert_ne!(got, signature(&secret, "msg_1", 2, b"what do ya want for nothing?"));
+        assert_ne!(
             got,
-            "t=1,v1=a9049465ce89cfb8e9aac62333abda66f80e3403f51f57f6bae3c3a4485eca38"
+            signature("whsec_b3RoZXI=", "msg_1", 1, b"what do ya want for nothing?")
         );
-        assert_ne!(got, signature(b"Jefe", 2, b"what do ya want for nothing?"));
-        assert_ne!(got, signature(b"other", 1, b"what do ya want for nothing?"));
+        // A secret of the URL-safe alphabet (made before) names the same key.
+        assert_eq!(secret_key("whsec_-_8"), secret_key("whsec_+/8="));
     }
 
     #[test]

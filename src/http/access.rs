@@ -96,7 +96,10 @@ impl AppState {
                 "checking who owns the image needs the broker's OpenStack cloud, and none is configured".into(),
             )
         })?;
-        let rid = format!("req-{}", uuid::Uuid::new_v4());
+        let rid = caller
+            .request_id
+            .clone()
+            .unwrap_or_else(|| format!("req-{}", uuid::Uuid::new_v4()));
         let owner = cloud
             .image(&image_id.to_string(), &rid)
             .await

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::audit::require_auditor;
 use super::extract::{Caller, Id, Query};
-use super::pagination::{Page, Paging, SeqCursor};
+use super::pagination::{Page, SeqCursor, SeqPaging};
 use super::{ApiError, AppState};
 use crate::db::{self, audit::Event, audit::EventFilter};
 use crate::domain::Outcome;
@@ -159,7 +159,7 @@ impl From<Event> for AccessChange {
 /// first (auditors and admins).
 #[utoipa::path(
     get, path = "/v1/projects/{project_id}/access-history", tag = "audit",
-    params(("project_id" = String, Path, description = "The Keystone project id of the consumer"), Paging<SeqCursor>),
+    params(("project_id" = String, Path, description = "The Keystone project id of the consumer"), SeqPaging),
     responses(
         (status = 200, description = "A page of changes", body = Page<AccessChange>),
         (status = 403, description = "Not an auditor", body = super::Problem, content_type = "application/problem+json"),
@@ -170,7 +170,7 @@ pub async fn project_access_history(
     State(state): State<AppState>,
     caller: Caller,
     Path(project_id): Path<String>,
-    Query(q): Query<Paging<SeqCursor>>,
+    Query(q): Query<SeqPaging>,
 ) -> Result<axum::Json<Page<AccessChange>>, ApiError> {
     require_auditor(&caller)?;
     let filter = EventFilter {

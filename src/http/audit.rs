@@ -87,7 +87,7 @@ pub struct AuditPaging {
     #[param(inline)]
     pub format: Option<Format>,
     /// The `next_cursor` of the previous page; an export starts after it.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<String>, pattern = "^[A-Za-z0-9_-]{10}[AEIMQUYcgkosw048]$")]
     pub cursor: Option<SeqCursor>,
     /// Page size, 1 to 200 (default 50); exports are not paged.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
@@ -156,7 +156,8 @@ pub struct VerifyAuditChain {
     /// Anchors kept outside the database (logged `audit.checkpoint` lines, an earlier
     /// report's `head`), `<chain_pos>:<hash>`, comma-separated: the check fails unless the
     /// chain holds each hash at its place.
-    #[param(value_type = Option<String>, example = "12:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")]
+    #[param(value_type = Option<String>, example = "12:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        pattern = "^ *[1-9][0-9]{0,17}:[0-9A-Fa-f]{64} *(, *[1-9][0-9]{0,17}:[0-9A-Fa-f]{64} *)*$")]
     pub expect: Option<Anchors>,
 }
 

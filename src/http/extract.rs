@@ -279,7 +279,10 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
         let request_id = header_text(&parts.headers, "x-request-id");
-        let openstack_request_id = format!("req-{}", request_id.as_deref().unwrap_or("broker"));
+        // The call's own id, sent on as OpenStack's global request id.
+        let openstack_request_id = request_id
+            .clone()
+            .unwrap_or_else(|| format!("req-{}", uuid::Uuid::new_v4()));
         let principal = authenticate(&state, &parts.headers, &openstack_request_id).await?;
         if let Some(PrincipalRateLimit(Some(limit))) = parts.extensions.get::<PrincipalRateLimit>() {
             limit.check(principal.subject().to_string())?;
@@ -367,7 +370,11 @@ impl IfMatch {
     pub fn check(&self, current: &str) -> Result<(), ApiError> {
         match &self.0 {
             None => Ok(()),
-            Some(list) if list.split(',').map(str::trim).any(|tag| tag == "*" || tag == current) => Ok(()),
+            Some(list)
+                if entity_tags(list).is_some_and(|tags| tags.iter().any(|tag| *tag == "*" || *tag == current)) =>
+            {
+                Ok(())
+            }
             Some(_) => Err(ApiError::PreconditionFailed),
         }
     }
@@ -385,10 +392,66 @@ impl IntoParams for IfMatch {
     }
 }
 
+/// The entity tags of an `If-Match` value (RFC 9110): `*`, or tags (`"..."`, weak ones
+/// `W/"..."`, whose characters may include commas) separated by commas; `None` when malformed.
+pub fn entity_tags(value: &str) -> Option<Vec<&str>> {
+    let value = value.trim_matches([' ', '\t']);
+    if value == "*" {
+        return Some(vec!["*"]);
+    }
+    let mut tags = Vec::new();
+    let mut rest = value;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t']);
+        let start = rest;
+        let body = rest.strip_prefix("W/").unwrap_or(rest).strip_prefix('"')?;
+        let end = body.find('"')?;
+        if !body[..end].bytes().all(|b| b == 0x21 || (0x23..=0x7e).contains(&b)) {
+            return None;
+        }
+        let taken = start.len() - body.len() + end + 1;
+        tags.push(&start[..taken]);
+        rest = start[taken..].trim_start_matches([' ', '\t']);
+        match rest.strip_prefix(',') {
+            Some(next) => rest = next,
+            None if rest.is_empty() => return Some(tags),
+            None => return None,
+        }
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(IfMatch(header_text(&parts.headers, header::IF_MATCH)))
+        // An empty one says nothing: as if it were not sent.
+        let value = header_text(&parts.headers, header::IF_MATCH).filter(|v| !v.trim().is_empty());
+        if value.as_deref().is_some_and(|v| entity_tags(v).is_none()) {
+            return Err(ApiError::field(
+                "If-Match",
+                "must be `*` or entity tags as the ETag header gives them (\"v3\"), comma-separated",
+            ));
+        }
+        Ok(IfMatch(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_match_takes_star_or_entity_tags_with_commas_inside_and_refuses_the_rest() {
+        assert_eq!(entity_tags("*"), Some(vec!["*"]));
+        assert_eq!(entity_tags("\"v3\""), Some(vec!["\"v3\""]));
+        assert_eq!(
+            entity_tags(r#"W/"^q"   ,  "}CKx,w",  "" , W/"0" "#),
+            Some(vec![r#"W/"^q""#, r#""}CKx,w""#, r#""""#, r#"W/"0""#])
+        );
+        for bad in ["null", "v3", "\"v3", "\"v3\" \"v4\"", "\"v3\",", "W/v3", "\"a\"b\""] {
+            assert_eq!(entity_tags(bad), None, "{bad}");
+        }
+        assert!(IfMatch(Some("\"v1\", \"v3\"".into())).check("\"v3\"").is_ok());
+        assert!(IfMatch(Some("\"v1\"".into())).check("\"v3\"").is_err());
     }
 }

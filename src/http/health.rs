@@ -61,7 +61,9 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<He
     }
 }
 
-/// Prometheus metrics: requests by route and status, latency, database pool use.
+/// Prometheus metrics (text format 0.0.4, every family with `# HELP` and `# TYPE`): requests
+/// by route and status, latency, database pool use, shares by state, the job queue, webhook
+/// deliveries, the audit chain, calls to OpenStack. See docs/operations.md.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -70,6 +72,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     metrics::gauge!("db_pool_connections", "state" => "idle").set(f64::from(idle));
     metrics::gauge!("db_pool_connections", "state" => "in_use").set(f64::from(size.saturating_sub(idle)));
     metrics::gauge!("db_pool_max_connections").set(f64::from(state.pool.options().get_max_connections()));
+    match crate::db::stats::read(&state.pool).await {
+        Ok(stats) => crate::metrics::record_stats(&stats),
+        // The process's own figures are still worth a scrape; the gauges keep their last value.
+        Err(e) => tracing::warn!(error = %e, "metrics: reading the database's figures failed"),
+    }
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

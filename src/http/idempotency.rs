@@ -88,6 +88,10 @@ pub async fn begin(
     document: &Value,
 ) -> Result<Begun, ApiError> {
     let mut tx = state.pool.begin().await?;
+    // The jobs this call queues carry its request id to the worker, OpenStack and the events.
+    if let Some(request_id) = &caller.request_id {
+        db::jobs::carry_request_id(&mut tx, request_id).await?;
+    }
     let Some(key) = key.0 else {
         return Ok(Begun::Proceed(tx, None));
     };

@@ -21,6 +21,7 @@ mod revocation;
 mod serve;
 mod share_requests;
 mod shares;
+mod spec_limits;
 mod webhooks;
 
 use std::sync::Arc;
@@ -33,7 +34,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::{PgConnection, PgPool};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -201,14 +202,14 @@ fn api_routes() -> OpenApiRouter<AppState> {
 
 /// The routes and the OpenAPI document they generate, with the problems every operation
 /// can answer added to each.
-fn routes_and_spec() -> (Router<AppState>, Spec) {
+fn routes_and_spec() -> (Router<AppState>, serde_json::Value) {
     let (routes, mut spec) = api_routes().split_for_parts();
     CommonProblems.modify(&mut spec);
-    (routes, spec)
+    (routes, spec_limits::with_limits(&spec))
 }
 
-/// The OpenAPI document, as generated from the routes.
-pub fn openapi() -> Spec {
+/// The OpenAPI document, as generated from the routes, with the limits the handlers enforce.
+pub fn openapi() -> serde_json::Value {
     routes_and_spec().1
 }
 
@@ -221,7 +222,7 @@ pub fn router(state: AppState) -> Router {
     let principal_limit = middleware::PrincipalRateLimit(state.config.rate_limit.map(middleware::RateLimit::new));
     routes
         .route_layer(axum::middleware::from_fn(middleware::record_metrics))
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
+        .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", spec))
         .fallback(|| async { ApiError::NotFound("no such route; see /openapi.json".into()) })
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
@@ -236,8 +237,13 @@ pub fn router(state: AppState) -> Router {
                     header::AUTHORIZATION,
                     HeaderName::from_static("x-auth-token"),
                 ]))
+                .layer(axum::middleware::map_response(request_id::echo_openstack_id))
+                .layer(axum::middleware::map_request(request_id::adopt_openstack_id))
                 .layer(axum::middleware::map_request(request_id::drop_unacceptable))
-                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(SetRequestIdLayer::new(
+                    request_id.clone(),
+                    request_id::MakeOsloRequestId,
+                ))
                 .layer(TraceLayer::new_for_http().make_span_with(middleware::request_span))
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(axum::middleware::from_fn(middleware::problem_for_bare_errors))

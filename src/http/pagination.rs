@@ -10,6 +10,13 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 pub const MAX_LIMIT: u32 = 200;
+/// Every cursor of a list of ids: 16 bytes in unpadded URL-safe base64 (any such string is
+/// one, so the spec states the format exactly).
+pub const ID_CURSOR_PATTERN: &str = "^[A-Za-z0-9_-]{21}[AQgw]$";
+/// Every cursor of a list of audit events: 8 bytes in unpadded URL-safe base64 (the
+/// `pattern` of [`SeqPaging`] and of the audit list's `cursor`).
+#[cfg(test)]
+pub const SEQ_CURSOR_PATTERN: &str = "^[A-Za-z0-9_-]{10}[AEIMQUYcgkosw048]$";
 const DEFAULT_LIMIT: u32 = 50;
 
 /// Where the previous page ended. Opaque to callers: they pass back what they were given.
@@ -87,8 +94,21 @@ impl<T> Page<T> {
 #[into_params(parameter_in = Query)]
 pub struct Paging<C = Cursor> {
     /// The `next_cursor` of the previous page.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<String>, pattern = "^[A-Za-z0-9_-]{21}[AQgw]$")]
     pub cursor: Option<C>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
+    pub limit: Option<Limit>,
+}
+
+/// Paging through a list of audit events (or changes read from them), by `seq`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SeqPaging {
+    /// The `next_cursor` of the previous page.
+    #[param(value_type = Option<String>, pattern = "^[A-Za-z0-9_-]{10}[AEIMQUYcgkosw048]$")]
+    pub cursor: Option<SeqCursor>,
     /// Page size, 1 to 200 (default 50).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     pub limit: Option<Limit>,
@@ -136,6 +156,44 @@ impl Limit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The last character class and the length a pattern gives.
+    fn shape(pattern: &str) -> (usize, String) {
+        let (head, last) = pattern.trim_end_matches("]$").rsplit_once('[').unwrap();
+        let n: usize = head.split('{').nth(1).unwrap().trim_end_matches('}').parse().unwrap();
+        (n + 1, last.to_owned())
+    }
+
+    #[test]
+    fn the_cursor_patterns_of_the_spec_are_exactly_the_cursors_issued() {
+        let (ids, seqs) = (shape(ID_CURSOR_PATTERN), shape(SEQ_CURSOR_PATTERN));
+        for i in 0..2000u64 {
+            let id = Cursor(Uuid::from_u64_pair(i.wrapping_mul(0x9e37_79b9_7f4a_7c15), i)).to_string();
+            assert_eq!(id.len(), ids.0);
+            assert!(ids.1.contains(id.chars().last().unwrap()), "{id}");
+            let seq = SeqCursor(i as i64 * 7_919 - 1).to_string();
+            assert_eq!(seq.len(), seqs.0);
+            assert!(seqs.1.contains(seq.chars().last().unwrap()), "{seq}");
+        }
+        // And every string of that shape decodes: the alphabet's 64 symbols, any last one of the class.
+        for last in ids.1.chars() {
+            let text = format!(
+                "{}{last}",
+                "Az09_-".repeat(4).chars().take(ids.0 - 1).collect::<String>()
+            );
+            assert!(
+                serde_json::from_value::<Cursor>(serde_json::json!(text)).is_ok(),
+                "{text}"
+            );
+        }
+        for last in seqs.1.chars() {
+            let text = format!("{}{last}", "-_9aZ".repeat(2));
+            assert!(
+                serde_json::from_value::<SeqCursor>(serde_json::json!(text)).is_ok(),
+                "{text}"
+            );
+        }
+    }
 
     #[test]
     fn a_cursor_round_trips_and_junk_is_refused() {

@@ -36,7 +36,8 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct CreatedWebhook {
     #[serde(flatten)]
     pub webhook: Webhook,
-    /// Verify each delivery's `X-GSB-Signature` with it (HMAC-SHA256; see the README).
+    /// A Standard Webhooks secret (`whsec_<base64>`): verify each delivery's `webhook-signature`
+    /// with it, using any Standard Webhooks library (docs/webhooks.md).
     pub secret: String,
 }
 

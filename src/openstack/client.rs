@@ -322,10 +322,14 @@ impl OpenStack {
                 .header("x-auth-token", &token.value)
                 .header("x-openstack-request-id", request_id)
                 .header(reqwest::header::ACCEPT, "application/json");
-            let response = build(request)
-                .send()
-                .await
-                .map_err(|e| CallError::transport(what, &e))?;
+            let started = std::time::Instant::now();
+            let sent = build(request).send().await;
+            let (status, failure) = match &sent {
+                Ok(response) => (Some(response.status().as_u16()), None),
+                Err(e) => (None, Some(e)),
+            };
+            crate::metrics::openstack_call(service.label(), method.as_str(), started.elapsed(), status, failure);
+            let response = sent.map_err(|e| CallError::transport(what, &e))?;
             if response.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
                 tracing::info!(glance.op = what, "token refused; re-authenticating once");
                 token = self.token(Some(&token)).await?;
@@ -411,6 +415,16 @@ impl Service {
                 ),
             )
         })
+    }
+
+    /// The `service` label of the call metrics.
+    fn label(self) -> &'static str {
+        match self {
+            Service::Glance => "glance",
+            Service::Keystone => "keystone",
+            Service::Nova => "nova",
+            Service::Cinder => "cinder",
+        }
     }
 }
 

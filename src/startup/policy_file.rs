@@ -53,7 +53,7 @@ pub(super) async fn approval_policy(
 /// Records a load of the policy file (`trigger`: `start` or `reload`) in the audit log: in
 /// force, with its digest and rule names, or refused, with why. A failure to record is
 /// logged; the policy in force is what was decided either way.
-async fn audit_policy(
+pub async fn audit_policy(
     pool: &PgPool,
     observer: &str,
     trigger: &str,

@@ -55,9 +55,14 @@ impl Worker {
             });
         }
 
-        let rid = format!("req-{}", Uuid::new_v4());
+        let rid = Self::request_id_of(held);
         if !todo.is_empty() {
             self.grant_members(held, &todo, &rid, &mut outcomes).await?;
+            for (i, _, request) in &todo {
+                if let (Some(Ok(Effect::Granted { .. })), Some(decided)) = (&outcomes[*i], request.decided_at) {
+                    crate::metrics::granted((Utc::now() - decided).to_std().unwrap_or_default());
+                }
+            }
         }
         let settled = held
             .iter()

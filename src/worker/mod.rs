@@ -130,6 +130,15 @@ impl Worker {
         }
     }
 
+    /// The request id of a claim's OpenStack calls and events: the id of the API call that
+    /// queued it (so one id follows a call from the API through the worker into Keystone's
+    /// and Glance's logs), else a new one in oslo's format.
+    fn request_id_of(held: &[crate::db::jobs::Claimed]) -> String {
+        held.first()
+            .and_then(|job| job.origin_request_id.clone())
+            .unwrap_or_else(|| format!("req-{}", uuid::Uuid::new_v4()))
+    }
+
     /// An audit event by the worker about `share`, correlated with the job's OpenStack calls.
     fn event<'a>(&'a self, share: &'a Share, action: Action, outcome: AuditOutcome, rid: &'a str) -> NewEvent<'a> {
         NewEvent {

@@ -81,6 +81,8 @@ impl Worker {
         rid: &str,
     ) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
+        // Follow-up jobs (acceptance checks, revokes) carry the same request id.
+        jobs::carry_request_id(&mut tx, rid).await?;
         let ids: Vec<Uuid> = outcomes.iter().map(|(_, id, _)| *id).collect();
         let mut shares: HashMap<Uuid, Share> = db::shares::lock_all(&mut tx, &ids)
             .await?

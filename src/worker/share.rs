@@ -78,8 +78,8 @@ impl Worker {
     /// An error is ours (database, lost lease): the job is left for its lease to lapse.
     pub(super) async fn run_share_job(&self, job: &Claimed, share_id: Uuid, step: Step) -> anyhow::Result<()> {
         // Sent to Keystone and Glance as X-OpenStack-Request-ID, and the audit events'
-        // correlation id: one id finds the job's calls in every log.
-        let rid = format!("req-{}", Uuid::new_v4());
+        // correlation id: one id finds the call's and the job's work in every log.
+        let rid = Self::request_id_of(std::slice::from_ref(job));
         let result = self.execute(job, share_id, step, &rid).await?;
         self.settle(step.kind(), vec![(job, share_id, result)], &rid).await
     }

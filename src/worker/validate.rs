@@ -46,9 +46,9 @@ impl Worker {
             .ok_or_else(|| anyhow::anyhow!("request {request_id} is gone"))?;
         let undecided =
             |r: &ShareRequest| r.status == RequestStatus::PendingApproval && r.validation == Validation::Pending;
+        let rid = Self::request_id_of(std::slice::from_ref(job));
         let verdict = if undecided(&request) {
             let shares = db::shares::of_requests(&self.pool, &[request_id]).await?;
-            let rid = format!("req-{}", Uuid::new_v4());
             let candidate = Candidate {
                 image_id: request.image_id,
                 region: &request.region,
@@ -65,6 +65,7 @@ impl Worker {
         };
 
         let mut tx = self.pool.begin().await?;
+        db::jobs::carry_request_id(&mut tx, &rid).await?;
         let request = db::share_requests::find_for_update(&mut tx, request_id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("request {request_id} is gone"))?;

@@ -97,6 +97,15 @@ fn forbidden_in(e: &reqwest::Error) -> Option<&Forbidden> {
     None
 }
 
+/// How long after its event a delivery went through.
+fn lag_of(delivery: &db::webhooks::ClaimedDelivery) -> std::time::Duration {
+    delivery.payload["occurred_at"]
+        .as_str()
+        .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+        .and_then(|at| (Utc::now() - at.with_timezone(&Utc)).to_std().ok())
+        .unwrap_or_default()
+}
+
 impl Worker {
     /// Claims and sends one due delivery. Tests call this until it returns [`Outcome::Idle`].
     pub async fn deliver_once(&self) -> anyhow::Result<Outcome> {
@@ -106,6 +115,15 @@ impl Worker {
             return Ok(Outcome::Idle);
         };
         let (status, error) = self.send(&delivery).await;
+        crate::metrics::webhook_delivery(match (&error, status) {
+            (None, _) => Ok(lag_of(&delivery)),
+            (Some(_), Some(s)) if s >= 500 => Err("server"),
+            (Some(_), Some(_)) => Err("client"),
+            (Some(why), None) if why.contains("did not answer in time") => Err("timeout"),
+            (Some(why), None) if why.contains("could not connect") => Err("connect"),
+            (Some(why), None) if why.contains("may not reach") => Err("forbidden_address"),
+            (Some(_), None) => Err("transport"),
+        });
         let attempt = match &error {
             None => Attempt::Delivered {
                 status: status.unwrap_or_default(),
@@ -144,14 +162,18 @@ impl Worker {
         }
         let body = delivery.payload.to_string().into_bytes();
         let timestamp = Utc::now().timestamp();
-        let signed = signature(delivery.secret.expose_secret().as_bytes(), timestamp, &body);
+        // Standard Webhooks: the id is the delivery's, the same on every retry, so a
+        // receiver can drop duplicates.
+        let id = delivery.id.to_string();
+        let signed = signature(delivery.secret.expose_secret(), &id, timestamp, &body);
         let sent = self
             .webhook_http
             .post(&delivery.url)
             .header(CONTENT_TYPE, "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signed)
             .header("x-gsb-event", &delivery.event)
-            .header("x-gsb-delivery", delivery.id.to_string())
-            .header("x-gsb-signature", signed)
             .body(body)
             .send()
             .await;

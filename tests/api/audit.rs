@@ -651,7 +651,7 @@ async fn every_export_format_parses() {
         for part in ["initiator", "target", "observer"] {
             assert!(event[part]["typeURI"].is_string(), "{part}: {event}");
         }
-        assert_eq!(event["observer"]["id"], "test-broker");
+        assert_eq!(event["observer"]["name"], "test-broker");
         assert_eq!(event["outcome"], "success");
     }
     assert_eq!(cadf[2]["action"], "update/deny");

@@ -8,6 +8,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode as AxumStatus};
 use axum::routing::post;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use glance_share_broker::worker::{Outcome, Worker};
 use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
@@ -16,20 +18,26 @@ use sha2::Sha256;
 
 use crate::helpers::{TestApp, fields, problem, share_state, spawn_app};
 use crate::openstack::{Rig, broker_cloud, drive_until, env, worker_config};
+use crate::pytools;
 
 /// One delivery as the receiver took it.
 #[derive(Debug, Clone)]
 struct Received {
     event: String,
+    /// The Standard Webhooks headers: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+    id: String,
+    timestamp: String,
     signature: String,
     body: Bytes,
 }
 
 /// A webhook receiver on a free port: it answers 500 to the first `fail_first` deliveries
-/// (or to all, with `usize::MAX`) and keeps those it accepts, in arrival order.
+/// (or to all, with `usize::MAX`) and keeps every delivery (`all`) and those it accepts, in
+/// arrival order.
 #[derive(Clone)]
 struct Receiver {
     accepted: Arc<Mutex<Vec<Received>>>,
+    all: Arc<Mutex<Vec<Received>>>,
     refusals_left: Arc<Mutex<usize>>,
     url: String,
 }
@@ -39,6 +47,7 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let receiver = Receiver {
             accepted: Arc::default(),
+            all: Arc::default(),
             refusals_left: Arc::new(Mutex::new(fail_first)),
             url: format!("http://{}/hooks/glance", listener.local_addr().unwrap()),
         };
@@ -52,40 +61,70 @@ impl Receiver {
     fn accepted(&self) -> Vec<Received> {
         self.accepted.lock().unwrap().clone()
     }
+
+    fn all(&self) -> Vec<Received> {
+        self.all.lock().unwrap().clone()
+    }
 }
 
 async fn take(State(receiver): State<Receiver>, headers: HeaderMap, body: Bytes) -> AxumStatus {
+    let header = |name: &str| headers[name].to_str().unwrap().to_owned();
+    let delivery = Received {
+        event: header("x-gsb-event"),
+        id: header("webhook-id"),
+        timestamp: header("webhook-timestamp"),
+        signature: header("webhook-signature"),
+        body,
+    };
+    receiver.all.lock().unwrap().push(delivery.clone());
     let mut left = receiver.refusals_left.lock().unwrap();
     if *left > 0 {
         *left = left.saturating_sub(1);
         return AxumStatus::INTERNAL_SERVER_ERROR;
     }
-    let header = |name: &str| headers[name].to_str().unwrap().to_owned();
-    receiver.accepted.lock().unwrap().push(Received {
-        event: header("x-gsb-event"),
-        signature: header("x-gsb-signature"),
-        body,
-    });
+    receiver.accepted.lock().unwrap().push(delivery);
     AxumStatus::NO_CONTENT
 }
 
-/// What a receiver does with `X-GSB-Signature: t=<unix>,v1=<hex>`: recompute the HMAC-SHA256
-/// of "<t>.<body>" with the secret, compare, and refuse old timestamps (replays).
-fn verify(secret: &str, signature: &str, body: &[u8]) -> bool {
-    let mut parts = signature.split(',');
-    let (Some(t), Some(v1)) = (
-        parts.next().and_then(|p| p.strip_prefix("t=")),
-        parts.next().and_then(|p| p.strip_prefix("v1=")),
-    ) else {
+/// What a Standard Webhooks receiver does, written out: the key is the base64 after `whsec_`;
+/// recompute the HMAC-SHA256 of "<webhook-id>.<webhook-timestamp>.<body>", compare it with
+/// each `v1,<base64>` of `webhook-signature`, and refuse old timestamps (replays).
+fn verify(secret: &str, delivery: &Received) -> bool {
+    let Ok(key) = STANDARD.decode(secret.strip_prefix("whsec_").unwrap_or(secret)) else {
         return false;
     };
-    let fresh = t
+    let fresh = delivery
+        .timestamp
         .parse::<i64>()
         .is_ok_and(|t| (chrono::Utc::now().timestamp() - t).abs() < 300);
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{t}.").as_bytes());
-    mac.update(body);
-    fresh && hex::decode(v1).is_ok_and(|sig| mac.verify_slice(&sig).is_ok())
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{}.{}.", delivery.id, delivery.timestamp).as_bytes());
+    mac.update(&delivery.body);
+    let expected = mac.finalize().into_bytes();
+    fresh
+        && delivery.signature.split(' ').any(|sig| {
+            sig.strip_prefix("v1,")
+                .and_then(|b64| STANDARD.decode(b64).ok())
+                .is_some_and(|sig| sig == expected.as_slice())
+        })
+}
+
+/// Every delivery verified by the spec's own Python library (`standardwebhooks`), which must
+/// also refuse each under another secret and with its body changed.
+async fn verified_by_standard_webhooks(secret: &str, deliveries: &[Received]) {
+    let deliveries: Vec<Value> = deliveries
+        .iter()
+        .map(|d| {
+            json!({
+                "headers": {"webhook-id": d.id, "webhook-timestamp": d.timestamp, "webhook-signature": d.signature},
+                "body": String::from_utf8(d.body.to_vec()).unwrap(),
+            })
+        })
+        .collect();
+    let input = json!({"secret": secret, "deliveries": deliveries});
+    let out = pytools::check("webhook_verify.py", &[], input.to_string().as_bytes()).await;
+    let summary: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["verified"], deliveries.len(), "{summary}");
 }
 
 async fn register(app: &TestApp, body: Value) -> Value {
@@ -167,9 +206,13 @@ async fn deliveries_are_signed_come_in_order_and_are_retried_after_failures() {
     let accepted = receiver.accepted();
     let events: Vec<&str> = accepted.iter().map(|r| r.event.as_str()).collect();
     assert_eq!(events, wanted, "in the order they happened, retries included");
+    let all = receiver.all();
+    assert_eq!(all.len(), wanted.len() + 2, "two refused, then each once");
+    verified_by_standard_webhooks(secret, &all).await;
+    assert_eq!(all[0].id, all[2].id, "a retry keeps its webhook-id");
     for delivery in &accepted {
-        assert!(verify(secret, &delivery.signature, &delivery.body), "{delivery:?}");
-        assert!(!verify("whsec_wrong", &delivery.signature, &delivery.body));
+        assert!(verify(secret, delivery), "{delivery:?}");
+        assert!(!verify("whsec_d3Jvbmc=", delivery));
         let body: Value = serde_json::from_slice(&delivery.body).unwrap();
         assert_eq!(body["event"], delivery.event.as_str());
     }
@@ -212,6 +255,7 @@ async fn a_receiver_that_keeps_failing_holds_up_no_share_and_gets_only_its_event
     // The share is granted while no delivery has gone through.
     grant_one(&app, &worker).await;
     assert!(receiver.accepted().is_empty());
+    let secret = hook["secret"].as_str().unwrap();
 
     let log_path = format!("/v1/webhooks/{}/deliveries", hook["id"].as_str().unwrap());
     let log = async || -> Value { app.read_as(&app.admin, &log_path).await };
@@ -244,6 +288,9 @@ async fn a_receiver_that_keeps_failing_holds_up_no_share_and_gets_only_its_event
             "the receiver answered 500 Internal Server Error"
         );
     }
+    let all = receiver.all();
+    assert_eq!(all.len(), 2 * worker_config().webhooks.max_attempts as usize);
+    verified_by_standard_webhooks(secret, &all).await;
 }
 
 #[tokio::test]

@@ -157,6 +157,7 @@ pub async fn verify_anchored(pool: &PgPool, taken_by: &str, anchors: &[ChainLink
     let anchor_mismatch = anchor_mismatch(pool, anchors).await?;
 
     let ok = first_broken_link.is_none() && mismatch.is_none() && stale_unsealed.is_none() && anchor_mismatch.is_none();
+    crate::metrics::verified(ok);
     let checkpoint_written = if ok { checkpoint(pool, taken_by).await? } else { None };
     Ok(ChainReport {
         ok,

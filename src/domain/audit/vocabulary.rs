@@ -115,16 +115,48 @@ mod tests {
 
     #[test]
     fn every_action_round_trips_through_its_wire_name_and_is_a_cadf_action() {
-        // pycadf's taxonomy: an action is valid when it starts with one of these.
-        const CADF: [&str; 8] = [
-            "create", "read", "update", "delete", "allow", "deny", "revoke", "evaluate",
+        // pycadf's ACTION_TAXONOMY: a CADF action is one of these, or one refined after a `/`.
+        const CADF: [&str; 27] = [
+            "backup",
+            "capture",
+            "create",
+            "configure",
+            "read",
+            "read/list",
+            "update",
+            "delete",
+            "monitor",
+            "start",
+            "stop",
+            "deploy",
+            "undeploy",
+            "enable",
+            "disable",
+            "send",
+            "receive",
+            "authenticate",
+            "authenticate/login",
+            "revoke",
+            "renew",
+            "restore",
+            "evaluate",
+            "allow",
+            "deny",
+            "notify",
+            "unknown",
         ];
         for action in Action::VARIANTS {
             assert_eq!(action.as_ref().parse::<Action>(), Ok(*action));
-            assert!(CADF.iter().any(|verb| action.cadf().starts_with(verb)), "{action}");
+            let cadf = action.cadf();
+            assert!(
+                CADF.iter()
+                    .any(|verb| cadf == *verb || cadf.starts_with(&format!("{verb}/"))),
+                "{action} -> {cadf}"
+            );
         }
         assert_eq!(Action::Approve.to_string(), "update/approve");
         assert_eq!(Action::Accept.as_ref(), "accept");
+        assert_eq!(Action::Accept.cadf(), "update/accept");
         assert!("update/nothing".parse::<Action>().is_err());
     }
 

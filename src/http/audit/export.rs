@@ -133,25 +133,12 @@ fn neutralised(cell: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// The event as a DMTF CADF event (DSP0262): who (`initiator`), did what (`action`,
-/// `outcome`), to what (`target`), seen by whom (`observer`), why (`reason`); the broker's
-/// own fields travel in the `attachments`.
+/// The event as a DMTF CADF event (DSP0262) that `pycadf` loads: who (`initiator`), did what
+/// (`action`, `outcome`), to what (`target`), seen by whom (`observer`), why (`reason`). Each
+/// resource has an `id` and a `typeURI` of the CADF resource taxonomy; a field with no value
+/// is absent, never `null`; the broker's own fields travel in the `attachments`.
 fn cadf(e: &Event) -> Value {
-    let initiator_type = match e.initiator.get("kind").and_then(Value::as_str) {
-        Some("service") => "service/image/share-broker",
-        _ => "service/security/account/user",
-    };
-    let mut tags = Vec::new();
-    for (name, value) in [
-        ("correlation_id", e.correlation_id.clone()),
-        ("request_id", e.request_id.map(|id| id.to_string())),
-        ("share_id", e.share_id.map(|id| id.to_string())),
-    ] {
-        if let Some(value) = value {
-            tags.push(format!("{name}?value={value}"));
-        }
-    }
-    json!({
+    let mut event = json!({
         "typeURI": "http://schemas.dmtf.org/cloud/audit/1.0/event",
         "eventType": "activity",
         "id": e.id,
@@ -159,47 +146,145 @@ fn cadf(e: &Event) -> Value {
         // CADF's own word for an action the broker does not know (a row written by hand).
         "action": e.action.parse().map_or("unknown", Action::cadf),
         "outcome": e.outcome,
-        "initiator": {
-            "typeURI": initiator_type,
-            "id": e.initiator.get("user_id").or_else(|| e.initiator.get("name")),
-            "name": e.initiator.get("name"),
-            "project_id": e.initiator.get("project"),
-            "on_behalf_of": e.initiator.get("on_behalf_of"),
-            "host": {
-                "address": e.initiator.get("address"),
-                "agent": e.initiator.get("user_agent"),
-            },
-        },
-        "target": {
-            "typeURI": "service/storage/image",
-            "id": e.image_id,
-            "name": e.target.get("image_name"),
-            "project_id": e.target.get("owner_project_id"),
-            "member_project_id": e.project_id,
-            "region": e.target.get("region"),
-        },
-        "observer": {
-            "typeURI": "service/image/share-broker",
-            "id": e.observer,
-            "name": e.observer,
-        },
-        "reason": e.reason.as_ref().map(|r| json!({"reasonType": "broker", "reasonCode": r})),
-        "tags": tags,
-        "attachments": [{
-            "name": "glance-share-broker",
-            "typeURI": "mime:application/json",
-            "content": {
-                "seq": e.seq,
-                "chain_pos": e.chain_pos,
-                "request_id": e.request_id,
-                "share_id": e.share_id,
-                "correlation_id": e.correlation_id,
-                "details": e.details,
-                "prev_hash": e.prev_hash.as_deref().map(hex::encode),
-                "hash": e.hash.as_deref().map(hex::encode),
-            },
-        }],
-    })
+        "initiator": cadf_initiator(&e.initiator),
+        "target": cadf_target(e),
+        "observer": resource(cadf::BROKER, &named_id("observer", &e.observer), Some(&e.observer)),
+    });
+    if let Some(reason) = &e.reason {
+        event["reason"] = json!({"reasonType": cadf::REASON_TYPE, "reasonCode": reason});
+    }
+    let tags: Vec<String> = [
+        ("correlation_id", e.correlation_id.clone()),
+        ("request_id", e.request_id.map(|id| id.to_string())),
+        ("share_id", e.share_id.map(|id| id.to_string())),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| Some(format!("{name}?value={}", value?)))
+    .collect();
+    if !tags.is_empty() {
+        event["tags"] = json!(tags);
+    }
+    let content = without_nulls(json!({
+        "seq": e.seq,
+        "chain_pos": e.chain_pos,
+        "action": e.action,
+        "initiator": e.initiator,
+        "target": e.target,
+        "request_id": e.request_id,
+        "share_id": e.share_id,
+        "image_id": e.image_id,
+        "project_id": e.project_id,
+        "correlation_id": e.correlation_id,
+        "details": e.details,
+        "prev_hash": e.prev_hash.as_deref().map(hex::encode),
+        "hash": e.hash.as_deref().map(hex::encode),
+    }));
+    event["attachments"] = json!([{
+        "name": "glance-share-broker",
+        "typeURI": "mime:application/json",
+        "content": content,
+    }]);
+    event
+}
+
+/// The CADF resource types the broker names: entries of the taxonomy (DSP0262 annex A, as
+/// `pycadf.cadftaxonomy.RESOURCE_TAXONOMY` lists it), used as they stand.
+mod cadf {
+    /// The broker itself (observer; initiator of what it does on its own; target of an
+    /// attempt on no particular resource): a service in front of the image store.
+    pub const BROKER: &str = "service/storage/image";
+    pub const USER: &str = "service/security/account/user";
+    pub const IMAGE: &str = "data/image";
+    /// A share request: a task the broker's worker carries out.
+    pub const REQUEST: &str = "data/workload/task";
+    /// A webhook registration.
+    pub const WEBHOOK: &str = "data/config";
+    pub const KEY: &str = "data/security/credential";
+    pub const POLICY: &str = "data/security/policy";
+    pub const REASON_TYPE: &str = "urn:glance-share-broker:audit:reason";
+}
+
+fn resource(type_uri: &str, id: &str, name: Option<&str>) -> Value {
+    let mut r = json!({"typeURI": type_uri, "id": id});
+    if let Some(name) = name {
+        r["name"] = json!(name);
+    }
+    r
+}
+
+/// A stable UUID for something the broker knows by name only (an API key's holder, the
+/// observer, a policy file): CADF identifiers are UUIDs, and this one is the same every time.
+fn named_id(kind: &str, name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("glance-share-broker:{kind}:{name}").as_bytes());
+    let mut bytes: [u8; 16] = digest[..16].try_into().expect("a SHA-256 has 16 bytes");
+    // RFC 9562 version 8 (custom), variant 10.
+    bytes[6] = (bytes[6] & 0x0f) | 0x80;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    uuid::Uuid::from_bytes(bytes).to_string()
+}
+
+fn text<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
+    object.get(key).and_then(Value::as_str)
+}
+
+fn cadf_initiator(initiator: &Value) -> Value {
+    let kind = text(initiator, "kind").unwrap_or("unknown");
+    let name = text(initiator, "name").unwrap_or(kind);
+    let (type_uri, id) = match (kind, text(initiator, "user_id")) {
+        (_, Some(user_id)) => (cadf::USER, user_id.to_owned()),
+        ("service", None) => (cadf::BROKER, named_id(kind, name)),
+        (_, None) => (cadf::USER, named_id(kind, name)),
+    };
+    let mut r = resource(type_uri, &id, Some(name));
+    let mut host = serde_json::Map::new();
+    for (from, to) in [("address", "address"), ("user_agent", "agent")] {
+        if let Some(value) = text(initiator, from) {
+            host.insert(to.into(), json!(value));
+        }
+    }
+    if !host.is_empty() {
+        r["host"] = Value::Object(host);
+    }
+    r
+}
+
+/// What the event is about, most specific first: the image; else the share request; else the
+/// webhook, API key or policy its details name; else the broker itself (an attempt refused
+/// before it reached any resource).
+fn cadf_target(e: &Event) -> Value {
+    if let Some(image) = e.image_id {
+        return resource(cadf::IMAGE, &image.to_string(), text(&e.target, "image_name"));
+    }
+    if let Some(request) = e.request_id {
+        return resource(cadf::REQUEST, &request.to_string(), Some("share request"));
+    }
+    if let Some(webhook) = text(&e.details, "webhook_id") {
+        return resource(cadf::WEBHOOK, webhook, text(&e.details, "host"));
+    }
+    if let Some(key) = e.details.get("key").and_then(|k| text(k, "id")) {
+        return resource(cadf::KEY, key, e.details.get("key").and_then(|k| text(k, "name")));
+    }
+    if e.action == Action::Policy.as_ref() {
+        let path = text(&e.details, "path").unwrap_or("policy");
+        return resource(cadf::POLICY, &named_id("policy", path), Some(path));
+    }
+    resource(cadf::BROKER, &named_id("observer", &e.observer), Some(&e.observer))
+}
+
+/// `value` without the object members that are `null`, at every depth: in CADF a field with
+/// no value is absent. (The NDJSON export keeps the stored content, which the hashes cover.)
+fn without_nulls(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nulls).collect()),
+        other => other,
+    }
 }
 
 #[cfg(test)]
