@@ -120,6 +120,24 @@ pub fn describe() {
         "gsb_worker_panics_total",
         "Panics caught in a background loop, by loop."
     );
+    describe_counter!(
+        "gsb_guards_unprotected_outside_total",
+        "Images the deletion guard protects found unprotected outside the broker."
+    );
+    describe_counter!("gsb_drift_findings_total", "Drift findings opened, by kind.");
+    describe_counter!("gsb_drift_repairs_total", "Drift repaired under enforcement, by kind.");
+    describe_counter!(
+        "gsb_shares_adopted_total",
+        "Members made outside the broker adopted as shares."
+    );
+    describe_counter!(
+        "gsb_db_failovers_total",
+        "Times the database pool moved to a new primary."
+    );
+    describe_gauge!(
+        "gsb_db_primary_available",
+        "1 while a database host takes writes, 0 while none does (multi-host DATABASE_URL only)."
+    );
     // Counters that alerts watch exist from the start, at zero: a rule on a series that
     // appears only with its first failure could not tell "none yet" from "not scraped".
     for result in ["delivered", "failed"] {

@@ -61,7 +61,7 @@ pub struct AccessAt {
     params(("image_id" = Uuid, Path, description = "The Glance image id"), AccessAt),
     responses(
         (status = 200, description = "The projects with access", body = ImageAccess),
-        (status = 403, description = "Not an auditor", body = super::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an auditor"),
     ),
     security(("api_key" = []))
 )]
@@ -162,7 +162,7 @@ impl From<Event> for AccessChange {
     params(("project_id" = String, Path, description = "The Keystone project id of the consumer"), SeqPaging),
     responses(
         (status = 200, description = "A page of changes", body = Page<AccessChange>),
-        (status = 403, description = "Not an auditor", body = super::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an auditor"),
     ),
     security(("api_key" = []))
 )]

@@ -118,7 +118,7 @@ impl PageQuery for AuditPaging {
             (String = "text/csv"),
             (Vec<Object> = "application/cadf+json"),
         )),
-        (status = 403, description = "Not an auditor", body = super::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an auditor"),
     ),
     security(("api_key" = []))
 )]
@@ -189,8 +189,8 @@ impl TryFrom<String> for Anchors {
     params(VerifyAuditChain),
     responses(
         (status = 200, description = "What the check found", body = ChainReport),
-        (status = 403, description = "Not an auditor", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad anchor in `expect`", body = super::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an auditor"),
+        (status = 422, description = "A bad anchor in `expect`"),
     ),
     security(("api_key" = []))
 )]

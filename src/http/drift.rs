@@ -48,8 +48,8 @@ pub struct ReconcileQueued {
     request_body(content = Option<ReconcileInput>, description = "Optional: `{\"image_id\"}`"),
     responses(
         (status = 202, description = "Queued", body = ReconcileQueued),
-        (status = 403, description = "Not an admin", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad image id", body = super::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin"),
+        (status = 422, description = "A bad image id"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
@@ -85,7 +85,7 @@ pub async fn reconcile(
     params(DriftFilter, super::pagination::Paging),
     responses(
         (status = 200, description = "A page of findings", body = Page<DriftFindingView>),
-        (status = 403, description = "Not an auditor or admin", body = super::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an auditor or admin"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]

@@ -5,7 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::openapi::path::{HttpMethod, Operation, ParameterIn};
-use utoipa::openapi::{ContentBuilder, HeaderBuilder, OpenApi as Spec, Ref, ResponseBuilder, Type};
+use utoipa::openapi::{ContentBuilder, HeaderBuilder, OpenApi as Spec, Ref, RefOr, ResponseBuilder, Type};
 use utoipa::{Modify, ToSchema};
 
 use crate::domain::FieldError;
@@ -242,7 +242,8 @@ impl IntoResponse for ApiError {
 /// query or header) and 429 (the caller's rate limit); 401 where a credential is needed;
 /// 400, 413 and 415 where a body is read; 404 where the path names a resource; 412 where
 /// `If-Match` is taken (the `IfMatch` extractor lists it). A handler
-/// that declares one of these itself (a 422 naming its body's fields) keeps its own.
+/// that declares one of these itself (a 422 naming its body's fields) keeps its own, and the
+/// problems a handler declares by status and description alone are given the `Problem` body.
 pub struct CommonProblems;
 
 impl CommonProblems {
@@ -307,6 +308,20 @@ impl Modify for CommonProblems {
             ];
             for (method, operation) in operations {
                 let Some(operation) = operation else { continue };
+                // A handler names its own problems by status and description only: each is
+                // a problem+json `Problem`.
+                for (code, response) in operation.responses.responses.iter_mut() {
+                    if let (true, RefOr::T(response)) = (code.parse::<u16>().is_ok_and(|c| c >= 400), response)
+                        && response.content.is_empty()
+                    {
+                        response.content.insert(
+                            PROBLEM_JSON.to_owned(),
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("Problem")))
+                                .build(),
+                        );
+                    }
+                }
                 for status in Self::statuses(&method, operation, path) {
                     let code = status.as_str().to_owned();
                     if operation.responses.responses.contains_key(&code) {

@@ -51,7 +51,7 @@ pub struct ImageDependents {
     params(("id" = Uuid, Path, description = "The share's id")),
     responses(
         (status = 200, description = "What depends on the image", body = ShareImpact),
-        (status = 403, description = "Not one of the readers", body = super::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not one of the readers"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]

@@ -55,10 +55,10 @@ pub struct RevokeInput {
     params(("id" = Uuid, Path, description = "The share's id"), IfMatch, IdempotencyKey),
     responses(
         (status = 202, description = "Queued for the worker, or scheduled", body = super::shares::ShareView, headers(("ETag" = String))),
-        (status = 403, description = "Not the requester (or, to force, not the image's project)", body = super::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not revocable in its state, or in use (`share-in-use`, with `dependents`)", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "No reason, or a bad `effective_at`", body = super::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "What depends on the image could not be checked (`dependents-unchecked`, with `unchecked`), or the database is away", body = super::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the requester (or, to force, not the image's project)"),
+        (status = 409, description = "Not revocable in its state, or in use (`share-in-use`, with `dependents`)"),
+        (status = 422, description = "No reason, or a bad `effective_at`"),
+        (status = 503, description = "What depends on the image could not be checked (`dependents-unchecked`, with `unchecked`), or the database is away"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
@@ -120,8 +120,8 @@ pub async fn revoke_share(
     params(("id" = Uuid, Path, description = "The share's id"), IfMatch, IdempotencyKey),
     responses(
         (status = 200, description = "The share, in force again", body = super::shares::ShareView, headers(("ETag" = String))),
-        (status = 403, description = "Not the requester", body = super::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "No revoke is scheduled (or it came due)", body = super::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the requester"),
+        (status = 409, description = "No revoke is scheduled (or it came due)"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]

@@ -194,9 +194,9 @@ pub(super) fn saved_request(
         (status = 200, description = "Dry run: what validation found; nothing stored", body = dry_run::DryRunView),
         (status = 201, description = "Filed", body = ShareRequestView,
             headers(("Location" = String), ("ETag" = String))),
-        (status = 403, description = "Not a requester, or the image is not the caller's project's", body = super::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A live share of this image to a target exists, or the same key is in flight", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields, or a key reused with another body", body = super::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a requester, or the image is not the caller's project's"),
+        (status = 409, description = "A live share of this image to a target exists, or the same key is in flight"),
+        (status = 422, description = "Invalid fields, or a key reused with another body"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]

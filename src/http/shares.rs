@@ -127,8 +127,8 @@ impl Action {
     params(("id" = Uuid, Path, description = "The share's id"), IfMatch, IdempotencyKey),
     responses(
         (status = 202, description = "Queued for the worker", body = ShareView, headers(("ETag" = String))),
-        (status = 403, description = "Not the consumer project", body = super::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The share is not granted", body = super::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the consumer project"),
+        (status = 409, description = "The share is not granted"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
@@ -153,8 +153,8 @@ pub async fn accept_share(
     params(("id" = Uuid, Path, description = "The share's id"), IfMatch, IdempotencyKey),
     responses(
         (status = 202, description = "Queued for the worker", body = ShareView, headers(("ETag" = String))),
-        (status = 403, description = "Not the consumer project", body = super::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The share is not granted", body = super::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the consumer project"),
+        (status = 409, description = "The share is not granted"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]

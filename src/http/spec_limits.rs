@@ -27,7 +27,12 @@ const URL: &str =
 const IF_MATCH: &str = "^ *(|\\*|(W/)?\"[\\x21\\x23-\\x7E]*\"( *, *(W/)?\"[\\x21\\x23-\\x7E]*\")*) *$";
 
 /// The operations whose handler takes `extract::OptionalJson`.
-const OPTIONAL_BODIES: [&str; 3] = ["approve_share_request", "deny_share_request", "cancel_share_request"];
+const OPTIONAL_BODIES: [&str; 4] = [
+    "approve_share_request",
+    "deny_share_request",
+    "cancel_share_request",
+    "reconcile",
+];
 
 /// The document as JSON, with the limits written in.
 pub fn with_limits(openapi: &OpenApi) -> Value {

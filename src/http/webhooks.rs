@@ -209,8 +209,8 @@ fn location(id: Uuid) -> String {
     params(IdempotencyKey),
     responses(
         (status = 201, description = "Registered", body = CreatedWebhook, headers(("Location" = String))),
-        (status = 403, description = "Not an admin", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad URL or event", body = super::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin"),
+        (status = 422, description = "A bad URL or event"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
@@ -264,7 +264,7 @@ pub async fn create_webhook(
     params(Paging),
     responses(
         (status = 200, description = "A page of endpoints", body = Page<Webhook>),
-        (status = 403, description = "Not an admin", body = super::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
@@ -286,7 +286,7 @@ pub async fn list_webhooks(
     params(("id" = Uuid, Path, description = "The endpoint's id")),
     responses(
         (status = 200, description = "The endpoint", body = Webhook),
-        (status = 403, description = "Not an admin", body = super::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
@@ -309,8 +309,8 @@ pub async fn get_webhook(
     params(("id" = Uuid, Path, description = "The endpoint's id")),
     responses(
         (status = 200, description = "Changed", body = Webhook),
-        (status = 403, description = "Not an admin", body = super::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A bad URL or event", body = super::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin"),
+        (status = 422, description = "A bad URL or event"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
@@ -362,7 +362,7 @@ pub async fn update_webhook(
     params(("id" = Uuid, Path, description = "The endpoint's id")),
     responses(
         (status = 204, description = "Removed"),
-        (status = 403, description = "Not an admin", body = super::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
@@ -390,7 +390,7 @@ pub async fn delete_webhook(State(state): State<AppState>, caller: Caller, Id(id
     params(("id" = Uuid, Path, description = "The endpoint's id"), Paging),
     responses(
         (status = 200, description = "A page of deliveries", body = Page<DeliveryView>),
-        (status = 403, description = "Not an admin", body = super::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]

@@ -72,7 +72,7 @@ async fn every_event_of_real_flows_is_a_valid_cadf_event_for_pycadf() {
     until_share_state(&worker, &app.pool, &share, "accepted").await;
     let revoke = format!("/v1/shares/{share}/revoke");
     assert_eq!(
-        post(&app, &app.requester, &revoke, json!({"reason": "done"})).await,
+        post(&app, &app.requester, &revoke, json!({"reason": "done", "force": true})).await,
         StatusCode::ACCEPTED
     );
     until_share_state(&worker, &app.pool, &share, "revoked").await;

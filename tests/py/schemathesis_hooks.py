@@ -2,11 +2,16 @@
 cannot state, applied to generated requests so that every schema-valid request is one the
 API must take (the positive-data-acceptance check):
 
-- `expires_at` must be in the future (docs/api.md): a past one is moved a day ahead;
+- `expires_at` (and a scheduled revoke's `effective_at`) must be in the future (docs/api.md):
+  a past one is moved a day ahead;
 - a webhook URL's host must resolve (the broker resolves it at registration): a generated
   host is replaced by 127.0.0.1, keeping scheme, path and query;
 
-and what every client does: a new `Idempotency-Key` for each new request (the same key with
+and one of the environment: a dry run (`?dry_run=true`) asks Keystone and Glance through the
+broker's own cloud, which the fuzzed broker has none of (it answers 503, truthfully); the
+query is dropped, and tests/api/fitness.rs runs dry runs against the real Keystone and Glance.
+
+And what every client does: a new `Idempotency-Key` for each new request (the same key with
 another body is refused with 422, as the IETF Idempotency-Key draft says): the generated
 key gets a unique prefix, keeping its characters.
 
@@ -30,7 +35,7 @@ import schemathesis
 URL = re.compile(r"^(https?)://[^\s/?#@]+(.*)$", re.S)
 
 
-OPTIONAL_BODY = re.compile(r"^/v1/share-requests/\{id\}/(approve|deny|cancel)$")
+OPTIONAL_BODY = re.compile(r"^/v1/(share-requests/\{id\}/(approve|deny|cancel)|reconcile)$")
 
 
 def is_negative(case):
@@ -45,6 +50,8 @@ def map_case(context, case):
         case.body = {"comment": 0}
         case.media_type = "application/json"
     case.body = body_of(case.operation, case.body)
+    if case.operation.path == "/v1/share-requests" and isinstance(case.query, dict):
+        case.query = {k: v for k, v in case.query.items() if k != "dry_run"} or None
     headers = case.headers or {}
     key = headers.get("Idempotency-Key")
     if isinstance(key, str) and re.fullmatch(r"[\x21-\x7e]{1,255}", key):
@@ -64,6 +71,15 @@ def body_of(operation, body):
                 return body
             if when.tzinfo is None or when <= datetime.now(timezone.utc) + timedelta(minutes=5):
                 body = {**body, "expires_at": (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()}
+    if operation.method.upper() == "POST" and operation.path == "/v1/shares/{id}/revoke":
+        at = body.get("effective_at")
+        if isinstance(at, str):
+            try:
+                when = datetime.fromisoformat(at.replace("Z", "+00:00"))
+            except ValueError:
+                return body
+            if when.tzinfo is None or when <= datetime.now(timezone.utc) + timedelta(minutes=5):
+                body = {**body, "effective_at": (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()}
     if operation.path.startswith("/v1/webhooks") and isinstance(body.get("url"), str):
         m = URL.match(body["url"])
         if m:

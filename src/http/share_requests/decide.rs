@@ -34,8 +34,8 @@ pub struct Decision {
     request_body(content = Decision, description = "Optional; an empty body is fine"),
     responses(
         (status = 200, description = "Cancelled", body = ShareRequestView, headers(("ETag" = String))),
-        (status = 403, description = "Not the requester", body = crate::http::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already decided", body = crate::http::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the requester"),
+        (status = 409, description = "Already decided"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
@@ -57,8 +57,8 @@ pub async fn cancel_share_request(
     request_body(content = Decision, description = "Optional; an empty body is fine"),
     responses(
         (status = 200, description = "Approved", body = ShareRequestView, headers(("ETag" = String))),
-        (status = 403, description = "Not an approver, or the approver's own request", body = crate::http::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already decided, or not validated yet", body = crate::http::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an approver, or the approver's own request"),
+        (status = 409, description = "Already decided, or not validated yet"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
@@ -80,8 +80,8 @@ pub async fn approve_share_request(
     request_body(content = Decision, description = "Optional; an empty body is fine"),
     responses(
         (status = 200, description = "Denied", body = ShareRequestView, headers(("ETag" = String))),
-        (status = 403, description = "Not an approver, or the approver's own request", body = crate::http::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already decided", body = crate::http::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an approver, or the approver's own request"),
+        (status = 409, description = "Already decided"),
     ),
     security(("api_key" = []), ("keystone_token" = []))
 )]
