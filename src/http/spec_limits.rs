@@ -112,9 +112,23 @@ fn parameters(operation: &mut Value) {
             (Some("query"), Some("cursor")) if parameter["schema"].get("pattern").is_none() => {
                 parameter["schema"]["pattern"] = json!(pagination::ID_CURSOR_PATTERN);
             }
+            // Postgres text cannot hold NUL, and the query extractor refuses it (`extract`).
+            (Some("query"), _) if is_text(&parameter["schema"]) && parameter["schema"].get("pattern").is_none() => {
+                parameter["schema"]["pattern"] = json!(FREE_TEXT);
+            }
             _ => {}
         }
     }
+}
+
+/// Whether a parameter's schema is free text (a string with no format).
+fn is_text(schema: &Value) -> bool {
+    let string = match &schema["type"] {
+        Value::String(t) => t == "string",
+        Value::Array(types) => types.iter().any(|t| t == "string"),
+        _ => false,
+    };
+    string && schema.get("format").is_none() && schema.get("enum").is_none()
 }
 
 /// A JSON body whose schema requires no field may be left out where the handler reads a

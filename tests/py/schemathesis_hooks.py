@@ -2,8 +2,9 @@
 cannot state, applied to generated requests so that every schema-valid request is one the
 API must take (the positive-data-acceptance check):
 
-- `expires_at` (and a scheduled revoke's `effective_at`) must be in the future (docs/api.md):
-  a past one is moved a day ahead;
+- `expires_at` must be in the future, a scheduled revoke's `effective_at` in the coming
+  366 days, and not with `force` (docs/api.md): one outside is moved a day ahead, and a
+  scheduled revoke sent without `force`;
 - a webhook URL's host must resolve (the broker resolves it at registration): a generated
   host is replaced by 127.0.0.1, keeping scheme, path and query;
 
@@ -20,8 +21,8 @@ cancel), schemathesis 4.32 sometimes labels a case with no body and nothing else
 negative ("Invalid component: positive test case"), then expects it refused. Where the case
 can be seen before it is sent, it gets a body invalid for real (`comment` not a string);
 where it cannot (the fuzzing phase), `filter_failure` drops exactly that failure: a "negative"
-case on those routes carrying no body, no query and no header but the credential, which the
-spec says is valid. Every other failure stands.
+case on those routes carrying no body, no query and no header but the credential (and the
+Idempotency-Key map_case gives every request), which the spec says is valid. Every other failure stands.
 
 Everything else generated from the spec is sent as it is. `map_case` runs in every phase.
 """
@@ -78,8 +79,11 @@ def body_of(operation, body):
                 when = datetime.fromisoformat(at.replace("Z", "+00:00"))
             except ValueError:
                 return body
-            if when.tzinfo is None or when <= datetime.now(timezone.utc) + timedelta(minutes=5):
-                body = {**body, "effective_at": (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()}
+            now = datetime.now(timezone.utc)
+            if when.tzinfo is None or not now + timedelta(minutes=5) < when < now + timedelta(days=365):
+                body = {**body, "effective_at": (now + timedelta(days=1)).isoformat()}
+            # A scheduled revoke is never forced (the field says so; a schema cannot).
+            body = {k: v for k, v in body.items() if k != "force"}
     if operation.path.startswith("/v1/webhooks") and isinstance(body.get("url"), str):
         m = URL.match(body["url"])
         if m:
@@ -92,6 +96,9 @@ def filter_failure(context, failure, case, response):
     """False (drop) only for the tool's mislabelled positive case described above."""
     if type(failure).__name__ != "AcceptedNegativeData" or not OPTIONAL_BODY.match(case.operation.path):
         return True
-    extra_headers = {k for k in (case.headers or {}) if k.lower() not in ("authorization", "x-auth-token")}
+    # The Idempotency-Key is map_case's own (every request gets a fresh one).
+    extra_headers = {
+        k for k in (case.headers or {}) if k.lower() not in ("authorization", "x-auth-token", "idempotency-key")
+    }
     has_body = type(case.body).__name__ != "NotSet"
     return bool(extra_headers or case.query or has_body)
