@@ -265,6 +265,17 @@ ensure_compute() {
   log "compute: nova $NOVA_URL, cinder $CINDER_URL ($(( $(date +%s) - t0 ))s)"
 }
 
+# ----------------------------------------------------------------- chromium
+# Debian's Chromium and its WebDriver, for the console's real-browser tests
+# (tests/api/console_browser.rs drives /usr/bin/chromedriver headless).
+ensure_chromium() {
+  if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    _apt_get chromium chromium-driver fonts-dejavu-core
+  fi
+  export CHROMEDRIVER=/usr/bin/chromedriver CHROMIUM=/usr/bin/chromium
+  log "chromium: $(/usr/bin/chromium --version 2>/dev/null | head -n 1)"
+}
+
 # ------------------------------------------------------------- schemathesis
 # The API fuzzer the test suite drives against the served OpenAPI document.
 SCHEMATHESIS_VERSION=${SCHEMATHESIS_VERSION:-4.32.5}

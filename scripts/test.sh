@@ -21,6 +21,7 @@ ensure_postgres
 ensure_openstack
 ensure_compute
 ensure_schemathesis
+ensure_chromium
 ensure_cargo_deny
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 log "DATABASE_URL=$DATABASE_URL"

@@ -4,6 +4,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod console_sessions;
 pub mod failover;
 pub mod idempotency;
 pub mod jobs;

@@ -5,6 +5,7 @@
 mod access;
 mod access_report;
 mod audit;
+mod console;
 mod error;
 mod extract;
 mod health;
@@ -208,6 +209,7 @@ pub fn router(state: AppState) -> Router {
     routes
         .route_layer(axum::middleware::from_fn(middleware::record_metrics))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
+        .merge(console::routes())
         .fallback(|| async { ApiError::NotFound("no such route; see /openapi.json".into()) })
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))

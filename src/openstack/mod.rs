@@ -10,7 +10,9 @@ mod error;
 pub mod glance;
 pub mod keystone;
 pub mod pace;
+mod sign_in;
 
 pub use client::{OpenStack, PaceRefused, Pacer, Pass};
 pub use clouds::{CloudConfig, Credentials};
 pub use error::CallError;
+pub use sign_in::SignedIn;
