@@ -396,3 +396,68 @@ async fn another_projects_share_by_url_is_a_404_page_and_changes_nothing() {
     ));
     assert_eq!(request_status(&app, id).await, "pending_approval");
 }
+
+#[tokio::test]
+async fn shared_by_me_cancels_and_revokes_only_after_a_confirmation_with_its_token() {
+    let app = spawn_app().await;
+    let filed = app.file(IMAGE, &[PROJ_B]).await;
+    let (id, share) = (
+        filed["id"].as_str().unwrap(),
+        filed["shares"][0]["id"].as_str().unwrap(),
+    );
+    let mut visitor = Visitor::new(&app);
+    visitor.sign_in_with_key(&app.requester).await;
+    let (status, html) = visitor.page("/console/shared-by-me").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains(id) && html.contains(&format!("/console/requests/{id}/cancel")),
+        "{html}"
+    );
+
+    // Following the link only asks; nothing happens until the confirmation is posted.
+    let (status, confirm) = visitor.page(&format!("/console/requests/{id}/cancel")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(confirm.contains("Cancel the request?") && confirm.contains("Keep it"));
+    assert_eq!(request_status(&app, id).await, "pending_approval");
+    let path = format!("/console/requests/{id}/cancel");
+    assert_eq!(
+        visitor.post(&path, &[("csrf", "forged")]).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(request_status(&app, id).await, "pending_approval");
+
+    // A revoke needs a reason, as the API says; this share is not granted, so it is refused.
+    let (status, confirm) = visitor.page(&format!("/console/shares/{share}/revoke")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(confirm.contains(r#"<label for="reason">"#));
+    let revoke = format!("/console/shares/{share}/revoke");
+    let response = visitor
+        .post(&revoke, &[("csrf", &csrf_of(&confirm)), ("reason", " ")])
+        .await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(response.text().await.unwrap().contains("reason: is required"));
+    let response = visitor
+        .post(&revoke, &[("csrf", &csrf_of(&confirm)), ("reason", "no longer needed")])
+        .await;
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    assert_eq!(app.share_state(share).await, "awaiting_approval");
+
+    let response = visitor.post(&path, &[("csrf", &csrf_of(&confirm))]).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&response), "/console/shared-by-me?done=cancel");
+    assert_eq!(request_status(&app, id).await, "cancelled");
+    // An auditor may read the requests but not cancel them: the API's own rule refuses it.
+    let other = app.file(IMAGE, &[PROJ_B]).await;
+    let other = other["id"].as_str().unwrap();
+    let mut auditor = Visitor::new(&app);
+    auditor.sign_in_with_key(&app.auditor).await;
+    let (_, html) = auditor.page("/console/shared-with-me").await;
+    let response = auditor
+        .post(
+            &format!("/console/requests/{other}/cancel"),
+            &[("csrf", &csrf_of(&html))],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(request_status(&app, other).await, "pending_approval");
+}

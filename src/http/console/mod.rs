@@ -8,6 +8,7 @@
 //! [`Caller`]: crate::http::extract::Caller
 
 mod inbox;
+mod owner;
 mod pages;
 mod session;
 mod sign_in;
@@ -45,6 +46,15 @@ pub fn routes() -> Router<AppState> {
         .route("/console/shared-with-me", get(inbox::shared_with_me))
         .route("/console/shares/{id}", get(inbox::share))
         .route("/console/shares/{id}/respond", post(inbox::respond_to_share))
+        .route("/console/shared-by-me", get(owner::shared_by_me))
+        .route(
+            "/console/requests/{id}/cancel",
+            get(owner::confirm_cancel).post(owner::cancel),
+        )
+        .route(
+            "/console/shares/{id}/revoke",
+            get(owner::confirm_revoke).post(owner::revoke),
+        )
         .layer(axum::middleware::map_response(security_headers))
 }
 
@@ -142,6 +152,8 @@ fn notice(query: &Option<String>) -> Option<&'static str> {
         "deny" => "Denied.",
         "accept" => "Accepted: the worker completes it in Glance shortly.",
         "reject" => "Rejected.",
+        "cancel" => "Cancelled.",
+        "revoke" => "Revoke asked: the worker removes the member in Glance shortly.",
         _ => return None,
     })
 }

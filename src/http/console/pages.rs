@@ -43,6 +43,7 @@ pub fn layout(title: &str, session: Option<&SignedIn>, notice: Option<&str>, bod
                             ul {
                                 li { a href="/console/approvals" { "Approvals" } }
                                 li { a href="/console/shared-with-me" { "Shared with me" } }
+                                li { a href="/console/shared-by-me" { "Shared by me" } }
                             }
                         }
                         p.who { "Signed in as " strong { (who(&s.caller.principal)) } }
@@ -86,6 +87,13 @@ pub fn error_page(error: ApiError) -> Response {
         StatusCode::CONFLICT => "Not possible now",
         _ => "Something went wrong",
     };
+    let fields: Vec<String> = match &error {
+        ApiError::Validation(errors) | ApiError::Conflict { errors, .. } => {
+            errors.iter().map(|e| format!("{}: {}", e.field, e.reason)).collect()
+        }
+        _ => Vec::new(),
+    };
+    let detail = std::iter::once(detail).chain(fields).collect::<Vec<_>>().join(" — ");
     message_page(status, title, &detail)
 }
 
