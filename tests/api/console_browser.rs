@@ -1,7 +1,8 @@
 //! The console in a real browser (headless Debian Chromium over WebDriver), keyboard only:
 //! a request filed through the API for alice's image; dave, the approver, signs in and
 //! approves it from the inbox; bob signs in and accepts the share; the API shows it
-//! accepted. Each page visited is saved under docs/screenshots/.
+//! accepted; alice revokes it from Shared by me after its confirmation page. Each page
+//! visited is saved under docs/screenshots/.
 
 use serde_json::{Value, json};
 
@@ -28,7 +29,7 @@ async fn sign_in(browser: &Browser, base: &str, user: &str, project: &str, shot:
 }
 
 #[tokio::test]
-async fn dave_approves_from_the_inbox_and_bob_accepts_in_a_real_browser_by_keyboard_alone() {
+async fn dave_approves_bob_accepts_and_alice_revokes_in_a_real_browser_by_keyboard_alone() {
     let (app, rig) = (spawn_app_with_keystone().await, Rig::from_env());
     let worker = Worker::new(app.pool.clone(), broker_cloud(), worker_config());
     let image = rig.private_image("console-browser").await;
@@ -80,7 +81,9 @@ async fn dave_approves_from_the_inbox_and_bob_accepts_in_a_real_browser_by_keybo
     browser.keys(ENTER).await;
     browser.wait_for_url("done=accept").await;
     browser.screenshot("accepted").await;
-    browser.quit().await;
+    browser.tab_to("text", "Sign out").await;
+    browser.keys(ENTER).await;
+    browser.wait_for_url("/console/sign-in").await;
 
     until_share_state(&worker, &app.pool, share, "accepted").await;
     let seen: Value = app
@@ -92,4 +95,22 @@ async fn dave_approves_from_the_inbox_and_bob_accepts_in_a_real_browser_by_keybo
         .await
         .unwrap();
     assert_eq!(seen["state"], "accepted");
+
+    // alice revokes it from Shared by me, through the confirmation page.
+    sign_in(&browser, &base, "alice", "proj-a", None).await;
+    browser.goto(&format!("{base}/console/shared-by-me")).await;
+    browser.screenshot("shared-by-me").await;
+    browser.tab_to("text", "Revoke…").await;
+    browser.keys(ENTER).await;
+    browser.wait_for_url(&format!("/console/shares/{share}/revoke")).await;
+    browser.tab_to("id", "reason").await;
+    browser.keys("the CI moved to another image").await;
+    browser.screenshot("revoke-confirm").await;
+    browser.tab_to("text", "Revoke the share").await;
+    browser.keys(ENTER).await;
+    browser.wait_for_url("done=revoke").await;
+    browser.quit().await;
+    until_share_state(&worker, &app.pool, share, "revoked").await;
+    let seen: Value = app.read(&format!("/v1/shares/{share}")).await;
+    assert_eq!(seen["revoke_reason"], "the CI moved to another image");
 }
