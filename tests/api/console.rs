@@ -461,3 +461,48 @@ async fn shared_by_me_cancels_and_revokes_only_after_a_confirmation_with_its_tok
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert_eq!(request_status(&app, other).await, "pending_approval");
 }
+
+#[tokio::test]
+async fn the_audit_timeline_shows_auditors_a_requests_events_and_refuses_everyone_else() {
+    let app = spawn_app().await;
+    let filed = app.file(IMAGE, &[PROJ_B]).await;
+    let id = filed["id"].as_str().unwrap();
+    let other = app.file("0b6f2a3c-1d4e-4f5a-8b9c-0d1e2f3a4b5c", &[PROJ_B]).await;
+    let mut approver = Visitor::new(&app);
+    approver.sign_in_with_key(&app.approver).await;
+    let (_, html) = approver.page("/console/approvals").await;
+    let response = approver
+        .post(
+            &format!("/console/requests/{id}/decide"),
+            &[
+                ("decision", "deny"),
+                ("csrf", &csrf_of(&html)),
+                ("comment", "wrong image"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+
+    let mut auditor = Visitor::new(&app);
+    auditor.sign_in_with_key(&app.auditor).await;
+    let (status, html) = auditor.page(&format!("/console/audit?request_id={id}&action=")).await;
+    assert_eq!(status, StatusCode::OK);
+    for text in [
+        "<td>create</td>",
+        "<td>update/deny</td>",
+        "<td>workflow</td>",
+        "<td>portal</td>",
+    ] {
+        assert!(html.contains(text), "{text} missing: {html}");
+    }
+    assert!(!html.contains(other["id"].as_str().unwrap()));
+    assert!(html.contains(r#"<label for="request_id">"#));
+    let (status, _) = auditor.page("/console/audit?request_id=not-a-uuid").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // The API's rule: the audit log is for auditors and admins.
+    let (status, html) = approver.page("/console/audit").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(html.contains("needs the auditor role"), "{html}");
+    assert!(!html.contains(r#"href="/console/audit""#));
+}

@@ -7,6 +7,7 @@
 //!
 //! [`Caller`]: crate::http::extract::Caller
 
+mod audit;
 mod inbox;
 mod owner;
 mod pages;
@@ -47,6 +48,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/shares/{id}", get(inbox::share))
         .route("/console/shares/{id}/respond", post(inbox::respond_to_share))
         .route("/console/shared-by-me", get(owner::shared_by_me))
+        .route("/console/audit", get(audit::timeline))
         .route(
             "/console/requests/{id}/cancel",
             get(owner::confirm_cancel).post(owner::cancel),

@@ -44,6 +44,9 @@ pub fn layout(title: &str, session: Option<&SignedIn>, notice: Option<&str>, bod
                                 li { a href="/console/approvals" { "Approvals" } }
                                 li { a href="/console/shared-with-me" { "Shared with me" } }
                                 li { a href="/console/shared-by-me" { "Shared by me" } }
+                                @if s.caller.principal.may(Capability::Audit, None) {
+                                    li { a href="/console/audit" { "Audit" } }
+                                }
                             }
                         }
                         p.who { "Signed in as " strong { (who(&s.caller.principal)) } }
