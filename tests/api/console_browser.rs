@@ -1,7 +1,8 @@
 //! The console in a real browser (headless Debian Chromium over WebDriver), keyboard only:
 //! a request filed through the API for alice's image; dave, the approver, signs in and
 //! approves it from the inbox; bob signs in and accepts the share; the API shows it
-//! accepted; alice revokes it from Shared by me after its confirmation page. Each page
+//! accepted; alice revokes it from Shared by me after its confirmation page; an auditor
+//! signs in with an API key and finds each step in the image's audit timeline. Each page
 //! visited is saved under docs/screenshots/.
 
 use serde_json::{Value, json};
@@ -29,7 +30,7 @@ async fn sign_in(browser: &Browser, base: &str, user: &str, project: &str, shot:
 }
 
 #[tokio::test]
-async fn dave_approves_bob_accepts_and_alice_revokes_in_a_real_browser_by_keyboard_alone() {
+async fn dave_approves_bob_accepts_alice_revokes_and_an_auditor_finds_it_all_by_keyboard_alone() {
     let (app, rig) = (spawn_app_with_keystone().await, Rig::from_env());
     let worker = Worker::new(app.pool.clone(), broker_cloud(), worker_config());
     let image = rig.private_image("console-browser").await;
@@ -109,8 +110,33 @@ async fn dave_approves_bob_accepts_and_alice_revokes_in_a_real_browser_by_keyboa
     browser.tab_to("text", "Revoke the share").await;
     browser.keys(ENTER).await;
     browser.wait_for_url("done=revoke").await;
-    browser.quit().await;
     until_share_state(&worker, &app.pool, share, "revoked").await;
     let seen: Value = app.read(&format!("/v1/shares/{share}")).await;
     assert_eq!(seen["revoke_reason"], "the CI moved to another image");
+    browser.tab_to("text", "Sign out").await;
+    browser.keys(ENTER).await;
+    browser.wait_for_url("/console/sign-in").await;
+
+    // An auditor signs in with an API key and finds every step in the image's timeline.
+    browser.tab_to("id", "api_key").await;
+    browser.keys(&app.auditor).await;
+    browser.tab_to("text", "Sign in with the key").await;
+    browser.keys(ENTER).await;
+    browser.wait_for_url("/console/").await;
+    browser.tab_to("text", "Audit").await;
+    browser.keys(ENTER).await;
+    browser.wait_for_url("/console/audit").await;
+    browser.tab_to("id", "image_id").await;
+    browser.keys(&image).await;
+    browser.keys(ENTER).await;
+    browser.wait_for_url("image_id=").await;
+    let timeline = browser.source().await;
+    for action in ["create", "update/approve", "allow", "accept", "revoke"] {
+        assert!(
+            timeline.contains(&format!("<td>{action}</td>")),
+            "{action} missing: {timeline}"
+        );
+    }
+    browser.screenshot("audit").await;
+    browser.quit().await;
 }

@@ -90,6 +90,13 @@ impl AuditQuery {
     }
 }
 
+/// An RFC 3339 time as people read it: `2026-12-02 16:08:22` (UTC, whole seconds).
+fn when(value: &Value) -> String {
+    let text = value.as_str().unwrap_or_default();
+    let text = text.split('.').next().unwrap_or(text).trim_end_matches('Z');
+    format!("{} UTC", text.replacen('T', " ", 1))
+}
+
 fn label(field: &str) -> &'static str {
     match field {
         "image_id" => "Image id",
@@ -133,10 +140,12 @@ pub async fn timeline(
             fieldset {
                 legend { "Filter" }
                 @for (field, value) in query.fields() {
-                    label for=(field) { (label(field)) }
-                    input id=(field) name=(field) type="text" value=(value);
+                    div {
+                        label for=(field) { (label(field)) }
+                        input id=(field) name=(field) type="text" value=(value);
+                    }
                 }
-                button type="submit" { "Show" }
+                div { button type="submit" { "Show" } }
             }
         }
         @if events.is_empty() {
@@ -149,7 +158,7 @@ pub async fn timeline(
                 tbody {
                     @for e in &events {
                         tr {
-                            td { (text(&e["occurred_at"])) }
+                            td { (when(&e["occurred_at"])) }
                             td { (text(&e["action"])) }
                             td { (text(&e["outcome"])) }
                             td { (text(&e["initiator"]["name"])) }
