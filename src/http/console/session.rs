@@ -255,3 +255,72 @@ impl FromRequestParts<AppState> for SignedIn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(secret: &Secret, credential: &str, kind: Kind) -> StoredSession {
+        let nonce = [7u8; 24];
+        let sealed = secret
+            .cipher()
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: credential.as_bytes(),
+                    aad: kind.as_str().as_bytes(),
+                },
+            )
+            .unwrap();
+        StoredSession {
+            kind: kind.as_str().into(),
+            sealed_credential: sealed,
+            nonce: nonce.to_vec(),
+            principal: "p".into(),
+            expires_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn only_the_cookie_that_sealed_a_credential_unseals_it() {
+        let (mine, other) = (Secret::random(), Secret::random());
+        let row = stored(&mine, "gsb_secret_key", Kind::ApiKey);
+        let (kind, credential) = unseal(&mine, &row).unwrap();
+        assert_eq!((kind, credential.expose_secret()), (Kind::ApiKey, "gsb_secret_key"));
+        assert!(unseal(&other, &row).is_none());
+        // The kind is bound to the ciphertext: relabelling the row breaks it.
+        let relabelled = StoredSession {
+            kind: "keystone".into(),
+            ..row
+        };
+        assert!(unseal(&mine, &relabelled).is_none());
+    }
+
+    #[test]
+    fn the_row_key_the_sealing_key_and_the_csrf_token_differ_and_round_trip_through_the_cookie() {
+        let secret = Secret::random();
+        let parsed = Secret::parse(&secret.encoded()).unwrap();
+        assert_eq!(parsed.id_hash(), secret.id_hash());
+        assert_eq!(parsed.csrf(), secret.csrf());
+        assert_ne!(secret.id_hash(), secret.derive("seal"));
+        assert_ne!(secret.csrf(), Secret::random().csrf());
+        assert!(Secret::parse("short").is_none());
+        assert!(same_token("abc", "abc") && !same_token("abc", "abd") && !same_token("", "abc"));
+    }
+
+    #[test]
+    fn cookies_are_found_by_exact_name_and_set_with_every_flag() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("x_gsb_console=1; gsb_console=two"),
+        );
+        assert_eq!(cookie(&headers, COOKIE).as_deref(), Some("two"));
+        assert_eq!(cookie(&headers, SIGN_IN_COOKIE), None);
+        let set = set_cookie(COOKIE, "v", PATH, 60);
+        assert_eq!(
+            set.to_str().unwrap(),
+            "gsb_console=v; Path=/console; Max-Age=60; HttpOnly; SameSite=Strict; Secure"
+        );
+    }
+}
