@@ -23,6 +23,7 @@ async fn sign_in(browser: &Browser, base: &str, user: &str, project: &str, shot:
     browser.keys(project).await;
     if let Some(name) = shot {
         browser.screenshot(name).await;
+        browser.assert_accessible(name).await;
     }
     browser.tab_to("text", "Sign in").await;
     browser.keys(ENTER).await;
@@ -56,6 +57,7 @@ async fn dave_approves_bob_accepts_alice_revokes_and_an_auditor_finds_it_all_by_
         "{inbox}"
     );
     browser.screenshot("approvals").await;
+    browser.assert_accessible("approvals").await;
 
     browser.tab_to("id", &format!("comment-{id}")).await;
     browser.keys("fine for CI").await;
@@ -64,6 +66,7 @@ async fn dave_approves_bob_accepts_alice_revokes_and_an_auditor_finds_it_all_by_
     browser.wait_for_url("done=approve").await;
     assert!(browser.source().await.contains("Approved."));
     browser.screenshot("approved").await;
+    browser.assert_accessible("approved").await;
     let request = app.read(&format!("/v1/share-requests/{id}")).await;
     assert_eq!(request["status"], "approved");
     assert_eq!(request["approval"]["approvals"][0]["comment"], "fine for CI");
@@ -78,10 +81,12 @@ async fn dave_approves_bob_accepts_alice_revokes_and_an_auditor_finds_it_all_by_
     browser.wait_for_url("/console/shared-with-me").await;
     assert!(browser.source().await.contains(share));
     browser.screenshot("shared-with-me").await;
+    browser.assert_accessible("shared-with-me").await;
     browser.tab_to("value", "accept").await;
     browser.keys(ENTER).await;
     browser.wait_for_url("done=accept").await;
     browser.screenshot("accepted").await;
+    browser.assert_accessible("accepted").await;
     browser.tab_to("text", "Sign out").await;
     browser.keys(ENTER).await;
     browser.wait_for_url("/console/sign-in").await;
@@ -101,12 +106,14 @@ async fn dave_approves_bob_accepts_alice_revokes_and_an_auditor_finds_it_all_by_
     sign_in(&browser, &base, "alice", "proj-a", None).await;
     browser.goto(&format!("{base}/console/shared-by-me")).await;
     browser.screenshot("shared-by-me").await;
+    browser.assert_accessible("shared-by-me").await;
     browser.tab_to("text", "Revoke…").await;
     browser.keys(ENTER).await;
     browser.wait_for_url(&format!("/console/shares/{share}/revoke")).await;
     browser.tab_to("id", "reason").await;
     browser.keys("the CI moved to another image").await;
     browser.screenshot("revoke-confirm").await;
+    browser.assert_accessible("revoke-confirm").await;
     browser.tab_to("text", "Revoke the share").await;
     browser.keys(ENTER).await;
     browser.wait_for_url("done=revoke").await;
@@ -138,5 +145,14 @@ async fn dave_approves_bob_accepts_alice_revokes_and_an_auditor_finds_it_all_by_
         );
     }
     browser.screenshot("audit").await;
+    browser.assert_accessible("audit").await;
+    // The check can fail: an unlabelled field added to the page is found.
+    browser
+        .execute(
+            "document.querySelector('main').insertAdjacentHTML('beforeend', '<input type=\"text\">'); return true;",
+        )
+        .await;
+    let found = browser.violations().await;
+    assert!(found.iter().any(|v| v.contains("critical label")), "{found:?}");
     browser.quit().await;
 }

@@ -146,6 +146,40 @@ impl Browser {
         );
     }
 
+    /// Runs `script` (a function body; a promise it returns is awaited) in the page.
+    pub async fn execute(&self, script: &str) -> Value {
+        self.call("POST", "/execute/sync", json!({ "script": script, "args": [] }))
+            .await
+    }
+
+    /// The serious and critical accessibility violations axe-core (the npm package
+    /// `ensure_chromium` fetches, `AXE_CORE_JS`) finds in the page, once it has checked at
+    /// least one rule.
+    pub async fn violations(&self) -> Vec<String> {
+        let path = std::env::var("AXE_CORE_JS")
+            .expect("AXE_CORE_JS is not set: scripts/test.sh fetches axe-core (ensure_chromium in scripts/lib.sh)");
+        let axe = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        self.execute(&format!("{axe}\nreturn true;")).await;
+        let found = self
+            .execute(
+                "return axe.run(document).then(r => ({passes: r.passes.length, violations: r.violations\
+                 .filter(v => v.impact === 'serious' || v.impact === 'critical')\
+                 .map(v => v.impact + ' ' + v.id + ': ' + v.help + ' at ' + v.nodes.map(n => n.target.join(' ')).join(', '))}));",
+            )
+            .await;
+        assert!(
+            found["passes"].as_u64().unwrap() > 0,
+            "axe-core checked nothing: {found}"
+        );
+        serde_json::from_value(found["violations"].clone()).unwrap()
+    }
+
+    /// Fails on any serious or critical accessibility violation in the page.
+    pub async fn assert_accessible(&self, page: &str) {
+        let found = self.violations().await;
+        assert!(found.is_empty(), "{page}: axe-core finds {found:#?}");
+    }
+
     /// Saves a PNG of the page as docs/screenshots/<name>.png.
     pub async fn screenshot(&self, name: &str) {
         use base64::Engine;
