@@ -270,6 +270,29 @@ ensure_compute() {
   log "compute: nova $NOVA_URL, cinder $CINDER_URL ($(( $(date +%s) - t0 ))s)"
 }
 
+# ----------------------------------------------------------------- chromium
+# Debian's Chromium and its WebDriver, for the console's real-browser tests
+# (tests/api/console_browser.rs drives /usr/bin/chromedriver headless).
+AXE_CORE_VERSION=${AXE_CORE_VERSION:-4.10.3}
+ensure_chromium() {
+  if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    _apt_get chromium chromium-driver fonts-dejavu-core
+  fi
+  export CHROMEDRIVER=/usr/bin/chromedriver CHROMIUM=/usr/bin/chromium
+  log "chromium: $(/usr/bin/chromium --version 2>/dev/null | head -n 1)"
+  # axe-core (the npm package, pinned), injected into the console's pages by the browser test
+  # to find accessibility violations; fetched once into the state directory.
+  local axe="$GSB_STATE_DIR/axe-core-$AXE_CORE_VERSION"
+  if [ ! -s "$axe/package/axe.min.js" ]; then
+    command -v npm >/dev/null 2>&1 || _apt_get npm
+    mkdir -p "$axe"
+    log "axe-core: npm pack axe-core@$AXE_CORE_VERSION"
+    (cd "$axe" && npm pack --silent "axe-core@$AXE_CORE_VERSION" >/dev/null && tar -xzf "axe-core-$AXE_CORE_VERSION.tgz") \
+      || die "npm pack axe-core@$AXE_CORE_VERSION failed"
+  fi
+  export AXE_CORE_JS="$axe/package/axe.min.js"
+}
+
 # ------------------------------------------------------------- schemathesis
 # The API fuzzer the test suite drives against the served OpenAPI document.
 SCHEMATHESIS_VERSION=${SCHEMATHESIS_VERSION:-4.32.5}

@@ -23,6 +23,7 @@ ensure_compute
 ensure_schemathesis
 ensure_pytools
 ensure_promtool
+ensure_chromium
 ensure_cargo_deny
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 log "DATABASE_URL=$DATABASE_URL"

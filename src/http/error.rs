@@ -116,7 +116,7 @@ impl ApiError {
         ApiError::Validation(vec![FieldError::new(field, reason)])
     }
 
-    fn status_and_slug(&self) -> (StatusCode, &'static str) {
+    pub(super) fn status_and_slug(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation-failed"),
             ApiError::MalformedBody(_) => (StatusCode::BAD_REQUEST, "malformed-body"),

@@ -84,7 +84,9 @@ pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
-    if status.as_u16() < 400 || is_problem {
+    // The console's pages answer errors in HTML, for people (`console::OwnPage`).
+    let is_page = response.extensions().get::<super::console::OwnPage>().is_some();
+    if status.as_u16() < 400 || is_problem || is_page {
         return response;
     }
     let detail = match status {

@@ -6,6 +6,7 @@
 mod access;
 mod access_report;
 mod audit;
+mod console;
 mod drift;
 mod error;
 mod extract;
@@ -223,6 +224,7 @@ pub fn router(state: AppState) -> Router {
     routes
         .route_layer(axum::middleware::from_fn(middleware::record_metrics))
         .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", spec))
+        .merge(console::routes())
         .fallback(|| async { ApiError::NotFound("no such route; see /openapi.json".into()) })
         .with_state(state)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))

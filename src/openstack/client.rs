@@ -291,6 +291,12 @@ impl OpenStack {
 
     /// Sends one call, re-authenticating once on 401. `what` names the call in errors;
     /// `request_id` travels as `X-OpenStack-Request-ID`.
+    /// The HTTP client and Keystone's URL, for calls made without the broker's token
+    /// (a person signing in to the console: `sign_in`).
+    pub(super) fn anonymous(&self) -> (&reqwest::Client, &str) {
+        (&self.http, &self.cloud.auth_url)
+    }
+
     pub(super) async fn send(
         &self,
         service: Service,

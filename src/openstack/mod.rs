@@ -14,7 +14,9 @@ mod impact;
 pub mod keystone;
 pub mod nova;
 pub mod pace;
+mod sign_in;
 
 pub use client::{OpenStack, PaceRefused, Pacer, Pass};
 pub use clouds::{CloudConfig, Credentials};
 pub use error::CallError;
+pub use sign_in::SignedIn;
