@@ -41,7 +41,13 @@ impl Hold {
 
     /// Resolves once the held call has been answered by Glance (the answer is held).
     pub async fn reached(&self) {
-        self.reached.acquire().await.unwrap().forget();
+        // A call that never comes (the job failed before it) fails the test instead of
+        // hanging it.
+        tokio::time::timeout(std::time::Duration::from_secs(120), self.reached.acquire())
+            .await
+            .expect("the held call reached the proxy within 2 minutes")
+            .unwrap()
+            .forget();
     }
 
     /// Lets the held answer go to the broker.
