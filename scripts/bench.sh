@@ -131,7 +131,7 @@ bench_intake() {
     "$BIN" serve >>"$BENCH_DIR/sealer.log" 2>&1 &
   SEALER_PID=$!
 
-  start_broker DATABASE_URL="$url" GSB_NO_WORKER=true GSB_RATE_LIMIT_PER_SEC=0 GSB_DB_MAX_CONNECTIONS="$BENCH_POOL"
+  start_broker DATABASE_URL="$url" GSB_NO_WORKER=true GSB_RATE_LIMIT_PER_SEC=0 GSB_ADDRESS_RATE_LIMIT_PER_SEC=0 GSB_DB_MAX_CONNECTIONS="$BENCH_POOL"
   sleep 2
   local idle_kb ready_ms=$READY_MS
   idle_kb=$(rss_kb "$BROKER_PID" VmRSS)
@@ -198,7 +198,7 @@ bench_fanout() {
   "$BIN" migrate --database-url "$url" >/dev/null
   req=$(new_key "$url" bench-portal requester)
   app=$(new_key "$url" bench-approver approver)
-  start_broker DATABASE_URL="$url" OS_CLOUD=admin GSB_GLANCE_RATE_LIMIT=0 GSB_RATE_LIMIT_PER_SEC=0 \
+  start_broker DATABASE_URL="$url" OS_CLOUD=admin GSB_GLANCE_RATE_LIMIT=0 GSB_RATE_LIMIT_PER_SEC=0 GSB_ADDRESS_RATE_LIMIT_PER_SEC=0 \
     GSB_ACCEPT_POLL_FIRST_SECS=3600 GSB_DB_MAX_CONNECTIONS=20
   img=$("$py" "$fan" image bench-fanout-broker)
   line=$("$py" "$fan" broker "$B" "$req" "$app" "$img" <<<"$targets")
