@@ -142,16 +142,28 @@ impl Rig {
         assert_eq!(response.status(), 204, "delete project {id}");
     }
 
+    /// The rig's Glance keeps its catalog in SQLite, which answers 500 ("database is locked")
+    /// when many tests write at once: a test's own setup write is tried again then, since
+    /// what is under test is the broker, not the rig.
     pub async fn glance_put(&self, token: &str, path: &str, body: Value) -> u16 {
-        let response = self
-            .http
-            .put(format!("{}{path}", self.glance))
-            .header("x-auth-token", token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        response.status().as_u16()
+        let mut status = 0;
+        for _ in 0..5 {
+            status = self
+                .http
+                .put(format!("{}{path}", self.glance))
+                .header("x-auth-token", token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            if status != 500 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        status
     }
 }
 
