@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, fields, problem, spawn_app};
-use crate::openstack::{Rig, broker_cloud, drain, env, worker_config};
+use crate::openstack::{Rig, broker_cloud, drain, env, until_share_state, worker_config};
 
 /// A worker that repairs (`enforce_drift`) or only reports, adopting for `adopt` owners.
 pub fn drift_worker(app: &TestApp, enforce: bool, adopt: &[&str]) -> Worker {
@@ -99,9 +99,9 @@ pub async fn active_image(rig: &Rig, name: &str) -> String {
 pub async fn granted(app: &TestApp, worker: &Worker, image: &str, target: &str) -> String {
     let body = json!({"image_id": image, "targets": [target], "reason": "drift", "auto_accept": true});
     let request = app.file_and_approve(body, Some(worker)).await;
-    drain(worker).await;
     let share = request["shares"][0]["id"].as_str().unwrap().to_owned();
-    assert_eq!(app.share_state(&share).await, "accepted");
+    // A grant Glance answered with a retryable error is tried again later.
+    until_share_state(worker, &app.pool, &share, "accepted").await;
     share
 }
 
