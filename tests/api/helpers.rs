@@ -189,6 +189,15 @@ impl TestApp {
             .json(body)
     }
 
+    /// POSTs a request for a new image to `proj-b` as the requester; the answer, whatever it is.
+    pub async fn try_file(&self) -> Response {
+        let body = request_body(&Uuid::new_v4().to_string(), &["proj-b"]);
+        self.post(&self.requester, "/v1/share-requests", &body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Files a request as the requester and returns the created body.
     pub async fn file(&self, image: &str, targets: &[&str]) -> Value {
         self.file_as(&self.requester, &request_body(image, targets)).await

@@ -26,6 +26,43 @@ pub struct Load {
     pub statuses: HashMap<u16, usize>,
 }
 
+impl Load {
+    /// Asserts what an outage under this load may and may not do: only 201 and 503 were
+    /// answered, the outage was seen, the load made progress, and every request acknowledged
+    /// with 201 is in `pool`. Returns how many were acknowledged.
+    pub async fn assert_nothing_acknowledged_lost(&self, pool: &PgPool) -> usize {
+        eprintln!(
+            "answers: {:?}; acknowledged: {}",
+            self.statuses,
+            self.acknowledged.len()
+        );
+        let unexpected: Vec<_> = self.statuses.keys().filter(|s| ![201, 503].contains(*s)).collect();
+        assert!(
+            unexpected.is_empty(),
+            "only 201 and 503 are answered: {:?}",
+            self.statuses
+        );
+        assert!(
+            self.statuses.contains_key(&503),
+            "the outage was seen: {:?}",
+            self.statuses
+        );
+        let ids: Vec<Uuid> = self.acknowledged.iter().map(|id| id.parse().unwrap()).collect();
+        assert!(ids.len() > 20, "the load made progress: {:?}", self.statuses);
+        let stored: i64 = sqlx::query_scalar("select count(*) from share_requests where id = any($1)")
+            .bind(&ids)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            stored as usize,
+            ids.len(),
+            "every request acknowledged before, during or after the outage is stored"
+        );
+        ids.len()
+    }
+}
+
 /// Files requests from `clients` tasks until `stop`, each retrying its own Idempotency-Key
 /// until it is acknowledged, as a careful client does.
 pub async fn file_until(app: Arc<TestApp>, clients: usize, stop: Arc<AtomicBool>, load: Arc<Mutex<Load>>) {
@@ -87,15 +124,7 @@ async fn postgres_restarted_under_load_loses_no_acknowledged_request() {
     // While it is down: 503 problems, and not ready.
     let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let response = app
-        .post(
-            &app.requester,
-            "/v1/share-requests",
-            &request_body(&Uuid::new_v4().to_string(), &["proj-b"]),
-        )
-        .send()
-        .await
-        .unwrap();
+    let response = app.try_file().await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(response.headers()["content-type"], "application/problem+json");
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -116,31 +145,7 @@ async fn postgres_restarted_under_load_loses_no_acknowledged_request() {
     stop.store(true, Ordering::Relaxed);
     writers.await.unwrap();
 
-    let load = load.lock().await;
-    eprintln!(
-        "answers: {:?}; acknowledged: {}",
-        load.statuses,
-        load.acknowledged.len()
-    );
-    let unexpected: Vec<_> = load.statuses.keys().filter(|s| ![201, 503].contains(*s)).collect();
-    assert!(
-        unexpected.is_empty(),
-        "only 201 and 503 are answered: {:?}",
-        load.statuses
-    );
-    assert!(
-        load.statuses.contains_key(&503),
-        "the outage was seen: {:?}",
-        load.statuses
-    );
-    let ids: Vec<Uuid> = load.acknowledged.iter().map(|id| id.parse().unwrap()).collect();
-    assert!(ids.len() > 20, "the load made progress: {:?}", load.statuses);
-    let stored: i64 = sqlx::query_scalar("select count(*) from share_requests where id = any($1)")
-        .bind(&ids)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(stored as usize, ids.len(), "every acknowledged request is stored");
+    load.lock().await.assert_nothing_acknowledged_lost(&app.pool).await;
 }
 
 /// Makes sure `count` projects named `gsb-outage-N` exist in Keystone; returns their ids.
