@@ -39,15 +39,31 @@ impl Hold {
         }
     }
 
-    /// Resolves once the held call has been answered by Glance (the answer is held).
-    pub async fn reached(&self) {
-        // A call that never comes (the job failed before it) fails the test instead of
-        // hanging it.
-        tokio::time::timeout(std::time::Duration::from_secs(120), self.reached.acquire())
-            .await
-            .expect("the held call reached the proxy within 2 minutes")
-            .unwrap()
-            .forget();
+    /// Runs worker passes until one makes the held call and Glance has answered it (the
+    /// answer is held); that pass, still running. A pass that ends without the call (it found
+    /// another job due first, or none yet) is followed by another.
+    pub async fn reached_by(&self, worker: &Worker) -> tokio::task::JoinHandle<Outcome> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let mut pass = spawn_pass(worker);
+            tokio::select! {
+                biased;
+                reached = self.reached.acquire() => {
+                    reached.unwrap().forget();
+                    return pass;
+                }
+                ended = &mut pass => {
+                    ended.unwrap();
+                }
+            }
+            // A call that never comes (the job failed before it) fails the test instead of
+            // hanging it.
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the held call reached the proxy within 2 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Lets the held answer go to the broker.
@@ -278,8 +294,7 @@ async fn a_revoke_made_while_a_poll_is_in_flight_wins_over_the_acceptance_it_saw
     assert_eq!(rig.glance_put(&bob, &path, json!({"status": "accepted"})).await, 200);
     let hold = glance.hold(Method::GET, &format!("/members/{proj_b}"));
     polls_due(&app.pool, std::slice::from_ref(&share)).await;
-    let pass = spawn_pass(&worker);
-    hold.reached().await;
+    let pass = hold.reached_by(&worker).await;
 
     let revoke = format!("/v1/shares/{share}/revoke");
     let status = post_status(&app, &app.requester, &revoke, json!({"force": true, "reason": "raced"})).await;
@@ -316,8 +331,7 @@ async fn a_revoke_right_after_an_accept_wins_over_the_accept_job() {
     assert_eq!(post_status(&app, &consumer, &accept, json!({})).await, 202);
     // The accept job has set the member `accepted` in Glance, and not settled yet.
     let hold = glance.hold(Method::PUT, &format!("/members/{proj_b}"));
-    let pass = spawn_pass(&worker);
-    hold.reached().await;
+    let pass = hold.reached_by(&worker).await;
     let revoke = format!("/v1/shares/{share}/revoke");
     assert_eq!(
         post_status(&app, &app.requester, &revoke, json!({"force": true, "reason": "raced"})).await,
@@ -403,8 +417,7 @@ async fn a_worker_whose_lease_was_taken_over_adds_no_member() {
 
     // The grant stalls on its read of the image, past its lease ...
     let hold = glance.hold(Method::GET, &image);
-    let pass = spawn_pass(&stalled);
-    hold.reached().await;
+    let pass = hold.reached_by(&stalled).await;
     sqlx::query("update jobs set lease_expires_at = now() - interval '1 second' where share_id = $1::uuid")
         .bind(&share)
         .execute(&app.pool)
@@ -665,8 +678,7 @@ async fn a_member_that_comes_back_after_its_removal_is_removed_again() {
         202
     );
     let hold = glance.hold(Method::DELETE, &format!("/members/{proj_b}"));
-    let pass = spawn_pass(&worker);
-    hold.reached().await;
+    let pass = hold.reached_by(&worker).await;
     // As the real Glance does when the consumer's status update read the member before the
     // removal and saves it after: the member is back.
     fake.add_existing_member(&image, &proj_b);
