@@ -1,28 +1,100 @@
-//! Logging and the metrics recorder.
+//! Logging, trace export and the metrics recorder.
+//!
+//! Logs go to stderr. With an OTLP endpoint configured (`config::OtelArgs`), the same
+//! `tracing` spans are also exported as OpenTelemetry traces ([`export`]), and W3C trace
+//! context flows in and out of them ([`trace`]); without one, no exporter exists and the
+//! spans are what they were: log context.
+
+mod export;
+pub mod trace;
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
+use opentelemetry::trace::TracerProvider;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-use crate::config::LogFormat;
+use crate::config::{LogFormat, OtelArgs};
 
-/// Logs to stderr, as JSON lines or text; `RUST_LOG` sets the levels.
-pub fn init_logging(format: LogFormat) {
+/// How long a stopping process waits for its last spans to reach the collector.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What logging started: the trace pipeline, when spans are exported.
+#[must_use = "call `shutdown` before the process exits, or the last spans are lost"]
+pub struct Telemetry {
+    traces: Option<SdkTracerProvider>,
+}
+
+/// Logs to stderr, as JSON lines or text; `RUST_LOG` sets the levels. With an OTLP endpoint
+/// in `otel`, also exports the broker's spans (those of `glance_share_broker` at INFO and
+/// above, with the events logged in them, whatever `RUST_LOG` says) as traces.
+pub fn init_logging(format: LogFormat, otel: &OtelArgs) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info,hyper=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info,hyper=warn"))
+        // Spans made only for traces would hide the request's or the job's ids from the
+        // log lines written inside them.
+        .add_directive(format!("{}=off", trace::TRACE_ONLY).parse()?);
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match format {
+        LogFormat::Json => logs
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Text => logs.with_filter(filter).boxed(),
     };
+    let traces = otel
+        .traces_url()
+        .map(|url| export::provider(otel, &url))
+        .transpose()?;
+    let exported = traces.as_ref().map(|provider| {
+        let mine = Targets::new()
+            .with_target(env!("CARGO_CRATE_NAME"), Level::INFO)
+            .with_target(trace::TRACE_ONLY, Level::INFO);
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("glance-share-broker"))
+            // Contexts are passed by hand (`trace`), never read from OpenTelemetry's
+            // current context; a span not yet entered can still be renamed (the route).
+            .with_context_activation(false)
+            .with_location(false)
+            .with_threads(false)
+            .with_filter(mine)
+    });
+    // Another subscriber may be installed already (tests): keep it.
+    if Registry::default().with(logs).with(exported).try_init().is_ok() && traces.is_some() {
+        trace::enable();
+    }
+    if let Some(url) = otel.traces_url().filter(|_| traces.is_some()) {
+        // The host alone: the URL's path is no secret, but keep the log line short and safe.
+        tracing::info!(otlp.host = url.host_str().unwrap_or_default(), sampler = ?otel.otel_traces_sampler, "exporting traces");
+    }
+    Ok(Telemetry { traces })
+}
+
+impl Telemetry {
+    /// Sends the spans still queued to the collector (waiting at most [`FLUSH_TIMEOUT`]) and
+    /// stops the exporter. Call it once requests and jobs have finished.
+    pub async fn shutdown(self) {
+        let Some(provider) = self.traces else {
+            return;
+        };
+        // The SDK blocks until its batch thread is done; the post it waits for runs on
+        // this runtime, so block another thread.
+        let stopped = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(FLUSH_TIMEOUT)).await;
+        match stopped {
+            Ok(Ok(())) => tracing::info!("traces flushed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "the last traces may not have reached the collector"),
+            Err(e) => tracing::warn!(error = %e, "flushing traces failed"),
+        }
+    }
 }
 
 /// The process-wide Prometheus recorder, installed on first use.
