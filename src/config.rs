@@ -28,7 +28,7 @@ pub struct Cli {
     pub log_format: LogFormat,
 
     /// OpenTelemetry trace export (off unless an OTLP endpoint is set).
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Traces (OpenTelemetry)")]
     pub otel: OtelArgs,
 
     /// What to run; `serve` when none is named.

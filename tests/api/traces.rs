@@ -447,7 +447,6 @@ async fn without_an_otlp_endpoint_or_with_otel_sdk_disabled_nothing_is_exported_
     let (collector, collector_url) = Collector::start().await;
     let (keystone, keystone_url) = Recorder::start(&env("KEYSTONE_URL")).await;
     let (glance, glance_url) = Recorder::start(&env("GLANCE_URL")).await;
-    let image = rig.private_image("traces-off").await;
     let settings: [&[(&str, &str)]; 2] = [
         // What an operator who never heard of OpenTelemetry runs: no endpoint.
         &[("OTEL_SERVICE_NAME", "named-but-off")],
@@ -458,6 +457,7 @@ async fn without_an_otlp_endpoint_or_with_otel_sdk_disabled_nothing_is_exported_
     ];
     for settings in settings {
         let broker = Broker::start(&app, &keystone_url, &glance_url, settings).await;
+        let image = rig.private_image("traces-off").await;
         let filed = app
             .client
             .post(broker.url("/v1/share-requests"))
