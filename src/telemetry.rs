@@ -51,10 +51,7 @@ pub fn init_logging(format: LogFormat, otel: &OtelArgs) -> anyhow::Result<Teleme
             .boxed(),
         LogFormat::Text => logs.with_filter(filter).boxed(),
     };
-    let traces = otel
-        .traces_url()
-        .map(|url| export::provider(otel, &url))
-        .transpose()?;
+    let traces = otel.traces_url().map(|url| export::provider(otel, &url)).transpose()?;
     let exported = traces.as_ref().map(|provider| {
         let mine = Targets::new()
             .with_target(env!("CARGO_CRATE_NAME"), Level::INFO)

@@ -24,14 +24,24 @@ pub struct OtelArgs {
     pub otlp_timeout_ms: u64,
 
     /// The `service.name` of the exported spans.
-    #[arg(long, env = "OTEL_SERVICE_NAME", global = true, default_value = "glance-share-broker")]
+    #[arg(
+        long,
+        env = "OTEL_SERVICE_NAME",
+        global = true,
+        default_value = "glance-share-broker"
+    )]
     pub otel_service_name: String,
 
     /// Which traces are recorded: `parentbased_always_on` follows the caller's `traceparent`
     /// sampled flag and records every trace the broker starts; `parentbased_traceidratio`
     /// starts a share OTEL_TRACES_SAMPLER_ARG of them; also `always_on`, `always_off`,
     /// `traceidratio`, `parentbased_always_off`.
-    #[arg(long, env = "OTEL_TRACES_SAMPLER", global = true, default_value = "parentbased_always_on")]
+    #[arg(
+        long,
+        env = "OTEL_TRACES_SAMPLER",
+        global = true,
+        default_value = "parentbased_always_on"
+    )]
     pub otel_traces_sampler: TracesSampler,
 
     /// The ratio (0 to 1) of the `traceidratio` samplers.
@@ -142,7 +152,9 @@ mod tests {
         assert_eq!(args(None, None).traces_url(), None);
         assert_eq!(args(Some(""), Some(" ")).traces_url(), None);
         assert_eq!(
-            args(Some(""), Some("http://c:4318/v1/traces")).traces_url().map(String::from),
+            args(Some(""), Some("http://c:4318/v1/traces"))
+                .traces_url()
+                .map(String::from),
             Some("http://c:4318/v1/traces".to_owned())
         );
     }
@@ -150,9 +162,18 @@ mod tests {
     #[test]
     fn the_base_endpoint_gets_v1_traces_below_its_path_and_the_traces_endpoint_is_taken_as_it_is() {
         let url = |e, t| args(e, t).traces_url().map(|u| u.to_string());
-        assert_eq!(url(Some("http://collector:4318"), None).as_deref(), Some("http://collector:4318/v1/traces"));
-        assert_eq!(url(Some("http://collector:4318/"), None).as_deref(), Some("http://collector:4318/v1/traces"));
-        assert_eq!(url(Some("https://c.example/otlp/"), None).as_deref(), Some("https://c.example/otlp/v1/traces"));
+        assert_eq!(
+            url(Some("http://collector:4318"), None).as_deref(),
+            Some("http://collector:4318/v1/traces")
+        );
+        assert_eq!(
+            url(Some("http://collector:4318/"), None).as_deref(),
+            Some("http://collector:4318/v1/traces")
+        );
+        assert_eq!(
+            url(Some("https://c.example/otlp/"), None).as_deref(),
+            Some("https://c.example/otlp/v1/traces")
+        );
         assert_eq!(
             url(Some("http://wrong:4318"), Some("http://collector:4318/custom")).as_deref(),
             Some("http://collector:4318/custom")
@@ -189,7 +210,14 @@ mod tests {
 
     #[test]
     fn otel_sdk_disabled_is_true_in_any_case_and_false_otherwise() {
-        for (text, disabled) in [("true", true), ("TRUE", true), (" True ", true), ("1", false), ("", false), ("no", false)] {
+        for (text, disabled) in [
+            ("true", true),
+            ("TRUE", true),
+            (" True ", true),
+            ("1", false),
+            ("", false),
+            ("no", false),
+        ] {
             assert_eq!(parse_true(text), Ok(disabled), "{text}");
         }
     }

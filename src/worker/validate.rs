@@ -67,7 +67,14 @@ impl Worker {
 
         let mut tx = self.pool.begin().await?;
         let trace = telemetry::trace::current();
-        db::jobs::carry_origin(&mut tx, Origin { request_id: &rid, trace }).await?;
+        db::jobs::carry_origin(
+            &mut tx,
+            Origin {
+                request_id: &rid,
+                trace,
+            },
+        )
+        .await?;
         let request = db::share_requests::find_for_update(&mut tx, request_id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("request {request_id} is gone"))?;

@@ -210,7 +210,11 @@ impl Broker {
         let started = Instant::now();
         signal(&self.child, Signal::SIGTERM);
         let status = self.child.wait().unwrap();
-        assert!(status.success(), "SIGTERM is a clean shutdown, got {status}:\n{}", self.log());
+        assert!(
+            status.success(),
+            "SIGTERM is a clean shutdown, got {status}:\n{}",
+            self.log()
+        );
         started.elapsed()
     }
 }
@@ -355,16 +359,26 @@ async fn a_traceparent_follows_a_share_from_the_api_through_the_worker_to_keysto
     let approval = one("the approval's server span", &|s| s.span_id == approval_span);
     assert_eq!(
         (approval.kind, approval.name.as_str(), approval.parent.as_str()),
-        (SpanKind::Server, "POST /v1/share-requests/{id}/approve", approval_parent.as_str())
+        (
+            SpanKind::Server,
+            "POST /v1/share-requests/{id}/approve",
+            approval_parent.as_str()
+        )
     );
     assert_eq!(approval.attr("url.path"), format!("/v1/share-requests/{id}/approve"));
     assert_eq!(approval.attr("http.response.status_code"), "200");
 
     // The worker's jobs: children of the calls that queued them.
     let validation = one("the validation job", &|s| s.name == "validate job");
-    assert_eq!((validation.kind, validation.parent.as_str()), (SpanKind::Consumer, filing_span.as_str()));
+    assert_eq!(
+        (validation.kind, validation.parent.as_str()),
+        (SpanKind::Consumer, filing_span.as_str())
+    );
     let grant = one("the grant job", &|s| s.name == "grant job");
-    assert_eq!((grant.kind, grant.parent.as_str()), (SpanKind::Consumer, approval_span.as_str()));
+    assert_eq!(
+        (grant.kind, grant.parent.as_str()),
+        (SpanKind::Consumer, approval_span.as_str())
+    );
 
     // Their OpenStack calls: client spans, children of the jobs.
     let clients: Vec<&Exported> = trace.iter().filter(|s| s.kind == SpanKind::Client).collect();
@@ -373,17 +387,28 @@ async fn a_traceparent_follows_a_share_from_the_api_through_the_worker_to_keysto
         .iter()
         .filter(|s| s.attr("openstack.service") == "keystone" && s.parent == validation.span_id)
         .collect();
-    assert!(!validation_keystone.is_empty(), "the targets are looked up: {clients:#?}");
+    assert!(
+        !validation_keystone.is_empty(),
+        "the targets are looked up: {clients:#?}"
+    );
     for call in &validation_keystone {
         assert_eq!(call.attr("server.address"), keystone_url_host.host_str().unwrap());
         assert_eq!(call.attr("server.port"), keystone_url_host.port().unwrap().to_string());
         assert!(call.name == "GET keystone" || call.name == "POST keystone", "{call:?}");
     }
-    let add = one("the add member call", &|s| s.attr("openstack.operation") == "add image member");
-    assert_eq!((add.kind, add.name.as_str(), add.parent.as_str()), (SpanKind::Client, "POST glance", grant.span_id.as_str()));
+    let add = one("the add member call", &|s| {
+        s.attr("openstack.operation") == "add image member"
+    });
+    assert_eq!(
+        (add.kind, add.name.as_str(), add.parent.as_str()),
+        (SpanKind::Client, "POST glance", grant.span_id.as_str())
+    );
     assert_eq!(add.attr("http.request.method"), "POST");
     assert_eq!(add.attr("url.full"), format!("{glance_url}/v2/images/{image}/members"));
-    assert!(["200", "409"].contains(&add.attr("http.response.status_code")), "{add:?}");
+    assert!(
+        ["200", "409"].contains(&add.attr("http.response.status_code")),
+        "{add:?}"
+    );
     assert!(
         clients
             .iter()
@@ -391,7 +416,10 @@ async fn a_traceparent_follows_a_share_from_the_api_through_the_worker_to_keysto
         "validation reads the image: {clients:#?}"
     );
     for call in &clients {
-        assert!(!call.attr("url.full").contains('?') || call.attr("url.full").contains("=REDACTED"), "{call:?}");
+        assert!(
+            !call.attr("url.full").contains('?') || call.attr("url.full").contains("=REDACTED"),
+            "{call:?}"
+        );
     }
 
     // Each of the grant's Glance calls carried its client span's traceparent, beside the
@@ -406,21 +434,32 @@ async fn a_traceparent_follows_a_share_from_the_api_through_the_worker_to_keysto
             .to_str()
             .unwrap();
         let parts: Vec<&str> = sent.split('-').collect();
-        assert_eq!((parts[0], parts[1], parts[3]), ("00", trace_id.as_str(), "01"), "{method} {path}");
-        assert!(client_ids.contains(&parts[2]), "{method} {path}: {sent} is no exported client span");
+        assert_eq!(
+            (parts[0], parts[1], parts[3]),
+            ("00", trace_id.as_str(), "01"),
+            "{method} {path}"
+        );
+        assert!(
+            client_ids.contains(&parts[2]),
+            "{method} {path}: {sent} is no exported client span"
+        );
         assert!(rid.as_deref().is_some_and(|r| r.starts_with("req-")), "{method} {path}");
     }
     assert!(
-        keystone
-            .with_headers()
-            .iter()
-            .any(|(_, h)| h.get("traceparent").is_some_and(|t| t.to_str().unwrap().contains(&trace_id))),
+        keystone.with_headers().iter().any(|(_, h)| h
+            .get("traceparent")
+            .is_some_and(|t| t.to_str().unwrap().contains(&trace_id))),
         "Keystone calls carry the trace too"
     );
 
     // No secret reached the collector: no token the broker or a person sent, no password,
     // no API key.
-    let mut secrets = vec![alice.clone(), env("ADMIN_PASSWORD"), traced.requester.clone(), traced.approver.clone()];
+    let mut secrets = vec![
+        alice.clone(),
+        env("ADMIN_PASSWORD"),
+        traced.requester.clone(),
+        traced.approver.clone(),
+    ];
     for (_, headers) in glance.with_headers().iter().chain(keystone.with_headers().iter()) {
         for name in ["x-auth-token", "x-subject-token"] {
             if let Some(token) = headers.get(name) {
@@ -436,7 +475,10 @@ async fn a_traceparent_follows_a_share_from_the_api_through_the_worker_to_keysto
     }
     for span in collector.spans() {
         for (name, value) in &span.attributes {
-            assert!(!name.contains("auth") && !name.contains("token") && !name.contains("password"), "{name}={value}");
+            assert!(
+                !name.contains("auth") && !name.contains("token") && !name.contains("password"),
+                "{name}={value}"
+            );
         }
     }
 }
@@ -538,7 +580,10 @@ async fn a_malformed_traceparent_starts_a_new_trace_and_the_request_is_served() 
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{headers:?}");
         let (trace_id, span_id, flags) = answered_traceparent(&response);
-        assert!(headers.iter().all(|h| !h.contains(&trace_id)), "{headers:?}: a new trace");
+        assert!(
+            headers.iter().all(|h| !h.contains(&trace_id)),
+            "{headers:?}: a new trace"
+        );
         assert_ne!(trace_id, "0".repeat(32));
         assert_eq!(flags, "01", "a new trace is sampled (parentbased_always_on)");
         assert!(response.headers().get("tracestate").is_none(), "{headers:?}");
@@ -559,16 +604,14 @@ async fn a_malformed_traceparent_starts_a_new_trace_and_the_request_is_served() 
     assert_eq!(answered_traceparent(&response).2, "00");
 
     until_collected(&collector, "every request's span", |spans| {
-        roots.iter().all(|(t, s)| spans.iter().any(|e| &e.trace_id == t && &e.span_id == s))
+        roots
+            .iter()
+            .all(|(t, s)| spans.iter().any(|e| &e.trace_id == t && &e.span_id == s))
     })
     .await;
     broker.stop();
     for (trace_id, span_id) in &roots {
-        let span = collector
-            .spans()
-            .into_iter()
-            .find(|s| &s.span_id == span_id)
-            .unwrap();
+        let span = collector.spans().into_iter().find(|s| &s.span_id == span_id).unwrap();
         assert_eq!((&span.trace_id, span.parent.as_str()), (trace_id, ""), "a root span");
         assert_eq!(span.name, "GET /v1/share-requests");
         assert_eq!(span.service, "broker-under-test");
@@ -617,7 +660,10 @@ async fn a_collector_that_hangs_or_is_down_slows_no_request_and_no_shutdown() {
         );
         // The flush at shutdown waits 5 s at most for a collector that never answers.
         let stopping = broker.stop();
-        assert!(stopping < Duration::from_secs(15), "{collector}: shutdown took {stopping:?}");
+        assert!(
+            stopping < Duration::from_secs(15),
+            "{collector}: shutdown took {stopping:?}"
+        );
     }
     assert!(*taken.lock().unwrap() > 0, "the broker tried the hanging collector");
 }
