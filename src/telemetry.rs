@@ -14,7 +14,7 @@ use std::time::Duration;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use opentelemetry::trace::TracerProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing::Level;
+use tracing::{Level, Subscriber};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -35,6 +35,26 @@ pub struct Telemetry {
 /// in `otel`, also exports the broker's spans (those of `glance_share_broker` at INFO and
 /// above, with the events logged in them, whatever `RUST_LOG` says) as traces.
 pub fn init_logging(format: LogFormat, otel: &OtelArgs) -> anyhow::Result<Telemetry> {
+    let (subscriber, traces) = subscriber(format, otel)?;
+    // Another subscriber may be installed already (tests): keep it.
+    if subscriber.try_init().is_ok() && traces.is_some() {
+        trace::enable();
+    }
+    if let Some(url) = otel.traces_url().filter(|_| traces.is_some()) {
+        tracing::info!(
+            otlp.host = url.host_str().unwrap_or_default(),
+            sampler = ?otel.otel_traces_sampler,
+            "exporting traces"
+        );
+    }
+    Ok(Telemetry { traces })
+}
+
+/// The subscriber [`init_logging`] installs, and the trace pipeline it feeds, if any.
+fn subscriber(
+    format: LogFormat,
+    otel: &OtelArgs,
+) -> anyhow::Result<(Box<dyn Subscriber + Send + Sync>, Option<SdkTracerProvider>)> {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info,hyper=warn"))
         // Spans made only for traces would hide the request's or the job's ids from the
@@ -65,15 +85,14 @@ pub fn init_logging(format: LogFormat, otel: &OtelArgs) -> anyhow::Result<Teleme
             .with_threads(false)
             .with_filter(mine)
     });
-    // Another subscriber may be installed already (tests): keep it.
-    if Registry::default().with(logs).with(exported).try_init().is_ok() && traces.is_some() {
-        trace::enable();
-    }
-    if let Some(url) = otel.traces_url().filter(|_| traces.is_some()) {
-        // The host alone: the URL's path is no secret, but keep the log line short and safe.
-        tracing::info!(otlp.host = url.host_str().unwrap_or_default(), sampler = ?otel.otel_traces_sampler, "exporting traces");
-    }
-    Ok(Telemetry { traces })
+    // No `Option` layer: an absent one would let every span through to the registry,
+    // trace-only spans included.
+    let logging = Registry::default().with(logs);
+    let subscriber: Box<dyn Subscriber + Send + Sync> = match exported {
+        Some(exported) => Box::new(logging.with(exported)),
+        None => Box::new(logging),
+    };
+    Ok((subscriber, traces))
 }
 
 impl Telemetry {
@@ -129,4 +148,32 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TracesSampler;
+
+    #[test]
+    fn without_an_endpoint_no_exporter_is_built_and_trace_only_spans_are_never_made() {
+        let otel = OtelArgs {
+            otlp_endpoint: None,
+            otlp_traces_endpoint: None,
+            otlp_timeout_ms: 10_000,
+            otel_service_name: "glance-share-broker".into(),
+            otel_traces_sampler: TracesSampler::ParentbasedAlwaysOn,
+            otel_traces_sampler_arg: 1.0,
+            otel_sdk_disabled: false,
+        };
+        // No Tokio runtime here: a pipeline would need one, so none may be built.
+        let (subscriber, traces) = subscriber(LogFormat::Json, &otel).unwrap();
+        assert!(traces.is_none());
+        tracing::subscriber::with_default(subscriber, || {
+            // An OpenStack call's span costs a cached look-up: it is never made, its fields
+            // never formatted.
+            assert!(tracing::info_span!(target: trace::TRACE_ONLY, "openstack call").is_disabled());
+            assert!(!tracing::error_span!("request").is_disabled(), "log spans are made");
+        });
+    }
 }

@@ -94,13 +94,6 @@ impl OtelArgs {
     }
 }
 
-impl Default for OtelArgs {
-    /// The defaults (and any OTEL_* variables set).
-    fn default() -> Self {
-        super::defaults()
-    }
-}
-
 /// An `http` or `https` URL, without credentials, query or fragment; an empty value is
 /// no endpoint.
 fn parse_endpoint(text: &str) -> Result<Endpoint, String> {
