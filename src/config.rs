@@ -10,8 +10,10 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use crate::domain::{ApproverScope, Role, RoleMap};
 
 mod drift;
+mod otel;
 mod worker;
 pub use drift::{DriftArgs, Every};
+pub use otel::{Endpoint, OtelArgs, TracesSampler};
 pub use worker::WorkerArgs;
 
 #[derive(Debug, Parser)]
@@ -24,6 +26,10 @@ pub struct Cli {
     /// Log format: `json` (one object per line) or `text`.
     #[arg(long, env = "GSB_LOG_FORMAT", default_value = "json", global = true)]
     pub log_format: LogFormat,
+
+    /// OpenTelemetry trace export (off unless an OTLP endpoint is set).
+    #[command(flatten, next_help_heading = "Traces (OpenTelemetry)")]
+    pub otel: OtelArgs,
 
     /// What to run; `serve` when none is named.
     #[command(subcommand)]

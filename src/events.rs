@@ -16,7 +16,7 @@ pub async fn record(tx: &mut PgConnection, observer: &str, event: NewEvent<'_>) 
 
 /// Appends several events inside `tx` in one insert (a worker's batch), in their order, and
 /// queues their webhook deliveries. An event that names no correlation id gets the request id
-/// `tx` carries (`db::jobs::carry_request_id`): what the worker records because of a call
+/// `tx` carries (`db::jobs::carry_origin`): what the worker records because of a call
 /// carries that call's id.
 pub async fn record_all(
     tx: &mut PgConnection,

@@ -19,7 +19,8 @@ use super::shares::Share;
 
 mod enqueue;
 pub use enqueue::{
-    carried_request_id, carry_request_id, enqueue, enqueue_all, enqueue_grants, enqueue_reconciles, enqueue_validation,
+    Origin, carried_request_id, carry_origin, enqueue, enqueue_all, enqueue_grants, enqueue_reconciles,
+    enqueue_validation,
 };
 
 /// Channel the API and the worker use to wake workers when a job is queued.
@@ -129,8 +130,17 @@ pub struct Claimed {
     pub lease_token: Uuid,
     /// The image the job writes to (none for a validation).
     pub image_id: Option<Uuid>,
-    /// The id of the API call that queued the job (see [`carry_request_id`]).
+    /// The id of the API call that queued the job (see [`carry_origin`]).
     pub origin_request_id: Option<String>,
+    /// The trace of the span that queued the job, which the job's span continues.
+    pub origin_trace: Option<TraceContext>,
+}
+
+/// A W3C trace context as its two headers: `traceparent`, and `tracestate` when it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    pub traceparent: String,
+    pub tracestate: Option<String>,
 }
 
 /// What one claim holds: the job rows under one lease token (the lead first, then the grants
@@ -158,7 +168,13 @@ struct Row {
     lease_token: Option<Uuid>,
     image_id: Option<Uuid>,
     origin_request_id: Option<String>,
+    origin_traceparent: Option<String>,
+    origin_tracestate: Option<String>,
 }
+
+/// The columns of a claimed row, as [`Row`] reads them.
+const RETURNING: &str = "returning id, kind, share_id, request_id, attempts, lease_token, image_id, \
+                         origin_request_id, origin_traceparent, origin_tracestate";
 
 impl Row {
     /// The held row and the job it asks for; `None` for a row no job can be made of.
@@ -188,6 +204,10 @@ impl Row {
             lease_token: self.lease_token?,
             image_id: self.image_id,
             origin_request_id: self.origin_request_id.clone(),
+            origin_trace: self.origin_traceparent.clone().map(|traceparent| TraceContext {
+                traceparent,
+                tracestate: self.origin_tracestate.clone(),
+            }),
         })
     }
 }
@@ -247,7 +267,7 @@ pub async fn claim_of(
 }
 
 async fn claim_one(tx: &mut PgConnection, lease: Duration, kind: Option<&str>) -> Result<Option<Row>, sqlx::Error> {
-    sqlx::query_as::<_, Row>(
+    sqlx::query_as::<_, Row>(&format!(
         "update jobs set state = 'running', lease_token = $1, attempts = attempts + 1,
                 lease_expires_at = now() + make_interval(secs => $2)
          where id = (
@@ -265,8 +285,8 @@ async fn claim_one(tx: &mut PgConnection, lease: Duration, kind: Option<&str>) -
             order by j.run_at
             limit 1
             for update skip locked)
-         returning id, kind, share_id, request_id, attempts, lease_token, image_id, origin_request_id",
-    )
+         {RETURNING}"
+    ))
     .bind(Uuid::new_v4())
     .bind(lease.as_secs_f64())
     .bind(kind)
@@ -282,7 +302,7 @@ async fn adopt(
     lease: Duration,
     limit: i64,
 ) -> Result<Vec<(Claimed, Uuid)>, sqlx::Error> {
-    let rows = sqlx::query_as::<_, Row>(
+    let rows = sqlx::query_as::<_, Row>(&format!(
         "update jobs set lease_token = $1, attempts = attempts + 1,
                 run_at = now() + make_interval(secs => $2)
          where id in (
@@ -293,8 +313,8 @@ async fn adopt(
             order by run_at
             limit $6
             for update skip locked)
-         returning id, kind, share_id, request_id, attempts, lease_token, image_id, origin_request_id",
-    )
+         {RETURNING}"
+    ))
     .bind(lead.lease_token)
     .bind(lease.as_secs_f64())
     .bind(lead.image_id)

@@ -88,9 +88,11 @@ pub async fn begin(
     document: &Value,
 ) -> Result<Begun, ApiError> {
     let mut tx = state.pool.begin().await?;
-    // The jobs this call queues carry its request id to the worker, OpenStack and the events.
+    // The jobs this call queues carry its request id to the worker, OpenStack and the events,
+    // and its trace to the worker's spans.
     if let Some(request_id) = &caller.request_id {
-        db::jobs::carry_request_id(&mut tx, request_id).await?;
+        let trace = crate::telemetry::trace::current();
+        db::jobs::carry_origin(&mut tx, db::jobs::Origin { request_id, trace }).await?;
     }
     let Some(key) = key.0 else {
         return Ok(Begun::Proceed(tx, None));

@@ -1,4 +1,4 @@
-//! Request-wide concerns: the tracing span, Prometheus metrics, rate limits (per client
+//! Request-wide concerns: Prometheus metrics (and the server span's route), rate limits (per client
 //! address before authentication, per authenticated principal after it), and turning bare
 //! error responses (unknown method, timeout, panic) into problem+json.
 
@@ -8,7 +8,6 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
@@ -18,22 +17,6 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 
 use super::ApiError;
 use super::error::{PROBLEM_JSON, problem_for_status};
-
-/// The span every log line of a request is written in: it carries the request id.
-pub fn request_span(request: &Request<Body>) -> tracing::Span {
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    tracing::info_span!(
-        "request",
-        request_id = %request_id,
-        http.method = %request.method(),
-        http.path = %request.uri().path(),
-        principal = tracing::field::Empty,
-    )
-}
 
 /// The route label of a request that matched no route: one value, whatever the path.
 const UNMATCHED_ROUTE: &str = "unmatched";
@@ -56,7 +39,8 @@ fn method_label(method: &Method) -> &'static str {
 }
 
 /// Counts requests and times them, by route template (not by raw path: ids would explode the
-/// label set), method and status; every label takes a bounded set of values.
+/// label set), method and status; every label takes a bounded set of values. Names the
+/// request's server span after the route too (only here is the route known).
 pub async fn record_metrics(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = request
@@ -65,6 +49,7 @@ pub async fn record_metrics(request: Request, next: Next) -> Response {
         .map_or(UNMATCHED_ROUTE, |p| p.as_str())
         .to_owned();
     let method = method_label(request.method());
+    super::server_span::name_by_route(method, &route);
     let response = next.run(request).await;
     let labels = [
         ("method", method.to_owned()),

@@ -20,6 +20,7 @@ mod region;
 mod request_id;
 mod revocation;
 mod serve;
+mod server_span;
 mod share_requests;
 mod shares;
 mod spec_limits;
@@ -246,7 +247,12 @@ pub fn router(state: AppState) -> Router {
                     request_id.clone(),
                     request_id::MakeOsloRequestId,
                 ))
-                .layer(TraceLayer::new_for_http().make_span_with(middleware::request_span))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(server_span::request_span)
+                        .on_response(server_span::RecordStatus),
+                )
+                .layer(axum::middleware::map_response(server_span::echo_traceparent))
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(axum::middleware::from_fn(middleware::problem_for_bare_errors))
                 .layer(CatchPanicLayer::new())

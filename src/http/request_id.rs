@@ -5,7 +5,7 @@
 //! request in the logs, and a revoke must not fail over a badly formed one.
 //!
 //! The response carries the id in both headers. It is the audit log's correlation id of the
-//! call's events, travels with the jobs the call queues (`db::jobs::carry_request_id`), and
+//! call's events, travels with the jobs the call queues (`db::jobs::carry_origin`), and
 //! is sent to Keystone and Glance as `X-OpenStack-Request-ID`, OpenStack's global request id.
 
 use axum::extract::Request;

@@ -1,5 +1,6 @@
 //! The authenticated client: one Keystone token, cached until shortly before it expires and
-//! renewed once on a 401; Glance found in the token's catalog. It never follows a redirect
+//! renewed once on a 401; Glance found in the token's catalog. Every call goes out in a
+//! client span (`call_span`). It never follows a redirect
 //! (a token or a password must not travel to wherever an answer points), trusts the CA that
 //! clouds.yaml names (`cacert`), and says loudly when TLS is off or not verified.
 
@@ -15,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+use super::call_span;
 use super::clouds::{CloudConfig, Credentials, Domain, Project};
 use super::error::{CallError, retry_after};
 
@@ -195,11 +197,13 @@ impl OpenStack {
 
     async fn authenticate(&self) -> Result<Arc<Token>, CallError> {
         let what = "Keystone authentication";
-        let response = self
+        let request = self
             .http
             .post(format!("{}/auth/tokens", self.cloud.auth_url))
             .json(&self.auth_body())
-            .send()
+            .build()
+            .map_err(|e| CallError::transport(what, &e))?;
+        let response = call_span::execute(&self.http, Service::Keystone, what, request)
             .await
             .map_err(|e| CallError::transport(what, &e))?;
         let status = response.status();
@@ -328,8 +332,9 @@ impl OpenStack {
                 .header("x-auth-token", &token.value)
                 .header("x-openstack-request-id", request_id)
                 .header(reqwest::header::ACCEPT, "application/json");
+            let request = build(request).build().map_err(|e| CallError::transport(what, &e))?;
             let started = std::time::Instant::now();
-            let sent = build(request).send().await;
+            let sent = call_span::execute(&self.http, service, what, request).await;
             let (status, failure) = match &sent {
                 Ok(response) => (Some(response.status().as_u16()), None),
                 Err(e) => (None, Some(e)),
@@ -423,8 +428,8 @@ impl Service {
         })
     }
 
-    /// The `service` label of the call metrics.
-    fn label(self) -> &'static str {
+    /// The `service` label of the call metrics, and the service's name in call spans.
+    pub(super) fn label(self) -> &'static str {
         match self {
             Service::Glance => "glance",
             Service::Keystone => "keystone",

@@ -8,7 +8,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::client::{OpenStack, error_of};
+use super::call_span;
+use super::client::{OpenStack, Service, error_of};
 use super::error::CallError;
 
 /// A project-scoped token Keystone issued to a person.
@@ -44,12 +45,14 @@ impl OpenStack {
             "identity": {"methods": ["password"], "password": {"user": {
                 "name": user, "domain": {"name": domain}, "password": password.expose_secret()}}},
             "scope": {"project": {"name": project, "domain": {"name": domain}}}}});
-        let response = http
+        let request = http
             .post(format!("{auth_url}/auth/tokens"))
             .header("x-openstack-request-id", request_id)
             .query(&[("nocatalog", "1")])
             .json(&body)
-            .send()
+            .build()
+            .map_err(|e| CallError::transport(what, &e))?;
+        let response = call_span::execute(http, Service::Keystone, what, request)
             .await
             .map_err(|e| CallError::transport(what, &e))?;
         match response.status() {

@@ -16,6 +16,7 @@ use tracing::Instrument;
 use super::{Worker, grant};
 use crate::db::jobs::{self, Claim, Claimed, Job};
 use crate::tasks::{Tasks, survive};
+use crate::telemetry;
 
 /// What one pass found to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +145,7 @@ impl Worker {
     /// Runs the claimed jobs: a lead and, for grants, those adopted with it.
     async fn run_claimed(&self, claim: &Claim) -> anyhow::Result<()> {
         let job = claim.lead();
-        let span = tracing::info_span!("job", job.id = %job.id, job.kind = claim.job.name(), job.subject = %claim.job.subject(), attempt = job.attempts, batch = claim.held.len());
+        let span = job_span(claim);
         match &claim.job {
             Job::Grant { shares } => self.grant(&claim.held, shares).instrument(span).await,
             Job::Share { share, step } => self.run_share_job(job, *share, *step).instrument(span).await,
@@ -170,6 +171,33 @@ impl Worker {
             }
         }))
     }
+}
+
+/// The span a claim runs in: its log lines' context, and, when traces are exported, a child
+/// of the span that queued the lead job (the API call's, or the job's that queued it), so
+/// that one trace shows a call, the jobs it queued and their calls to OpenStack. A child
+/// rather than a link: the job is that call's work carried on later, and a trace viewer
+/// shows a child in the call's trace, a link only as a pointer to another trace. Grants
+/// adopted into the batch from other traces are linked.
+fn job_span(claim: &Claim) -> tracing::Span {
+    let job = claim.lead();
+    let span = tracing::info_span!(
+        "job",
+        job.id = %job.id,
+        job.kind = claim.job.name(),
+        job.subject = %claim.job.subject(),
+        attempt = job.attempts,
+        batch = claim.held.len(),
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+    );
+    if telemetry::trace::enabled() {
+        span.record("otel.name", format!("{} job", claim.job.name()));
+        span.record("otel.kind", "consumer");
+        let others = claim.held[1..].iter().filter_map(|j| j.origin_trace.as_ref());
+        telemetry::trace::continue_trace(&span, job.origin_trace.as_ref(), others);
+    }
+    span
 }
 
 /// Wakes idle loops when a job is queued anywhere, until `stop`; falls back to polling if it

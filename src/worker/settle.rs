@@ -15,12 +15,13 @@ use super::share::{Effect, Failure, Seen, revoked_details};
 use super::{Worker, retry};
 use crate::db;
 use crate::db::audit::NewEvent;
-use crate::db::jobs::{self, Claimed, Finish, Kind};
+use crate::db::jobs::{self, Claimed, Finish, Kind, Origin};
 use crate::db::share_requests::ShareRequest;
 use crate::db::shares::RevokeStart;
 use crate::db::shares::Share;
 use crate::domain::{Action, Outcome as AuditOutcome};
 use crate::domain::{REJECTED_BY_CONSUMER, RevokeCause, ShareState, Trigger};
+use crate::telemetry;
 
 /// The requests `shares` belong to, by id.
 pub(super) async fn requests_of(
@@ -81,8 +82,10 @@ impl Worker {
         rid: &str,
     ) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
-        // Follow-up jobs (acceptance checks, revokes) carry the same request id.
-        jobs::carry_request_id(&mut tx, rid).await?;
+        // Follow-up jobs (acceptance checks, revokes) carry the same request id, and continue
+        // this job's trace.
+        let trace = telemetry::trace::current();
+        jobs::carry_origin(&mut tx, Origin { request_id: rid, trace }).await?;
         let ids: Vec<Uuid> = outcomes.iter().map(|(_, id, _)| *id).collect();
         let mut shares: HashMap<Uuid, Share> = db::shares::lock_all(&mut tx, &ids)
             .await?

@@ -11,12 +11,13 @@ use uuid::Uuid;
 use super::{Worker, approval, retry};
 use crate::db;
 use crate::db::audit::NewEvent;
-use crate::db::jobs::{self, Claimed, Finish};
+use crate::db::jobs::{self, Claimed, Finish, Origin};
 use crate::db::share_requests::{ImageFacts, ResolvedTarget, ShareRequest};
 use crate::db::shares::Share;
 use crate::domain::{Action, Outcome as AuditOutcome, Target};
 use crate::domain::{FieldError, RequestStatus, Validation, Warning};
 use crate::openstack::CallError;
+use crate::telemetry;
 use crate::validation::{self, Candidate};
 
 /// The target a share names, as validation resolves it.
@@ -65,7 +66,15 @@ impl Worker {
         };
 
         let mut tx = self.pool.begin().await?;
-        db::jobs::carry_request_id(&mut tx, &rid).await?;
+        let trace = telemetry::trace::current();
+        db::jobs::carry_origin(
+            &mut tx,
+            Origin {
+                request_id: &rid,
+                trace,
+            },
+        )
+        .await?;
         let request = db::share_requests::find_for_update(&mut tx, request_id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("request {request_id} is gone"))?;

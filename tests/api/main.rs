@@ -42,6 +42,7 @@ mod request_ids;
 mod revocation_races;
 mod share_requests;
 mod spec;
+mod traces;
 mod webdriver;
 mod webhooks;
 mod worker;

@@ -21,20 +21,22 @@ use crate::openstack::{Rig, broker_cloud_at, drain, env, until_share_state, work
 type Call = (String, String, Option<String>);
 
 /// An HTTP proxy in front of `upstream` that records each call's method, path and
-/// `X-OpenStack-Request-ID`.
+/// `X-OpenStack-Request-ID`, and all its headers.
 #[derive(Clone)]
-struct Recorder {
+pub struct Recorder {
     upstream: String,
     http: reqwest::Client,
     calls: Arc<Mutex<Vec<Call>>>,
+    headers: Arc<Mutex<Vec<HeaderMap>>>,
 }
 
 impl Recorder {
-    async fn start(upstream: &str) -> (Recorder, String) {
+    pub async fn start(upstream: &str) -> (Recorder, String) {
         let recorder = Recorder {
             upstream: upstream.trim_end_matches('/').to_owned(),
             http: reqwest::Client::new(),
             calls: Arc::default(),
+            headers: Arc::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -44,11 +46,17 @@ impl Recorder {
     }
 
     /// The request ids of the calls recorded since `from` (an index), with their paths.
-    fn since(&self, from: usize) -> Vec<Call> {
+    pub fn since(&self, from: usize) -> Vec<Call> {
         self.calls.lock().unwrap()[from..].to_vec()
     }
 
-    fn len(&self) -> usize {
+    /// Each recorded call with its headers, in the order they came.
+    pub fn with_headers(&self) -> Vec<(Call, HeaderMap)> {
+        let calls = self.calls.lock().unwrap().clone();
+        calls.into_iter().zip(self.headers.lock().unwrap().clone()).collect()
+    }
+
+    pub fn len(&self) -> usize {
         self.calls.lock().unwrap().len()
     }
 }
@@ -61,10 +69,12 @@ async fn forward(State(r): State<Recorder>, request: Request) -> Response {
         .headers
         .get("x-openstack-request-id")
         .map(|v| v.to_str().unwrap().to_owned());
-    r.calls
-        .lock()
-        .unwrap()
-        .push((parts.method.to_string(), parts.uri.path().to_owned(), id));
+    {
+        // One lock for both lists, so that their places match.
+        let mut calls = r.calls.lock().unwrap();
+        calls.push((parts.method.to_string(), parts.uri.path().to_owned(), id));
+        r.headers.lock().unwrap().push(parts.headers.clone());
+    }
     let mut headers = parts.headers.clone();
     headers.remove("host");
     let method = Method::from_bytes(parts.method.as_str().as_bytes()).unwrap();

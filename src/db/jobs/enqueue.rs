@@ -1,24 +1,40 @@
 //! Queuing jobs, in the caller's transaction: grants, revokes and the rest, a request's
 //! validation, an image's reconciliation, each waking the workers (`NOTIFY`), and the request
-//! id a job carries to OpenStack.
+//! id and trace context a job carries to OpenStack.
 
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::*;
 
-/// Makes every job queued in `tx` from now on carry `request_id`, the id of the call (or the
-/// job) it is queued for: the `jobs.origin_request_id` column defaults to the transaction's
-/// `gsb.request_id` setting. The worker sends it to OpenStack and writes it on its events.
-pub async fn carry_request_id(tx: &mut PgConnection, request_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("select set_config('gsb.request_id', $1, true)")
-        .bind(request_id)
-        .execute(tx)
-        .await?;
+/// Where the jobs a transaction queues come from: the call (or the job) they are queued for.
+#[derive(Debug, Clone)]
+pub struct Origin<'a> {
+    /// The call's request id, which the worker sends to OpenStack and writes on its events.
+    pub request_id: &'a str,
+    /// The trace context of the span that queues them (none when tracing is off), which the
+    /// worker's spans for the jobs continue.
+    pub trace: Option<TraceContext>,
+}
+
+/// Makes every job queued in `tx` from now on carry `origin`: the `jobs.origin_request_id`,
+/// `origin_traceparent` and `origin_tracestate` columns default to the transaction's
+/// `gsb.request_id`, `gsb.traceparent` and `gsb.tracestate` settings.
+pub async fn carry_origin(tx: &mut PgConnection, origin: Origin<'_>) -> Result<(), sqlx::Error> {
+    let trace = origin.trace.as_ref();
+    sqlx::query(
+        "select set_config('gsb.request_id', $1, true), set_config('gsb.traceparent', $2, true),
+                set_config('gsb.tracestate', $3, true)",
+    )
+    .bind(origin.request_id)
+    .bind(trace.map_or("", |t| &t.traceparent))
+    .bind(trace.and_then(|t| t.tracestate.as_deref()).unwrap_or(""))
+    .execute(tx)
+    .await?;
     Ok(())
 }
 
-/// The request id `tx` carries, if [`carry_request_id`] was called in it.
+/// The request id `tx` carries, if [`carry_origin`] was called in it.
 pub async fn carried_request_id(tx: &mut PgConnection) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar("select nullif(current_setting('gsb.request_id', true), '')")
         .fetch_one(tx)
