@@ -81,10 +81,15 @@ fn request_id(caller: &Caller) -> String {
 /// project's requesters and admins).
 ///
 /// Read from Glance at the time of the call (hidden images are not listed, as in Glance's
-/// own list). A `cursor` whose image was deleted since is refused with 422: start again.
+/// own list). A `cursor` whose image Glance no longer knows (deleted and purged) is refused
+/// with 422: start again.
 #[utoipa::path(
     get, path = "/v1/projects/{project_id}/images", tag = "projects",
-    params(("project_id" = String, Path, description = "The Keystone project id (32 hex digits or a UUID)"), Paging),
+    params(
+        ("project_id" = String, Path, description = "The Keystone project id (32 hex digits or a UUID)",
+            pattern = "^([0-9A-Fa-f]{32}|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})$"),
+        Paging
+    ),
     responses(
         (status = 200, description = "A page of the project's images", body = Page<ProjectImage>),
         (status = 403, description = "Not a requester of that project"),
@@ -118,7 +123,7 @@ pub async fn list_project_images(
         .ok_or_else(|| {
             ApiError::field(
                 "cursor",
-                "the image this page started after is gone from Glance: start again without a cursor",
+                "Glance no longer knows the image this page started after: start again without a cursor",
             )
         })?;
     // Glance's image ids are UUIDs (its schema says so): the last one is the next marker.

@@ -108,8 +108,8 @@ impl OpenStack {
     }
 
     /// Up to `limit` of the images `owner` owns, newest first (Glance's order), after the image
-    /// `marker` when given; `None` when Glance knows no image `marker` (deleted since the
-    /// previous page was read: Glance answers 400).
+    /// `marker` when given; `None` when Glance knows no image `marker` (it answers 400; an
+    /// image deleted but not yet purged still serves as one).
     pub async fn images_of(
         &self,
         owner: &str,
