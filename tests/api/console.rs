@@ -371,17 +371,7 @@ async fn another_projects_share_by_url_is_a_404_page_and_changes_nothing() {
     let share = filed["shares"][0]["id"].as_str().unwrap();
     let before = app.share_state(share).await;
 
-    let mut carol = Visitor::new(&app);
-    let password = env("CAROL_PASSWORD");
-    let response = carol
-        .sign_in(&[
-            ("method", "keystone"),
-            ("user", "carol"),
-            ("password", &password),
-            ("project", "proj-c"),
-        ])
-        .await;
-    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let carol = keystone_visitor(&app, "carol", "proj-c").await;
     let (status, html) = carol.page(&format!("/console/shares/{share}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(

@@ -141,7 +141,7 @@ async fn a_project_search_finds_names_within_the_callers_domains_only_a_few_at_a
     // alice (a member of proj-a, in Default) finds Default's project, case ignored, and not
     // the other domain's: her target names would not resolve there either.
     let found = search(&alice, &format!("search=SEARCH-{tag}")).await;
-    assert_eq!(ids(&found), [here.clone()], "{found}");
+    assert_eq!(ids(&found), [here.as_str()], "{found}");
     assert_eq!(found["items"][0]["domain_id"], "default");
     assert_eq!(found["truncated"], false);
     // The cloud's admin requests for every project: both.

@@ -149,6 +149,11 @@ fn checked<T: DeserializeOwned>(s: &SignedIn, body: &Bytes) -> Result<T, Refused
     form(body)
 }
 
+/// A page's query string as `T`: a link the console did not make is refused.
+fn query<T: DeserializeOwned>(raw: &Option<String>) -> Result<T, Refused> {
+    serde_urlencoded::from_str(raw.as_deref().unwrap_or("")).map_err(|_| Refused::BadLink)
+}
+
 /// A list page's cursor, from the console's query string (less the notice).
 fn paging(query: &Option<String>) -> Result<Paging<Cursor>, Refused> {
     let query = query.as_deref().filter(|q| !q.starts_with("done=")).unwrap_or("");

@@ -21,7 +21,7 @@ use serde_json::json;
 use super::fields::{Problems, utc_time};
 use super::owner::project_name;
 use super::session::{Secret, SignedIn};
-use super::{Refused, checked, pages};
+use super::{Refused, checked, pages, query};
 use crate::domain::{Capability, FieldError, ShareRequestInput};
 use crate::http::extract::{IdempotencyKey, Json, Query};
 use crate::http::pagination::{Limit, Paging};
@@ -349,8 +349,9 @@ pub async fn new_request(
         Ok(s) => s,
         Err(to_sign_in) => return to_sign_in,
     };
-    let Ok(query) = serde_urlencoded::from_str::<NewQuery>(raw.as_deref().unwrap_or("")) else {
-        return Refused::BadLink.into_response();
+    let query: NewQuery = match query(&raw) {
+        Ok(q) => q,
+        Err(bad) => return bad.into_response(),
     };
     if let Err(e) = s.caller.require(Capability::Request) {
         return pages::error_page(e);

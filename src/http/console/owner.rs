@@ -15,7 +15,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::session::SignedIn;
-use super::{Refused, checked, notice, pages};
+use super::{checked, notice, pages, query};
 use crate::domain::filters::RequestFilter;
 use crate::domain::{Capability, Credential, RequestStatus, ShareState};
 use crate::http::extract::{Id, IdempotencyKey, IfMatch, Json, Listing, OptionalJson, Query};
@@ -105,8 +105,9 @@ pub async fn shared_by_me(
         Ok(s) => s,
         Err(to_sign_in) => return to_sign_in,
     };
-    let Ok(query) = serde_urlencoded::from_str::<SharedQuery>(raw.as_deref().unwrap_or("")) else {
-        return Refused::BadLink.into_response();
+    let query: SharedQuery = match query(&raw) {
+        Ok(q) => q,
+        Err(bad) => return bad.into_response(),
     };
     let projects = s.caller.principal.projects_for(Capability::Request).unwrap_or_default();
     let body = if projects.is_empty() {

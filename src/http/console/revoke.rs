@@ -194,18 +194,14 @@ pub async fn confirm_revoke(State(state): State<AppState>, s: Result<SignedIn, R
         Ok(share) => share,
         Err(e) => return pages::error_page(e),
     };
-    let (impact, checked_at) = look(&state, &s, id).await;
-    let may_force = revocation::may_force(&state, &s.caller, id).await.unwrap_or(false);
-    let shown = Shown {
-        share: &share,
-        impact,
-        checked_at,
-        may_force,
-        form: &RevokeForm::default(),
-        problems: &Problems::on(FIELDS),
-        refusal: None,
-    };
-    render(&s, StatusCode::OK, shown)
+    page(
+        &state,
+        &s,
+        &share,
+        &RevokeForm::default(),
+        Answer::plain(StatusCode::OK),
+    )
+    .await
 }
 
 pub async fn revoke(State(state): State<AppState>, s: Result<SignedIn, Response>, Id(id): Id, body: Bytes) -> Response {
@@ -221,12 +217,11 @@ pub async fn revoke(State(state): State<AppState>, s: Result<SignedIn, Response>
         Ok(share) => share,
         Err(e) => return pages::error_page(e),
     };
-    let answer = match utc_time(&form.effective_at) {
+    let asked = match utc_time(&form.effective_at) {
         Ok(effective_at) => ask(&state, &s, id, &form, effective_at).await,
         Err(reason) => Err(ApiError::field("effective_at", reason)),
     };
-    let mut problems = Problems::on(FIELDS);
-    let (status, refusal, impact) = match answer {
+    let answer = match asked {
         Ok(_) => {
             let done = if form.effective_at.trim().is_empty() {
                 "revoke"
@@ -236,31 +231,64 @@ pub async fn revoke(State(state): State<AppState>, s: Result<SignedIn, Response>
             return Redirect::to(&format!("/console/shared-by-me?done={done}")).into_response();
         }
         Err(ApiError::Validation(errors)) => {
-            problems.extend(&errors);
-            (StatusCode::UNPROCESSABLE_ENTITY, None, None)
+            let mut answer = Answer::plain(StatusCode::UNPROCESSABLE_ENTITY);
+            answer.problems.extend(&errors);
+            answer
         }
-        Err(ApiError::InUse { detail, impact }) => (StatusCode::CONFLICT, Some(detail), Some(impact)),
+        Err(ApiError::InUse { detail, impact }) => Answer::refused(StatusCode::CONFLICT, detail, impact),
         Err(ApiError::DependentsUnchecked { detail, impact }) => {
-            (StatusCode::SERVICE_UNAVAILABLE, Some(detail), Some(impact))
+            Answer::refused(StatusCode::SERVICE_UNAVAILABLE, detail, impact)
         }
         Err(e) => return pages::error_page(e),
     };
-    let (impact, checked_at) = match impact {
-        // What the API found when it refused, at that moment.
+    page(&state, &s, &share, &form, answer).await
+}
+
+/// How the page answers: its status, the form's problems, the API's refusal of a revoke and
+/// what it found then (else what depends on the image is asked for the page).
+struct Answer {
+    status: StatusCode,
+    problems: Problems,
+    refusal: Option<String>,
+    found: Option<Impact>,
+}
+
+impl Answer {
+    fn plain(status: StatusCode) -> Self {
+        Answer {
+            status,
+            problems: Problems::on(FIELDS),
+            refusal: None,
+            found: None,
+        }
+    }
+
+    /// The API refused a plain revoke, having found `impact`.
+    fn refused(status: StatusCode, detail: String, impact: Impact) -> Self {
+        Answer {
+            refusal: Some(detail),
+            found: Some(impact),
+            ..Answer::plain(status)
+        }
+    }
+}
+
+async fn page(state: &AppState, s: &SignedIn, share: &ShareView, form: &RevokeForm, answer: Answer) -> Response {
+    let (impact, checked_at) = match answer.found {
         Some(impact) => (impact, Some(Utc::now())),
-        None => look(&state, &s, id).await,
+        None => look(state, s, share.id).await,
     };
-    let may_force = revocation::may_force(&state, &s.caller, id).await.unwrap_or(false);
+    let may_force = revocation::may_force(state, &s.caller, share.id).await.unwrap_or(false);
     let shown = Shown {
-        share: &share,
+        share,
         impact,
         checked_at,
         may_force,
-        form: &form,
-        problems: &problems,
-        refusal,
+        form,
+        problems: &answer.problems,
+        refusal: answer.refusal,
     };
-    render(&s, status, shown)
+    render(s, answer.status, shown)
 }
 
 /// The API's revoke, with the form's values.
