@@ -835,6 +835,10 @@ async fn revoke_lists_what_could_not_be_checked_and_offers_force_only_to_who_may
         .await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert_eq!(app.share_state(&third.to_string()).await, "pending_acceptance");
+    // Nor may an approver file: the form is the API's 403.
+    let (status, page) = approver.page("/console/requests/new").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(page.contains("needs the requester role"), "{page}");
 }
 
 #[tokio::test]
