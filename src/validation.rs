@@ -81,20 +81,12 @@ pub async fn check(
                 Some(owner) => cloud.project(owner, rid).await?.map(|p| p.domain_id),
                 None => None,
             };
-            if !matches!(image.visibility.as_str(), "private" | "shared") {
-                errors.push(FieldError::new(
-                    "image_id",
-                    format!(
-                        "the image is {}: a {} image cannot take members; only private or shared images can be shared",
-                        image.visibility, image.visibility
-                    ),
-                ));
-            }
-            let shape = shape(image);
-            if let Some(reason) = crate::domain::fitness_refusal(&shape) {
-                errors.push(FieldError::new("image_id", reason));
-            }
-            warnings = crate::domain::fitness_warnings(&shape, settings.guard_on);
+            errors.extend(
+                refusals(image)
+                    .into_iter()
+                    .map(|reason| FieldError::new("image_id", reason)),
+            );
+            warnings = crate::domain::fitness_warnings(&shape(image), settings.guard_on);
             Some(ImageFacts {
                 name: image.name.clone(),
                 owner: image.owner.clone(),
@@ -165,6 +157,20 @@ pub async fn check(
         errors,
         warnings,
     })
+}
+
+/// Why `image` cannot be shared, as validation would say on `image_id`: its visibility
+/// takes no members, or it is unfit for a consumer (`domain::fitness`). Empty: it can be.
+pub fn refusals(image: &Image) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if !matches!(image.visibility.as_str(), "private" | "shared") {
+        reasons.push(format!(
+            "the image is {}: a {} image cannot take members; only private or shared images can be shared",
+            image.visibility, image.visibility
+        ));
+    }
+    reasons.extend(crate::domain::fitness_refusal(&shape(image)));
+    reasons
 }
 
 /// What fitness looks at in Glance's answer.

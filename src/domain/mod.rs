@@ -30,7 +30,8 @@ pub use keystone::{ApproverScope, KeystoneIdentity, RoleMap};
 pub use principal::{Capability, Credential, Grant, Principal, Readable, Role, Scope};
 pub use share::{MAX_SCHEDULE_AHEAD_DAYS, REJECTED_BY_CONSUMER, Refusal, Trigger, schedule_problem};
 pub use share_request::{
-    FieldError, Limits, MAX_REASON_CHARS, NewShareRequest, ShareRequestInput, Target, catalog_region, free_text_problem,
+    FieldError, Limits, MAX_PROJECT_NAME_CHARS, MAX_REASON_CHARS, NewShareRequest, ShareRequestInput, Target,
+    catalog_region, free_text_problem,
 };
 pub use states::{RequestStatus, RevokeCause, ShareState, Validation};
 pub use subject::Subject;

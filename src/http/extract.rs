@@ -338,6 +338,19 @@ impl IntoParams for IdempotencyKey {
     }
 }
 
+impl IdempotencyKey {
+    /// `raw` as a key: 1 to 255 visible ASCII characters.
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        if (1..=IDEMPOTENCY_KEY_MAX).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_graphic()) {
+            return Ok(IdempotencyKey(Some(raw.to_owned())));
+        }
+        Err(ApiError::field(
+            "Idempotency-Key",
+            "must be 1 to 255 visible ASCII characters",
+        ))
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = ApiError;
 
@@ -345,15 +358,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
         let Some(raw) = parts.headers.get("idempotency-key") else {
             return Ok(IdempotencyKey(None));
         };
-        match raw.to_str() {
-            Ok(key) if (1..=IDEMPOTENCY_KEY_MAX).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) => {
-                Ok(IdempotencyKey(Some(key.to_owned())))
-            }
-            _ => Err(ApiError::field(
-                "Idempotency-Key",
-                "must be 1 to 255 visible ASCII characters",
-            )),
-        }
+        IdempotencyKey::parse(raw.to_str().unwrap_or_default())
     }
 }
 

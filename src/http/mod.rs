@@ -1,6 +1,7 @@
 //! The HTTP API: routes, extractors, errors and the OpenAPI document they generate.
 //! Imports `domain` and `db`, `validation` for dry runs, and `openstack` only to validate
-//! callers' Keystone tokens and to check who owns an image; nothing else in the crate imports
+//! callers' Keystone tokens, to check who owns an image, and to read what filing needs (a
+//! project's images, projects to name as targets); nothing else in the crate imports
 //! it but `startup`.
 
 mod access;
@@ -16,6 +17,7 @@ mod impact;
 mod keystone;
 mod middleware;
 mod pagination;
+mod projects;
 mod region;
 mod request_id;
 mod revocation;
@@ -136,6 +138,7 @@ impl AppState {
         (name = "shares", description = "One image granted to one project"),
         (name = "webhooks", description = "Endpoints told of every request and share change (admins)"),
         (name = "audit", description = "The audit log, its verification, and who had access when"),
+        (name = "projects", description = "A project's images, and projects to share with, for filing requests"),
         (name = "drift", description = "Where Glance differs from the broker, and reconciling them"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
@@ -197,6 +200,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(drift::list_drift))
         .routes(routes!(access_report::image_access))
         .routes(routes!(access_report::project_access_history))
+        .routes(routes!(projects::search_projects))
+        .routes(routes!(projects::list_project_images))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))

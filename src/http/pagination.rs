@@ -137,6 +137,11 @@ impl<'de> Deserialize<'de> for Limit {
 }
 
 impl Limit {
+    /// A page of `n` rows, within 1 to [`MAX_LIMIT`] (for callers that choose their own size).
+    pub fn clamped(n: u32) -> Self {
+        Limit(n.clamp(1, MAX_LIMIT))
+    }
+
     /// How many rows to fetch: one more than the page, to learn whether another page follows.
     pub fn fetch(self) -> i64 {
         i64::from(self.0) + 1

@@ -141,6 +141,12 @@ pub async fn cancel_revocation(
     act(&state, &caller, id, if_match, key, ask).await
 }
 
+/// Whether `caller` may force the revoke of share `id` now: what `revoke_share` would let
+/// `"force": true` do (the console offers it only then).
+pub(super) async fn may_force(state: &AppState, caller: &Caller, id: Uuid) -> Result<bool, ApiError> {
+    Ok(revocable(state, caller, id, Action::ForceRevoke).await?.is_some())
+}
+
 /// The share, when `caller` may revoke it (`action`) in its state now: only then is it worth
 /// asking what depends on it (`act` checks again under the share's lock).
 async fn revocable(state: &AppState, caller: &Caller, id: Uuid, action: Action) -> Result<Option<Share>, ApiError> {

@@ -6,13 +6,15 @@ use axum::extract::State;
 use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub mod decide;
 mod dry_run;
+
+pub use dry_run::{DryRunView, Filing};
 
 use super::extract::{Caller, Id, IdempotencyKey, Json, Listing, Query, etag};
 use super::idempotency::{self, Begun, Saved};
@@ -98,7 +100,7 @@ pub struct ValidationView {
 }
 
 /// An image's facts as Glance gave them at validation.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ImageView {
     pub name: Option<String>,
     /// The project that owns the image.
@@ -346,11 +348,30 @@ pub async fn get_share_request(
     caller: Caller,
     Id(id): Id,
 ) -> Result<Response, ApiError> {
+    let (request, shares, approvals) = readable(&state, &caller, id).await?;
+    Ok(saved_request(StatusCode::OK, request, shares, approvals).into_response())
+}
+
+/// One share request as [`get_share_request`] shows it to `caller` (404 when it may not see it).
+pub(super) async fn view_share_request(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<ShareRequestView, ApiError> {
+    let (request, shares, approvals) = readable(state, caller, id).await?;
+    Ok(ShareRequestView::new(request, shares, approvals))
+}
+
+async fn readable(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<(ShareRequest, Vec<db::shares::Share>, Vec<db::share_requests::Approval>), ApiError> {
     let request = db::share_requests::find(&state.pool, id)
         .await?
         .filter(|r| access::sees_request(&caller.principal, r))
         .ok_or_else(|| ApiError::not_found("share request"))?;
     let shares = db::shares::of_requests(&state.pool, &[id]).await?;
     let approvals = db::share_requests::approvals_of(&state.pool, &[id]).await?;
-    Ok(saved_request(StatusCode::OK, request, shares, approvals).into_response())
+    Ok((request, shares, approvals))
 }

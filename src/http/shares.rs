@@ -54,6 +54,15 @@ pub async fn list_shares(
     security(("api_key" = []), ("keystone_token" = []))
 )]
 pub async fn get_share(State(state): State<AppState>, caller: Caller, Id(id): Id) -> Result<Response, ApiError> {
+    let share = view_share(&state, &caller, id).await?;
+    let version = share.version;
+    Ok(Saved::json(StatusCode::OK, &share)
+        .header(header::ETAG, etag(version))
+        .into_response())
+}
+
+/// One share as [`get_share`] shows it to `caller` (404 when it may not see it).
+pub(super) async fn view_share(state: &AppState, caller: &Caller, id: Uuid) -> Result<ShareView, ApiError> {
     let share = db::shares::find(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found("share"))?;
@@ -63,10 +72,7 @@ pub async fn get_share(State(state): State<AppState>, caller: Caller, Id(id): Id
     if !access::sees_share(&caller.principal, &share, &request) {
         return Err(ApiError::not_found("share"));
     }
-    let version = share.version;
-    Ok(Saved::json(StatusCode::OK, &share)
-        .header(header::ETAG, etag(version))
-        .into_response())
+    Ok(share)
 }
 
 /// What a caller asks of a share.

@@ -34,6 +34,8 @@ pub struct Image {
     /// booted from a volume: the image holds no data, only pointers to Cinder snapshots.
     #[serde(default)]
     pub block_device_mapping: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -102,6 +104,35 @@ impl OpenStack {
             if done {
                 return Ok(all);
             }
+        }
+    }
+
+    /// Up to `limit` of the images `owner` owns, newest first (Glance's order), after the image
+    /// `marker` when given; `None` when Glance knows no image `marker` (it answers 400; an
+    /// image deleted but not yet purged still serves as one).
+    pub async fn images_of(
+        &self,
+        owner: &str,
+        limit: usize,
+        marker: Option<&str>,
+        request_id: &str,
+    ) -> Result<Option<Vec<Image>>, CallError> {
+        let what = "list images";
+        let limit = limit.to_string();
+        let mut query = vec![("owner", owner), ("limit", limit.as_str())];
+        query.extend(marker.map(|m| ("marker", m)));
+        let response = self
+            .send(Service::Glance, Method::GET, "/v2/images", what, request_id, |r| {
+                r.query(&query)
+            })
+            .await?;
+        match response.status() {
+            StatusCode::BAD_REQUEST if marker.is_some() => Ok(None),
+            s if s.is_success() => {
+                let page: Images = response.json().await.map_err(|e| CallError::transport(what, &e))?;
+                Ok(Some(page.images))
+            }
+            _ => Err(error_of(what, response).await),
         }
     }
 

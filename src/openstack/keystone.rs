@@ -169,6 +169,28 @@ impl OpenStack {
         Ok(many.projects)
     }
 
+    /// The enabled projects (not domains) whose name holds `text`, ignoring case, in
+    /// `domain_id` (or the whole cloud): Keystone's inexact filter `name__icontains`.
+    pub async fn projects_containing(
+        &self,
+        text: &str,
+        domain_id: Option<&str>,
+        request_id: &str,
+    ) -> Result<Vec<Project>, CallError> {
+        let mut query = vec![("name__icontains", text), ("enabled", "true"), ("is_domain", "false")];
+        query.extend(domain_id.map(|domain| ("domain_id", domain)));
+        let many: Many = self
+            .list(
+                Service::Keystone,
+                "/projects",
+                &query,
+                "search projects by name",
+                request_id,
+            )
+            .await?;
+        Ok(many.projects)
+    }
+
     /// The user with this id, or `None` when Keystone has none.
     pub async fn user(&self, id: &str, request_id: &str) -> Result<Option<User>, CallError> {
         let found: Option<OneUser> = self

@@ -31,11 +31,38 @@ pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<(String, S
 
 /// The CSRF token a page's forms carry.
 pub fn csrf_of(html: &str) -> String {
+    hidden_of(html, "csrf")
+}
+
+/// The value of the page's hidden field `name`.
+pub fn hidden_of(html: &str, name: &str) -> String {
+    let marker = format!(r#"name="{name}" value=""#);
     let at = html
-        .find(r#"name="csrf" value=""#)
-        .expect("the page has a form with a CSRF token");
-    let rest = &html[at + r#"name="csrf" value=""#.len()..];
+        .find(&marker)
+        .unwrap_or_else(|| panic!("the page has a form with {name}: {html}"));
+    let rest = &html[at + marker.len()..];
     rest[..rest.find('"').unwrap()].to_owned()
+}
+
+/// Every field of the page (input, textarea, select) has a `<label for=…>`.
+fn assert_labelled(path: &str, html: &str) {
+    for tag in ["<input", "<textarea", "<select"] {
+        for rest in html.split(tag).skip(1) {
+            let element = &rest[..rest.find('>').unwrap()];
+            if element.contains(r#"type="hidden""#) {
+                continue;
+            }
+            let id = element
+                .split(r#"id=""#)
+                .nth(1)
+                .unwrap_or_else(|| panic!("{path}: a field without an id: {tag}{element}"));
+            let id = &id[..id.find('"').unwrap()];
+            assert!(
+                html.contains(&format!(r#"<label for="{id}">"#)),
+                "{path}: no label for {id}"
+            );
+        }
+    }
 }
 
 impl Visitor {
@@ -197,18 +224,7 @@ async fn the_session_cookie_is_http_only_strict_and_the_database_holds_neither_i
         assert_eq!(response.headers()["x-frame-options"], "DENY");
         let html = response.text().await.unwrap();
         assert!(!html.contains("<script") && !html.contains("style="), "{path}: {html}");
-        // Every field has a label.
-        for id in html
-            .split(r#"<input id=""#)
-            .skip(1)
-            .chain(html.split(r#"<textarea id=""#).skip(1))
-        {
-            let id = &id[..id.find('"').unwrap()];
-            assert!(
-                html.contains(&format!(r#"<label for="{id}">"#)),
-                "{path}: no label for {id}"
-            );
-        }
+        assert_labelled(path, &html);
     }
 }
 
@@ -355,17 +371,7 @@ async fn another_projects_share_by_url_is_a_404_page_and_changes_nothing() {
     let share = filed["shares"][0]["id"].as_str().unwrap();
     let before = app.share_state(share).await;
 
-    let mut carol = Visitor::new(&app);
-    let password = env("CAROL_PASSWORD");
-    let response = carol
-        .sign_in(&[
-            ("method", "keystone"),
-            ("user", "carol"),
-            ("password", &password),
-            ("project", "proj-c"),
-        ])
-        .await;
-    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let carol = keystone_visitor(&app, "carol", "proj-c").await;
     let (status, html) = carol.page(&format!("/console/shares/{share}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(
@@ -435,7 +441,12 @@ async fn shared_by_me_cancels_and_revokes_only_after_a_confirmation_with_its_tok
         .post(&revoke, &[("csrf", &csrf_of(&confirm)), ("reason", " ")])
         .await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(response.text().await.unwrap().contains("reason: is required"));
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains(r#"<p class="field-error" id="reason-error">is required"#)
+            && html.contains(r#"aria-describedby="reason-error""#),
+        "{html}"
+    );
     let response = visitor
         .post(&revoke, &[("csrf", &csrf_of(&confirm)), ("reason", "no longer needed")])
         .await;
@@ -505,4 +516,347 @@ async fn the_audit_timeline_shows_auditors_a_requests_events_and_refuses_everyon
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(html.contains("needs the auditor role"), "{html}");
     assert!(!html.contains(r#"href="/console/audit""#));
+}
+
+/// A visitor signed in through the form as a seeded Keystone user of `project`.
+async fn keystone_visitor(app: &TestApp, user: &str, project: &str) -> Visitor {
+    let mut visitor = Visitor::new(app);
+    let password = env(&format!("{}_PASSWORD", user.to_uppercase()));
+    let response = visitor
+        .sign_in(&[
+            ("method", "keystone"),
+            ("user", user),
+            ("password", &password),
+            ("project", project),
+        ])
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "{user} signs in");
+    visitor
+}
+
+/// Rows of `table` (what a dry run must not write).
+async fn rows(app: &TestApp, table: &str) -> i64 {
+    sqlx::query_scalar(&format!("select count(*) from {table}"))
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// The new-request form of `visitor`, its fields filled with `fields` and its own CSRF
+/// token and Idempotency-Key, posted with `action`.
+async fn post_request_form(
+    visitor: &Visitor,
+    form: &str,
+    fields: &[(&str, &str)],
+    action: &str,
+) -> (StatusCode, String, Option<String>) {
+    let mut posted = vec![
+        ("csrf", csrf_of(form)),
+        ("key", hidden_of(form, "key")),
+        ("action", action.to_owned()),
+    ];
+    posted.extend(fields.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let posted: Vec<(&str, &str)> = posted.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let response = visitor.post("/console/requests/new", &posted).await;
+    let status = response.status();
+    let to = response
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_owned());
+    (status, response.text().await.unwrap(), to)
+}
+
+#[tokio::test]
+async fn the_new_request_form_finds_projects_by_name_checks_storing_nothing_and_files_once_when_posted_twice() {
+    let (app, rig) = (spawn_app_with_keystone().await, Rig::from_env());
+    let image = rig.private_image("console-form").await;
+    let alice = keystone_visitor(&app, "alice", "proj-a").await;
+    let (status, form) = alice.page(&format!("/console/requests/new?image_id={image}")).await;
+    assert_eq!(status, StatusCode::OK, "{form}");
+    assert!(
+        form.contains(&format!(r#"<option value="{image}" selected>"#)),
+        "{form}"
+    );
+    assert_labelled("/console/requests/new", &form);
+    let proj_b = env("PROJ_B_ID");
+    let target = format!("{proj_b} proj-b");
+    let filled = [
+        ("image_id", image.as_str()),
+        ("reason", "CI runners of proj-b"),
+        ("search", "proj-b"),
+    ];
+
+    // Search: proj-b offered to tick, every value kept.
+    let tables = ["share_requests", "shares", "jobs", "idempotency_keys", "audit_events"];
+    let mut before = Vec::new();
+    for table in tables {
+        before.push(rows(&app, table).await);
+    }
+    let (status, html, _) = post_request_form(&alice, &form, &filled, "search").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains(&format!(r#"name="target" value="{target}">"#))
+            && html.contains(&format!(r#"<label for="target-{proj_b}">proj-b</label>"#))
+            && html.contains(">CI runners of proj-b</textarea>")
+            && html.contains(&format!(r#"<option value="{image}" selected>"#)),
+        "{html}"
+    );
+
+    // Check: the API's dry run, shown on the form; nothing stored anywhere.
+    let chosen = [filled.as_slice(), &[("target", target.as_str())]].concat();
+    let (status, html, _) = post_request_form(&alice, &form, &chosen, "check").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("Check: the request would pass validation")
+            && html.contains(&format!("<td><code>{proj_b}</code></td><td>proj-b</td>"))
+            && html.contains(&format!(r#"name="target" value="{target}" checked>"#)),
+        "{html}"
+    );
+    for (table, before) in tables.into_iter().zip(before) {
+        assert_eq!(rows(&app, table).await, before, "a search or dry run wrote to {table}");
+    }
+    assert_eq!(app.request_count().await, 0);
+
+    // File, twice at once (a double click): one request, both answers lead to it.
+    let (first, second) = tokio::join!(
+        post_request_form(&alice, &form, &chosen, "file"),
+        post_request_form(&alice, &form, &chosen, "file"),
+    );
+    assert_eq!((first.0, second.0), (StatusCode::SEE_OTHER, StatusCode::SEE_OTHER));
+    let to = first.2.unwrap();
+    assert_eq!(second.2.as_deref(), Some(to.as_str()));
+    assert!(
+        to.starts_with("/console/requests/") && to.ends_with("?done=filed"),
+        "{to}"
+    );
+    assert_eq!(app.request_count().await, 1);
+    let (status, page) = alice.page(&to).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("Filed:") && page.contains("CI runners of proj-b") && page.contains("pending_approval"),
+        "{page}"
+    );
+    let id = to
+        .trim_start_matches("/console/requests/")
+        .trim_end_matches("?done=filed");
+    let filed = app.read(&format!("/v1/share-requests/{id}")).await;
+    assert_eq!(filed["shares"][0]["target"], proj_b.as_str());
+    assert_eq!(filed["requested_by"], format!("keystone:{}", env("ALICE_USER_ID")));
+}
+
+#[tokio::test]
+async fn bad_input_on_the_new_request_form_is_shown_beside_each_field_and_files_nothing() {
+    let (app, rig) = (spawn_app_with_keystone().await, Rig::from_env());
+    let image = rig.private_image("console-bad-form").await;
+    let alice = keystone_visitor(&app, "alice", "proj-a").await;
+    let (_, form) = alice.page("/console/requests/new").await;
+    let target = format!("{} proj-b", env("PROJ_B_ID"));
+    let beside = |html: &str, field: &str, text: &str| {
+        assert!(
+            html.contains(&format!(r#"<p class="field-error" id="{field}-error">"#))
+                && html.contains(&format!(r#"aria-describedby="{field}-error""#))
+                && html.contains(&format!("href=\"#{field}\""))
+                && html.contains(text),
+            "{field}: {text}: {html}"
+        );
+    };
+
+    // What the API refuses: no image, no target, no reason; each beside its field.
+    let (status, html, _) = post_request_form(&alice, &form, &[("reason", " ")], "file").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{html}");
+    for field in ["image_id", "targets", "reason"] {
+        beside(&html, field, "Nothing was filed or changed");
+    }
+    assert!(html.contains(r#"aria-invalid="true""#));
+
+    // What the console reads itself: a time that is no time; then one in the past (the API's).
+    let good = [
+        ("image_id", image.as_str()),
+        ("target", target.as_str()),
+        ("reason", "CI"),
+    ];
+    for (at, says) in [("soon", "give a date and time"), ("2020-01-01T00:00", "future")] {
+        let fields = [good.as_slice(), &[("expires_at", at)]].concat();
+        let (status, html, _) = post_request_form(&alice, &form, &fields, "file").await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{at}");
+        beside(&html, "expires_at", says);
+        assert!(html.contains(&format!(r#"value="{at}""#)), "the value is kept: {html}");
+    }
+    // A search too short to run.
+    let (status, html, _) = post_request_form(&alice, &form, &[("search", "pr")], "search").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    beside(&html, "search", "3 to 64 characters");
+    // A project Keystone does not have: Check says so beside the targets, named as shown.
+    let ghost = format!("{} ghost", uuid::Uuid::new_v4().simple());
+    let fields = [
+        ("image_id", image.as_str()),
+        ("target", ghost.as_str()),
+        ("reason", "CI"),
+    ];
+    let (status, html, _) = post_request_form(&alice, &form, &fields, "check").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("would not pass validation"), "{html}");
+    beside(&html, "targets", "ghost: Keystone has no project with id");
+    // An action the form does not have.
+    let (status, _, _) = post_request_form(&alice, &form, &good, "approve").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(app.request_count().await, 0);
+}
+
+#[tokio::test]
+async fn another_projects_image_by_url_or_form_and_a_forged_form_file_nothing() {
+    let (app, rig) = (spawn_app_with_keystone().await, Rig::from_env());
+    let image = rig.private_image("console-not-carols").await;
+    let target = format!("{} proj-b", env("PROJ_B_ID"));
+    let fields = [
+        ("image_id", image.as_str()),
+        ("target", target.as_str()),
+        ("reason", "mine now"),
+    ];
+
+    let carol = keystone_visitor(&app, "carol", "proj-c").await;
+    let (status, html) = carol.page(&format!("/console/requests/new?image_id={image}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        html.contains("not one your project owns") && html.contains("Nothing was changed"),
+        "{html}"
+    );
+    let (_, form) = carol.page("/console/requests/new").await;
+    assert!(!form.contains(&image));
+    let (status, html, _) = post_request_form(&carol, &form, &fields, "file").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(html.contains("is not owned by a project you act for") && html.contains("Nothing was changed"));
+    // Nor are alice's project's images hers to list.
+    let (status, html) = carol
+        .page(&format!("/console/shared-by-me?project={}", env("PROJ_A_ID")))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(html.contains("requester of project"), "{html}");
+
+    // alice's own form, posted without its token or with another session's.
+    let alice = keystone_visitor(&app, "alice", "proj-a").await;
+    let (_, own) = alice.page("/console/requests/new").await;
+    let mut forged = vec![("key", hidden_of(&own, "key")), ("action", "file".to_owned())];
+    forged.extend(fields.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    for csrf in [None, Some(csrf_of(&form))] {
+        let mut posted: Vec<(&str, &str)> = forged.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        if let Some(csrf) = &csrf {
+            posted.push(("csrf", csrf));
+        }
+        let response = alice.post("/console/requests/new", &posted).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert!(response.text().await.unwrap().contains("Form refused"));
+    }
+    assert_eq!(app.request_count().await, 0);
+}
+
+#[tokio::test]
+async fn revoke_lists_what_could_not_be_checked_and_offers_force_only_to_who_may_force() {
+    // No OpenStack cloud: Nova, Cinder and Glance cannot be asked, as the API reports.
+    let app = spawn_app().await;
+    let (_, share, _) = crate::matrix::fixture(&app).await;
+    let (_, other, _) = crate::matrix::fixture(&app).await;
+    let path = format!("/console/shares/{share}/revoke");
+    let mut portal = Visitor::new(&app);
+    portal.sign_in_with_key(&app.requester).await;
+    let (status, page) = portal.page(&path).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("Could not be checked")
+            && page.contains("compute (Nova: servers)")
+            && page.contains(r#"id="force""#),
+        "{page}"
+    );
+    assert_labelled(&path, &page);
+    let csrf = csrf_of(&page);
+    let revoke = async |fields: &[(&str, &str)]| {
+        let mut posted = vec![("csrf", csrf.as_str())];
+        posted.extend_from_slice(fields);
+        let response = portal.post(&path, &posted).await;
+        (response.status(), response.text().await.unwrap())
+    };
+
+    // Without force, the API's 503: the page again with its answer, the reason kept.
+    let (status, html) = revoke(&[("reason", "moved on")]).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        html.contains("Not revoked: what depends on the image") && html.contains(">moved on</textarea>"),
+        "{html}"
+    );
+    // A time that is no time; a schedule with force (the API's rule).
+    let (status, html) = revoke(&[("reason", "x"), ("effective_at", "later")]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains(r#"id="effective_at-error""#), "{html}");
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1))
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
+    let (status, html) = revoke(&[("reason", "x"), ("effective_at", &tomorrow), ("force", "on")]).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        html.contains(r#"id="force-error""#) && html.contains(r#"aria-describedby="force-error""#),
+        "{html}"
+    );
+    // A forged form.
+    let response = portal
+        .post(&path, &[("csrf", "forged"), ("reason", "x"), ("force", "on")])
+        .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.share_state(&share.to_string()).await, "pending_acceptance");
+
+    // Scheduled: the share keeps access until then.
+    let (status, _) = revoke(&[("reason", "moving on"), ("effective_at", &tomorrow)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(app.share_state(&share.to_string()).await, "revocation_scheduled");
+    // Forced, on the other share: revoked now.
+    let other_path = format!("/console/shares/{other}/revoke");
+    let response = portal
+        .post(&other_path, &[("csrf", &csrf), ("reason", "now"), ("force", "on")])
+        .await;
+    assert_eq!(location(&response), "/console/shared-by-me?done=revoke");
+    assert_eq!(app.share_state(&other.to_string()).await, "revoking");
+
+    // An approver sees the share but may neither revoke nor force: no force is offered, and
+    // the API refuses the revoke.
+    let third = crate::matrix::fixture(&app).await.1;
+    let mut approver = Visitor::new(&app);
+    approver.sign_in_with_key(&app.approver).await;
+    let third_path = format!("/console/shares/{third}/revoke");
+    let (status, page) = approver.page(&third_path).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !page.contains(r#"id="force""#) && page.contains("Only a requester of the image's project"),
+        "{page}"
+    );
+    let response = approver
+        .post(
+            &third_path,
+            &[("csrf", &csrf_of(&page)), ("reason", "x"), ("force", "on")],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.share_state(&third.to_string()).await, "pending_acceptance");
+    // Nor may an approver file: the form is the API's 403.
+    let (status, page) = approver.page("/console/requests/new").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(page.contains("needs the requester role"), "{page}");
+}
+
+#[tokio::test]
+async fn revoke_says_nothing_depends_on_an_unused_image_and_then_offers_no_force() {
+    let (app, worker, rig) = crate::impact::broker().await;
+    let image = rig.active_image("console-unused").await;
+    let share = crate::impact::accepted_share(&app, &worker, &image, None).await;
+    let alice = keystone_visitor(&app, "alice", "proj-a").await;
+    let path = format!("/console/shares/{share}/revoke");
+    let (status, page) = alice.page(&path).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("Nothing in proj-b depends on the image") && !page.contains(r#"id="force""#),
+        "{page}"
+    );
+    let response = alice
+        .post(&path, &[("csrf", &csrf_of(&page)), ("reason", "unused")])
+        .await;
+    assert_eq!(location(&response), "/console/shared-by-me?done=revoke");
+    assert_eq!(app.share_state(&share).await, "revoking");
 }

@@ -5,7 +5,10 @@
 //! refused; and the stateful phase, which follows the spec's links from one answer to the
 //! next request. tests/py/schemathesis_hooks.py applies the two rules a schema cannot state
 //! (a future `expires_at`, a webhook host that resolves); tests/py/schemathesis.toml lets a
-//! valid request meet 412 (an ETag that changed).
+//! valid request meet 412 (an ETag that changed). The `projects` operations (a project's
+//! images, project search) are left out: they only read Glance and Keystone through the
+//! broker's own cloud, which the fuzzed broker has none of (every valid request would be a
+//! truthful 503); tests/api/projects.rs calls them against the real ones, bad input included.
 
 use tokio::process::Command;
 
@@ -32,6 +35,8 @@ async fn generated_requests_get_no_server_error_and_only_answers_the_spec_descri
             "80",
             "--seed",
             &seed,
+            "--exclude-tag",
+            "projects",
             // One thread: with two, Python 3.11 intermittently fails inside hypothesis
             // ("SystemError: AST constructor recursion depth mismatch"), a runtime error of the
             // tool, not a finding. It costs no time here.

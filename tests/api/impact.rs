@@ -35,7 +35,7 @@ pub(crate) async fn accepted_share(app: &TestApp, worker: &Worker, image: &str, 
 }
 
 /// Runs `body`, then deletes what it made in Nova, Cinder and Glance, even when it failed.
-async fn with_cleanup<F: Future<Output = ()>>(rig: &Rig, made: &std::sync::Mutex<Made>, body: F) {
+pub(crate) async fn with_cleanup<F: Future<Output = ()>>(rig: &Rig, made: &std::sync::Mutex<Made>, body: F) {
     let outcome = AssertUnwindSafe(body).catch_unwind().await;
     let made = std::mem::take(&mut *made.lock().unwrap());
     made.clean(rig).await;

@@ -33,6 +33,7 @@ mod outbound;
 mod pagination;
 mod policy;
 mod postgres;
+mod projects;
 mod proxy;
 mod pytools;
 mod races;

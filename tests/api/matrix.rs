@@ -108,6 +108,16 @@ fn expected(method: &str, path: &str, who: Who) -> u16 {
             Auditor | Admin | CloudAdmin => 200,
             _ => 403,
         },
+        // Project search: requesters (each member of a project is one), admins.
+        ("get", "/v1/projects") => match who {
+            Requester | Admin | Alice | Bob | Carol | Dave | CloudAdmin => 200,
+            _ => 403,
+        },
+        // A project's images: its requesters (bob for proj-b), unrestricted requesters, admins.
+        ("get", "/v1/projects/{project_id}/images") => match who {
+            Requester | Admin | Bob | CloudAdmin => 200,
+            _ => 403,
+        },
         ("post", "/v1/webhooks") => admin_only(who, 201),
         ("post", "/v1/reconcile") => admin_only(who, 202),
         ("delete", "/v1/webhooks/{id}") => admin_only(who, 204),
@@ -129,7 +139,7 @@ fn admin_only(who: Who, success: u16) -> u16 {
 /// A pending, validated request of proj-a's image, filed by `portal`, with one share to
 /// proj-b already granted (so every action on it is possible), and a webhook. Returns
 /// (request id, share id, webhook id).
-async fn fixture(app: &TestApp) -> (Uuid, Uuid, Uuid) {
+pub(crate) async fn fixture(app: &TestApp) -> (Uuid, Uuid, Uuid) {
     let input = ShareRequestInput {
         image_id: Uuid::new_v4().to_string(),
         targets: vec![env("PROJ_B_ID")],
@@ -234,7 +244,11 @@ async fn every_endpoint_answers_each_kind_of_caller_as_the_matrix_says() {
                     .replace("{id}", &id.to_string())
                     .replace("{image_id}", &image)
                     .replace("{project_id}", &env("PROJ_B_ID"));
-                let url = app.url(&path_with_ids);
+                let query = match path.as_str() {
+                    "/v1/projects" => "?search=proj",
+                    _ => "",
+                };
+                let url = app.url(&format!("{path_with_ids}{query}"));
                 let body = match path.as_str() {
                     "/v1/share-requests" => json!({
                         "image_id": image,

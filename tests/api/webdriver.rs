@@ -146,6 +146,18 @@ impl Browser {
         );
     }
 
+    /// Waits until the page's source contains `part` (a form posted back to its own URL
+    /// changes no URL).
+    pub async fn wait_for_text(&self, part: &str) {
+        for _ in 0..100 {
+            if self.source().await.contains(part) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the page never showed {part:?} (at {})", self.url().await);
+    }
+
     /// Runs `script` (a function body; a promise it returns is awaited) in the page.
     pub async fn execute(&self, script: &str) -> Value {
         self.call("POST", "/execute/sync", json!({ "script": script, "args": [] }))

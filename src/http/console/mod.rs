@@ -1,5 +1,6 @@
-//! The browser console at `/console`: sign-in, the approvals inbox, Shared with me, and
-//! one share's page. Served by the broker itself; its pages are HTML (not in the OpenAPI
+//! The browser console at `/console`: sign-in, the approvals inbox, Shared with me, Shared
+//! by me (with the new-request form and revokes that show their impact), the audit timeline,
+//! and one request's and one share's page. Served by the broker itself; its pages are HTML (not in the OpenAPI
 //! document). Every action calls the API's own handler with the [`Caller`] the API would
 //! have built from the same person's credential, so the console can show and do no more
 //! than the API allows them. Forms are plain HTML (keyboard-friendly, no script needed);
@@ -8,9 +9,12 @@
 //! [`Caller`]: crate::http::extract::Caller
 
 mod audit;
+mod fields;
 mod inbox;
+mod new_request;
 mod owner;
 mod pages;
+mod revoke;
 mod session;
 mod sign_in;
 
@@ -50,12 +54,17 @@ pub fn routes() -> Router<AppState> {
         .route("/console/shared-by-me", get(owner::shared_by_me))
         .route("/console/audit", get(audit::timeline))
         .route(
+            "/console/requests/new",
+            get(new_request::new_request).post(new_request::submit),
+        )
+        .route("/console/requests/{id}", get(owner::request_page))
+        .route(
             "/console/requests/{id}/cancel",
             get(owner::confirm_cancel).post(owner::cancel),
         )
         .route(
             "/console/shares/{id}/revoke",
-            get(owner::confirm_revoke).post(owner::revoke),
+            get(revoke::confirm_revoke).post(revoke::revoke),
         )
         .layer(axum::middleware::map_response(security_headers))
 }
@@ -140,6 +149,11 @@ fn checked<T: DeserializeOwned>(s: &SignedIn, body: &Bytes) -> Result<T, Refused
     form(body)
 }
 
+/// A page's query string as `T`: a link the console did not make is refused.
+fn query<T: DeserializeOwned>(raw: &Option<String>) -> Result<T, Refused> {
+    serde_urlencoded::from_str(raw.as_deref().unwrap_or("")).map_err(|_| Refused::BadLink)
+}
+
 /// A list page's cursor, from the console's query string (less the notice).
 fn paging(query: &Option<String>) -> Result<Paging<Cursor>, Refused> {
     let query = query.as_deref().filter(|q| !q.starts_with("done=")).unwrap_or("");
@@ -156,6 +170,8 @@ fn notice(query: &Option<String>) -> Option<&'static str> {
         "reject" => "Rejected.",
         "cancel" => "Cancelled.",
         "revoke" => "Revoke asked: the worker removes the member in Glance shortly.",
+        "schedule" => "Revoke scheduled: the project keeps access until then, and is told.",
+        "filed" => "Filed: the worker validates it against Keystone and Glance, then approvers decide.",
         _ => return None,
     })
 }

@@ -25,7 +25,7 @@ pub struct Filing {
 }
 
 /// What validation would find if the request were filed now.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DryRunView {
     /// Whether the request would pass validation (no `errors`).
     pub valid: bool,
@@ -43,7 +43,7 @@ pub struct DryRunView {
 }
 
 /// One target and the Keystone project it resolves to.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DryRunTarget {
     pub target: String,
     pub project_id: Option<String>,
