@@ -15,11 +15,13 @@ pub struct ShareRequestInput {
     /// Target projects: Keystone project ids (32 hex digits or a UUID) or project names.
     #[schema(min_items = 1, example = json!(["2f0c6b8a9d3e4c1f8a7b6c5d4e3f2a1b"]))]
     pub targets: Vec<String>,
-    /// The region of the image; the broker's default region when omitted.
+    /// The region of the image, one of the cloud's (refused with 422 otherwise: the cloud's
+    /// catalog, not this schema, names them); the broker's default region when omitted.
     #[serde(default)]
+    #[schema(example = "RegionOne")]
     pub region: Option<String>,
     /// Why the share is needed (at most 1,000 characters).
-    #[schema(min_length = 1, max_length = 1000)]
+    #[schema(min_length = 1, max_length = 1000, example = "CI runners need the golden image")]
     pub reason: String,
     /// When the shares end on their own; must be in the future (a time already past is
     /// refused with 422, the one rule of this body a schema cannot state).

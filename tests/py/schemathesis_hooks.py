@@ -8,9 +8,10 @@ API must take (the positive-data-acceptance check):
 - a webhook URL's host must resolve (the broker resolves it at registration): a generated
   host is replaced by 127.0.0.1, keeping scheme, path and query;
 
-and one of the environment: a dry run (`?dry_run=true`) asks Keystone and Glance through the
-broker's own cloud, which the fuzzed broker has none of (it answers 503, truthfully); the
-query is dropped, and tests/api/fitness.rs runs dry runs against the real Keystone and Glance.
+and two of the environment, which the spec can only describe: a request's `region` must be
+one of the cloud's regions (the fuzzed broker's is `GSB_FUZZ_REGION`): a generated one is
+replaced by it; and a project's images page after a `cursor` Glance knows (an image id it
+returned): a positive case's generated cursor is dropped.
 
 And what every client does: a new `Idempotency-Key` for each new request (the same key with
 another body is refused with 422, as the IETF Idempotency-Key draft says): the generated
@@ -27,6 +28,7 @@ Idempotency-Key map_case gives every request), which the spec says is valid. Eve
 Everything else generated from the spec is sent as it is. `map_case` runs in every phase.
 """
 
+import os
 import re
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -51,8 +53,12 @@ def map_case(context, case):
         case.body = {"comment": 0}
         case.media_type = "application/json"
     case.body = body_of(case.operation, case.body)
-    if case.operation.path == "/v1/share-requests" and isinstance(case.query, dict):
-        case.query = {k: v for k, v in case.query.items() if k != "dry_run"} or None
+    if (
+        case.operation.path == "/v1/projects/{project_id}/images"
+        and isinstance(case.query, dict)
+        and not is_negative(case)
+    ):
+        case.query = {k: v for k, v in case.query.items() if k != "cursor"}
     headers = case.headers or {}
     key = headers.get("Idempotency-Key")
     if isinstance(key, str) and re.fullmatch(r"[\x21-\x7e]{1,255}", key):
@@ -64,6 +70,8 @@ def body_of(operation, body):
     if not isinstance(body, dict) or operation is None:
         return body
     if operation.method.upper() == "POST" and operation.path == "/v1/share-requests":
+        if isinstance(body.get("region"), str):
+            body = {**body, "region": os.environ.get("GSB_FUZZ_REGION", "RegionOne")}
         at = body.get("expires_at")
         if isinstance(at, str):
             try:
