@@ -85,7 +85,9 @@ impl FromStr for ArchiveMonth {
             return Err(wrong());
         }
         let (year, month) = (year.parse().map_err(|_| wrong())?, month.parse().map_err(|_| wrong())?);
-        NaiveDate::from_ymd_opt(year, month, 1).map(ArchiveMonth).ok_or_else(wrong)
+        NaiveDate::from_ymd_opt(year, month, 1)
+            .map(ArchiveMonth)
+            .ok_or_else(wrong)
     }
 }
 
@@ -100,7 +102,17 @@ mod tests {
         assert_eq!(month.to_string(), "2027-01");
         assert_eq!(ArchiveMonth::of("2027-01-31T23:59:59Z".parse().unwrap()), month);
         assert!(month < "2027-02".parse().unwrap());
-        for bad in ["2027-1", "2027-13", "2027-00", "27-01", "2027/01", "2027-01-01", "", "abcd-ef", "+202-01"] {
+        for bad in [
+            "2027-1",
+            "2027-13",
+            "2027-00",
+            "27-01",
+            "2027/01",
+            "2027-01-01",
+            "",
+            "abcd-ef",
+            "+202-01",
+        ] {
             let error = bad.parse::<ArchiveMonth>().unwrap_err();
             assert!(error.contains("YYYY-MM"), "{bad}: {error}");
         }

@@ -57,7 +57,12 @@ pub(super) async fn run(command: AuditCommand) -> anyhow::Result<()> {
 }
 
 /// Archives the partitions that end by `before`, a month that has begun.
-async fn archive(database: &DatabaseArgs, before: ArchiveMonth, file: Option<PathBuf>, drop: bool) -> anyhow::Result<()> {
+async fn archive(
+    database: &DatabaseArgs,
+    before: ArchiveMonth,
+    file: Option<PathBuf>,
+    drop: bool,
+) -> anyhow::Result<()> {
     anyhow::ensure!(
         before <= ArchiveMonth::of(Utc::now()),
         "--before {before}: that month has not begun; only the months before the current one can be archived"

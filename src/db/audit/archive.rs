@@ -118,7 +118,11 @@ pub async fn prefix(pool: &PgPool) -> Result<Option<ArchivedPrefix>, sqlx::Error
 /// `select_one` over each partition of `names`, joined by `union all`. The names are
 /// Postgres's own (`regclass` text, quoted where SQL needs it).
 fn each(names: &[String], select_one: impl Fn(&str) -> String) -> String {
-    names.iter().map(|name| select_one(name)).collect::<Vec<_>>().join(" union all ")
+    names
+        .iter()
+        .map(|name| select_one(name))
+        .collect::<Vec<_>>()
+        .join(" union all ")
 }
 
 /// Archives every partition that ends by `request.before`: refuses unless all their events
@@ -268,7 +272,12 @@ async fn write_events(
             .try_take_while(|e| future::ready(Ok(e.chain_pos.is_some_and(|pos| pos <= last))));
         let mut events = pin!(events);
         while let Some(event) = events.try_next().await? {
-            first.get_or_insert_with(|| (event.chain_pos.unwrap_or_default(), event.prev_hash.clone().unwrap_or_default()));
+            first.get_or_insert_with(|| {
+                (
+                    event.chain_pos.unwrap_or_default(),
+                    event.prev_hash.clone().unwrap_or_default(),
+                )
+            });
             let line = archive_line(&event);
             sha256.update(&line);
             out.write_all(&line).await?;
@@ -284,7 +293,10 @@ async fn write_events(
     out.flush().await?;
     out.get_ref().sync_all().await?;
     let last = walk.head.filter(|_| walk.checked > 0);
-    if walk.checked != span.events || first.as_ref().map(|f| f.0) != span.first || last.as_ref().map(|l| l.0) != span.last {
+    if walk.checked != span.events
+        || first.as_ref().map(|f| f.0) != span.first
+        || last.as_ref().map(|l| l.0) != span.last
+    {
         return refused(format!(
             "the partitions hold {} events (places {:?} to {:?}) but the chain after the last archive up to there holds {}: nothing archived",
             span.events, span.first, span.last, walk.checked
@@ -489,7 +501,9 @@ pub async fn verify_file(pool: &PgPool, file: &Path) -> Result<ArchiveCheck, Arc
         };
         while let Some(c) = checkpoints.next_if(|c| Some(c.chain_pos) <= event.chain_pos) {
             check.checkpoints_checked += 1;
-            if check.checkpoint_mismatch.is_none() && (Some(c.chain_pos) != event.chain_pos || Some(&c.hash) != event.hash.as_ref()) {
+            if check.checkpoint_mismatch.is_none()
+                && (Some(c.chain_pos) != event.chain_pos || Some(&c.hash) != event.hash.as_ref())
+            {
                 check.checkpoint_mismatch = Some(checkpoint_mismatch(c, &event));
             }
         }

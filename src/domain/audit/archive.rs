@@ -106,7 +106,10 @@ mod tests {
             assert_eq!(back.digest_scheme, scheme.number());
             assert_eq!(back.content_digest(), event.content_digest());
             assert_eq!(back.expected_hash(), event.hash, "the link holds when read back");
-            assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&event).unwrap());
+            assert_eq!(
+                serde_json::to_value(&back).unwrap(),
+                serde_json::to_value(&event).unwrap()
+            );
         }
     }
 
