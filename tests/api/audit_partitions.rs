@@ -181,6 +181,44 @@ async fn events_land_in_the_partition_of_their_month_and_the_rest_in_the_default
     assert_eq!(report["archived"], Value::Null);
 }
 
+/// Seals event `seq` by hand at place `chain_pos`, chained to the event before it there.
+fn seal_at(seq: i64, chain_pos: i64) -> String {
+    format!(
+        "with before as (select hash from audit_events where chain_pos = {chain_pos} - 1)
+         update audit_events e set chain_pos = {chain_pos}, prev_hash = before.hash,
+             hash = sha256(before.hash || int8send({chain_pos}::bigint) || e.digest)
+         from before where e.seq = {seq}"
+    )
+}
+
+#[tokio::test]
+async fn a_place_in_the_chain_is_given_once_across_partitions() {
+    let app = spawn_app().await;
+    sealed(&app).await;
+    // Unsealed for the test: uncommitted, no sealer sees it.
+    let mut tx = app.pool.begin().await.unwrap();
+    let seq = insert_by_hand(
+        &mut *tx,
+        &legacy_event(Utc::now() - (month(1) + Duration::days(3)), json!({})),
+    )
+    .await;
+    let partition: String = sqlx::query_scalar("select tableoid::regclass::text from audit_events where seq = $1")
+        .bind(seq)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(partition, monthly(1));
+
+    // Place 4 is held by an event of the first partition: no unique index spans the two,
+    // and the seal guard refuses it, even to the owner with a link that holds.
+    let mut savepoint = tx.begin().await.unwrap();
+    refused(&mut savepoint, &seal_at(seq, 4), "wrong link").await;
+    savepoint.rollback().await.unwrap();
+    sqlx::query(&seal_at(seq, 5)).execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(verify(&app).await["ok"], true);
+}
+
 #[tokio::test]
 async fn the_coming_months_partitions_are_made_once_even_when_two_replicas_ask_at_once() {
     let app = spawn_app().await;
