@@ -522,6 +522,28 @@ async fn archiving_two_months_with_drop_removes_their_tables_and_the_next_archiv
 }
 
 #[tokio::test]
+async fn two_operators_archiving_at_once_record_the_partition_once() {
+    let app = spawn_app().await;
+    sealed(&app).await;
+    let dir = archive_dir();
+    let (one, other) = (
+        request(month(1), &dir.join("one.ndjson")),
+        request(month(1), &dir.join("other.ndjson")),
+    );
+
+    let (one, other) = tokio::join!(archive(&app.pool, &one), archive(&app.pool, &other));
+
+    assert!(one.is_ok() != other.is_ok(), "exactly one archives: {one:?} {other:?}");
+    let record = one.or(other).unwrap();
+    assert_eq!(archives(&app.pool).await, 1);
+    assert_eq!(record.event_count, 4);
+    let report = verify(&app).await;
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["archived"]["archives"], 1);
+    assert!(verify_file(&app.pool, Path::new(&record.file_name)).await.unwrap().ok());
+}
+
+#[tokio::test]
 async fn an_archive_is_refused_while_an_event_to_archive_is_unsealed() {
     let app = spawn_app().await;
     sealed(&app).await;

@@ -329,10 +329,14 @@ async fn record(
             .await?;
     }
     refuse_changed(&mut tx, names, written).await?;
-    let record: ArchiveRecord = sqlx::query_as(
+    // Recorded only when it follows the latest archive: another one recorded meanwhile (by a
+    // second operator) makes this one refused, not a second record of the same places.
+    let record: Option<ArchiveRecord> = sqlx::query_as(
         "insert into audit_archives (id, archived_by, before, partitions, dropped, file_name, file_sha256,
              event_count, first_chain_pos, last_chain_pos, first_prev_hash, last_hash)
-         values ($1, current_user || ' on ' || $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         select $1, current_user || ' on ' || $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
+         where $9::bigint is null
+            or $9 = coalesce((select max(a.last_chain_pos) from audit_archives a), 0) + 1
          returning *",
     )
     .bind(Uuid::now_v7())
@@ -347,8 +351,11 @@ async fn record(
     .bind(written.last.as_ref().map(|l| l.0))
     .bind(written.first.as_ref().map(|f| &f.1))
     .bind(written.last.as_ref().map(|l| &l.1))
-    .fetch_one(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
+    let Some(record) = record else {
+        return refused("another archive was recorded meanwhile: nothing archived; run it again".to_owned());
+    };
     if let Some((chain_pos, hash)) = &written.last {
         sqlx::query("insert into audit_checkpoints (id, chain_pos, hash, taken_by) values ($1, $2, $3, $4)")
             .bind(Uuid::new_v4())
