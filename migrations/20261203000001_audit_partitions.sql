@@ -5,8 +5,9 @@
 -- takes any event no monthly partition covers, so that a write never fails for want of a
 -- partition. The table as it was is not rewritten: it is renamed and attached as the first
 -- partition, `audit_events_before_<YYYY_MM>`, holding every event before the first monthly
--- partition (the month after this migration runs, or after its latest event). Attaching it
--- reads it once, while writes wait (seconds per ten million events); nothing is copied.
+-- partition (the month after this migration runs, or after its latest event). It is read
+-- twice (for its latest event, and by Postgres to check the partition's bound) while writes
+-- wait, seconds per ten million events; nothing is copied.
 --
 -- Partitions are made ahead (this month and the next two) by `audit_partitions_ensure`,
 -- which the broker calls at start and every hour: `gsb_app` may call it, and it is all the
@@ -20,9 +21,9 @@
 -- partitions by these means instead:
 --   - `seq`: every event is numbered by the insert trigger from `audit_events_seq`, whatever
 --     the writer put there: no writer can reuse a number.
---   - `chain_pos`: places are given by `audit_seal`, one sealer at a time, after the tail;
---     and the seal guard refuses, under the same lock, a seal whose place an event holds
---     already, in any partition. `audit verify` checks again that places run 1, 2, 3, ...
+--   - `chain_pos`: a seal must follow the chain's head, kept in `audit_chain_head` by the
+--     seal guard (one row, locked by each seal), so places are given once, in order, with
+--     no gaps, whichever partition holds the event; `audit verify` checks it again.
 --   - `hash`: it covers `chain_pos`, so two events with different places have different
 --     hashes (short of a SHA-256 collision).
 --   - `id`: a UUIDv7 each writer draws; nothing looks an event up by id, and the chain
@@ -36,6 +37,30 @@
 -- by hand included, at the next maintenance pass); `gsb_app` holds no privilege on any
 -- partition (it reads and appends through the table) and cannot detach or drop one (only
 -- the owner can).
+
+-- ----------------------------------------------------------------------- the chain head
+
+-- The sealed head: the place and hash the next seal must follow; one row (the guard and
+-- `audit_seal` keep it so; only the owner could add another). The seal guard
+-- replaces it with each seal it lets through (it deletes the head the seal follows, then
+-- inserts the seal's place), under the row's lock: a seal that does not follow the head is
+-- refused, so a place is given once whichever partition holds its event, and the guard
+-- checks a link with one index probe instead of one in every partition. `audit_seal` sets it
+-- from the chain's real tail when they differ (a log loaded with the triggers off).
+create table audit_chain_head (
+    chain_pos  bigint primary key,
+    hash       bytea not null
+);
+
+insert into audit_chain_head (chain_pos, hash)
+select coalesce(tail.chain_pos, 0), coalesce(tail.hash, decode(repeat('00', 32), 'hex'))
+from (select 1) one
+left join (select e.chain_pos, e.hash from audit_events e where e.chain_pos is not null
+           order by e.chain_pos desc limit 1) tail on true;
+
+create trigger audit_chain_head_no_truncate
+    before truncate on audit_chain_head
+    for each statement execute function refuse_append_only_change();
 
 -- ------------------------------------------------------------- the triggers, now global
 
@@ -54,28 +79,25 @@ begin
 end;
 $$;
 
--- The guard of 20261201000002, which now also keeps `chain_pos` unique across partitions: a
--- seal passes only under the chain lock (which `audit_seal` holds already, so this costs it
--- nothing), when its link is right, and when no event holds its place yet. Two sessions
--- sealing by hand at once are serialized by the lock, and the second finds the place taken.
+-- The guard of 20261201000002, with the link checked against `audit_chain_head` instead of
+-- the event at `chain_pos - 1` (which would be an index probe in every partition): a seal
+-- passes when its content is unchanged, its hash is the formula over its digest, and it
+-- follows the head (its place is the next one, its `prev_hash` the head's hash); the head
+-- then becomes this seal. Two sessions sealing the same place by hand: the second waits for
+-- the head row, finds it gone, and is refused.
 create or replace function guard_audit_events() returns trigger
 language plpgsql set search_path = pg_catalog, public, pg_temp as $$
 declare
     seal_fields constant text[] := array['chain_pos', 'prev_hash', 'hash'];
-    want_prev bytea;
 begin
     if tg_op = 'UPDATE' and old.chain_pos is null and new.chain_pos is not null
         and (pg_catalog.to_jsonb(new) - seal_fields) = (pg_catalog.to_jsonb(old) - seal_fields) then
-        perform pg_catalog.pg_advisory_xact_lock(x'6175646974'::bigint);
-        if new.chain_pos = 1 then
-            want_prev := pg_catalog.decode(pg_catalog.repeat('00', 32), 'hex');
-        else
-            select e.hash into want_prev from public.audit_events e where e.chain_pos = new.chain_pos - 1;
-        end if;
-        if new.prev_hash = want_prev
-            and new.hash = pg_catalog.sha256(new.prev_hash || pg_catalog.int8send(new.chain_pos) || old.digest)
-            and not exists (select 1 from public.audit_events e where e.chain_pos = new.chain_pos) then
-            return new;
+        if new.hash = pg_catalog.sha256(new.prev_hash || pg_catalog.int8send(new.chain_pos) || old.digest) then
+            delete from public.audit_chain_head h where h.chain_pos = new.chain_pos - 1 and h.hash = new.prev_hash;
+            if found then
+                insert into public.audit_chain_head (chain_pos, hash) values (new.chain_pos, new.hash);
+                return new;
+            end if;
         end if;
         raise exception 'audit_events is append-only: a seal of event % with a wrong link refused', old.seq
             using errcode = 'insufficient_privilege';
@@ -85,9 +107,12 @@ begin
 end;
 $$;
 
--- `audit_seal` of 20261201000002, with one change: each event is updated by its seq and its
--- `occurred_at`, so Postgres touches only the partition that holds it (by seq alone, the
--- update would look in every partition, for every event).
+-- `audit_seal` of 20261201000002, with three changes: it records the tail it starts from in
+-- `audit_chain_head` when the head there differs; it updates each event by its seq and its
+-- `occurred_at`, so Postgres touches only the partition that holds it (by seq alone the update
+-- would look in every partition, for every event); and it runs its statements with generic
+-- plans (as the Postgres default would not, for a partitioned table: it would plan the update
+-- again for every event), put back as they were when it returns.
 create or replace function audit_seal(p_batch integer) returns integer
 language plpgsql security definer set search_path = pg_catalog, public, pg_temp as $$
 declare
@@ -96,12 +121,18 @@ declare
     prev bytea;
     event record;
     sealed integer := 0;
+    plans text := pg_catalog.current_setting('plan_cache_mode');
 begin
     perform pg_catalog.pg_advisory_xact_lock(x'6175646974'::bigint);
     select e.chain_pos, e.hash into tail from public.audit_events e
         where e.chain_pos is not null order by e.chain_pos desc limit 1;
     pos := coalesce(tail.chain_pos, 0);
     prev := coalesce(tail.hash, pg_catalog.decode(pg_catalog.repeat('00', 32), 'hex'));
+    if not exists (select 1 from public.audit_chain_head h where h.chain_pos = pos and h.hash = prev) then
+        delete from public.audit_chain_head;
+        insert into public.audit_chain_head (chain_pos, hash) values (pos, prev);
+    end if;
+    perform pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true);
     for event in
         select e.seq, e.occurred_at, e.digest from public.audit_events e
             where e.chain_pos is null order by e.seq limit p_batch
@@ -114,6 +145,7 @@ begin
             returning hash into prev;
         sealed := sealed + 1;
     end loop;
+    perform pg_catalog.set_config('plan_cache_mode', plans, true);
     return sealed;
 end;
 $$;
@@ -380,6 +412,7 @@ begin
         revoke update, delete, truncate, references, trigger on audit_events from gsb_app;
         grant select on audit_archives to gsb_app;
         revoke insert, update, delete, truncate, references, trigger on audit_archives from gsb_app;
+        revoke all on audit_chain_head from gsb_app;
         grant execute on function audit_partitions_ensure(integer) to gsb_app;
     end if;
 end;

@@ -349,6 +349,15 @@ async fn every_partition_refuses_truncate_update_and_delete_to_the_owner_and_the
     )
     .await;
     refused(&mut app_role, "truncate audit_events", "permission denied").await;
+    // Nor can it move the head the seal guard checks seals against.
+    for sql in [
+        "update audit_chain_head set chain_pos = chain_pos + 1",
+        "delete from audit_chain_head",
+        "insert into audit_chain_head values (0, sha256('forged'))",
+    ] {
+        refused(&mut app_role, sql, "permission denied").await;
+    }
+    refused(&mut owner, "truncate audit_chain_head", "append-only").await;
 
     assert_eq!(partition_names(&app.pool).await, partitions);
     let after: i64 = sqlx::query_scalar("select count(*) from audit_events")
