@@ -107,7 +107,8 @@ begin
 end;
 $$;
 
--- `audit_seal` of 20261201000002, with three changes: it records the tail it starts from in
+-- `audit_seal` of 20261201000002, with four changes: when every sealed event is archived, it
+-- goes on after the last archived one; it records the tail it starts from in
 -- `audit_chain_head` when the head there differs; it updates each event by its seq and its
 -- `occurred_at`, so Postgres touches only the partition that holds it (by seq alone the update
 -- would look in every partition, for every event); and it runs its statements with generic
@@ -126,6 +127,11 @@ begin
     perform pg_catalog.pg_advisory_xact_lock(x'6175646974'::bigint);
     select e.chain_pos, e.hash into tail from public.audit_events e
         where e.chain_pos is not null order by e.chain_pos desc limit 1;
+    if tail.chain_pos is null then
+        -- Every sealed event is archived: the chain goes on after the last archived one.
+        select a.last_chain_pos as chain_pos, a.last_hash as hash into tail from public.audit_archives a
+            where a.last_chain_pos is not null order by a.last_chain_pos desc limit 1;
+    end if;
     pos := coalesce(tail.chain_pos, 0);
     prev := coalesce(tail.hash, pg_catalog.decode(pg_catalog.repeat('00', 32), 'hex'));
     if not exists (select 1 from public.audit_chain_head h where h.chain_pos = pos and h.hash = prev) then

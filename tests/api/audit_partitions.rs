@@ -528,6 +528,12 @@ async fn archiving_two_months_with_drop_removes_their_tables_and_the_next_archiv
     for file in ["one.ndjson", "two.ndjson"] {
         assert!(verify_file(&app.pool, &dir.join(file)).await.unwrap().ok(), "{file}");
     }
+    // With every event archived, the next one takes the place after the archived head.
+    app.file(&Uuid::new_v4().to_string(), &[PROJ_B]).await;
+    sealed(&app).await;
+    let report = verify(&app).await;
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["head"]["chain_pos"], two.last_chain_pos.unwrap() + 1);
 }
 
 #[tokio::test]
