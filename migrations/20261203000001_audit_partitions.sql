@@ -81,26 +81,33 @@ $$;
 
 -- The guard of 20261201000002, with the link checked against `audit_chain_head` instead of
 -- the event at `chain_pos - 1` (which would be an index probe in every partition): a seal
--- passes when its content is unchanged, its hash is the formula over its digest, and it
--- follows the head (its place is the next one, its `prev_hash` the head's hash); the head
--- then becomes this seal. Two sessions sealing the same place by hand: the second waits for
--- the head row, finds it gone, and is refused.
+-- passes when it changes nothing but the seal (the row with its seal's fields set back to
+-- null equals the row before, column by column, each by its type's equality: cheaper than
+-- comparing both rows as JSON, and a column added later is compared too), its hash is the
+-- formula over its digest, and it follows the head (its place is the next one, its
+-- `prev_hash` the head's hash); the head then becomes this seal. Two sessions sealing the
+-- same place by hand: the second waits for the head row, finds it gone, and is refused.
 create or replace function guard_audit_events() returns trigger
 language plpgsql set search_path = pg_catalog, public, pg_temp as $$
 declare
-    seal_fields constant text[] := array['chain_pos', 'prev_hash', 'hash'];
+    content record;
 begin
-    if tg_op = 'UPDATE' and old.chain_pos is null and new.chain_pos is not null
-        and (pg_catalog.to_jsonb(new) - seal_fields) = (pg_catalog.to_jsonb(old) - seal_fields) then
-        if new.hash = pg_catalog.sha256(new.prev_hash || pg_catalog.int8send(new.chain_pos) || old.digest) then
-            delete from public.audit_chain_head h where h.chain_pos = new.chain_pos - 1 and h.hash = new.prev_hash;
-            if found then
-                insert into public.audit_chain_head (chain_pos, hash) values (new.chain_pos, new.hash);
-                return new;
+    if tg_op = 'UPDATE' and old.chain_pos is null and new.chain_pos is not null then
+        content := new;
+        content.chain_pos := null;
+        content.prev_hash := null;
+        content.hash := null;
+        if content is not distinct from old then
+            if new.hash = pg_catalog.sha256(new.prev_hash || pg_catalog.int8send(new.chain_pos) || old.digest) then
+                delete from public.audit_chain_head h where h.chain_pos = new.chain_pos - 1 and h.hash = new.prev_hash;
+                if found then
+                    insert into public.audit_chain_head (chain_pos, hash) values (new.chain_pos, new.hash);
+                    return new;
+                end if;
             end if;
+            raise exception 'audit_events is append-only: a seal of event % with a wrong link refused', old.seq
+                using errcode = 'insufficient_privilege';
         end if;
-        raise exception 'audit_events is append-only: a seal of event % with a wrong link refused', old.seq
-            using errcode = 'insufficient_privilege';
     end if;
     raise exception 'audit_events is append-only: % refused', tg_op
         using errcode = 'insufficient_privilege';
