@@ -9,9 +9,11 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::domain::{ApproverScope, Role, RoleMap};
 
+mod audit;
 mod drift;
 mod otel;
 mod worker;
+pub use audit::{ArchiveMonth, AuditCommand};
 pub use drift::{DriftArgs, Every};
 pub use otel::{Endpoint, OtelArgs, TracesSampler};
 pub use worker::WorkerArgs;
@@ -373,20 +375,6 @@ fn default_instance() -> String {
         })
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "glance-share-broker".to_owned())
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AuditCommand {
-    /// Walk the hash chain and compare it with every checkpoint; name the first broken link.
-    /// Exits non-zero when the log was tampered with. Records a checkpoint when it holds.
-    Verify {
-        #[command(flatten)]
-        database: DatabaseArgs,
-        /// An anchor kept outside the database, `<chain_pos>:<hash>` (a logged `audit.checkpoint`):
-        /// fails unless the chain holds that hash at that place (repeat for more).
-        #[arg(long = "expect", value_name = "CHAIN_POS:HASH")]
-        expect: Vec<crate::domain::ChainLink>,
-    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,5 +1,6 @@
 //! The one place that sees everything: it turns settings into a running broker.
 
+mod audit;
 mod policy_file;
 mod reconcile;
 mod settings;
@@ -17,10 +18,9 @@ use anyhow::Context;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-use crate::config::{AuditCommand, Command, DatabaseArgs, KeysCommand, ServeArgs, instance_name};
+use crate::config::{Command, DatabaseArgs, KeysCommand, ServeArgs, instance_name};
 use crate::db::failover::{self, Follower, Hosts, Moved};
 
-use crate::domain::ChainReport;
 use crate::openstack::OpenStack;
 use crate::tasks::Tasks;
 use crate::worker::Worker;
@@ -75,6 +75,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 instance_name(&args.instance),
             );
             spawn_audit_sealer(&tasks, pool.clone(), args.audit.seal_every());
+            spawn_audit_partitions(&tasks, pool.clone());
             Worker::new(pool, cloud, config).start(&tasks);
             tracing::info!("worker running");
             shutdown_signal().await;
@@ -86,27 +87,13 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             let pool = connect(&database, 1, None).await?;
             migrate(&pool).await?;
             println!("migrations applied");
+            for made in db::audit::partitions::ensure(&pool, db::audit::partitions::MONTHS_AHEAD).await? {
+                println!("audit partition {made} made");
+            }
             Ok(())
         }
         Command::Keys(command) => keys(command).await,
-        Command::Audit(AuditCommand::Verify { database, expect }) => {
-            let pool = connect(&database, 2, None).await?;
-            let report = db::audit::verify_anchored(&pool, "verify by the command line", &expect).await?;
-            print_report(&report);
-            if let Some(anchor) = &report.anchor_mismatch {
-                anyhow::bail!(
-                    "the audit log does not match the anchor --expect {}:{}: {}",
-                    anchor.expected.chain_pos,
-                    anchor.expected.hash,
-                    anchor.detail
-                );
-            }
-            anyhow::ensure!(
-                report.ok,
-                "the audit log does not verify: it was tampered with, or events wait unsealed"
-            );
-            Ok(())
-        }
+        Command::Audit(command) => audit::run(command).await,
         Command::Reconcile(args) => reconcile::reconcile(args).await,
         Command::Openapi => {
             println!("{}", openapi_json());
@@ -118,53 +105,6 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
 /// The OpenAPI document as committed in `openapi/openapi.json`.
 pub fn openapi_json() -> String {
     serde_json::to_string_pretty(&http::openapi()).expect("the OpenAPI document always serializes")
-}
-
-/// What `audit verify` found, in lines an operator reads.
-fn print_report(report: &ChainReport) {
-    match &report.head {
-        Some(head) => println!(
-            "{} events read; the chain holds up to place {} (hash {})",
-            report.events_checked, head.chain_pos, head.hash
-        ),
-        None if report.first_broken_link.is_none() => println!("the audit log is empty"),
-        None => println!("{} events read; not even the first link holds", report.events_checked),
-    }
-    if let Some(broken) = &report.first_broken_link {
-        println!(
-            "BROKEN LINK at place {} (seq {}, event {}): {}\n  {}: expected {}, stored {}",
-            broken.chain_pos, broken.seq, broken.id, broken.detail, broken.field, broken.expected, broken.stored
-        );
-    }
-    match &report.checkpoint_mismatch {
-        Some(m) => println!(
-            "CHECKPOINT MISMATCH at place {} (taken by {}): {}\n  hash: recorded {}, stored {}",
-            m.checkpoint.chain_pos,
-            m.taken_by,
-            m.detail,
-            m.checkpoint.hash,
-            m.stored_hash.as_deref().unwrap_or("(no such event)")
-        ),
-        None => println!("{} checkpoints match the chain", report.checkpoints_checked),
-    }
-    println!("{} events not sealed yet", report.unsealed_events);
-    if let Some(stale) = &report.stale_unsealed {
-        println!("UNSEALED TOO LONG: {}", stale.detail);
-    }
-    match &report.anchor_mismatch {
-        Some(m) => println!(
-            "ANCHOR MISMATCH at place {}: {}\n  hash: expected {}, stored {}",
-            m.expected.chain_pos,
-            m.detail,
-            m.expected.hash,
-            m.stored_hash.as_deref().unwrap_or("(no such event)")
-        ),
-        None if report.anchors_checked > 0 => println!("{} anchors match the chain", report.anchors_checked),
-        None => {}
-    }
-    if let Some(written) = &report.checkpoint_written {
-        println!("checkpoint recorded at place {}", written.chain_pos);
-    }
 }
 
 /// Applies the migrations not yet applied. When none is pending, touches nothing: the
@@ -297,6 +237,7 @@ impl Application {
             config.instance.clone(),
         );
         spawn_audit_sealer(&tasks, pool.clone(), args.audit.seal_every());
+        spawn_audit_partitions(&tasks, pool.clone());
         // The API's own Glance calls (who owns an image) have a budget of their own, apart
         // from the workers': filings never take the slots grants and revokes need.
         let cloud = cloud.map(|cloud| {
@@ -398,6 +339,21 @@ pub fn spawn_audit_sealer(tasks: &Tasks, pool: PgPool, every: Duration) {
         let pool = pool.clone();
         async move {
             db::audit::seal_all(&pool).await.context("sealing the audit log")?;
+            Ok(())
+        }
+    });
+}
+
+/// Makes the audit log's partitions of the coming months, at start (after the migrations)
+/// and every hour; every replica does, and the database makes each one once.
+fn spawn_audit_partitions(tasks: &Tasks, pool: PgPool) {
+    use db::audit::partitions::{ENSURE_EVERY, MONTHS_AHEAD, ensure};
+    tasks.every("partitions", ENSURE_EVERY, move || {
+        let pool = pool.clone();
+        async move {
+            for made in ensure(&pool, MONTHS_AHEAD).await.context("making audit partitions")? {
+                tracing::info!(partition = %made, "audit partition made");
+            }
             Ok(())
         }
     });

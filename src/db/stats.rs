@@ -46,7 +46,8 @@ pub async fn read(pool: &PgPool) -> Result<Stats, sqlx::Error> {
     .await?;
     let (unsealed_events, chain_head): (i64, i64) = sqlx::query_as(
         "select (select count(*) from audit_events where chain_pos is null),
-                coalesce((select max(chain_pos) from audit_events), 0)",
+                coalesce((select max(chain_pos) from audit_events),
+                         (select max(last_chain_pos) from audit_archives), 0)",
     )
     .fetch_one(pool)
     .await?;

@@ -20,7 +20,8 @@ mod subject;
 pub mod webhook;
 
 pub use audit::{
-    Action, AnchorMismatch, BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, Outcome, UnsealedEvent,
+    Action, AnchorMismatch, ArchivedPrefix, BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, Outcome,
+    UnsealedEvent,
 };
 pub use canonical::canonical_json;
 pub use fitness::{

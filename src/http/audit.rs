@@ -183,7 +183,10 @@ impl TryFrom<String> for Anchors {
 /// with fresh hashes, and with the anchors given in `expect`, which live outside the
 /// database, and counts the events still unsealed: one unsealed for more than 60 s
 /// (no sealer runs) fails the check. When all holds, records a new checkpoint of the sealed
-/// head. A broken chain is a 200 with `ok: false`.
+/// head. A broken chain is a 200 with `ok: false`. After `audit archive`, the walk starts
+/// after the last archived event (`archived`): the first event left must chain to its
+/// recorded hash, so a partition removed without an archive is a broken link; checkpoints
+/// and anchors up to it are counted as archived, not compared.
 #[utoipa::path(
     get, path = "/v1/audit-events/verify", tag = "audit",
     params(VerifyAuditChain),

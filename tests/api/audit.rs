@@ -289,7 +289,7 @@ async fn a_grant_glance_refuses_yields_a_failure_event() {
 }
 
 /// Runs `sql`, which must fail with a message containing `needle`.
-async fn refused(conn: &mut PgConnection, sql: &str, needle: &str) {
+pub(crate) async fn refused(conn: &mut PgConnection, sql: &str, needle: &str) {
     let error = sqlx::query(sql).execute(&mut *conn).await.unwrap_err().to_string();
     assert!(error.contains(needle), "{sql}: {error}");
 }
@@ -1090,7 +1090,7 @@ async fn concurrent_writers_and_two_sealers_keep_one_valid_chain() {
 
 /// An event as the broker wrote it before RFC 8785: digested in the legacy canonical form,
 /// `age` ago.
-fn legacy_event(age: chrono::Duration, details: Value) -> Event {
+pub(crate) fn legacy_event(age: chrono::Duration, details: Value) -> Event {
     Event {
         seq: 0,
         id: Uuid::now_v7(),
@@ -1116,7 +1116,7 @@ fn legacy_event(age: chrono::Duration, details: Value) -> Event {
 
 /// Inserts `event` as a writer of its time did (naming no digest scheme: the column's
 /// default is the legacy one); returns its seq.
-async fn insert_by_hand(app: &TestApp, event: &Event) -> i64 {
+pub(crate) async fn insert_by_hand(db: impl sqlx::PgExecutor<'_>, event: &Event) -> i64 {
     sqlx::query_scalar(
         "insert into audit_events (id, occurred_at, action, outcome, initiator, target, observer, details, digest)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning seq",
@@ -1130,7 +1130,7 @@ async fn insert_by_hand(app: &TestApp, event: &Event) -> i64 {
     .bind(&event.observer)
     .bind(&event.details)
     .bind(&event.content_digest().unwrap()[..])
-    .fetch_one(&app.pool)
+    .fetch_one(db)
     .await
     .unwrap()
 }
@@ -1140,7 +1140,7 @@ async fn an_event_digested_before_jcs_still_verifies_and_new_events_use_jcs() {
     let app = spawn_app().await;
     // `1.0` is where the two forms differ: legacy keeps it, JCS writes `1`.
     let legacy = legacy_event(chrono::Duration::seconds(1), json!({"ratio": 1.0}));
-    let legacy_seq = insert_by_hand(&app, &legacy).await;
+    let legacy_seq = insert_by_hand(&app.pool, &legacy).await;
     let mut tx = app.pool.begin().await.unwrap();
     let new = record_in(&mut tx, Action::Create).await;
     tx.commit().await.unwrap();
@@ -1168,7 +1168,7 @@ async fn verify_flags_an_event_left_unsealed_too_long() {
         .await
         .unwrap();
     let old = legacy_event(chrono::Duration::minutes(2), json!({}));
-    let seq = insert_by_hand(&app, &old).await;
+    let seq = insert_by_hand(&app.pool, &old).await;
 
     let report = verify(&app).await;
     assert_eq!(report["ok"], false, "{report}");

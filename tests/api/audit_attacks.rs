@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::helpers::{PROJ_B, TestApp, request_body, serve_args, spawn_app};
 
 /// A connection to the test's database as the application's role.
-async fn as_app_role(app: &TestApp) -> PgConnection {
+pub(crate) async fn as_app_role(app: &TestApp) -> PgConnection {
     let url = format!("{}?options=-c%20role%3Dgsb_app", app.database_url);
     let mut conn = PgConnection::connect(&url).await.unwrap();
     let current: String = sqlx::query_scalar("select current_user::text")

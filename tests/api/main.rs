@@ -2,6 +2,7 @@
 
 mod audit;
 mod audit_attacks;
+mod audit_partitions;
 mod auth;
 mod authz_attacks;
 mod cadf;

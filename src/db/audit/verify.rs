@@ -1,6 +1,7 @@
 //! Checking the log: the walk over the sealed chain (its links computed in
-//! `domain::audit`, each event under its own digest scheme), checkpoints of the sealed head,
-//! anchors kept outside the database, and events left unsealed too long.
+//! `domain::audit`, each event under its own digest scheme) from the last archived event on,
+//! checkpoints of the sealed head, anchors kept outside the database, and events left
+//! unsealed too long.
 
 use std::pin::pin;
 
@@ -9,6 +10,7 @@ use futures_util::StreamExt;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::archive;
 use super::read::{EventFilter, LogReader, stream};
 use super::seal::seal_all;
 use crate::domain::audit::Walk;
@@ -74,6 +76,12 @@ const VERIFY_SEAL_TRIES: usize = 5;
 /// [`UNSEALED_GRACE_SECS`]). When all holds and the chain has grown since the last
 /// checkpoint, records a new one as `taken_by`.
 ///
+/// After `audit archive`, the chain in the database starts after the last archived event:
+/// the walk starts there (the first event left must chain to its recorded hash, so a
+/// partition removed without an archive is a gap), and checkpoints and anchors up to it are
+/// counted as archived instead of compared (`audit verify-archive` compares them with the
+/// files).
+///
 /// Checkpoints live in the database: whoever can rewrite the log can rewrite them too.
 /// Anchors cannot be reached from there, so an intact chain that matches them is the chain
 /// the auditor saw.
@@ -85,8 +93,11 @@ pub async fn verify_anchored(pool: &PgPool, taken_by: &str, anchors: &[ChainLink
             break;
         }
     }
-    let mut events = pin!(stream(LogReader::primary(pool), EventFilter::default(), 0));
-    let mut walk = Walk::default();
+    let mut archived = archive::prefix(pool).await?;
+    let start = archived.as_ref().and_then(|a| a.head.clone());
+    let after = start.as_ref().map_or(0, |head| head.chain_pos);
+    let mut events = pin!(stream(LogReader::primary(pool), EventFilter::default(), after));
+    let mut walk = start.as_ref().map_or_else(Walk::default, Walk::after);
     while let Some(event) = events.next().await.transpose()? {
         if !walk.step(event) {
             break;
@@ -98,15 +109,19 @@ pub async fn verify_anchored(pool: &PgPool, taken_by: &str, anchors: &[ChainLink
         first_broken_link,
     } = walk;
 
-    let checkpoints_checked: i64 = sqlx::query_scalar("select count(*) from audit_checkpoints")
-        .fetch_one(pool)
-        .await?;
+    let (checkpoints_checked, checkpoints_archived): (i64, i64) = sqlx::query_as(
+        "select count(*) filter (where chain_pos > $1), count(*) filter (where chain_pos <= $1) from audit_checkpoints",
+    )
+    .bind(after)
+    .fetch_one(pool)
+    .await?;
     let mismatch = sqlx::query_as::<_, CheckpointRow>(
         "select c.taken_at, c.taken_by, c.chain_pos, c.hash, e.hash as stored_hash
          from audit_checkpoints c left join audit_events e on e.chain_pos = c.chain_pos
-         where e.hash is distinct from c.hash
+         where c.chain_pos > $1 and e.hash is distinct from c.hash
          order by c.chain_pos limit 1",
     )
+    .bind(after)
     .fetch_optional(pool)
     .await?
     .map(|c| {
@@ -154,9 +169,18 @@ pub async fn verify_anchored(pool: &PgPool, taken_by: &str, anchors: &[ChainLink
         ),
     });
 
-    let anchor_mismatch = anchor_mismatch(pool, anchors).await?;
+    let (anchors_kept, anchors_archived): (Vec<ChainLink>, Vec<ChainLink>) =
+        anchors.iter().cloned().partition(|a| a.chain_pos > after);
+    let anchor_mismatch = anchor_mismatch(pool, &anchors_kept).await?;
+    if let Some(archived) = &mut archived {
+        (archived.checkpoints, archived.anchors) = (checkpoints_archived, anchors_archived.len() as i64);
+    }
 
-    let ok = first_broken_link.is_none() && mismatch.is_none() && stale_unsealed.is_none() && anchor_mismatch.is_none();
+    let ok = first_broken_link.is_none()
+        && mismatch.is_none()
+        && stale_unsealed.is_none()
+        && anchor_mismatch.is_none()
+        && archived.as_ref().is_none_or(|a| a.gap.is_none());
     crate::metrics::verified(ok);
     let checkpoint_written = if ok { checkpoint(pool, taken_by).await? } else { None };
     Ok(ChainReport {
@@ -164,12 +188,13 @@ pub async fn verify_anchored(pool: &PgPool, taken_by: &str, anchors: &[ChainLink
         events_checked: checked,
         head: head.map(|(chain_pos, hash)| link(chain_pos, &hash)),
         first_broken_link,
+        archived,
         checkpoints_checked,
         checkpoint_mismatch: mismatch,
         checkpoint_written,
         unsealed_events,
         stale_unsealed,
-        anchors_checked: anchors.len() as i64,
+        anchors_checked: anchors_kept.len() as i64,
         anchor_mismatch,
     })
 }

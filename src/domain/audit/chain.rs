@@ -3,13 +3,13 @@
 //! Pure: the database seals (`audit_seal`, the same link formula) and reads; this computes.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{Action, BrokenLink};
+use super::{Action, BrokenLink, ChainLink};
 use crate::domain::canonical::{canonical_json, jcs};
 
 /// How an event's content became the bytes its digest is taken over. Stored with each
@@ -41,8 +41,9 @@ impl DigestScheme {
 }
 
 /// One audit event, as the log stores it and the API shows it. Action and outcome are the
-/// text stored: a row changed by hand is still read, and found out by verify.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+/// text stored: a row changed by hand is still read, and found out by verify. Read back from
+/// an archive file ([`super::archive`]), which adds the digest scheme the API leaves out.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(as = AuditEventView)]
 pub struct Event {
     /// The event's number, from a sequence: unique, increasing in the order events were
@@ -89,12 +90,12 @@ pub struct Event {
     /// set here unless no sealer could run.
     pub chain_pos: Option<i64>,
     /// SHA-256 of the event before in the chain (hex; zeros for the first). Null until sealed.
-    #[serde(serialize_with = "hex_or_null")]
+    #[serde(serialize_with = "hex_or_null", deserialize_with = "hex_or_null_from")]
     #[schema(value_type = Option<String>)]
     pub prev_hash: Option<Vec<u8>>,
     /// SHA-256 of `prev_hash`, `chain_pos` and this event's canonical JSON (hex). Null until
     /// sealed.
-    #[serde(serialize_with = "hex_or_null")]
+    #[serde(serialize_with = "hex_or_null", deserialize_with = "hex_or_null_from")]
     #[schema(value_type = Option<String>)]
     pub hash: Option<Vec<u8>>,
 }
@@ -104,6 +105,12 @@ fn hex_or_null<S: serde::Serializer>(bytes: &Option<Vec<u8>>, serializer: S) -> 
         Some(bytes) => serializer.serialize_str(&hex::encode(bytes)),
         None => serializer.serialize_none(),
     }
+}
+
+fn hex_or_null_from<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<u8>>, D::Error> {
+    Option::<String>::deserialize(deserializer)?
+        .map(|text| hex::decode(text).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// The hash the first event chains to.
@@ -176,6 +183,16 @@ pub struct Walk {
 }
 
 impl Walk {
+    /// A walk of a chain whose events up to `head` are elsewhere (archived): the first event
+    /// read must be the one after it, chained to its hash. A hash that is not hex matches no
+    /// event, so the walk then names the first event's link.
+    pub fn after(head: &ChainLink) -> Self {
+        Walk {
+            head: Some((head.chain_pos, hex::decode(&head.hash).unwrap_or_default())),
+            ..Walk::default()
+        }
+    }
+
     /// Checks the next event's link; `false` once a link is broken (walk no further).
     pub fn step(&mut self, event: Event) -> bool {
         self.checked += 1;

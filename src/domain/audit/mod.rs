@@ -2,12 +2,14 @@
 //! it ended ([`Outcome`]); a stored [`Event`] and the hash chain over events; what a check
 //! of the log found. Pure: imports no axum, sqlx or reqwest.
 
+mod archive;
 mod chain;
 mod vocabulary;
 
 use serde::Serialize;
 use utoipa::ToSchema;
 
+pub use self::archive::{ArchivedPrefix, archive_line, parse_archive_line};
 pub use self::chain::{DigestScheme, Event, GENESIS, Walk, link_hash};
 pub use self::vocabulary::{Action, Outcome};
 use super::Principal;
@@ -82,16 +84,20 @@ impl Initiator {
 /// What walking the audit chain found.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ChainReport {
-    /// True when every link holds, every checkpoint and every anchor given matches the
-    /// chain, and no event waited too long for its seal.
+    /// True when every link holds (from the last archived event on), every checkpoint and
+    /// every anchor given matches the chain, the archives follow one another, and no event
+    /// waited too long for its seal.
     pub ok: bool,
     /// Sealed events read, in chain order, up to the first broken link.
     pub events_checked: i64,
-    /// The last event whose link held.
+    /// The last event whose link held (the last archived one when none is left).
     pub head: Option<ChainLink>,
     /// The first event whose link does not hold.
     pub first_broken_link: Option<BrokenLink>,
-    /// Checkpoints compared with the chain.
+    /// What `audit archive` moved out of the database: the walk starts after its last event.
+    /// Absent when nothing was archived.
+    pub archived: Option<ArchivedPrefix>,
+    /// Checkpoints compared with the chain (those after the archived events).
     pub checkpoints_checked: i64,
     /// The first checkpoint the chain no longer matches: a deleted tail, or rewritten history.
     pub checkpoint_mismatch: Option<CheckpointMismatch>,
