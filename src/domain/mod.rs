@@ -20,7 +20,8 @@ mod subject;
 pub mod webhook;
 
 pub use audit::{
-    Action, AnchorMismatch, BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, Outcome, UnsealedEvent,
+    Action, AnchorMismatch, BrokenLink, ChainHead, ChainLink, ChainReport, ChainState, Checkpoint, CheckpointMismatch,
+    Initiator, Outcome, UnsealedEvent, Verification,
 };
 pub use canonical::canonical_json;
 pub use fitness::{

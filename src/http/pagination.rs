@@ -137,6 +137,9 @@ impl<'de> Deserialize<'de> for Limit {
 }
 
 impl Limit {
+    /// The largest page.
+    pub const MAX: Limit = Limit(MAX_LIMIT);
+
     /// How many rows to fetch: one more than the page, to learn whether another page follows.
     pub fn fetch(self) -> i64 {
         i64::from(self.0) + 1

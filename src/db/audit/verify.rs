@@ -72,7 +72,8 @@ const VERIFY_SEAL_TRIES: usize = 5;
 /// kept outside the database (`anchors`: places and the hashes they must hold), with the
 /// chain, and counts the events still unsealed (failing when one waited more than
 /// [`UNSEALED_GRACE_SECS`]). When all holds and the chain has grown since the last
-/// checkpoint, records a new one as `taken_by`.
+/// checkpoint, records a new one as `taken_by`. Records what it found, either way
+/// (`audit_verifications`), for `GET /v1/audit-chain`.
 ///
 /// Checkpoints live in the database: whoever can rewrite the log can rewrite them too.
 /// Anchors cannot be reached from there, so an intact chain that matches them is the chain
@@ -159,7 +160,7 @@ pub async fn verify_anchored(pool: &PgPool, taken_by: &str, anchors: &[ChainLink
     let ok = first_broken_link.is_none() && mismatch.is_none() && stale_unsealed.is_none() && anchor_mismatch.is_none();
     crate::metrics::verified(ok);
     let checkpoint_written = if ok { checkpoint(pool, taken_by).await? } else { None };
-    Ok(ChainReport {
+    let report = ChainReport {
         ok,
         events_checked: checked,
         head: head.map(|(chain_pos, hash)| link(chain_pos, &hash)),
@@ -171,7 +172,9 @@ pub async fn verify_anchored(pool: &PgPool, taken_by: &str, anchors: &[ChainLink
         stale_unsealed,
         anchors_checked: anchors.len() as i64,
         anchor_mismatch,
-    })
+    };
+    super::state::record_verification(pool, taken_by, &report).await?;
+    Ok(report)
 }
 
 /// The first of `anchors`, by place, whose hash the chain does not hold at its place.

@@ -3,12 +3,14 @@
 //! of the log found. Pure: imports no axum, sqlx or reqwest.
 
 mod chain;
+mod state;
 mod vocabulary;
 
 use serde::Serialize;
 use utoipa::ToSchema;
 
 pub use self::chain::{DigestScheme, Event, GENESIS, Walk, link_hash};
+pub use self::state::{ChainHead, ChainState, Checkpoint, Verification};
 pub use self::vocabulary::{Action, Outcome};
 use super::Principal;
 use super::principal::Credential;

@@ -1,5 +1,6 @@
-//! The browser console at `/console`: sign-in, the approvals inbox, Shared with me, and
-//! one share's page. Served by the broker itself; its pages are HTML (not in the OpenAPI
+//! The browser console at `/console`: sign-in, the approvals inbox, Shared with me, one
+//! share's page, Shared by me, and the auditors' pages (timeline, exports, an image's access
+//! picture, the chain's state). Served by the broker itself; its pages are HTML (not in the OpenAPI
 //! document). Every action calls the API's own handler with the [`Caller`] the API would
 //! have built from the same person's credential, so the console can show and do no more
 //! than the API allows them. Forms are plain HTML (keyboard-friendly, no script needed);
@@ -7,7 +8,10 @@
 //!
 //! [`Caller`]: crate::http::extract::Caller
 
+mod access_picture;
 mod audit;
+mod audit_access;
+mod audit_chain;
 mod inbox;
 mod owner;
 mod pages;
@@ -49,6 +53,10 @@ pub fn routes() -> Router<AppState> {
         .route("/console/shares/{id}/respond", post(inbox::respond_to_share))
         .route("/console/shared-by-me", get(owner::shared_by_me))
         .route("/console/audit", get(audit::timeline))
+        .route("/console/audit/export", get(audit::export))
+        .route("/console/audit/images/{image_id}", get(audit_access::page))
+        .route("/console/audit/chain", get(audit_chain::page))
+        .route("/console/audit/chain/verify", post(audit_chain::verify))
         .route(
             "/console/requests/{id}/cancel",
             get(owner::confirm_cancel).post(owner::cancel),
@@ -156,6 +164,7 @@ fn notice(query: &Option<String>) -> Option<&'static str> {
         "reject" => "Rejected.",
         "cancel" => "Cancelled.",
         "revoke" => "Revoke asked: the worker removes the member in Glance shortly.",
+        "verify" => "Checked: what the check found is the last check below.",
         _ => return None,
     })
 }
