@@ -40,14 +40,6 @@ struct HeadRow {
 }
 
 #[derive(sqlx::FromRow)]
-struct CheckpointRow {
-    taken_at: DateTime<Utc>,
-    taken_by: String,
-    chain_pos: i64,
-    hash: Vec<u8>,
-}
-
-#[derive(sqlx::FromRow)]
 struct VerificationRow {
     verified_at: DateTime<Utc>,
     verified_by: String,
@@ -76,7 +68,7 @@ pub async fn state(pool: &PgPool) -> Result<ChainState, sqlx::Error> {
     )
     .fetch_one(pool)
     .await?;
-    let checkpoint: Option<CheckpointRow> = sqlx::query_as(
+    let checkpoint: Option<(DateTime<Utc>, String, i64, Vec<u8>)> = sqlx::query_as(
         "select taken_at, taken_by, chain_pos, hash from audit_checkpoints order by chain_pos desc limit 1",
     )
     .fetch_optional(pool)
@@ -97,11 +89,11 @@ pub async fn state(pool: &PgPool) -> Result<ChainState, sqlx::Error> {
         }),
         unsealed_events,
         checkpoints,
-        last_checkpoint: checkpoint.map(|c| Checkpoint {
-            taken_at: c.taken_at,
-            taken_by: c.taken_by,
-            chain_pos: c.chain_pos,
-            hash: hex::encode(c.hash),
+        last_checkpoint: checkpoint.map(|(taken_at, taken_by, chain_pos, hash)| Checkpoint {
+            taken_at,
+            taken_by,
+            chain_pos,
+            hash: hex::encode(hash),
         }),
         last_verification: verification.map(|v| Verification {
             verified_at: v.verified_at,
