@@ -124,9 +124,12 @@ async fn the_picture_draws_each_grant_with_its_approver_and_revoker_and_a_moment
     assert_eq!(html.matches(r#"<g class="span">"#).count(), 1);
     // The same facts for keyboards and screen readers.
     assert!(html.contains("Every access change, oldest first"));
-    assert!(html.contains("<td>granted</td><td>workflow</td>"), "{html}");
     assert!(
-        html.contains("<td>revoked</td><td>portal</td><td>moved on</td>"),
+        html.contains(r#"<td>granted</td><td class="who">workflow</td>"#),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"<td>revoked</td><td class="who">portal</td><td>moved on</td>"#),
         "{html}"
     );
 

@@ -1,9 +1,10 @@
 //! The approver's and the auditor's console in a real browser (headless Debian Chromium over
 //! WebDriver), keyboard only, against the real Keystone and Glance: alice files a request;
 //! dave reads the policy's verdict in his inbox and approves it with Tab and Enter; bob
-//! accepts and alice revokes through the API; an auditor signs in with an API key, finds the
-//! events in the timeline, opens the image's access picture (a bar for bob's project with
-//! its approver and revoker), asks who had access during and after, and checks the chain.
+//! accepts and alice revokes his share through the API, carol never answers hers; an auditor
+//! signs in with an API key, finds the events in the timeline, opens the image's access
+//! picture (a bar for bob's project with its approver and revoker, an open one for carol's),
+//! asks who had access during and after, and checks the chain.
 //! axe-core finds no serious or critical violation on any page; screenshots go to
 //! docs/screenshots/ (access-picture, access-at, audit-chain, approvals-verdict).
 
@@ -70,15 +71,18 @@ async fn an_approver_decides_from_the_verdict_and_an_auditor_reads_the_access_pi
     let worker = Worker::new(app.pool.clone(), broker_cloud(), config);
     let image = rig.private_image("console-audit").await;
     let (alice, bob) = (rig.token("alice").await, rig.token("bob").await);
-    let proj_b = env("PROJ_B_ID");
-    let body = json!({"image_id": image, "targets": [proj_b], "reason": "bob's builds need it"});
+    let (proj_b, proj_c) = (env("PROJ_B_ID"), env("PROJ_C_ID"));
+    let body = json!({"image_id": image, "targets": [proj_b, proj_c], "reason": "bob's and carol's builds need it"});
     let response = app.post_as(&alice, "/v1/share-requests", &body).send().await.unwrap();
     assert_eq!(response.status(), 201);
     let filed: Value = response.json().await.unwrap();
-    let (id, share) = (
-        filed["id"].as_str().unwrap().to_owned(),
-        filed["shares"][0]["id"].as_str().unwrap().to_owned(),
-    );
+    let id = filed["id"].as_str().unwrap().to_owned();
+    let share_to = |project: &str| {
+        let shares = filed["shares"].as_array().unwrap();
+        let share = shares.iter().find(|s| s["target"] == project).unwrap();
+        share["id"].as_str().unwrap().to_owned()
+    };
+    let (share, carols) = (share_to(&proj_b), share_to(&proj_c));
     let validated = app.validated(&id, Some(&worker)).await;
     assert_eq!(validated["approval"]["verdict"], "require_approval", "{validated}");
 
@@ -108,8 +112,10 @@ async fn an_approver_decides_from_the_verdict_and_an_auditor_reads_the_access_pi
     assert_eq!(request["approval"]["approvals"][0]["comment"], "the facts check out");
     press(&browser, "Sign out", "/console/sign-in").await;
 
-    // The share's life through the API: granted, accepted by bob, revoked by alice.
+    // The shares' lives through the API: bob's granted, accepted, revoked by alice; carol's
+    // granted and never answered.
     until_share_state(&worker, &app.pool, &share, "pending_acceptance").await;
+    until_share_state(&worker, &app.pool, &carols, "pending_acceptance").await;
     post_ok(&app, &bob, &format!("/v1/shares/{share}/accept"), json!({})).await;
     until_share_state(&worker, &app.pool, &share, "accepted").await;
     let during = pause().await;
@@ -153,9 +159,10 @@ async fn an_approver_decides_from_the_verdict_and_an_auditor_reads_the_access_pi
     let (dave, alice_id) = (env("DAVE_USER_ID"), env("ALICE_USER_ID"));
     let bar = picture
         .split(r#"<g class="span"><title>"#)
-        .nth(1)
-        .and_then(|rest| rest.split("</title>").next())
-        .unwrap_or_else(|| panic!("no bar: {picture}"));
+        .skip(1)
+        .filter_map(|rest| rest.split("</title>").next())
+        .find(|title| title.contains(&format!("({proj_b})")))
+        .unwrap_or_else(|| panic!("no bar for bob's project: {picture}"));
     for text in [
         proj_b.as_str(),
         &format!("approved by keystone:{dave}"),
@@ -165,6 +172,15 @@ async fn an_approver_decides_from_the_verdict_and_an_auditor_reads_the_access_pi
         assert!(bar.contains(text), "{text} missing from the bar's title: {bar}");
     }
     assert!(picture.contains(r#"class="seg accepted""#), "{picture}");
+    assert_eq!(
+        picture.matches(r#"<g class="span">"#).count(),
+        2,
+        "a bar for each project"
+    );
+    assert!(
+        picture.contains("; still has access</title>"),
+        "carol's bar is open: {picture}"
+    );
     browser.screenshot("access-picture").await;
     browser.assert_accessible("access-picture").await;
 
@@ -174,13 +190,25 @@ async fn an_approver_decides_from_the_verdict_and_an_auditor_reads_the_access_pi
         .nth(1)
         .unwrap_or_else(|| panic!("nobody listed: {then}"));
     assert!(
-        listed.contains(&proj_b) && listed.contains("accepted") && listed.contains(&format!("keystone:{dave}")),
+        listed.contains(&proj_b)
+            && listed.contains(&proj_c)
+            && listed.contains("accepted")
+            && listed.contains("pending")
+            && listed.contains(&format!("keystone:{dave}")),
         "{listed}"
     );
     browser.screenshot("access-at").await;
     browser.assert_accessible("access-at").await;
     let later = ask_about(&browser, &at(after)).await;
-    assert!(later.contains("No project had access at"), "{later}");
+    let listed = later
+        .split("Projects with access at")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{later}"));
+    let listed = listed.split("</table>").next().unwrap();
+    assert!(
+        listed.contains(&proj_c) && !listed.contains(&proj_b),
+        "only carol's project now: {listed}"
+    );
 
     press(&browser, "Chain", "/console/audit/chain").await;
     press(&browser, "Check the chain", "done=verify").await;

@@ -99,11 +99,11 @@ pub fn rows(changes: &[AccessChange]) -> Vec<Row> {
 /// The picture's geometry, in SVG user units (the picture scales to the page's width).
 const WIDTH: f64 = 960.0;
 const LABELS: f64 = 250.0;
-const RIGHT: f64 = 30.0;
+const RIGHT: f64 = 60.0;
 const ROW: f64 = 40.0;
 const BAR: f64 = 18.0;
 const TOP: f64 = 14.0;
-const AXIS: f64 = 50.0;
+const AXIS: f64 = 62.0;
 const TICKS: i32 = 5;
 
 /// The time axis: from a little before the first grant to now.
@@ -237,7 +237,7 @@ pub fn svg(rows: &[Row], names: &HashMap<String, String>, now: DateTime<Utc>, at
             @if let Some(at) = at {
                 @let x = f(axis.x(at));
                 line.at x1=(x) x2=(x) y1=(f(TOP - 10.0)) y2=(f(bottom)) {}
-                text.marker x=(x) y=(f(bottom + 48.0)) { "the moment asked about" }
+                text.marker x=(x) y=(f(bottom + 52.0)) { "the moment asked about" }
             }
         }
     }

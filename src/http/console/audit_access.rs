@@ -165,9 +165,10 @@ fn legend() -> Markup {
 fn at_form(image: Uuid, typed: Option<&str>, error: Option<&String>) -> Markup {
     let value = typed.map_or_else(|| utc(Utc::now()).trim_end_matches(" UTC").to_owned(), str::to_owned);
     html! {
-        section aria-labelledby="at-heading" {
+        // The answer comes back scrolled to here (a GET keeps the action's fragment).
+        section id="moment" aria-labelledby="at-heading" {
             h2 id="at-heading" { "Who had access at a moment" }
-            form.at method="get" action={ "/console/audit/images/" (image) } {
+            form.at method="get" action={ "/console/audit/images/" (image) "#moment" } {
                 label for="at" { "Moment" }
                 p.hint id="at-hint" { (MOMENT_HINT) }
                 @if let Some(reason) = error {
@@ -202,8 +203,8 @@ fn moment_table(found: &ImageAccess, at: DateTime<Utc>, names: &HashMap<String, 
                             td { (p.region) }
                             td { (utc(p.since)) }
                             td { (p.member_status) }
-                            td { (p.approved_by.as_deref().unwrap_or("—")) }
-                            td { (p.requested_by.as_deref().unwrap_or("—")) }
+                            td.who { (p.approved_by.as_deref().unwrap_or("—")) }
+                            td.who { (p.requested_by.as_deref().unwrap_or("—")) }
                         }
                     }
                 }
@@ -235,7 +236,7 @@ fn changes_table(changes: &[AccessChange], names: &HashMap<String, String>) -> M
                             td { @if let Some(p) = &c.project_id { (project(p, names)) } }
                             td { (c.region.as_deref().unwrap_or("")) }
                             td { (c.change) @if c.observed_in_glance { " (seen in Glance)" } }
-                            td { (c.by.as_deref().unwrap_or("")) }
+                            td.who { (c.by.as_deref().unwrap_or("")) }
                             td { (c.reason.as_deref().unwrap_or("")) }
                         }
                     }

@@ -63,7 +63,7 @@ fn body(s: &SignedIn, chain: &ChainState) -> Markup {
                 Some(c) => dl.chain {
                     dt { "Position" } dd { (c.chain_pos) }
                     dt { "Hash" } dd { code.hash { (c.hash) } }
-                    dt { "Taken" } dd { (utc(c.taken_at)) " by " (c.taken_by) }
+                    dt { "Taken" } dd { (utc(c.taken_at)) " (" (c.taken_by) ")" }
                     dt { "Checkpoints" } dd { (chain.checkpoints) " in all" }
                 },
                 None => p { "No checkpoint yet." },
@@ -95,7 +95,7 @@ fn verification(v: &Verification, chain: &ChainState) -> Markup {
             p.problem.broken role="alert" { strong { "Broken" } ": " (v.problem.as_deref().unwrap_or("")) }
         }
         dl.chain {
-            dt { "When" } dd { (utc(v.verified_at)) " by " (v.verified_by) }
+            dt { "When" } dd { (utc(v.verified_at)) " (" (v.verified_by) ")" }
             dt { "Events checked" } dd { (v.events_checked) }
             @if let Some(head) = &v.head {
                 dt { "Head then" } dd { (head.chain_pos) " " code.hash { (head.hash) } }
