@@ -28,8 +28,8 @@ use glance_share_broker::domain::policy::Verdict;
 use glance_share_broker::domain::{ImageFacts, Limits, NewShareRequest, RequestStatus, Role};
 use glance_share_broker::startup::Application;
 use serde_json::json;
-use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::migrate::MigrateDatabase;
+use sqlx::{PgPool, Postgres};
 use tower::ServiceExt;
 use uuid::Uuid;
 
@@ -49,16 +49,6 @@ const WARM_UP: usize = 30;
 struct Cli {
     #[command(flatten)]
     serve: ServeArgs,
-}
-
-async fn admin_sql(admin: &str, sql: &str) {
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(admin)
-        .await
-        .expect("Postgres answers at DATABASE_URL");
-    sqlx::query(sql).execute(&pool).await.unwrap();
-    pool.close().await;
 }
 
 fn new_request(limits: &Limits) -> NewShareRequest {
@@ -343,10 +333,11 @@ async fn main() {
         }
     );
 
-    let name = format!("gsb_bench_{}", Uuid::new_v4().simple());
-    admin_sql(&admin, &format!("create database {name}")).await;
     let (base, _) = admin.rsplit_once('/').expect("DATABASE_URL names a database");
-    let url = format!("{base}/{name}");
+    let url = format!("{base}/gsb_bench_{}", Uuid::new_v4().simple());
+    Postgres::create_database(&url)
+        .await
+        .expect("Postgres answers at DATABASE_URL");
     let cli = Cli::parse_from([
         "bench",
         "--database-url",
@@ -415,5 +406,5 @@ async fn main() {
     drop(target);
     app.tasks.shutdown().await;
     pool.close().await;
-    admin_sql(&admin, &format!("drop database {name} with (force)")).await;
+    Postgres::force_drop_database(&url).await.unwrap();
 }
