@@ -13,6 +13,9 @@
 #   6 reconcile   1,000 managed images reconciled against the fake Glance under
 #                 BENCH_RECONCILE_RATE Glance calls/s (default 20, the default GSB_GLANCE_RATE_LIMIT), against the same pass
 #                 with no limit
+#   7 console     the approvals inbox's first page with 100,000 requests in the database, server
+#                 time in-process, against the API's list and the bare SELECT of the same page
+#                 (cargo bench --bench console_inbox; BENCH_INBOX="<requests> <pages>" for fewer)
 #
 #   scripts/bench.sh                      all of them
 #   BENCH_ONLY="intake worker" scripts/bench.sh
@@ -26,7 +29,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/lib.sh
 
-BENCH_ONLY=${BENCH_ONLY:-intake fanout worker footprint politeness reconcile}
+BENCH_ONLY=${BENCH_ONLY:-intake fanout worker footprint politeness reconcile console}
 BENCH_SECS=${BENCH_SECS:-30}
 BENCH_CONNECTIONS=${BENCH_CONNECTIONS:-32}
 BENCH_FANOUT=${BENCH_FANOUT:-50}
@@ -255,4 +258,9 @@ if wants worker; then
 fi
 if wants politeness; then bench_cargo politeness 20; fi
 if wants reconcile; then bench_cargo reconcile "${BENCH_RECONCILE_RATE:-20}"; fi
+if wants console; then
+  # shellcheck disable=SC2086 # BENCH_INBOX is two numbers, or nothing
+  cargo bench -q --bench console_inbox -- ${BENCH_INBOX:-} 2>>"$BENCH_DIR/cargo-bench.log" | tee -a "$BENCH_DIR/console.txt" |
+    grep '^RESULT' | while read -r line; do result "$line"; done
+fi
 result "DONE load=\"$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ',')\""

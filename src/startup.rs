@@ -284,6 +284,12 @@ impl Application {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
+    /// The routes with every layer, to call in-process: `benches/console_inbox.rs` times the
+    /// server's own work with it, apart from sockets.
+    pub fn router(&self) -> axum::Router {
+        self.router.clone()
+    }
+
     /// Serves until `shutdown` completes, then finishes the requests in flight, and then
     /// stops the background tasks and waits for them (the worker's jobs in hand finish).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {

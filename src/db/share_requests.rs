@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::shares::{Share, VIEWER_SEES_REQUEST, Viewer, bind_viewer};
 use crate::domain::filters::RequestFilter;
+use crate::domain::policy::Verdict;
 use crate::domain::{FieldError, NewShareRequest, RequestStatus, ShareState, Validation, Warning};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -35,6 +36,8 @@ pub struct ShareRequest {
     pub required_approvals: i16,
     /// The policy rule that decided the request or set its approvers.
     pub policy_rule: Option<String>,
+    /// The policy's verdict (a `domain::policy::Verdict`); null until validation passed.
+    pub policy_decision: Option<String>,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -356,20 +359,24 @@ pub async fn undecided_past_expiry(
     .await
 }
 
-/// Records what the approval policy said: how many approvers, and which rule said so.
+/// Records what the approval policy said: its verdict, how many approvers, and which rule
+/// said so.
 pub async fn set_policy(
     tx: &mut PgConnection,
     id: Uuid,
+    verdict: Verdict,
     required_approvals: u8,
     rule: Option<&str>,
 ) -> Result<ShareRequest, sqlx::Error> {
     sqlx::query_as(
-        "update share_requests set required_approvals = $2, policy_rule = $3, version = version + 1, updated_at = now()
+        "update share_requests set policy_decision = $4, required_approvals = $2, policy_rule = $3,
+                version = version + 1, updated_at = now()
          where id = $1 returning *",
     )
     .bind(id)
     .bind(i16::from(required_approvals))
     .bind(rule)
+    .bind(verdict.as_ref())
     .fetch_one(tx)
     .await
 }

@@ -20,8 +20,8 @@ mod subject;
 pub mod webhook;
 
 pub use audit::{
-    Action, AnchorMismatch, ArchivedPrefix, BrokenLink, ChainLink, ChainReport, CheckpointMismatch, Initiator, Outcome,
-    UnsealedEvent,
+    Action, AnchorMismatch, ArchivedPrefix, BrokenLink, ChainHead, ChainLink, ChainReport, ChainState, Checkpoint,
+    CheckpointMismatch, Initiator, Outcome, UnsealedEvent, Verification,
 };
 pub use canonical::canonical_json;
 pub use fitness::{

@@ -8,7 +8,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use strum::{AsRefStr, EnumString};
+use utoipa::ToSchema;
 
 /// A policy, checked. The default has no rules (every request needs one approver), lets
 /// requests wait forever, and allows no `auto_accept`.
@@ -103,6 +105,34 @@ pub enum Decision {
     AutoAcceptForbidden {
         rule: Option<String>,
     },
+}
+
+/// What a [`Decision`] comes to, as it is stored with the request and shown to approvers
+/// (with the rule and the approvals needed beside it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema, AsRefStr, EnumString)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum Verdict {
+    /// A rule approved it: its grants were queued at once.
+    Approve,
+    /// A rule denied it.
+    Deny,
+    /// People decide: as many distinct approvers as the request's `required` says.
+    RequireApproval,
+    /// Denied: it asked for `auto_accept`, which the deciding rule (or the policy) forbids.
+    AutoAcceptForbidden,
+}
+
+impl Decision {
+    /// What the decision comes to.
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            Decision::Approve { .. } => Verdict::Approve,
+            Decision::Deny { .. } => Verdict::Deny,
+            Decision::Require { .. } => Verdict::RequireApproval,
+            Decision::AutoAcceptForbidden { .. } => Verdict::AutoAcceptForbidden,
+        }
+    }
 }
 
 impl Condition {
@@ -211,7 +241,7 @@ struct RuleFile {
     targets_in: Vec<String>,
     #[serde(default)]
     any_target_in: Vec<String>,
-    decision: Verdict,
+    decision: FileDecision,
     #[serde(default)]
     approvals: Option<u8>,
     #[serde(default)]
@@ -220,7 +250,7 @@ struct RuleFile {
 
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum Verdict {
+enum FileDecision {
     Approve,
     Deny,
     RequireApproval,
@@ -245,11 +275,11 @@ impl PolicyFile {
                 return Err(format!("{at}.name: `{name}` names two rules"));
             }
             let outcome = match (rule.decision, rule.approvals) {
-                (Verdict::Approve, None) => Outcome::Approve,
-                (Verdict::Deny, None) => Outcome::Deny,
-                (Verdict::RequireApproval, None) => Outcome::Require(1),
-                (Verdict::RequireApproval, Some(n @ 1..=2)) => Outcome::Require(n),
-                (Verdict::RequireApproval, Some(n)) => {
+                (FileDecision::Approve, None) => Outcome::Approve,
+                (FileDecision::Deny, None) => Outcome::Deny,
+                (FileDecision::RequireApproval, None) => Outcome::Require(1),
+                (FileDecision::RequireApproval, Some(n @ 1..=2)) => Outcome::Require(n),
+                (FileDecision::RequireApproval, Some(n)) => {
                     return Err(format!("{at}.approvals: must be 1 or 2, not {n}"));
                 }
                 (_, Some(_)) => {

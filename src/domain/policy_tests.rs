@@ -303,3 +303,31 @@ fn a_replaced_policy_is_seen_by_every_holder() {
     shared.replace(example());
     assert_eq!(*other.current(), example());
 }
+
+#[test]
+fn each_decision_has_its_verdict_and_each_verdict_its_stored_name() {
+    let rule = || "r".to_owned();
+    let decisions = [
+        (Decision::Approve { rule: rule() }, Verdict::Approve, "approve"),
+        (Decision::Deny { rule: rule() }, Verdict::Deny, "deny"),
+        (
+            Decision::Require {
+                approvals: 2,
+                rule: None,
+            },
+            Verdict::RequireApproval,
+            "require_approval",
+        ),
+        (
+            Decision::AutoAcceptForbidden { rule: None },
+            Verdict::AutoAcceptForbidden,
+            "auto_accept_forbidden",
+        ),
+    ];
+    for (decision, verdict, name) in decisions {
+        assert_eq!(decision.verdict(), verdict);
+        assert_eq!(verdict.as_ref(), name);
+        assert_eq!(name.parse::<Verdict>().unwrap(), verdict);
+        assert_eq!(serde_json::to_value(verdict).unwrap(), name);
+    }
+}

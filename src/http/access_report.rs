@@ -116,6 +116,8 @@ pub struct AccessChange {
     pub image_id: Option<Uuid>,
     pub image_name: Option<String>,
     pub owner_project_id: Option<String>,
+    /// The consumer project whose access changed.
+    pub project_id: Option<String>,
     pub region: Option<String>,
     pub share_id: Option<Uuid>,
     pub request_id: Option<Uuid>,
@@ -144,6 +146,7 @@ impl From<Event> for AccessChange {
             image_id: e.image_id,
             image_name: text(&e.target, "image_name"),
             owner_project_id: text(&e.target, "owner_project_id"),
+            project_id: e.project_id,
             region: text(&e.target, "region"),
             share_id: e.share_id,
             request_id: e.request_id,
@@ -177,6 +180,41 @@ pub async fn project_access_history(
         member_project_id: Some(project_id),
         ..access_events()
     };
+    access_changes(&state, filter, q).await
+}
+
+/// Every grant, status change and revoke of access to one image, across projects, oldest
+/// first (auditors and admins): each project's access runs from a `granted` to the next
+/// `revoked`.
+#[utoipa::path(
+    get, path = "/v1/images/{image_id}/access-history", tag = "audit",
+    params(("image_id" = Uuid, Path, description = "The Glance image id"), SeqPaging),
+    responses(
+        (status = 200, description = "A page of changes", body = Page<AccessChange>),
+        (status = 403, description = "Not an auditor"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn image_access_history(
+    State(state): State<AppState>,
+    caller: Caller,
+    Id(image_id): Id,
+    Query(q): Query<SeqPaging>,
+) -> Result<axum::Json<Page<AccessChange>>, ApiError> {
+    require_auditor(&caller)?;
+    let filter = EventFilter {
+        image_id: Some(image_id),
+        ..access_events()
+    };
+    access_changes(&state, filter, q).await
+}
+
+/// A page of the access changes `filter` picks, in chain order.
+async fn access_changes(
+    state: &AppState,
+    filter: EventFilter,
+    q: SeqPaging,
+) -> Result<axum::Json<Page<AccessChange>>, ApiError> {
     let limit = q.limit.unwrap_or_default();
     let after = q.cursor.map_or(0, |c| c.0);
     let rows = db::audit::page(&state.log(), &filter, after, limit.fetch()).await?;

@@ -15,7 +15,7 @@ use super::extract::{Caller, Listing, PageQuery, Query};
 use super::pagination::{Limit, Page, SeqCursor};
 use super::{ApiError, AppState};
 use crate::db::{self, audit::Event, audit::EventFilter};
-use crate::domain::{Capability, ChainLink, ChainReport};
+use crate::domain::{Capability, ChainLink, ChainReport, ChainState};
 
 /// Refuses the call unless the caller audits the whole cloud (or is an admin): the log
 /// names every project, so project-scoped auditors are not enough.
@@ -208,4 +208,27 @@ pub async fn verify_audit_chain(
     Ok(axum::Json(
         db::audit::verify_anchored(&state.pool, &taken_by, &anchors).await?,
     ))
+}
+
+/// Where the audit chain stands (auditors and admins): its sealed head, the events waiting
+/// for a seal, the last checkpoint, and what the last check found (by any replica, or
+/// `audit verify`).
+///
+/// Reads, does not check: it walks nothing and records nothing (it seals what has committed
+/// first, as every read of the log does). `GET /v1/audit-events/verify` checks the chain,
+/// and each check is what a later call shows as `last_verification`.
+#[utoipa::path(
+    get, path = "/v1/audit-chain", tag = "audit",
+    responses(
+        (status = 200, description = "The chain's state", body = ChainState),
+        (status = 403, description = "Not an auditor"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn get_audit_chain(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<axum::Json<ChainState>, ApiError> {
+    require_auditor(&caller)?;
+    Ok(axum::Json(db::audit::state(&state.pool).await?))
 }

@@ -141,6 +141,8 @@ impl Limit {
     pub fn clamped(n: u32) -> Self {
         Limit(n.clamp(1, MAX_LIMIT))
     }
+    /// The largest page.
+    pub const MAX: Limit = Limit(MAX_LIMIT);
 
     /// How many rows to fetch: one more than the page, to learn whether another page follows.
     pub fn fetch(self) -> i64 {

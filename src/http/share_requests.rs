@@ -23,6 +23,7 @@ use super::shares::ShareView;
 use super::{ApiError, AppState, access};
 use crate::db::{self, audit::NewEvent, share_requests::ShareRequest};
 use crate::domain::filters::RequestFilter;
+use crate::domain::policy::Verdict;
 use crate::domain::{
     Action, Capability, FieldError, NewShareRequest, RequestStatus, ShareRequestInput, Validation, Warning,
 };
@@ -62,6 +63,11 @@ pub struct ShareRequestView {
 /// (`rule`, with `decided_by` = `policy`) or says how many distinct approvers it needs.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApprovalView {
+    /// What the approval policy decided when validation passed: `approve` or `deny` (a
+    /// rule decided), `require_approval` (people decide: `required` of them) or
+    /// `auto_accept_forbidden` (denied: the request asked for `auto_accept`, which the
+    /// policy does not allow). Absent until validation has passed.
+    pub verdict: Option<Verdict>,
     /// Distinct approvers the request needs (1 or 2).
     pub required: i16,
     /// The policy rule that decided the request, or that set `required`.
@@ -143,6 +149,8 @@ impl ShareRequestView {
                 warnings: r.validation_warnings.0,
             },
             approval: ApprovalView {
+                // Written by this broker's worker with the wire names: anything else is no verdict.
+                verdict: r.policy_decision.as_deref().and_then(|v| v.parse().ok()),
                 required: r.required_approvals,
                 rule: r.policy_rule,
                 approvals: approvals

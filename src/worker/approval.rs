@@ -63,12 +63,13 @@ pub async fn apply(
         Standing::Waiting { required, .. } => {
             // The policy's own count, a u8, came back unchanged.
             let required = u8::try_from(required).unwrap_or(u8::MAX);
-            db::share_requests::set_policy(tx, request.id, required, rule.map(String::as_str)).await?;
+            db::share_requests::set_policy(tx, request.id, decision.verdict(), required, rule.map(String::as_str))
+                .await?;
             return Ok(());
         }
         Standing::Decided(to) => to,
     };
-    db::share_requests::set_policy(tx, request.id, 1, rule.map(String::as_str)).await?;
+    db::share_requests::set_policy(tx, request.id, decision.verdict(), 1, rule.map(String::as_str)).await?;
     // Why, as the request and the audit log show it.
     let comment = match (decision, rule) {
         (Decision::AutoAcceptForbidden { .. }, rule) => format!(

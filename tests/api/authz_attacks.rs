@@ -486,6 +486,7 @@ async fn auto_accept_is_the_policys_choice_not_the_requesters() {
         "{request}"
     );
     assert_eq!(request["shares"][0]["state"], "denied");
+    assert_eq!(request["approval"]["verdict"], "auto_accept_forbidden");
 
     // A rule that allows it: the request waits for its approver as usual.
     let allowing = Policy::parse(
@@ -496,6 +497,7 @@ async fn auto_accept_is_the_policys_choice_not_the_requesters() {
     let request = file(&with(allowing)).await;
     assert_eq!(request["status"], "pending_approval", "{request}");
     assert_eq!(request["approval"]["rule"], "ci");
+    assert_eq!(request["approval"]["verdict"], "require_approval");
 }
 
 #[tokio::test]

@@ -3,13 +3,16 @@
 mod audit;
 mod audit_attacks;
 mod audit_partitions;
+mod audit_views;
 mod auth;
 mod authz_attacks;
 mod cadf;
 mod cli;
 mod compute;
 mod console;
+mod console_audit;
 mod console_browser;
+mod console_browser_audit;
 mod crash;
 mod docs;
 mod drift;

@@ -101,7 +101,9 @@ fn expected(method: &str, path: &str, who: Who) -> u16 {
             "get",
             "/v1/audit-events"
             | "/v1/audit-events/verify"
+            | "/v1/audit-chain"
             | "/v1/images/{image_id}/access"
+            | "/v1/images/{image_id}/access-history"
             | "/v1/projects/{project_id}/access-history"
             | "/v1/drift",
         ) => match who {

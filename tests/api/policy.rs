@@ -63,6 +63,7 @@ async fn a_request_within_one_domain_is_approved_by_the_policy_and_granted() {
     assert_eq!(request["status"], "approved");
     assert_eq!(request["decided_by"], "policy");
     assert_eq!(request["approval"]["rule"], "same-domain");
+    assert_eq!(request["approval"]["verdict"], "approve");
     assert_eq!(request["approval"]["approvals"], json!([]));
     let share = request["shares"][0]["id"].as_str().unwrap().to_owned();
     drive_until(&worker, &app.pool, "the share is granted", async |pool| {
@@ -91,6 +92,7 @@ async fn a_target_on_the_deny_list_gets_the_request_denied_whatever_comes_after(
     let request = file_validated(&app, &worker, &[env("PROJ_B_ID"), env("PROJ_C_ID")]).await;
     assert_eq!(request["status"], "denied");
     assert_eq!(request["approval"]["rule"], "no-proj-c");
+    assert_eq!(request["approval"]["verdict"], "deny");
     assert!(
         request["shares"]
             .as_array()
@@ -116,6 +118,7 @@ async fn a_two_approver_rule_needs_two_distinct_approvers() {
     assert_eq!(request["status"], "pending_approval");
     assert_eq!(request["approval"]["required"], 2);
     assert_eq!(request["approval"]["rule"], "two-eyes");
+    assert_eq!(request["approval"]["verdict"], "require_approval");
 
     let approve = format!("/v1/share-requests/{id}/approve");
     let first = app

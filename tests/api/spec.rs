@@ -61,6 +61,10 @@ fn every_limit_the_handlers_enforce_is_in_the_spec() {
             "/v1/projects/{project_id}/access-history",
             "^[A-Za-z0-9_-]{10}[AEIMQUYcgkosw048]$",
         ),
+        (
+            "/v1/images/{image_id}/access-history",
+            "^[A-Za-z0-9_-]{10}[AEIMQUYcgkosw048]$",
+        ),
     ] {
         assert_eq!(param(path, "get", "cursor")["schema"]["pattern"], pattern, "{path}");
     }

@@ -10,11 +10,13 @@ pub mod archive;
 pub mod partitions;
 pub mod read;
 pub mod seal;
+pub mod state;
 pub mod verify;
 pub mod write;
 
 pub use self::read::{EventFilter, LogReader, for_request, page, stream};
 pub use self::seal::{SEAL_BATCH, seal, seal_all};
+pub use self::state::state;
 pub use self::verify::{UNSEALED_GRACE_SECS, checkpoint, verify, verify_anchored};
 pub use self::write::{NewEvent, insert, insert_all};
 pub use crate::domain::audit::{Event, GENESIS};

@@ -74,7 +74,8 @@ const VERIFY_SEAL_TRIES: usize = 5;
 /// kept outside the database (`anchors`: places and the hashes they must hold), with the
 /// chain, and counts the events still unsealed (failing when one waited more than
 /// [`UNSEALED_GRACE_SECS`]). When all holds and the chain has grown since the last
-/// checkpoint, records a new one as `taken_by`.
+/// checkpoint, records a new one as `taken_by`. Records what it found, either way
+/// (`audit_verifications`), for `GET /v1/audit-chain`.
 ///
 /// After `audit archive`, the chain in the database starts after the last archived event:
 /// the walk starts there (the first event left must chain to its recorded hash, so a
@@ -183,7 +184,7 @@ pub async fn verify_anchored(pool: &PgPool, taken_by: &str, anchors: &[ChainLink
         && archived.as_ref().is_none_or(|a| a.gap.is_none());
     crate::metrics::verified(ok);
     let checkpoint_written = if ok { checkpoint(pool, taken_by).await? } else { None };
-    Ok(ChainReport {
+    let report = ChainReport {
         ok,
         events_checked: checked,
         head: head.map(|(chain_pos, hash)| link(chain_pos, &hash)),
@@ -196,7 +197,9 @@ pub async fn verify_anchored(pool: &PgPool, taken_by: &str, anchors: &[ChainLink
         stale_unsealed,
         anchors_checked: anchors_kept.len() as i64,
         anchor_mismatch,
-    })
+    };
+    super::state::record_verification(pool, taken_by, &report).await?;
+    Ok(report)
 }
 
 /// The first of `anchors`, by place, whose hash the chain does not hold at its place.

@@ -4,6 +4,7 @@
 
 mod archive;
 mod chain;
+mod state;
 mod vocabulary;
 
 use serde::Serialize;
@@ -11,6 +12,7 @@ use utoipa::ToSchema;
 
 pub use self::archive::{ArchivedPrefix, archive_line, parse_archive_line};
 pub use self::chain::{DigestScheme, Event, GENESIS, Walk, link_hash};
+pub use self::state::{ChainHead, ChainState, Checkpoint, Verification};
 pub use self::vocabulary::{Action, Outcome};
 use super::Principal;
 use super::principal::Credential;

@@ -1,6 +1,7 @@
 //! The browser console at `/console`: sign-in, the approvals inbox, Shared with me, Shared
-//! by me (with the new-request form and revokes that show their impact), the audit timeline,
-//! and one request's and one share's page. Served by the broker itself; its pages are HTML (not in the OpenAPI
+//! by me (with the new-request form and revokes that show their impact), one request's and
+//! one share's page, and the auditors' pages (timeline, exports, an image's access picture,
+//! the chain's state). Served by the broker itself; its pages are HTML (not in the OpenAPI
 //! document). Every action calls the API's own handler with the [`Caller`] the API would
 //! have built from the same person's credential, so the console can show and do no more
 //! than the API allows them. Forms are plain HTML (keyboard-friendly, no script needed);
@@ -8,8 +9,11 @@
 //!
 //! [`Caller`]: crate::http::extract::Caller
 
+mod access_picture;
 mod audit;
 mod fields;
+mod audit_access;
+mod audit_chain;
 mod inbox;
 mod new_request;
 mod owner;
@@ -53,6 +57,10 @@ pub fn routes() -> Router<AppState> {
         .route("/console/shares/{id}/respond", post(inbox::respond_to_share))
         .route("/console/shared-by-me", get(owner::shared_by_me))
         .route("/console/audit", get(audit::timeline))
+        .route("/console/audit/export", get(audit::export))
+        .route("/console/audit/images/{image_id}", get(audit_access::page))
+        .route("/console/audit/chain", get(audit_chain::page))
+        .route("/console/audit/chain/verify", post(audit_chain::verify))
         .route(
             "/console/requests/new",
             get(new_request::new_request).post(new_request::submit),
@@ -172,6 +180,7 @@ fn notice(query: &Option<String>) -> Option<&'static str> {
         "revoke" => "Revoke asked: the worker removes the member in Glance shortly.",
         "schedule" => "Revoke scheduled: the project keeps access until then, and is told.",
         "filed" => "Filed: the worker validates it against Keystone and Glance, then approvers decide.",
+        "verify" => "Checked: what the check found is the last check below.",
         _ => return None,
     })
 }

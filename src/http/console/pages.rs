@@ -4,12 +4,12 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, html};
 
 use super::session::SignedIn;
 use crate::domain::{Capability, Credential, Principal};
 use crate::http::ApiError;
-use crate::http::share_requests::ShareRequestView;
 use crate::http::shares::ShareView;
 
 /// Who is signed in, as people read it: a user and project, or a key's name.
@@ -21,6 +21,11 @@ fn who(principal: &Principal) -> String {
         },
         Credential::ApiKey { role } => format!("API key {} ({})", principal.name, role.as_str()),
     }
+}
+
+/// A moment as people read it: `2026-12-02 16:08:22 UTC` (whole seconds).
+pub fn utc(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
 /// A whole page: the navigation, who is signed in (with sign-out), and `body`.
@@ -153,78 +158,8 @@ pub fn sign_in(csrf: &str, message: Option<&str>) -> Markup {
     layout("Sign in", None, None, body)
 }
 
-/// A decision form (approve or deny) for one request, with its comment.
-fn decide_form(s: &SignedIn, request: &ShareRequestView) -> Markup {
-    let id = request.id;
-    let comment_id = format!("comment-{id}");
-    html! {
-        form method="post" action={ "/console/requests/" (id) "/decide" } {
-            input type="hidden" name="csrf" value=(s.csrf);
-            label for=(comment_id) { "Comment (optional)" }
-            textarea id=(comment_id) name="comment" rows="2" maxlength="1000" {}
-            div.actions {
-                button type="submit" name="decision" value="approve" { "Approve" }
-                button type="submit" name="decision" value="deny" { "Deny" }
-            }
-        }
-    }
-}
-
-/// The approvals inbox: requests waiting for a decision, with what validation found.
-pub fn approvals(s: &SignedIn, items: &[ShareRequestView], next: Option<&str>, notice: Option<&str>) -> Markup {
-    let may_approve = s.caller.principal.may_somewhere(Capability::Approve);
-    let subject = s.caller.subject.to_string();
-    let body = html! {
-        @if !may_approve {
-            p { "You hold no approver role: you see the requests you may read, and cannot decide them." }
-        }
-        @if items.is_empty() {
-            p { "No request is waiting for a decision." }
-        }
-        @for r in items {
-            article.request aria-labelledby={ "r-" (r.id) } {
-                h2 id={ "r-" (r.id) } {
-                    "Image " (r.validation.image.as_ref().and_then(|i| i.name.clone()).unwrap_or_else(|| r.image_id.to_string()))
-                }
-                dl {
-                    dt { "Request" } dd { code { (r.id) } }
-                    dt { "Image id" } dd { code { (r.image_id) } }
-                    dt { "Owner project" } dd { (r.validation.image.as_ref().and_then(|i| i.owner.clone()).unwrap_or_else(|| "not known yet".into())) }
-                    dt { "Asked by" } dd { (r.requested_by) @if let Some(u) = &r.on_behalf_of { " for " (u) } }
-                    dt { "Why" } dd { (r.reason) }
-                    dt { "Targets" } dd {
-                        ul { @for share in &r.shares {
-                            li { (share.project_name.clone().unwrap_or_else(|| share.target.clone()))
-                                 @if let Some(p) = &share.project_id { " (" code { (p) } ")" } }
-                        } }
-                    }
-                    dt { "Validation" } dd {
-                        (r.validation.state.as_ref())
-                        @if let Some(e) = &r.validation.last_error { " — " (e) }
-                        @if !r.validation.errors.is_empty() {
-                            ul { @for e in &r.validation.errors { li { code { (e.field) } ": " (e.reason) } } }
-                        }
-                    }
-                    dt { "Approvals" } dd {
-                        (r.approval.approvals.len()) " of " (r.approval.required) " needed"
-                        @for a in &r.approval.approvals { " · " (a.approver) }
-                    }
-                }
-                @if !may_approve {
-                } @else if r.requested_by_subject == subject {
-                    p { "You asked for this: someone else must decide it." }
-                } @else {
-                    (decide_form(s, r))
-                }
-            }
-        }
-        (more("/console/approvals", next))
-    };
-    layout("Approvals", Some(s), notice, body)
-}
-
 /// A link to the next page of a list, when there is one.
-fn more(path: &str, next: Option<&str>) -> Markup {
+pub fn more(path: &str, next: Option<&str>) -> Markup {
     html! {
         @if let Some(cursor) = next {
             p { a href={ (path) "?cursor=" (cursor) } { "Next page" } }
