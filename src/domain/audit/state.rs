@@ -84,6 +84,7 @@ mod tests {
             events_checked: 3,
             head: None,
             first_broken_link: None,
+            archived: None,
             checkpoints_checked: 0,
             checkpoint_mismatch: None,
             checkpoint_written: None,

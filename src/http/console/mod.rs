@@ -11,9 +11,9 @@
 
 mod access_picture;
 mod audit;
-mod fields;
 mod audit_access;
 mod audit_chain;
+mod fields;
 mod inbox;
 mod new_request;
 mod owner;
