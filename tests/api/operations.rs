@@ -142,9 +142,9 @@ async fn a_broker_that_stops_stops_every_background_task() {
     )
     .start(&app.tasks);
     let tasks = app.tasks.clone();
-    // The sealer, checkpoints and purge; the worker's LISTEN, 4 job and 2 delivery loops,
-    // and its sweeper.
-    assert_eq!(tasks.running(), 11);
+    // The sealer, checkpoints, purge and the audit log's partitions of the coming months;
+    // the worker's LISTEN, 4 job and 2 delivery loops, and its sweeper.
+    assert_eq!(tasks.running(), 12);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
