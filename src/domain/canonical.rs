@@ -8,8 +8,66 @@ use serde_json::Value;
 
 /// RFC 8785's canonical JSON (JCS): keys sorted by their UTF-16 code units, numbers as
 /// ECMAScript prints them, minimal string escapes, no insignificant whitespace.
+///
+/// Written here rather than by `serde_json_canonicalizer` alone: every event is digested
+/// when it is written and again by every `audit verify`, and the crate, which canonicalizes
+/// any `Serialize`, buffers and re-parses each object key. Integers that a double holds
+/// exactly (all the broker writes) print as their digits, which is what ECMAScript prints;
+/// every other number is left to the crate. The crate stays the reference the tests hold
+/// this to, value by value.
 pub fn jcs(value: &Value) -> Vec<u8> {
-    serde_json_canonicalizer::to_vec(value).expect("a JSON value always canonicalizes")
+    let mut out = Vec::with_capacity(1024);
+    write_jcs(value, &mut out);
+    out
+}
+
+/// The largest integer an IEEE double holds exactly (2^53).
+const EXACT_IN_A_DOUBLE: u64 = 1 << 53;
+
+fn write_jcs(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) if u <= EXACT_IN_A_DOUBLE => out.extend_from_slice(u.to_string().as_bytes()),
+            (_, Some(i)) if i.unsigned_abs() <= EXACT_IN_A_DOUBLE => out.extend_from_slice(i.to_string().as_bytes()),
+            _ => out.extend(serde_json_canonicalizer::to_vec(n).expect("a JSON number canonicalizes")),
+        },
+        // serde_json escapes exactly what RFC 8785 does: `"`, `\` and the controls (the short
+        // forms, else `\u00xx` in lower case), and nothing else.
+        Value::String(s) => serde_json::to_writer(&mut *out, s).expect("writing to memory cannot fail"),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_jcs(item, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            let mut members: Vec<(&String, &Value)> = map.iter().collect();
+            members.sort_unstable_by(|(a, _), (b, _)| {
+                if a.is_ascii() && b.is_ascii() {
+                    a.as_bytes().cmp(b.as_bytes())
+                } else {
+                    a.encode_utf16().cmp(b.encode_utf16())
+                }
+            });
+            out.push(b'{');
+            for (i, (key, value)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, key).expect("writing to memory cannot fail");
+                out.push(b':');
+                write_jcs(value, out);
+            }
+            out.push(b'}');
+        }
+    }
 }
 
 /// JSON with object keys sorted by their UTF-8 bytes at every level, numbers as serde_json
@@ -83,6 +141,43 @@ mod tests {
             (canonical_json(&json!(1.0)), jcs(&json!(1.0))),
             (b"1.0".to_vec(), b"1".to_vec())
         );
+    }
+
+    /// Any value, as the reference implementation canonicalizes it: keys of every plane and
+    /// escapes, integers small and large, floats.
+    #[test]
+    fn jcs_gives_what_the_reference_implementation_gives() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+
+        fn text(rng: &mut StdRng) -> String {
+            const PIECES: [&str; 12] =
+                ["a", "Z", "0", "_", "\u{7f}", "\u{1}", "\n", "\"", "\\", "\u{e9}", "\u{fb33}", "\u{1f600}"];
+            (0..rng.random_range(0..6)).map(|_| PIECES[rng.random_range(0..PIECES.len())]).collect()
+        }
+        fn value(rng: &mut StdRng, depth: u32) -> Value {
+            match rng.random_range(0..if depth > 3 { 6 } else { 8 }) {
+                0 => Value::Null,
+                1 => Value::Bool(rng.random()),
+                2 => json!(rng.random_range(-1_000_000i64..1_000_000)),
+                3 => json!([i64::MIN, i64::MAX, u64::MAX as i64, 1 << 53, (1 << 53) + 1, -(1 << 53) - 1][rng.random_range(0..6)]),
+                4 => json!(rng.random::<f64>() * 10f64.powi(rng.random_range(-30..30))),
+                5 => Value::String(text(rng)),
+                6 => Value::Array((0..rng.random_range(0..4)).map(|_| value(rng, depth + 1)).collect()),
+                _ => Value::Object((0..rng.random_range(0..6)).map(|_| (text(rng), value(rng, depth + 1))).collect()),
+            }
+        }
+        let mut rng = StdRng::seed_from_u64(8785);
+        for _ in 0..5_000 {
+            let value = value(&mut rng, 0);
+            let reference = serde_json_canonicalizer::to_vec(&value).unwrap();
+            assert_eq!(
+                String::from_utf8(jcs(&value)).unwrap(),
+                String::from_utf8(reference).unwrap(),
+                "{value}"
+            );
+        }
+        assert_eq!(jcs(&json!(u64::MAX)), b"18446744073709552000");
     }
 
     /// RFC 8785, section 3.2.3: keys sorted by UTF-16 code units, so U+1F600 (a surrogate
