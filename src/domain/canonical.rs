@@ -1,13 +1,19 @@
 //! One byte encoding per JSON value, whatever order its object keys arrived in: RFC 8785
-//! (JCS, through `serde_json_canonicalizer`) for what is digested from now on, and the
+//! (JCS, [`jcs_object`]) for what is digested from now on, and the
 //! broker's first, hand-written form, which audit events written before JCS were digested
 //! with (and idempotency-key fingerprints still are: they live a day, and a change of form
 //! would answer a retry with a conflict).
 
-use serde_json::Value;
+use std::cmp::Ordering;
 
-/// RFC 8785's canonical JSON (JCS): keys sorted by their UTF-16 code units, numbers as
-/// ECMAScript prints them, minimal string escapes, no insignificant whitespace.
+use serde_json::Value;
+use uuid::Uuid;
+
+/// The largest integer an IEEE double holds exactly (2^53).
+const EXACT_IN_A_DOUBLE: u64 = 1 << 53;
+
+/// Appends RFC 8785's canonical JSON (JCS) of `value`: keys sorted by their UTF-16 code units,
+/// numbers as ECMAScript prints them, minimal string escapes, no insignificant whitespace.
 ///
 /// Written here rather than by `serde_json_canonicalizer` alone: every event is digested
 /// when it is written and again by every `audit verify`, and the crate, which canonicalizes
@@ -15,15 +21,6 @@ use serde_json::Value;
 /// exactly (all the broker writes) print as their digits, which is what ECMAScript prints;
 /// every other number is left to the crate. The crate stays the reference the tests hold
 /// this to, value by value.
-pub fn jcs(value: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1024);
-    write_jcs(value, &mut out);
-    out
-}
-
-/// The largest integer an IEEE double holds exactly (2^53).
-const EXACT_IN_A_DOUBLE: u64 = 1 << 53;
-
 fn write_jcs(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
@@ -48,26 +45,72 @@ fn write_jcs(value: &Value, out: &mut Vec<u8>) {
             out.push(b']');
         }
         Value::Object(map) => {
-            let mut members: Vec<(&String, &Value)> = map.iter().collect();
-            members.sort_unstable_by(|(a, _), (b, _)| {
-                if a.is_ascii() && b.is_ascii() {
-                    a.as_bytes().cmp(b.as_bytes())
-                } else {
-                    a.encode_utf16().cmp(b.encode_utf16())
-                }
-            });
-            out.push(b'{');
-            for (i, (key, value)) in members.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                serde_json::to_writer(&mut *out, key).expect("writing to memory cannot fail");
-                out.push(b':');
-                write_jcs(value, out);
-            }
-            out.push(b'}');
+            let mut members: Vec<(&str, Member<'_>)> = map.iter().map(|(k, v)| (k.as_str(), Member::Json(v))).collect();
+            write_jcs_object(&mut members, out);
         }
     }
+}
+
+/// RFC 8785's order of object keys: by their UTF-16 code units (for ASCII, by bytes).
+fn key_order(a: &str, b: &str) -> Ordering {
+    if a.is_ascii() && b.is_ascii() {
+        a.as_bytes().cmp(b.as_bytes())
+    } else {
+        a.encode_utf16().cmp(b.encode_utf16())
+    }
+}
+
+/// A member of a JSON object borrowed from where it lives, so that a document assembled
+/// from several places is canonicalized without copying them into one `Value` first.
+#[derive(Debug, Clone, Copy)]
+pub enum Member<'a> {
+    Text(Option<&'a str>),
+    Id(Option<Uuid>),
+    Integer(i64),
+    Json(&'a Value),
+}
+
+impl Member<'_> {
+    /// The member as a value of its own.
+    pub fn to_value(self) -> Value {
+        match self {
+            Member::Text(text) => text.map_or(Value::Null, |t| Value::String(t.to_owned())),
+            Member::Id(id) => id.map_or(Value::Null, |id| Value::String(id.to_string())),
+            Member::Integer(n) => Value::from(n),
+            Member::Json(value) => value.clone(),
+        }
+    }
+}
+
+/// [`jcs`] of the object whose members are `members` (distinct keys, in any order).
+pub fn jcs_object(members: &mut [(&str, Member<'_>)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024);
+    write_jcs_object(members, &mut out);
+    out
+}
+
+fn write_jcs_object(members: &mut [(&str, Member<'_>)], out: &mut Vec<u8>) {
+    members.sort_unstable_by(|(a, _), (b, _)| key_order(a, b));
+    out.push(b'{');
+    for (i, (key, member)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, key).expect("writing to memory cannot fail");
+        out.push(b':');
+        match *member {
+            Member::Text(Some(text)) => serde_json::to_writer(&mut *out, text).expect("writing to memory cannot fail"),
+            Member::Id(Some(id)) => {
+                out.push(b'"');
+                out.extend_from_slice(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes());
+                out.push(b'"');
+            }
+            Member::Text(None) | Member::Id(None) => out.extend_from_slice(b"null"),
+            Member::Integer(n) => write_jcs(&Value::from(n), out),
+            Member::Json(value) => write_jcs(value, out),
+        }
+    }
+    out.push(b'}');
 }
 
 /// JSON with object keys sorted by their UTF-8 bytes at every level, numbers as serde_json
@@ -115,6 +158,12 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    fn jcs(value: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_jcs(value, &mut out);
+        out
+    }
 
     #[test]
     fn key_order_and_whitespace_do_not_matter() {
