@@ -54,8 +54,14 @@ create index share_requests_created_idx on share_requests (created_at);
 
 drop index if exists shares_state_idx;
 create index shares_state_id_idx on shares (state, id);
--- A project filter matches the target as filed as well as the resolved project.
-create index shares_target_idx on shares (target);
+-- A project filter matches the resolved project or the target as filed: each side read
+-- backwards from the cursor (db::shares::push_ids_for_project), for pages of shares (by id)
+-- and of requests (by request id).
+drop index if exists shares_project_idx;
+create index shares_project_id_idx on shares (project_id, id);
+create index shares_target_id_idx on shares (target, id);
+create index shares_project_request_idx on shares (project_id, request_id);
+create index shares_target_request_idx on shares (target, request_id);
 
 -- ------------------------------------------------------------------------ sealing's cost
 

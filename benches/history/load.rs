@@ -132,7 +132,9 @@ pub async fn load(pool: &PgPool, size: Size, connections: usize) -> Result<Loade
                 let mut counts = Counts::default();
                 loop {
                     let next = receiver.lock().await.recv().await;
-                    let Some(batch) = next else { return Ok::<_, sqlx::Error>(counts) };
+                    let Some(batch) = next else {
+                        return Ok::<_, sqlx::Error>(counts);
+                    };
                     counts.add(&batch);
                     insert(&pool, batch).await?;
                 }
@@ -216,7 +218,11 @@ impl World {
 
 /// A Keystone-like id (32 hex digits) for the `n`th thing of a kind.
 fn keystone_id(kind: u64, n: u64) -> String {
-    format!("{:016x}{:016x}", mix(kind), mix(kind ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+    format!(
+        "{:016x}{:016x}",
+        mix(kind),
+        mix(kind ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    )
 }
 
 /// splitmix64: spreads numbers over 64 bits.
@@ -272,7 +278,11 @@ enum Person {
 impl Person {
     /// The member of a consumer project who answers its grants.
     fn consumer(p: u32) -> Person {
-        Person::User { p, k: 0, role: "member" }
+        Person::User {
+            p,
+            k: 0,
+            role: "member",
+        }
     }
 
     fn name(self) -> String {
@@ -303,7 +313,12 @@ impl Person {
 
     /// As `Initiator::caller` records it, from an address of the cloud's.
     fn initiator(self, address: u32) -> Initiator {
-        let address = Some(format!("10.{}.{}.{}", 20 + address % 8, (address >> 3) % 250, 1 + (address >> 11) % 250));
+        let address = Some(format!(
+            "10.{}.{}.{}",
+            20 + address % 8,
+            (address >> 3) % 250,
+            1 + (address >> 11) % 250
+        ));
         let (kind, role, user_id, project, agent) = match self {
             Person::Portal { .. } => ("api_key", "requester", None, None, "self-service-portal/4.2"),
             Person::User { p, role, .. } => (
@@ -336,7 +351,10 @@ impl Person {
 #[derive(Debug, Clone, Copy)]
 enum Verdict {
     /// By one approver, or two (the first approval `pending`).
-    Approved { first: (i64, Person), second: Option<(i64, Person)> },
+    Approved {
+        first: (i64, Person),
+        second: Option<(i64, Person)>,
+    },
     Denied(i64, Person),
     Cancelled(i64),
     Expired(i64),
@@ -568,8 +586,7 @@ impl<'w> Planner<'w> {
                 allow,
                 failed,
                 // An answer after the revoke was asked is never recorded.
-                accepted: accepted
-                    .filter(|(when, _)| !failed && revoke.is_none_or(|(asked, _)| *when < asked)),
+                accepted: accepted.filter(|(when, _)| !failed && revoke.is_none_or(|(asked, _)| *when < asked)),
                 revoke: revoke.filter(|_| !failed).map(|(asked, by)| (asked, asked + done, by)),
             });
         }
@@ -621,7 +638,13 @@ impl Plan {
         if self.validated.1 {
             match self.verdict {
                 Verdict::Approved { first, second } => {
-                    events.push((first.0, Spec::Approve { by: first.1, last: second.is_none() }));
+                    events.push((
+                        first.0,
+                        Spec::Approve {
+                            by: first.1,
+                            last: second.is_none(),
+                        },
+                    ));
                     if let Some((at, by)) = second {
                         events.push((at, Spec::Approve { by, last: true }));
                     }
@@ -640,9 +663,15 @@ impl Plan {
                         }
                         match share.revoke {
                             Some((asked, done, Ender::Consumer)) => {
-                                events.extend([(asked, Spec::RejectAsked(i)), (done, Spec::Reject(i)), (done, Spec::Revoked(i))]);
+                                events.extend([
+                                    (asked, Spec::RejectAsked(i)),
+                                    (done, Spec::Reject(i)),
+                                    (done, Spec::Revoked(i)),
+                                ]);
                             }
-                            Some((asked, done, _)) => events.extend([(asked, Spec::RevokeAsked(i)), (done, Spec::Revoked(i))]),
+                            Some((asked, done, _)) => {
+                                events.extend([(asked, Spec::RevokeAsked(i)), (done, Spec::Revoked(i))])
+                            }
                             None => {}
                         }
                     }
@@ -732,7 +761,11 @@ impl Life {
             request.policy_rule = Some("two-approvers-outside-domain".into());
         }
         if validated {
-            request.validation = if plan.validated.1 { Validation::Passed } else { Validation::Failed };
+            request.validation = if plan.validated.1 {
+                Validation::Passed
+            } else {
+                Validation::Failed
+            };
             request.validated_at = Some(time(plan.validated.0));
             request.image_name = Some(image_name(plan.image));
             request.image_owner = Some(project_id(owner));
@@ -758,7 +791,11 @@ impl Life {
                 project_id: Some(project_id(s.target)),
                 project_name: validated.then(|| format!("proj-{:05}", s.target)),
                 project_domain: validated.then(|| domain_id(s.target)),
-                state: if validated && !plan.validated.1 { ShareState::Invalid } else { ShareState::AwaitingApproval },
+                state: if validated && !plan.validated.1 {
+                    ShareState::Invalid
+                } else {
+                    ShareState::AwaitingApproval
+                },
                 last_error: None,
                 granted_at: None,
                 revoked_by: None,
@@ -787,7 +824,13 @@ impl Life {
                     }
                 }
                 Spec::Deny(by) => decide(&mut request, &mut shares, RequestStatus::Denied, Some(by), when),
-                Spec::Cancel => decide(&mut request, &mut shares, RequestStatus::Cancelled, Some(plan.requester), when),
+                Spec::Cancel => decide(
+                    &mut request,
+                    &mut shares,
+                    RequestStatus::Cancelled,
+                    Some(plan.requester),
+                    when,
+                ),
                 Spec::Expire => decide(&mut request, &mut shares, RequestStatus::Expired, None, when),
                 Spec::Grant(i) => move_share(&mut shares[i], ShareState::Granting, when),
                 Spec::Allow(i) => {
@@ -859,8 +902,10 @@ impl Life {
                     let targets: Vec<Value> = self
                         .shares
                         .iter()
-                        .map(|s| json!({ "target": s.target, "project_id": s.project_id, "project_name": s.project_name,
-                                         "domain_id": s.project_domain }))
+                        .map(|s| {
+                            json!({ "target": s.target, "project_id": s.project_id, "project_name": s.project_name,
+                                         "domain_id": s.project_domain })
+                        })
                         .collect();
                     json!({ "image": image_facts(request), "targets": targets, "warnings": [],
                             "policy": { "decision": "approvers", "required_approvals": request.required_approvals,
@@ -869,7 +914,11 @@ impl Life {
                     json!({ "image": image_facts(request), "errors": request.validation_errors.0, "warnings": [] })
                 };
                 NewEvent {
-                    outcome: if plan.validated.1 { Outcome::Success } else { Outcome::Failure },
+                    outcome: if plan.validated.1 {
+                        Outcome::Success
+                    } else {
+                        Outcome::Failure
+                    },
                     correlation_id: Some(&self.filed_by_call),
                     details,
                     ..NewEvent::about_request(&worker, request, Action::Validate)
@@ -982,7 +1031,13 @@ fn dated(observer: &str, event: NewEvent<'_>, at: i64, salt: u32) -> Event {
 }
 
 /// Moves a request to its decision, and its undecided shares with it.
-fn decide(request: &mut ShareRequest, shares: &mut [Share], status: RequestStatus, by: Option<Person>, when: DateTime<Utc>) {
+fn decide(
+    request: &mut ShareRequest,
+    shares: &mut [Share],
+    status: RequestStatus,
+    by: Option<Person>,
+    when: DateTime<Utc>,
+) {
     request.status = status;
     request.decided_by = by.map(Person::name);
     request.decided_at = Some(when);
@@ -1007,8 +1062,16 @@ fn move_share(share: &mut Share, state: ShareState, when: DateTime<Utc>) {
 /// Who ends a grant, why, and the cause recorded.
 fn revoker(share: &SharePlan) -> (String, &'static str, RevokeCause) {
     match share.revoke.map(|(_, _, ender)| ender) {
-        Some(Ender::Person(person)) => (person.name(), "the consumer project no longer needs it", RevokeCause::Requested),
-        Some(Ender::Consumer) => (Person::consumer(share.target).name(), REJECTED_BY_CONSUMER, RevokeCause::Rejected),
+        Some(Ender::Person(person)) => (
+            person.name(),
+            "the consumer project no longer needs it",
+            RevokeCause::Requested,
+        ),
+        Some(Ender::Consumer) => (
+            Person::consumer(share.target).name(),
+            REJECTED_BY_CONSUMER,
+            RevokeCause::Rejected,
+        ),
         _ => ("expiry".into(), "the request expired", RevokeCause::Expiry),
     }
 }
@@ -1209,7 +1272,8 @@ impl Generator {
         self.emit_until(i64::MAX, world, out);
         let batch = std::mem::take(&mut self.batch);
         if !batch.events.is_empty() || !batch.requests.is_empty() {
-            out.blocking_send(batch).expect("the inserters run until the generator ends");
+            out.blocking_send(batch)
+                .expect("the inserters run until the generator ends");
         }
         (self.first, self.last)
     }

@@ -24,7 +24,11 @@ use sqlx::postgres::PgPoolOptions;
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
-        .map(|v| v.replace([',', '_'], "").parse().unwrap_or_else(|_| panic!("{name}={v} is not a number")))
+        .map(|v| {
+            v.replace([',', '_'], "")
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+        })
         .unwrap_or(default)
 }
 

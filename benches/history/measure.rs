@@ -27,11 +27,26 @@ use uuid::Uuid;
 enum Read {
     /// `GET /healthz`: the HTTP round trip alone.
     Health,
-    ImageAccess { image: Uuid, at: DateTime<Utc> },
-    ProjectHistory { project: String, after: i64 },
-    Events { filter: EventFilter, after: i64 },
-    Requests { filter: RequestFilter, before: Option<Uuid> },
-    Shares { filter: ShareFilter, before: Option<Uuid> },
+    ImageAccess {
+        image: Uuid,
+        at: DateTime<Utc>,
+    },
+    ProjectHistory {
+        project: String,
+        after: i64,
+    },
+    Events {
+        filter: EventFilter,
+        after: i64,
+    },
+    Requests {
+        filter: RequestFilter,
+        before: Option<Uuid>,
+    },
+    Shares {
+        filter: ShareFilter,
+        before: Option<Uuid>,
+    },
 }
 
 /// The page size the lists are read with (the API's default).
@@ -102,7 +117,11 @@ impl Read {
             }
         };
         let query = q.finish();
-        if query.is_empty() { path } else { format!("{path}?{query}") }
+        if query.is_empty() {
+            path
+        } else {
+            format!("{path}?{query}")
+        }
     }
 
     /// What the handler asks the database, on `pool` (one connection); returns the rows read.
@@ -180,9 +199,16 @@ impl Data {
                 .await?;
         Ok(Data {
             images: some(pool, "select image_id from share_requests order by random() limit 1000").await?,
-            projects: some(pool, "select project_id from shares where project_id is not null order by random() limit 1000")
-                .await?,
-            requesters: some(pool, "select requested_by from share_requests order by random() limit 1000").await?,
+            projects: some(
+                pool,
+                "select project_id from shares where project_id is not null order by random() limit 1000",
+            )
+            .await?,
+            requesters: some(
+                pool,
+                "select requested_by from share_requests order by random() limit 1000",
+            )
+            .await?,
             requests: some(pool, "select id from share_requests order by random() limit 1000").await?,
             first,
             last,
@@ -197,11 +223,16 @@ impl Data {
 
     /// A cursor deep in the log (half of the reads start from the beginning).
     fn place(&self, rng: &mut StdRng) -> i64 {
-        if rng.random_bool(0.5) { 0 } else { rng.random_range(1..=self.head.max(1)) }
+        if rng.random_bool(0.5) {
+            0
+        } else {
+            rng.random_range(1..=self.head.max(1))
+        }
     }
 
     fn request_cursor(&self, rng: &mut StdRng) -> Option<Uuid> {
-        rng.random_bool(0.5).then(|| *self.requests.choose(rng).expect("requests were loaded"))
+        rng.random_bool(0.5)
+            .then(|| *self.requests.choose(rng).expect("requests were loaded"))
     }
 
     /// A read of `kind` at random.
@@ -219,13 +250,23 @@ impl Data {
                 project,
                 after: self.place(rng),
             },
-            Kind::EventsByImage | Kind::EventsByProject | Kind::EventsByActor | Kind::EventsByAction | Kind::EventsByDay => {
+            Kind::EventsByImage
+            | Kind::EventsByProject
+            | Kind::EventsByActor
+            | Kind::EventsByAction
+            | Kind::EventsByDay => {
                 let mut filter = EventFilter::default();
                 match kind {
                     Kind::EventsByImage => filter.image_id = Some(image),
                     Kind::EventsByProject => filter.project_id = Some(project),
                     Kind::EventsByActor => {
-                        let actors = [requester.as_str(), "worker", "approvals-workflow", "expiry", "ops-admin"];
+                        let actors = [
+                            requester.as_str(),
+                            "worker",
+                            "approvals-workflow",
+                            "expiry",
+                            "ops-admin",
+                        ];
                         filter.actor = Some((*actors.choose(rng).expect("actors")).to_owned());
                     }
                     Kind::EventsByAction => {
@@ -248,7 +289,8 @@ impl Data {
                     3 => filter.requested_by = Some(requester),
                     _ => {
                         let from = self.moment(rng);
-                        (filter.created_after, filter.created_before) = (Some(from), Some(from + chrono::Duration::days(7)));
+                        (filter.created_after, filter.created_before) =
+                            (Some(from), Some(from + chrono::Duration::days(7)));
                     }
                 }
                 Read::Requests {
@@ -370,6 +412,7 @@ pub async fn measure(broker: &str, key: &str, database_url: &str, samples: usize
         }
         let (mut api, mut sql) = (Vec::with_capacity(samples), Vec::with_capacity(samples));
         let mut rows = 0;
+        let mut slowest = (Duration::ZERO, String::new());
         // Not counted: the connection's statements are prepared, the pages cached.
         let warm_up = samples / 10 + 1;
         for n in 0..samples + warm_up {
@@ -385,11 +428,18 @@ pub async fn measure(broker: &str, key: &str, database_url: &str, samples: usize
             let status = response.status();
             let body = response.bytes().await.expect("the broker sends the body");
             let took = started.elapsed();
-            assert!(status.is_success(), "GET {url}: {status}: {}", String::from_utf8_lossy(&body));
+            assert!(
+                status.is_success(),
+                "GET {url}: {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
             let started = Instant::now();
             let read_rows = read.baseline(&pool).await.expect("the baseline query runs");
             let baseline = started.elapsed();
             if n >= warm_up {
+                if took > slowest.0 {
+                    slowest = (took, read.path());
+                }
                 api.push(took);
                 sql.push(baseline);
                 rows += read_rows;
@@ -408,7 +458,7 @@ pub async fn measure(broker: &str, key: &str, database_url: &str, samples: usize
         };
         println!(
             "RESULT bench=history-read read={} samples={samples} connections=1 api_p50_ms={:.2} api_p99_ms={p99:.2} \
-             api_max_ms={:.2} sql_p50_ms={:.2} sql_p99_ms={:.2} rows_per_read={:.1} {verdict} load={}",
+             api_max_ms={:.2} sql_p50_ms={:.2} sql_p99_ms={:.2} rows_per_read={:.1} {verdict} load={} slowest={}",
             kind.name(),
             quantile(&api, 0.5),
             quantile(&api, 1.0),
@@ -416,6 +466,7 @@ pub async fn measure(broker: &str, key: &str, database_url: &str, samples: usize
             quantile(&sql, 0.99),
             rows as f64 / samples as f64,
             load_average(),
+            slowest.1,
         );
     }
     all_met

@@ -96,6 +96,34 @@ pub struct Viewer {
     pub domains: Vec<String>,
 }
 
+/// Adds, as `ids`, the distinct `column`s (`id`, or `request_id`) of the shares to `project`
+/// (as filed or as resolved) before `before`, newest first: each side read backwards from
+/// the cursor on its index, merged in order, so a page joins only the rows it shows (one
+/// condition ORing the sides reads every share of the project and sorts them).
+pub(super) fn push_ids_for_project<'a>(
+    query: &mut QueryBuilder<'a, Postgres>,
+    column: &'static str,
+    project: &'a str,
+    before: Option<Uuid>,
+) {
+    query.push("(select distinct ").push(column).push(" as id from (");
+    for (i, side) in ["project_id", "target"].into_iter().enumerate() {
+        query.push(if i == 0 { "(" } else { " union all (" });
+        query
+            .push("select ")
+            .push(column)
+            .push(" from shares where ")
+            .push(side)
+            .push(" = ");
+        query.push_bind(project);
+        if let Some(before) = before {
+            query.push(" and ").push(column).push(" < ").push_bind(before);
+        }
+        query.push(" order by ").push(column).push(" desc)");
+    }
+    query.push(") sides order by id desc) ids");
+}
+
 /// Adds what a [`Viewer`] sees of the request `r`: what it filed and what its projects or
 /// domains own.
 pub(super) fn viewer_sees_request<'a>(query: &mut QueryBuilder<'a, Postgres>, viewer: &'a Viewer) {
@@ -118,7 +146,16 @@ pub async fn list(
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Share>, sqlx::Error> {
-    let mut q = QueryBuilder::new("select s.* from shares s where true");
+    let mut q = QueryBuilder::new("select s.* from ");
+    match &filter.project_id {
+        Some(project) => {
+            push_ids_for_project(&mut q, "id", project, before);
+            q.push(" join shares s on s.id = ids.id where true");
+        }
+        None => {
+            q.push("shares s where true");
+        }
+    }
     if let Some(viewer) = viewer {
         q.push(" and (s.project_id = any(")
             .push_bind(&viewer.projects)
@@ -130,13 +167,6 @@ pub async fn list(
     }
     and_if(&mut q, "s.state = ", filter.state.map(<&str>::from));
     and_if(&mut q, "s.image_id = ", filter.image_id);
-    if let Some(project) = &filter.project_id {
-        q.push(" and (s.project_id = ")
-            .push_bind(project)
-            .push(" or s.target = ")
-            .push_bind(project)
-            .push(")");
-    }
     and_if(&mut q, "s.request_id = ", filter.request_id);
     if let Some(requester) = &filter.requested_by {
         q.push(" and s.request_id in (select r.id from share_requests r where r.requested_by = ")

@@ -200,20 +200,47 @@ mod tests {
         use rand::{Rng, SeedableRng};
 
         fn text(rng: &mut StdRng) -> String {
-            const PIECES: [&str; 12] =
-                ["a", "Z", "0", "_", "\u{7f}", "\u{1}", "\n", "\"", "\\", "\u{e9}", "\u{fb33}", "\u{1f600}"];
-            (0..rng.random_range(0..6)).map(|_| PIECES[rng.random_range(0..PIECES.len())]).collect()
+            const PIECES: [&str; 12] = [
+                "a",
+                "Z",
+                "0",
+                "_",
+                "\u{7f}",
+                "\u{1}",
+                "\n",
+                "\"",
+                "\\",
+                "\u{e9}",
+                "\u{fb33}",
+                "\u{1f600}",
+            ];
+            (0..rng.random_range(0..6))
+                .map(|_| PIECES[rng.random_range(0..PIECES.len())])
+                .collect()
         }
         fn value(rng: &mut StdRng, depth: u32) -> Value {
             match rng.random_range(0..if depth > 3 { 6 } else { 8 }) {
                 0 => Value::Null,
                 1 => Value::Bool(rng.random()),
                 2 => json!(rng.random_range(-1_000_000i64..1_000_000)),
-                3 => json!([i64::MIN, i64::MAX, u64::MAX as i64, 1 << 53, (1 << 53) + 1, -(1 << 53) - 1][rng.random_range(0..6)]),
+                3 => json!(
+                    [
+                        i64::MIN,
+                        i64::MAX,
+                        u64::MAX as i64,
+                        1 << 53,
+                        (1 << 53) + 1,
+                        -(1 << 53) - 1
+                    ][rng.random_range(0..6)]
+                ),
                 4 => json!(rng.random::<f64>() * 10f64.powi(rng.random_range(-30..30))),
                 5 => Value::String(text(rng)),
                 6 => Value::Array((0..rng.random_range(0..4)).map(|_| value(rng, depth + 1)).collect()),
-                _ => Value::Object((0..rng.random_range(0..6)).map(|_| (text(rng), value(rng, depth + 1))).collect()),
+                _ => Value::Object(
+                    (0..rng.random_range(0..6))
+                        .map(|_| (text(rng), value(rng, depth + 1)))
+                        .collect(),
+                ),
             }
         }
         let mut rng = StdRng::seed_from_u64(8785);

@@ -12,7 +12,10 @@ use uuid::Uuid;
 
 use crate::helpers::{fresh_database, spawn_app_at};
 
-#[allow(dead_code, reason = "the bench reports what the load took; this test checks what it loaded")]
+#[allow(
+    dead_code,
+    reason = "the bench reports what the load took; this test checks what it loaded"
+)]
 #[path = "../../benches/history/load.rs"]
 mod load;
 
@@ -62,7 +65,9 @@ async fn a_loaded_history_has_the_counts_asked_for_verifies_and_replays_to_the_s
     let requests = db::share_requests::list(&pool, None, &Default::default(), None, 1_000)
         .await
         .unwrap();
-    let shares = db::shares::list(&pool, None, &Default::default(), None, 10_000).await.unwrap();
+    let shares = db::shares::list(&pool, None, &Default::default(), None, 10_000)
+        .await
+        .unwrap();
     assert_eq!((requests.len(), shares.len() as u64), (200, loaded.shares));
     let statuses: BTreeSet<String> = requests.iter().map(|r| r.status.to_string()).collect();
     let states: BTreeSet<String> = shares.iter().map(|s| s.state.to_string()).collect();
@@ -94,10 +99,15 @@ async fn a_loaded_history_has_the_counts_asked_for_verifies_and_replays_to_the_s
         assert_eq!(replayed, projects, "image {image}: {access}");
     }
     let history = app
-        .read(&format!("/v1/projects/{}/access-history", shares[0].project_id.as_ref().unwrap()))
+        .read(&format!(
+            "/v1/projects/{}/access-history",
+            shares[0].project_id.as_ref().unwrap()
+        ))
         .await;
     assert!(
-        history["items"].as_array().is_some_and(|items| items.iter().all(|i| i["change"] != Value::Null)),
+        history["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().all(|i| i["change"] != Value::Null)),
         "{history}"
     );
 }

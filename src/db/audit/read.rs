@@ -116,7 +116,8 @@ async fn sealed_batch(
                 // `offset 0` keeps Postgres from reading the whole log in chain order to find
                 // the few events of an unordered side: it finds them first, then sorts them.
                 q.push(if unordered { "select chain_pos from (" } else { "" });
-                q.push("select chain_pos from audit_events where chain_pos > ").push_bind(after_pos);
+                q.push("select chain_pos from audit_events where chain_pos > ")
+                    .push_bind(after_pos);
                 q.push(" and ").push(side).push_bind(project);
                 narrow(&mut q, filter);
                 q.push(if unordered { " offset 0) side" } else { "" });

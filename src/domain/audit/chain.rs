@@ -156,7 +156,10 @@ impl Event {
         let content = self.content(&occurred_at);
         let bytes = match DigestScheme::from_number(self.digest_scheme)? {
             DigestScheme::Legacy => canonical_json(&Value::Object(
-                content.into_iter().map(|(key, member)| (key.to_owned(), member.to_value())).collect(),
+                content
+                    .into_iter()
+                    .map(|(key, member)| (key.to_owned(), member.to_value()))
+                    .collect(),
             )),
             DigestScheme::Jcs => {
                 let scheme = ("digest_scheme", Member::Integer(self.digest_scheme.into()));
@@ -329,7 +332,8 @@ mod tests {
     fn a_jcs_digest_is_that_of_the_content_as_one_document() {
         let mut e = event(7, DigestScheme::Jcs);
         e.reason = Some("\u{e9}t\u{e9} \"quoted\"\n".into());
-        e.details = json!({"targets": ["proj-b", "\u{1f600}"], "n": 1.5, "big": u64::MAX, "nested": {"b": null, "a": [true]}});
+        e.details =
+            json!({"targets": ["proj-b", "\u{1f600}"], "n": 1.5, "big": u64::MAX, "nested": {"b": null, "a": [true]}});
         let document = json!({
             "id": e.id, "occurred_at": "2027-01-15T08:00:07.000000Z", "action": e.action, "outcome": e.outcome,
             "initiator": e.initiator, "target": e.target, "observer": e.observer, "request_id": e.request_id,

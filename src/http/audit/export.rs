@@ -88,9 +88,13 @@ fn encode(format: Format, events: &[Event], first: bool) -> Vec<u8> {
             let mut writer = csv::Writer::from_writer(out);
             for event in events {
                 for cell in csv_row(event) {
-                    writer.write_field(neutralised(&cell).as_bytes()).expect("writing to memory cannot fail");
+                    writer
+                        .write_field(neutralised(&cell).as_bytes())
+                        .expect("writing to memory cannot fail");
                 }
-                writer.write_record(None::<&[u8]>).expect("writing to memory cannot fail");
+                writer
+                    .write_record(None::<&[u8]>)
+                    .expect("writing to memory cannot fail");
             }
             out = writer.into_inner().expect("writing to memory cannot fail");
         }
