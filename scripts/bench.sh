@@ -16,6 +16,14 @@
 #   7 console     the approvals inbox's first page with 100,000 requests in the database, server
 #                 time in-process, against the API's list and the bare SELECT of the same page
 #                 (cargo bench --bench console_inbox; BENCH_INBOX="<requests> <pages>" for fewer)
+#   8 history     (only when asked: BENCH_ONLY=history) BENCH_HISTORY_EVENTS audit events (default
+#                 10,000,000) and a request for every ten, loaded through the write path
+#                 (benches/history); then at one connection: the access reports and filtered
+#                 pages against the same SQL run straight on Postgres, the NDJSON/CSV/CADF
+#                 exports (with the broker's memory) against Postgres's own COPY, and
+#                 `audit verify` beside sha256sum of the export's bytes. BENCH_HISTORY_REUSE=1
+#                 reuses a database a previous run loaded with as many events; BENCH_HISTORY_KEEP=1
+#                 keeps it afterwards (it takes tens of GB)
 #
 #   scripts/bench.sh                      all of them
 #   BENCH_ONLY="intake worker" scripts/bench.sh
@@ -236,6 +244,83 @@ bench_cargo() { # bench args...
   result "$out"
 }
 
+# ------------------------------------------------------------ 7 history at scale
+verdict() { # measured op target: PASS when measured op target holds
+  awk -v m="$1" -v t="$3" -v op="$2" 'BEGIN { ok = (op == "<=") ? (m <= t) : (m >= t); print (ok ? "PASS" : "FAIL") }'
+}
+
+load_average() { cut -d' ' -f1-3 /proc/loadavg | tr ' ' ','; }
+
+# The broker's peak memory while it exports one format: VmRSS sampled every 100 ms, and
+# VmHWM at the end (the broker is started for each export, so the peak is the export's).
+history_export() { # url key format
+  local url=$1 key=$2 format=$3 file="$BENCH_DIR/history/export.$3" t0 secs events rss peak=0 hwm
+  start_broker DATABASE_URL="$url" GSB_NO_WORKER=true GSB_RATE_LIMIT_PER_SEC=0 GSB_ADDRESS_RATE_LIMIT_PER_SEC=0
+  t0=$(date +%s%N)
+  curl -sS --fail -H "Authorization: Bearer $key" "$B/v1/audit-events?format=$format" -o "$file" &
+  local curl_pid=$!
+  while kill -0 "$curl_pid" 2>/dev/null; do
+    rss=$(rss_kb "$BROKER_PID" VmRSS)
+    [ "$rss" -le "$peak" ] || peak=$rss
+    sleep 0.1
+  done
+  wait "$curl_pid" || die "the $format export failed"
+  secs=$(awk -v ns=$(( $(date +%s%N) - t0 )) 'BEGIN { printf "%.2f", ns / 1e9 }')
+  hwm=$(rss_kb "$BROKER_PID" VmHWM)
+  stop_broker
+  events=$(wc -l <"$file")
+  [ "$format" != csv ] || events=$(( events - 1 ))
+  local rate
+  rate=$(awk -v n="$events" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
+  result "HISTORY export format=$format events=$events bytes=$(stat -c %s "$file") secs=$secs events_per_sec=$rate (target >= 100000) $(verdict "$rate" ">=" 100000) max_rss_mb=$(( peak / 1024 )) hwm_mb=$(( hwm / 1024 )) (target <= 100) $(verdict "$(( hwm / 1024 ))" "<=" 100) load=$(load_average)"
+}
+
+bench_history() {
+  local events=${BENCH_HISTORY_EVENTS:-10000000} url key loaded=0 t0 secs line
+  mkdir -p "$BENCH_DIR/history"
+  url="${DATABASE_URL%/*}/gsb_bench_history"
+  if [ "${BENCH_HISTORY_REUSE:-0}" = 1 ] \
+    && [ "$(psql "$url" -Atc 'select count(*) from audit_events where chain_pos is not null' 2>/dev/null)" = "$events" ]; then
+    log "history: reusing gsb_bench_history ($events events)"
+    "$BIN" migrate --database-url "$url" >/dev/null
+    loaded=1
+  fi
+  if [ "$loaded" = 0 ]; then
+    url=$(fresh_db gsb_bench_history)
+    log "history: loading $events events (this takes a while: see docs/benchmarks.md)"
+    line=$(BENCH_HISTORY_EVENTS=$events cargo bench -q --bench history -- load "$url" 2>>"$BENCH_DIR/cargo-bench.log" | grep '^RESULT')
+    result "$line load=$(load_average)"
+  fi
+  key=$(new_key "$url" "bench-history-auditor-$(date +%s)" auditor)
+
+  # Reads, each against its SQL run straight on Postgres, at one connection.
+  start_broker DATABASE_URL="$url" GSB_NO_WORKER=true GSB_RATE_LIMIT_PER_SEC=0 GSB_ADDRESS_RATE_LIMIT_PER_SEC=0
+  cargo bench -q --bench history -- measure "$B" "$key" "$url" 2>>"$BENCH_DIR/cargo-bench.log" | grep '^RESULT' \
+    | while IFS= read -r line; do result "$line"; done
+  stop_broker
+
+  # Exports, against Postgres's own COPY of the same rows in the same order.
+  t0=$(date +%s%N)
+  psql "$url" -qc "\\copy (select * from audit_events where chain_pos is not null order by chain_pos) to '/dev/null'"
+  secs=$(awk -v ns=$(( $(date +%s%N) - t0 )) 'BEGIN { printf "%.2f", ns / 1e9 }')
+  result "HISTORY copy (baseline) events=$events secs=$secs events_per_sec=$(awk -v n="$events" -v s="$secs" 'BEGIN { printf "%.0f", n / s }') load=$(load_average)"
+  for format in ndjson csv cadf; do history_export "$url" "$key" "$format"; done
+
+  # audit verify (the command line), beside sha256sum of the NDJSON export's bytes.
+  local out rate sha_secs
+  t0=$(date +%s%N)
+  out=$("$BIN" audit verify --database-url "$url") || die "audit verify failed: $out"
+  secs=$(awk -v ns=$(( $(date +%s%N) - t0 )) 'BEGIN { printf "%.2f", ns / 1e9 }')
+  rate=$(awk -v n="$events" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
+  t0=$(date +%s%N)
+  sha256sum "$BENCH_DIR/history/export.ndjson" >/dev/null
+  sha_secs=$(awk -v ns=$(( $(date +%s%N) - t0 )) 'BEGIN { printf "%.2f", ns / 1e9 }')
+  result "HISTORY verify events=$events secs=$secs events_per_sec=$rate (target >= 200000) $(verdict "$rate" ">=" 200000) said=\"$(head -n 1 <<<"$out" | cut -d';' -f1)\" sha256sum_bytes=$(stat -c %s "$BENCH_DIR/history/export.ndjson") sha256sum_secs=$sha_secs sha256sum_events_per_sec=$(awk -v n="$events" -v s="$sha_secs" 'BEGIN { printf "%.0f", n / s }') (the physical bound) load=$(load_average)"
+
+  rm -f "$BENCH_DIR"/history/export.*
+  [ "${BENCH_HISTORY_KEEP:-0}" = 1 ] || psql "$DATABASE_URL" -qc "drop database if exists gsb_bench_history with (force)" >/dev/null
+}
+
 # ------------------------------------------------------------ main
 ensure_rust_tools
 ensure_postgres
@@ -246,7 +331,7 @@ export PGOPTIONS="-c client_min_messages=warning"
 mkdir -p "$BENCH_DIR"
 : >"$BENCH_DIR/broker.log"
 run_step "cargo build --release" cargo build --release --quiet
-run_step "cargo bench --no-run" cargo bench --quiet --bench worker --no-run
+run_step "cargo bench --no-run" cargo bench --quiet --bench worker --bench history --no-run
 BIN="$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/release/glance-share-broker"
 
 machine
@@ -263,4 +348,5 @@ if wants console; then
   cargo bench -q --bench console_inbox -- ${BENCH_INBOX:-} 2>>"$BENCH_DIR/cargo-bench.log" | tee -a "$BENCH_DIR/console.txt" |
     grep '^RESULT' | while read -r line; do result "$line"; done
 fi
+if wants history; then bench_history; fi
 result "DONE load=\"$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ',')\""

@@ -4,6 +4,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod conditions;
 pub mod console_sessions;
 pub mod drift;
 pub mod failover;

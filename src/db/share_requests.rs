@@ -4,10 +4,11 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgExecutor};
+use sqlx::{PgConnection, PgExecutor, QueryBuilder};
 use uuid::Uuid;
 
-use super::shares::{Share, VIEWER_SEES_REQUEST, Viewer, bind_viewer};
+use super::conditions::{and_if, order_and_limit};
+use super::shares::{Share, Viewer, push_ids_for_project, viewer_sees_request};
 use crate::domain::filters::RequestFilter;
 use crate::domain::policy::Verdict;
 use crate::domain::{FieldError, NewShareRequest, RequestStatus, ShareState, Validation, Warning};
@@ -314,31 +315,28 @@ pub async fn list(
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<ShareRequest>, sqlx::Error> {
-    let sql = format!(
-        "select * from share_requests r
-         where ($1::text is null or {VIEWER_SEES_REQUEST})
-           and ($4::text is null or r.status = $4)
-           and ($5::uuid is null or r.image_id = $5)
-           and ($6::text is null or exists (select 1 from shares s
-                where s.request_id = r.id and (s.project_id = $6 or s.target = $6)))
-           and ($7::text is null or r.requested_by = $7)
-           and ($8::timestamptz is null or r.created_at >= $8)
-           and ($9::timestamptz is null or r.created_at < $9)
-           and ($10::uuid is null or r.id < $10)
-         order by r.id desc
-         limit $11"
-    );
-    bind_viewer(sqlx::query_as(&sql), viewer)
-        .bind(filter.status.map(<&str>::from))
-        .bind(filter.image_id)
-        .bind(&filter.project_id)
-        .bind(&filter.requested_by)
-        .bind(filter.created_after)
-        .bind(filter.created_before)
-        .bind(before)
-        .bind(limit)
-        .fetch_all(db)
-        .await
+    let mut q = QueryBuilder::new("select r.* from ");
+    match &filter.project_id {
+        Some(project) => {
+            push_ids_for_project(&mut q, "request_id", project, before);
+            q.push(" join share_requests r on r.id = ids.id where true");
+        }
+        None => {
+            q.push("share_requests r where true");
+        }
+    }
+    if let Some(viewer) = viewer {
+        q.push(" and ");
+        viewer_sees_request(&mut q, viewer);
+    }
+    and_if(&mut q, "r.status = ", filter.status.map(<&str>::from));
+    and_if(&mut q, "r.image_id = ", filter.image_id);
+    and_if(&mut q, "r.requested_by = ", filter.requested_by.as_deref());
+    and_if(&mut q, "r.created_at >= ", filter.created_after);
+    and_if(&mut q, "r.created_at < ", filter.created_before);
+    and_if(&mut q, "r.id < ", before);
+    order_and_limit(&mut q, "r.id desc", limit);
+    q.build_query_as().fetch_all(db).await
 }
 
 /// Undecided requests whose `expires_at` has passed, or filed longer than `wait` ago, locked.

@@ -7,12 +7,11 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::postgres::PgArguments;
-use sqlx::query::QueryAs;
-use sqlx::{PgConnection, PgExecutor, PgPool, Postgres};
+use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, QueryBuilder};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::conditions::{and_if, order_and_limit};
 use crate::domain::filters::ShareFilter;
 use crate::domain::{RevokeCause, ShareState};
 
@@ -97,21 +96,45 @@ pub struct Viewer {
     pub domains: Vec<String>,
 }
 
-/// What a [`Viewer`] sees of the request `r`: what it filed and what its projects or domains
-/// own. `$1` is the viewer's name, `$2` its projects, `$3` its domains, as [`bind_viewer`]
-/// binds them; a query pairs it with `$1::text is null` (no viewer: it sees everything).
-pub(super) const VIEWER_SEES_REQUEST: &str =
-    "(r.requested_by = $1 or r.image_owner = any($2) or r.image_owner_domain = any($3))";
+/// Adds, as `ids`, the distinct `column`s (`id`, or `request_id`) of the shares to `project`
+/// (as filed or as resolved) before `before`, newest first: each side read backwards from
+/// the cursor on its index, merged in order, so a page joins only the rows it shows (one
+/// condition ORing the sides reads every share of the project and sorts them).
+pub(super) fn push_ids_for_project<'a>(
+    query: &mut QueryBuilder<'a, Postgres>,
+    column: &'static str,
+    project: &'a str,
+    before: Option<Uuid>,
+) {
+    query.push("(select distinct ").push(column).push(" as id from (");
+    for (i, side) in ["project_id", "target"].into_iter().enumerate() {
+        query.push(if i == 0 { "(" } else { " union all (" });
+        query
+            .push("select ")
+            .push(column)
+            .push(" from shares where ")
+            .push(side)
+            .push(" = ");
+        query.push_bind(project);
+        if let Some(before) = before {
+            query.push(" and ").push(column).push(" < ").push_bind(before);
+        }
+        query.push(" order by ").push(column).push(" desc)");
+    }
+    query.push(") sides order by id desc) ids");
+}
 
-/// Binds `viewer` as `$1` to `$3` (see [`VIEWER_SEES_REQUEST`]): the query's first binds.
-pub(super) fn bind_viewer<'q, O>(
-    query: QueryAs<'q, Postgres, O, PgArguments>,
-    viewer: Option<&'q Viewer>,
-) -> QueryAs<'q, Postgres, O, PgArguments> {
+/// Adds what a [`Viewer`] sees of the request `r`: what it filed and what its projects or
+/// domains own.
+pub(super) fn viewer_sees_request<'a>(query: &mut QueryBuilder<'a, Postgres>, viewer: &'a Viewer) {
     query
-        .bind(viewer.map(|v| &v.name))
-        .bind(viewer.map(|v| &v.projects))
-        .bind(viewer.map(|v| &v.domains))
+        .push("(r.requested_by = ")
+        .push_bind(&viewer.name)
+        .push(" or r.image_owner = any(")
+        .push_bind(&viewer.projects)
+        .push(") or r.image_owner_domain = any(")
+        .push_bind(&viewer.domains)
+        .push("))");
 }
 
 /// The shares matching `filter` that `viewer` may see (`None`: it sees all), newest first,
@@ -123,35 +146,38 @@ pub async fn list(
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Share>, sqlx::Error> {
-    let sql = format!(
-        "select s.* from shares s
-         where ($1::text is null or s.project_id = any($2) or s.project_domain = any($3)
-                or exists (select 1 from share_requests r
-                where r.id = s.request_id and {VIEWER_SEES_REQUEST}))
-           and ($4::text is null or s.state = $4)
-           and ($5::uuid is null or s.image_id = $5)
-           and ($6::text is null or s.project_id = $6 or s.target = $6)
-           and ($7::uuid is null or s.request_id = $7)
-           and ($8::text is null or exists (select 1 from share_requests r
-                where r.id = s.request_id and r.requested_by = $8))
-           and ($9::timestamptz is null or s.created_at >= $9)
-           and ($10::timestamptz is null or s.created_at < $10)
-           and ($11::uuid is null or s.id < $11)
-         order by s.id desc
-         limit $12"
-    );
-    bind_viewer(sqlx::query_as(&sql), viewer)
-        .bind(filter.state.map(<&str>::from))
-        .bind(filter.image_id)
-        .bind(&filter.project_id)
-        .bind(filter.request_id)
-        .bind(&filter.requested_by)
-        .bind(filter.created_after)
-        .bind(filter.created_before)
-        .bind(before)
-        .bind(limit)
-        .fetch_all(db)
-        .await
+    let mut q = QueryBuilder::new("select s.* from ");
+    match &filter.project_id {
+        Some(project) => {
+            push_ids_for_project(&mut q, "id", project, before);
+            q.push(" join shares s on s.id = ids.id where true");
+        }
+        None => {
+            q.push("shares s where true");
+        }
+    }
+    if let Some(viewer) = viewer {
+        q.push(" and (s.project_id = any(")
+            .push_bind(&viewer.projects)
+            .push(") or s.project_domain = any(")
+            .push_bind(&viewer.domains)
+            .push(") or exists (select 1 from share_requests r where r.id = s.request_id and ");
+        viewer_sees_request(&mut q, viewer);
+        q.push("))");
+    }
+    and_if(&mut q, "s.state = ", filter.state.map(<&str>::from));
+    and_if(&mut q, "s.image_id = ", filter.image_id);
+    and_if(&mut q, "s.request_id = ", filter.request_id);
+    if let Some(requester) = &filter.requested_by {
+        q.push(" and s.request_id in (select r.id from share_requests r where r.requested_by = ")
+            .push_bind(requester)
+            .push(")");
+    }
+    and_if(&mut q, "s.created_at >= ", filter.created_after);
+    and_if(&mut q, "s.created_at < ", filter.created_before);
+    and_if(&mut q, "s.id < ", before);
+    order_and_limit(&mut q, "s.id desc", limit);
+    q.build_query_as().fetch_all(db).await
 }
 
 /// Moves a share from `from` to `to` (a move [`ShareState::on`] allowed), with the error that

@@ -136,15 +136,15 @@ pub async fn list_audit_events(
         let rows = db::audit::page(&state.log(), &filter, after, limit.fetch()).await?;
         return Ok(axum::Json(Page::new(rows, limit, SeqCursor::after, |e| e)).into_response());
     }
-    let mut events = Box::pin(db::audit::stream(state.log(), filter, after).peekable());
+    let mut batches = Box::pin(db::audit::batches(state.log(), filter, after).peekable());
     // A database that fails at once is a 503 problem, not a 200 with a broken body.
-    if let Some(Err(_)) = events.as_mut().peek().await {
-        let Some(Err(e)) = events.next().await else {
+    if let Some(Err(_)) = batches.as_mut().peek().await {
+        let Some(Err(e)) = batches.next().await else {
             unreachable!("peeked an error")
         };
         return Err(e.into());
     }
-    let body = export::body(format, events).inspect_err(|e| tracing::error!(error = %e, "audit export failed midway"));
+    let body = export::body(format, batches).inspect_err(|e| tracing::error!(error = %e, "audit export failed midway"));
     Ok(([(header::CONTENT_TYPE, format.media_type())], Body::from_stream(body)).into_response())
 }
 

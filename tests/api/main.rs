@@ -25,6 +25,7 @@ mod fitness;
 mod fuzz;
 mod guard;
 mod helpers;
+mod history;
 mod idempotency;
 mod impact;
 mod keystone;

@@ -14,7 +14,7 @@ pub mod state;
 pub mod verify;
 pub mod write;
 
-pub use self::read::{EventFilter, LogReader, for_request, page, stream};
+pub use self::read::{EventFilter, LogReader, batches, for_request, page, stream};
 pub use self::seal::{SEAL_BATCH, seal, seal_all};
 pub use self::state::state;
 pub use self::verify::{UNSEALED_GRACE_SECS, checkpoint, verify, verify_anchored};

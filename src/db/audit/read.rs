@@ -3,10 +3,11 @@
 
 use futures_util::{Stream, TryStreamExt, stream};
 use sqlx::postgres::PgRow;
-use sqlx::{FromRow, PgExecutor, PgPool, Row};
+use sqlx::{FromRow, PgExecutor, PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::seal::seal_all;
+use crate::db::conditions::{and_if, order_and_limit};
 use crate::domain::audit::Event;
 pub use crate::domain::filters::EventFilter;
 
@@ -78,81 +79,125 @@ impl LogReader {
     }
 }
 
+/// The sides a project can be on in an event, each a condition on `project`: the member
+/// project, the image's owner, the caller's own project, a target named when a request was
+/// filed. Each has its index (`migrations/20261203000003_history_indexes.sql`): the first
+/// three in chain order; the targets, a list, in a GIN index, which finds the few events
+/// naming the project but in no order (`true`: read them all, then take the first).
+const PROJECT_SIDES: [(&str, bool); 4] = [
+    ("project_id = ", false),
+    ("target ->> 'owner_project_id' = ", false),
+    ("initiator ->> 'project' = ", false),
+    ("details -> 'targets' ? ", true),
+];
+
 /// Paging by place in the chain never skips or repeats an event: places are given in
 /// increasing order, once, and an event that commits late is placed after the others.
+///
+/// The statement holds the filters given and no others (`db::conditions`). A project filter
+/// is one arm per side, each the first `limit` events of its side in chain order (one
+/// index range each), and the page the first `limit` of their union: the same events as
+/// one condition ORing the sides, which Postgres could only answer by reading every event
+/// of the project and sorting them.
 async fn sealed_batch(
     db: impl PgExecutor<'_>,
     filter: &EventFilter,
     after_pos: i64,
     limit: i64,
 ) -> Result<Vec<Event>, sqlx::Error> {
-    sqlx::query_as(
-        "select * from audit_events
-         where chain_pos > $1
-           and ($2::uuid is null or image_id = $2)
-           and ($3::text is null or project_id = $3 or target ->> 'owner_project_id' = $3
-                or initiator ->> 'project' = $3 or details -> 'targets' ? $3)
-           and ($4::text is null or initiator ->> 'name' = $4)
-           and (cardinality($5::text[]) = 0 or action = any($5))
-           and ($6::text is null or outcome = $6)
-           and ($7::timestamptz is null or occurred_at >= $7)
-           and ($8::timestamptz is null or occurred_at < $8)
-           and ($9::uuid is null or request_id = $9)
-           and ($10::uuid is null or share_id = $10)
-           and ($11::text is null or project_id = $11)
-           and ($12::text is null or action = $12)
-         order by chain_pos
-         limit $13",
-    )
-    .bind(after_pos)
-    .bind(filter.image_id)
-    .bind(&filter.project_id)
-    .bind(&filter.actor)
-    .bind(&filter.actions)
-    .bind(filter.outcome.map(<&str>::from))
-    .bind(filter.after)
-    .bind(filter.before)
-    .bind(filter.request_id)
-    .bind(filter.share_id)
-    .bind(&filter.member_project_id)
-    .bind(&filter.action)
-    .bind(limit)
-    .fetch_all(db)
-    .await
+    let mut q = QueryBuilder::new("select * from audit_events where chain_pos > ");
+    q.push_bind(after_pos);
+    match &filter.project_id {
+        None => narrow(&mut q, filter),
+        Some(project) => {
+            q.push(" and chain_pos in (");
+            for (i, (side, unordered)) in PROJECT_SIDES.into_iter().enumerate() {
+                q.push(if i == 0 { "(" } else { " union (" });
+                // `offset 0` keeps Postgres from reading the whole log in chain order to find
+                // the few events of an unordered side: it finds them first, then sorts them.
+                q.push(if unordered { "select chain_pos from (" } else { "" });
+                q.push("select chain_pos from audit_events where chain_pos > ")
+                    .push_bind(after_pos);
+                q.push(" and ").push(side).push_bind(project);
+                narrow(&mut q, filter);
+                q.push(if unordered { " offset 0) side" } else { "" });
+                order_and_limit(&mut q, "chain_pos", limit);
+                q.push(")");
+            }
+            q.push(")");
+        }
+    }
+    order_and_limit(&mut q, "chain_pos", limit);
+    q.build_query_as().fetch_all(db).await
 }
 
-/// Rows read per query when streaming.
-const BATCH: i64 = 500;
+/// Adds every condition of `filter` but the project's.
+fn narrow<'a>(q: &mut QueryBuilder<'a, Postgres>, filter: &'a EventFilter) {
+    and_if(q, "image_id = ", filter.image_id);
+    and_if(q, "initiator ->> 'name' = ", filter.actor.as_deref());
+    if !filter.actions.is_empty() {
+        q.push(" and action = any(").push_bind(&filter.actions).push(")");
+    }
+    and_if(q, "outcome = ", filter.outcome.map(<&str>::from));
+    and_if(q, "occurred_at >= ", filter.after);
+    and_if(q, "occurred_at < ", filter.before);
+    and_if(q, "request_id = ", filter.request_id);
+    and_if(q, "share_id = ", filter.share_id);
+    and_if(q, "project_id = ", filter.member_project_id.as_deref());
+    and_if(q, "action = ", filter.action.as_deref());
+}
 
-/// Every sealed event matching `filter` placed after `after_pos`, in chain order, after
-/// sealing what has committed. Read in batches of [`BATCH`], so memory stays constant
-/// however long the log is; events sealed meanwhile are included.
+/// Rows read per query when streaming: enough that a query's round trip is small beside
+/// reading its rows, few enough that the batches in hand stay a few megabytes.
+const BATCH: i64 = 1000;
+
+/// Every sealed event matching `filter` placed after `after_pos`, in chain order, in
+/// batches of up to [`BATCH`], after sealing what has committed; events sealed meanwhile are
+/// included. A task reads each batch while the caller works on the one before (it waits
+/// once it is a batch ahead), so reading and the caller's work overlap, and memory stays
+/// constant however long the log is. It stops when the caller drops the stream.
+pub fn batches(
+    log: LogReader,
+    filter: EventFilter,
+    after_pos: i64,
+) -> impl Stream<Item = Result<Vec<Event>, sqlx::Error>> + Send + 'static {
+    let (ahead, batches) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let LogReader { primary, reads } = log;
+        if let Err(e) = seal_all(&primary).await {
+            let _ = ahead.send(Err(e)).await;
+            return;
+        }
+        let mut after = after_pos;
+        loop {
+            let batch = sealed_batch(&reads, &filter, after, BATCH).await;
+            let next = match &batch {
+                Ok(rows) if rows.len() as i64 == BATCH => rows.last().and_then(|last| last.chain_pos),
+                _ => None,
+            };
+            // An empty batch ends the stream without being sent.
+            let empty = batch.as_ref().is_ok_and(Vec::is_empty);
+            if empty || ahead.send(batch).await.is_err() {
+                return;
+            }
+            match next {
+                Some(next) => after = next,
+                None => return,
+            }
+        }
+    });
+    stream::unfold(batches, |mut batches| async move {
+        batches.recv().await.map(|batch| (batch, batches))
+    })
+}
+
+/// [`batches`], one event at a time.
 pub fn stream(
     log: LogReader,
     filter: EventFilter,
     after_pos: i64,
 ) -> impl Stream<Item = Result<Event, sqlx::Error>> + Send + 'static {
-    let LogReader { primary, reads: pool } = log;
-    let sealed = async move { seal_all(&primary).await };
-    stream::once(sealed)
-        .map_ok(move |_| {
-            stream::try_unfold(
-                (pool.clone(), filter.clone(), Some(after_pos)),
-                |(pool, filter, after)| async move {
-                    let Some(after) = after else {
-                        return Ok::<_, sqlx::Error>(None);
-                    };
-                    let batch = sealed_batch(&pool, &filter, after, BATCH).await?;
-                    let next = match batch.last() {
-                        Some(last) if batch.len() as i64 == BATCH => last.chain_pos,
-                        Some(_) => None,
-                        None => return Ok(None),
-                    };
-                    Ok(Some((batch, (pool, filter, next))))
-                },
-            )
-        })
-        .try_flatten()
+    batches(log, filter, after_pos)
         .map_ok(|batch| stream::iter(batch.into_iter().map(Ok)))
         .try_flatten()
 }

@@ -4,6 +4,8 @@
 //! under the current [`DigestScheme`], and is unsealed until `seal` chains it. Announcing an
 //! event to webhooks is not done here: `crate::events` records and announces.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Map, Value, json};
 use sqlx::PgConnection;
@@ -105,20 +107,27 @@ pub async fn insert_all(
     observer: &str,
     events: Vec<NewEvent<'_>>,
 ) -> Result<Vec<Event>, sqlx::Error> {
-    let mut stored: Vec<Event> = events.into_iter().map(|e| prepare(observer, e)).collect();
+    store(tx, events.into_iter().map(|e| prepare(observer, e)).collect()).await
+}
+
+/// Stores events [`prepare`]d (and not numbered yet) inside `tx`, in one insert, each with
+/// the digest of its content under its scheme; returns them numbered. [`insert_all`] is
+/// the way in for the broker; the history loader of `benches/history` calls this directly,
+/// with events it dated in the past, so that its rows and digests are the write path's own.
+pub async fn store(tx: &mut PgConnection, mut stored: Vec<Event>) -> Result<Vec<Event>, sqlx::Error> {
     if stored.is_empty() {
         return Ok(stored);
     }
-    let column = |f: fn(&Event) -> Option<String>| stored.iter().map(f).collect::<Vec<_>>();
+    let column = |f: fn(&Event) -> Option<&str>| stored.iter().map(f).collect::<Vec<_>>();
     let (actions, outcomes, observers) = (
-        column(|e| Some(e.action.clone())),
-        column(|e| Some(e.outcome.clone())),
-        column(|e| Some(e.observer.clone())),
+        column(|e| Some(&e.action)),
+        column(|e| Some(&e.outcome)),
+        column(|e| Some(&e.observer)),
     );
     let (project_ids, reasons, correlation_ids) = (
-        column(|e| e.project_id.clone()),
-        column(|e| e.reason.clone()),
-        column(|e| e.correlation_id.clone()),
+        column(|e| e.project_id.as_deref()),
+        column(|e| e.reason.as_deref()),
+        column(|e| e.correlation_id.as_deref()),
     );
     let ids: Vec<Uuid> = stored.iter().map(|e| e.id).collect();
     let times: Vec<DateTime<Utc>> = stored.iter().map(|e| e.occurred_at).collect();
@@ -128,13 +137,14 @@ pub async fn insert_all(
     let request_ids: Vec<Option<Uuid>> = stored.iter().map(|e| e.request_id).collect();
     let share_ids: Vec<Option<Uuid>> = stored.iter().map(|e| e.share_id).collect();
     let image_ids: Vec<Option<Uuid>> = stored.iter().map(|e| e.image_id).collect();
-    let digests: Vec<Vec<u8>> = stored
+    let digests: Vec<[u8; 32]> = stored
         .iter()
-        .map(|e| e.content_digest().expect("the current scheme digests").to_vec())
+        .map(|e| e.content_digest().expect("the write path digests under a known scheme"))
         .collect();
+    let digests: Vec<&[u8]> = digests.iter().map(|d| &d[..]).collect();
     let schemes: Vec<i16> = stored.iter().map(|e| e.digest_scheme).collect();
     // seq comes from a sequence in row order; each row is matched back by its id.
-    let seqs: Vec<(Uuid, i64)> = sqlx::query_as(
+    let seqs: HashMap<Uuid, i64> = sqlx::query_as(
         "insert into audit_events (id, occurred_at, action, outcome, initiator, target, observer,
              request_id, share_id, image_id, project_id, reason, correlation_id, details, digest, digest_scheme)
          select * from unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::jsonb[],
@@ -159,19 +169,19 @@ pub async fn insert_all(
     .bind(&digests)
     .bind(&schemes)
     .fetch_all(&mut *tx)
-    .await?;
+    .await?
+    .into_iter()
+    .collect();
     for event in &mut stored {
-        event.seq = seqs
-            .iter()
-            .find(|(id, _)| *id == event.id)
-            .map(|(_, seq)| *seq)
+        event.seq = *seqs
+            .get(&event.id)
             .ok_or_else(|| sqlx::Error::Protocol(format!("audit event {} was not stored", event.id)))?;
     }
     Ok(stored)
 }
 
-/// The event as it will be stored: its target, time and content, not yet numbered.
-fn prepare(observer: &str, event: NewEvent<'_>) -> Event {
+/// The event as it will be stored: its target, time (now) and content, not yet numbered.
+pub fn prepare(observer: &str, event: NewEvent<'_>) -> Event {
     let mut target = Map::new();
     for (key, value) in [
         ("image_id", json!(event.image_id)),

@@ -4,13 +4,13 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Action, BrokenLink, ChainLink};
-use crate::domain::canonical::{canonical_json, jcs};
+use crate::domain::canonical::{Member, canonical_json, jcs_object};
 
 /// How an event's content became the bytes its digest is taken over. Stored with each
 /// event (`digest_scheme`), so events written under an older scheme stay verifiable.
@@ -133,30 +133,45 @@ impl Event {
         self.action.parse().ok()
     }
 
+    /// The event's content (everything but its place in the chain), as the members of the
+    /// document its digest is taken over; `occurred_at` is the time in that document's form.
+    fn content<'a>(&'a self, occurred_at: &'a str) -> [(&'static str, Member<'a>); 14] {
+        [
+            ("id", Member::Id(Some(self.id))),
+            ("occurred_at", Member::Text(Some(occurred_at))),
+            ("action", Member::Text(Some(&self.action))),
+            ("outcome", Member::Text(Some(&self.outcome))),
+            ("initiator", Member::Json(&self.initiator)),
+            ("target", Member::Json(&self.target)),
+            ("observer", Member::Text(Some(&self.observer))),
+            ("request_id", Member::Id(self.request_id)),
+            ("share_id", Member::Id(self.share_id)),
+            ("image_id", Member::Id(self.image_id)),
+            ("project_id", Member::Text(self.project_id.as_deref())),
+            ("reason", Member::Text(self.reason.as_deref())),
+            ("correlation_id", Member::Text(self.correlation_id.as_deref())),
+            ("details", Member::Json(&self.details)),
+        ]
+    }
+
     /// SHA-256 of the event's content (everything but its place in the chain) under its
-    /// digest scheme; `None` when the stored scheme is none the broker knows.
+    /// digest scheme; `None` when the stored scheme is none the broker knows. Computed for
+    /// every event written and every event `audit verify` reads: the content is written
+    /// out where it lies, never copied into a document first.
     pub fn content_digest(&self) -> Option<[u8; 32]> {
-        let mut body = json!({
-            "id": self.id,
-            "occurred_at": self.occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-            "action": self.action,
-            "outcome": self.outcome,
-            "initiator": self.initiator,
-            "target": self.target,
-            "observer": self.observer,
-            "request_id": self.request_id,
-            "share_id": self.share_id,
-            "image_id": self.image_id,
-            "project_id": self.project_id,
-            "reason": self.reason,
-            "correlation_id": self.correlation_id,
-            "details": self.details,
-        });
+        let occurred_at = self.occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true);
+        let content = self.content(&occurred_at);
         let bytes = match DigestScheme::from_number(self.digest_scheme)? {
-            DigestScheme::Legacy => canonical_json(&body),
+            DigestScheme::Legacy => canonical_json(&Value::Object(
+                content
+                    .into_iter()
+                    .map(|(key, member)| (key.to_owned(), member.to_value()))
+                    .collect(),
+            )),
             DigestScheme::Jcs => {
-                body["digest_scheme"] = json!(self.digest_scheme);
-                jcs(&body)
+                let scheme = ("digest_scheme", Member::Integer(self.digest_scheme.into()));
+                let mut members: Vec<_> = content.into_iter().chain([scheme]).collect();
+                jcs_object(&mut members)
             }
         };
         Some(Sha256::digest(bytes).into())
@@ -255,6 +270,8 @@ fn check_link(event: &Event, before: Option<&(i64, Vec<u8>)>) -> Option<BrokenLi
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn event(seq: i64, scheme: DigestScheme) -> Event {
@@ -324,6 +341,24 @@ mod tests {
         let e = event(1, DigestScheme::Legacy);
         let body = br#"{"action":"allow","correlation_id":null,"details":{"approved_by":"workflow","ratio":1.0},"id":"00000000-0000-0000-0000-000000000001","image_id":"00000000-0000-0000-0000-000000000000","initiator":{"kind":"service","name":"worker"},"observer":"test-broker","occurred_at":"2027-01-15T08:00:01.000000Z","outcome":"success","project_id":"proj-b","reason":null,"request_id":null,"share_id":null,"target":{"image_id":"00000000-0000-0000-0000-000000000000","region":"RegionOne"}}"#;
         assert_eq!(e.content_digest(), Some(Sha256::digest(body).into()));
+    }
+
+    /// The digest is RFC 8785's canonical form of the content as one document, with the
+    /// scheme in it: written member by member, it must give the same bytes.
+    #[test]
+    fn a_jcs_digest_is_that_of_the_content_as_one_document() {
+        let mut e = event(7, DigestScheme::Jcs);
+        e.reason = Some("\u{e9}t\u{e9} \"quoted\"\n".into());
+        e.details =
+            json!({"targets": ["proj-b", "\u{1f600}"], "n": 1.5, "big": u64::MAX, "nested": {"b": null, "a": [true]}});
+        let document = json!({
+            "id": e.id, "occurred_at": "2027-01-15T08:00:07.000000Z", "action": e.action, "outcome": e.outcome,
+            "initiator": e.initiator, "target": e.target, "observer": e.observer, "request_id": e.request_id,
+            "share_id": e.share_id, "image_id": e.image_id, "project_id": e.project_id, "reason": e.reason,
+            "correlation_id": e.correlation_id, "details": e.details, "digest_scheme": 2,
+        });
+        let reference = serde_json_canonicalizer::to_vec(&document).unwrap();
+        assert_eq!(e.content_digest(), Some(Sha256::digest(reference).into()));
     }
 
     #[test]

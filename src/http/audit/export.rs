@@ -41,38 +41,65 @@ const CSV_COLUMNS: [&str; 27] = [
     "hash",
 ];
 
-/// The body of an export: what comes first, each event, what comes last.
+/// The body of an export: what comes first, the events, what comes last. Each batch of
+/// events read is one chunk of the body, written as it comes: memory holds a batch or two,
+/// however long the log.
 pub(super) fn body(
     format: Format,
-    events: impl Stream<Item = Result<Event, sqlx::Error>> + Send + 'static,
+    batches: impl Stream<Item = Result<Vec<Event>, sqlx::Error>> + Send + 'static,
 ) -> impl Stream<Item = Result<Bytes, sqlx::Error>> + Send + 'static {
     let (head, tail) = match format {
         Format::Csv => (format!("{}\n", CSV_COLUMNS.join(",")), ""),
         Format::Cadf => ("[".to_owned(), "]\n"),
         Format::Json | Format::Ndjson => (String::new(), ""),
     };
-    let items = events
-        .enumerate()
-        .map(move |(i, event)| event.map(|e| Bytes::from(encode(format, &e, i == 0))));
+    let mut first = true;
+    let chunks = batches.map(move |batch| {
+        batch.map(|events| {
+            let chunk = encode(format, &events, first);
+            first = false;
+            Bytes::from(chunk)
+        })
+    });
     stream::once(async move { Ok(Bytes::from(head)) })
-        .chain(items)
+        .chain(chunks)
         .chain(stream::once(async move { Ok(Bytes::from_static(tail.as_bytes())) }))
 }
 
-fn encode(format: Format, event: &Event, first: bool) -> Vec<u8> {
+/// `events` in `format`; `first`: they open the export (CADF separates events by commas).
+fn encode(format: Format, events: &[Event], first: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(events.len() * 1536);
     match format {
         Format::Json | Format::Ndjson => {
-            let mut line = serde_json::to_vec(event).expect("an event serializes");
-            line.push(b'\n');
-            line
+            for event in events {
+                serde_json::to_writer(&mut out, event).expect("an event serializes");
+                out.push(b'\n');
+            }
         }
         Format::Cadf => {
-            let mut item = if first { Vec::new() } else { b",\n".to_vec() };
-            item.extend(serde_json::to_vec(&cadf(event)).expect("an event serializes"));
-            item
+            for (i, event) in events.iter().enumerate() {
+                if !(first && i == 0) {
+                    out.extend_from_slice(b",\n");
+                }
+                serde_json::to_writer(&mut out, &cadf(event)).expect("an event serializes");
+            }
         }
-        Format::Csv => csv_row(event),
+        Format::Csv => {
+            let mut writer = csv::Writer::from_writer(out);
+            for event in events {
+                for cell in csv_row(event) {
+                    writer
+                        .write_field(neutralised(&cell).as_bytes())
+                        .expect("writing to memory cannot fail");
+                }
+                writer
+                    .write_record(None::<&[u8]>)
+                    .expect("writing to memory cannot fail");
+            }
+            out = writer.into_inner().expect("writing to memory cannot fail");
+        }
     }
+    out
 }
 
 fn field(object: &Value, key: &str) -> String {
@@ -83,10 +110,11 @@ fn field(object: &Value, key: &str) -> String {
     }
 }
 
-fn csv_row(e: &Event) -> Vec<u8> {
+/// The cells of `e`'s row, in [`CSV_COLUMNS`]' order.
+fn csv_row(e: &Event) -> [String; 27] {
     let text = |v: Option<String>| v.unwrap_or_default();
     let hex_of = |v: &Option<Vec<u8>>| v.as_deref().map(hex::encode).unwrap_or_default();
-    let row = [
+    [
         e.seq.to_string(),
         text(e.chain_pos.map(|pos| pos.to_string())),
         e.id.to_string(),
@@ -114,12 +142,7 @@ fn csv_row(e: &Event) -> Vec<u8> {
         e.details.to_string(),
         hex_of(&e.prev_hash),
         hex_of(&e.hash),
-    ];
-    let mut writer = csv::Writer::from_writer(Vec::new());
-    writer
-        .write_record(row.iter().map(|cell| neutralised(cell).into_owned()))
-        .expect("writing to memory cannot fail");
-    writer.into_inner().expect("writing to memory cannot fail")
+    ]
 }
 
 /// `cell`, made inert for spreadsheets (OWASP "CSV injection"): one that starts with `=`,
