@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgPool};
+use sqlx::{Connection, Executor, PgPool};
 
 use self::failover::Moved;
 
@@ -45,10 +45,22 @@ pub fn pool(options: PgConnectOptions, max_connections: u32) -> PgPool {
 
 /// [`pool`], whose connections opened before the pool `moved` to another host (a failover:
 /// [`failover::Follower`]) are dropped instead of handed out.
+///
+/// Each connection turns off Postgres's JIT compilation (`jit`, on by default since
+/// Postgres 12) for its session: the broker's statements are short index reads, but once
+/// the tables hold millions of rows (the audit log's partitions, above all) their estimated
+/// cost passes `jit_above_cost`, and compiling a statement's expressions took 100-350 ms
+/// for a page that reads in 5 ms (docs/benchmarks.md, "History at scale").
 pub fn pool_following(options: PgConnectOptions, max_connections: u32, moved: Moved) -> PgPool {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(3))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("set jit = off").await?;
+                Ok(())
+            })
+        })
         .test_before_acquire(false)
         .before_acquire(move |conn, meta| {
             let moved = moved.clone();

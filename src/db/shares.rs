@@ -177,7 +177,8 @@ pub async fn list(
     and_if(&mut q, "s.created_at < ", filter.created_before);
     and_if(&mut q, "s.id < ", before);
     order_and_limit(&mut q, "s.id desc", limit);
-    q.build_query_as().fetch_all(db).await
+    // Planned for its values each time, like `share_requests::list`.
+    q.build_query_as().persistent(false).fetch_all(db).await
 }
 
 /// Moves a share from `from` to `to` (a move [`ShareState::on`] allowed), with the error that

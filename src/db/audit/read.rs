@@ -1,14 +1,14 @@
 //! Reading the log: sealed events, filtered, in chain order, in batches so memory stays
 //! constant; every read seals what has committed first, so the newest events are there.
 
-use futures_util::{Stream, TryStreamExt, stream};
+use futures_util::{Stream, StreamExt, TryStreamExt, stream};
 use sqlx::postgres::PgRow;
-use sqlx::{FromRow, PgExecutor, PgPool, Postgres, QueryBuilder, Row};
+use sqlx::{FromRow, PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::seal::seal_all;
 use crate::db::conditions::{and_if, order_and_limit};
-use crate::domain::audit::Event;
+use crate::domain::audit::{Digested, Event};
 pub use crate::domain::filters::EventFilter;
 
 impl FromRow<'_, PgRow> for Event {
@@ -96,39 +96,117 @@ const PROJECT_SIDES: [(&str, bool); 4] = [
 ///
 /// The statement holds the filters given and no others (`db::conditions`). A project filter
 /// is one arm per side, each the first `limit` events of its side in chain order (one
-/// index range each), and the page the first `limit` of their union: the same events as
-/// one condition ORing the sides, which Postgres could only answer by reading every event
-/// of the project and sorting them.
+/// index range each), and the page the first `limit` of them, each event once: the same
+/// events as one condition ORing the sides, which Postgres could only answer by reading
+/// every event of the project and sorting them.
+///
+/// The log is partitioned by month, so a statement on it reaches dozens of partitions, and
+/// planning it costs more than running it (some 15-30 ms for a project's page against 3 ms
+/// to run it, with three years of partitions). The page is read with a generic plan
+/// (`plan_cache_mode`, for this transaction only): planned once per connection and
+/// statement, its partitions pruned by time when it runs. Every condition is written so that
+/// a generic plan reads the same index ranges a plan for the values would.
 async fn sealed_batch(
-    db: impl PgExecutor<'_>,
+    pool: &PgPool,
     filter: &EventFilter,
     after_pos: i64,
     limit: i64,
 ) -> Result<Vec<Event>, sqlx::Error> {
-    let mut q = QueryBuilder::new("select * from audit_events where chain_pos > ");
-    q.push_bind(after_pos);
+    let mut q = QueryBuilder::new("select ");
     match &filter.project_id {
-        None => narrow(&mut q, filter),
+        None if only_times(filter) => {
+            // A time range's events are found by time, not in chain order: the page's
+            // places are taken from the index alone (`(occurred_at, chain_pos)`, all of a
+            // day's entries, then the first `limit`), and only the page's events are read,
+            // each from the one partition its time names.
+            q.push("e.* from (select occurred_at, chain_pos from audit_events where chain_pos > ")
+                .push_bind(after_pos);
+            narrow(&mut q, filter);
+            order_and_limit(&mut q, "chain_pos", limit);
+            q.push(
+                ") page cross join lateral (select * from audit_events e \
+                 where e.occurred_at = page.occurred_at and e.chain_pos = page.chain_pos) e",
+            );
+            q.push(" order by page.chain_pos");
+            return read_generic(pool, q).await;
+        }
+        None => {
+            q.push("* from audit_events where chain_pos > ").push_bind(after_pos);
+            narrow(&mut q, filter);
+        }
         Some(project) => {
-            q.push(" and chain_pos in (");
+            q.push("distinct on (chain_pos) * from (");
             for (i, (side, unordered)) in PROJECT_SIDES.into_iter().enumerate() {
-                q.push(if i == 0 { "(" } else { " union (" });
-                // `offset 0` keeps Postgres from reading the whole log in chain order to find
-                // the few events of an unordered side: it finds them first, then sorts them.
-                q.push(if unordered { "select chain_pos from (" } else { "" });
-                q.push("select chain_pos from audit_events where chain_pos > ")
-                    .push_bind(after_pos);
-                q.push(" and ").push(side).push_bind(project);
-                narrow(&mut q, filter);
-                q.push(if unordered { " offset 0) side" } else { "" });
+                q.push(if i == 0 { "(" } else { " union all (" });
+                if unordered {
+                    // Found by the GIN index first, then those after the cursor sorted:
+                    // `offset 0` keeps the cursor out of the index scan, where a generic plan
+                    // would read every place after it from the index of places to intersect
+                    // them.
+                    q.push("select * from (select * from audit_events where chain_pos is not null and ")
+                        .push(side)
+                        .push_bind(project);
+                    narrow(&mut q, filter);
+                    q.push(" offset 0) side where chain_pos > ").push_bind(after_pos);
+                } else {
+                    q.push("select * from audit_events where chain_pos > ")
+                        .push_bind(after_pos)
+                        .push(" and ")
+                        .push(side)
+                        .push_bind(project);
+                    narrow(&mut q, filter);
+                }
                 order_and_limit(&mut q, "chain_pos", limit);
                 q.push(")");
             }
-            q.push(")");
+            q.push(") sides");
         }
     }
     order_and_limit(&mut q, "chain_pos", limit);
-    q.build_query_as().fetch_all(db).await
+    read_generic(pool, q).await
+}
+
+/// Whether `filter` names a time range and nothing else.
+fn only_times(filter: &EventFilter) -> bool {
+    let EventFilter {
+        image_id,
+        project_id,
+        actor,
+        action,
+        outcome,
+        after,
+        before,
+        request_id,
+        share_id,
+        actions,
+        member_project_id,
+    } = filter;
+    (after.is_some() || before.is_some())
+        && image_id.is_none()
+        && project_id.is_none()
+        && actor.is_none()
+        && action.is_none()
+        && outcome.is_none()
+        && request_id.is_none()
+        && share_id.is_none()
+        && actions.is_empty()
+        && member_project_id.is_none()
+}
+
+/// Runs a page's statement with a generic plan and no parallel workers (for this
+/// transaction only): a page is a few index ranges, which workers only delay (starting two
+/// took 7 ms, for a scan of 1 ms).
+async fn read_generic(pool: &PgPool, mut q: QueryBuilder<'_, Postgres>) -> Result<Vec<Event>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "select set_config('plan_cache_mode', 'force_generic_plan', true), \
+                set_config('max_parallel_workers_per_gather', '0', true)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let events = q.build_query_as().fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(events)
 }
 
 /// Adds every condition of `filter` but the project's.
@@ -189,6 +267,27 @@ pub fn batches(
     stream::unfold(batches, |mut batches| async move {
         batches.recv().await.map(|batch| (batch, batches))
     })
+}
+
+/// [`batches`], each event with its content's digest ([`Digested`]), in chain order: the
+/// digests of a few batches are computed at once on the blocking threads (one batch per
+/// core) while the next batches are read, so a walk over the chain checks links as fast as
+/// the cores digest and Postgres sends, in constant memory.
+pub fn digested(
+    log: LogReader,
+    filter: EventFilter,
+    after_pos: i64,
+) -> impl Stream<Item = Result<Vec<Digested>, sqlx::Error>> + Send + 'static {
+    let at_once = std::thread::available_parallelism().map_or(2, |cores| cores.get());
+    batches(log, filter, after_pos)
+        .map(|batch| async move {
+            let batch = batch?;
+            let digest = move || batch.into_iter().map(Digested::from).collect();
+            Ok(tokio::task::spawn_blocking(digest)
+                .await
+                .expect("digesting events does not panic"))
+        })
+        .buffered(at_once)
 }
 
 /// [`batches`], one event at a time.

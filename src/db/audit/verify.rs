@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::archive;
-use super::read::{EventFilter, LogReader, stream};
+use super::read::{EventFilter, LogReader, digested};
 use super::seal::seal_all;
 use crate::domain::audit::Walk;
 use crate::domain::{AnchorMismatch, ChainLink, ChainReport, CheckpointMismatch, UnsealedEvent};
@@ -97,11 +97,13 @@ pub async fn verify_anchored(pool: &PgPool, taken_by: &str, anchors: &[ChainLink
     let mut archived = archive::prefix(pool).await?;
     let start = archived.as_ref().and_then(|a| a.head.clone());
     let after = start.as_ref().map_or(0, |head| head.chain_pos);
-    let mut events = pin!(stream(LogReader::primary(pool), EventFilter::default(), after));
+    let mut batches = pin!(digested(LogReader::primary(pool), EventFilter::default(), after));
     let mut walk = start.as_ref().map_or_else(Walk::default, Walk::after);
-    while let Some(event) = events.next().await.transpose()? {
-        if !walk.step(event) {
-            break;
+    'walk: while let Some(batch) = batches.next().await.transpose()? {
+        for event in batch {
+            if !walk.step_digested(event) {
+                break 'walk;
+            }
         }
     }
     let Walk {

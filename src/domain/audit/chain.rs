@@ -180,10 +180,34 @@ impl Event {
     /// The hash this sealed event must carry ([`link_hash`] over its seal and
     /// [`Event::content_digest`]). None while unsealed, or under an unknown scheme.
     pub fn expected_hash(&self) -> Option<Vec<u8>> {
+        self.hash_of(self.content_digest())
+    }
+
+    /// The hash this sealed event must carry given its content's `digest` (computed
+    /// elsewhere, [`Event::content_digest`]).
+    fn hash_of(&self, digest: Option<[u8; 32]>) -> Option<Vec<u8>> {
         let (Some(prev_hash), Some(chain_pos)) = (&self.prev_hash, self.chain_pos) else {
             return None;
         };
-        Some(link_hash(prev_hash, chain_pos, &self.content_digest()?).to_vec())
+        Some(link_hash(prev_hash, chain_pos, &digest?).to_vec())
+    }
+}
+
+/// An event read back with its content's digest ([`Event::content_digest`]), computed apart
+/// from the walk: digests of many events can be computed at once, while links are checked
+/// one after the other.
+#[derive(Debug)]
+pub struct Digested {
+    pub event: Event,
+    pub digest: Option<[u8; 32]>,
+}
+
+impl From<Event> for Digested {
+    fn from(event: Event) -> Self {
+        Digested {
+            digest: event.content_digest(),
+            event,
+        }
     }
 }
 
@@ -210,8 +234,13 @@ impl Walk {
 
     /// Checks the next event's link; `false` once a link is broken (walk no further).
     pub fn step(&mut self, event: Event) -> bool {
+        self.step_digested(event.into())
+    }
+
+    /// [`Walk::step`] with the event's digest computed already.
+    pub fn step_digested(&mut self, Digested { event, digest }: Digested) -> bool {
         self.checked += 1;
-        if let Some(broken) = check_link(&event, self.head.as_ref()) {
+        if let Some(broken) = check_link(&event, digest, self.head.as_ref()) {
             self.first_broken_link = Some(broken);
             return false;
         }
@@ -220,8 +249,9 @@ impl Walk {
     }
 }
 
-/// What is wrong with sealed `event`'s link, given the link before it (`None` for the first).
-fn check_link(event: &Event, before: Option<&(i64, Vec<u8>)>) -> Option<BrokenLink> {
+/// What is wrong with sealed `event`'s link, given its content's `digest` and the link
+/// before it (`None` for the first).
+fn check_link(event: &Event, digest: Option<[u8; 32]>, before: Option<&(i64, Vec<u8>)>) -> Option<BrokenLink> {
     let (want_pos, want_prev) = before.map_or((1, &GENESIS[..]), |(pos, hash)| (pos + 1, &hash[..]));
     let pos = event.chain_pos.unwrap_or_default();
     let hex_of = |bytes: &Option<Vec<u8>>| bytes.as_deref().map(hex::encode).unwrap_or_default();
@@ -253,7 +283,7 @@ fn check_link(event: &Event, before: Option<&(i64, Vec<u8>)>) -> Option<BrokenLi
             ),
         ));
     }
-    let expected = event.expected_hash();
+    let expected = event.hash_of(digest);
     if event.hash != expected {
         return Some(broken(
             "hash",

@@ -11,7 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 pub use self::archive::{ArchivedPrefix, archive_line, parse_archive_line};
-pub use self::chain::{DigestScheme, Event, GENESIS, Walk, link_hash};
+pub use self::chain::{DigestScheme, Digested, Event, GENESIS, Walk, link_hash};
 pub use self::state::{ChainHead, ChainState, Checkpoint, Verification};
 pub use self::vocabulary::{Action, Outcome};
 use super::Principal;

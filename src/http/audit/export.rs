@@ -42,8 +42,9 @@ const CSV_COLUMNS: [&str; 27] = [
 ];
 
 /// The body of an export: what comes first, the events, what comes last. Each batch of
-/// events read is one chunk of the body, written as it comes: memory holds a batch or two,
-/// however long the log.
+/// events read is one chunk of the body, encoded on the blocking threads, a few batches at
+/// once (one per core) while the next are read, and sent in order: memory holds a few
+/// batches, however long the log.
 pub(super) fn body(
     format: Format,
     batches: impl Stream<Item = Result<Vec<Event>, sqlx::Error>> + Send + 'static,
@@ -53,14 +54,17 @@ pub(super) fn body(
         Format::Cadf => ("[".to_owned(), "]\n"),
         Format::Json | Format::Ndjson => (String::new(), ""),
     };
-    let mut first = true;
-    let chunks = batches.map(move |batch| {
-        batch.map(|events| {
-            let chunk = encode(format, &events, first);
-            first = false;
-            Bytes::from(chunk)
+    let at_once = std::thread::available_parallelism().map_or(2, |cores| cores.get());
+    let chunks = batches
+        .enumerate()
+        .map(move |(i, batch)| async move {
+            let events = batch?;
+            let chunk = tokio::task::spawn_blocking(move || encode(format, &events, i == 0))
+                .await
+                .expect("encoding events does not panic");
+            Ok(Bytes::from(chunk))
         })
-    });
+        .buffered(at_once);
     stream::once(async move { Ok(Bytes::from(head)) })
         .chain(chunks)
         .chain(stream::once(async move { Ok(Bytes::from_static(tail.as_bytes())) }))
