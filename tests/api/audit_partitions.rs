@@ -389,8 +389,22 @@ async fn archiving_the_oldest_partition_writes_its_events_to_a_file_and_the_rest
     let head = db::audit::checkpoint(&app.pool, "test").await.unwrap().unwrap();
     assert_eq!(head.chain_pos, last + 2);
     let file = archive_dir().join("first.ndjson");
+    // The filing named PROJ_B: sealing entered it in the index of projects named as targets.
+    let named = || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from audit_event_targets where project = $1")
+            .bind(PROJ_B)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(named().await, 1);
 
     let record = archive(&app.pool, &request(month(1), &file)).await.unwrap();
+    assert_eq!(
+        named().await,
+        0,
+        "the archived events leave the targets' index with them"
+    );
 
     assert_eq!(record.partitions, std::slice::from_ref(&first));
     assert_eq!(

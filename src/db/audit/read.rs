@@ -80,15 +80,14 @@ impl LogReader {
 }
 
 /// The sides a project can be on in an event, each a condition on `project`: the member
-/// project, the image's owner, the caller's own project, a target named when a request was
-/// filed. Each has its index (`migrations/20261203000003_history_indexes.sql`): the first
-/// three in chain order; the targets, a list, in a GIN index, which finds the few events
-/// naming the project but in no order (`true`: read them all, then take the first).
-const PROJECT_SIDES: [(&str, bool); 4] = [
-    ("project_id = ", false),
-    ("target ->> 'owner_project_id' = ", false),
-    ("initiator ->> 'project' = ", false),
-    ("details -> 'targets' ? ", true),
+/// project, the image's owner, the caller's own project. Each has its index in chain order
+/// (`migrations/20261203000003_history_indexes.sql`). The fourth side, a target named when
+/// a request was filed (`details.targets`, a list), has a table of its own,
+/// `audit_event_targets` (`migrations/20261203000007_audit_event_targets.sql`).
+const PROJECT_SIDES: [&str; 3] = [
+    "project_id = ",
+    "target ->> 'owner_project_id' = ",
+    "initiator ->> 'project' = ",
 ];
 
 /// Paging by place in the chain never skips or repeats an event: places are given in
@@ -136,29 +135,26 @@ async fn sealed_batch(
         }
         Some(project) => {
             q.push("distinct on (chain_pos) * from (");
-            for (i, (side, unordered)) in PROJECT_SIDES.into_iter().enumerate() {
-                q.push(if i == 0 { "(" } else { " union all (" });
-                if unordered {
-                    // Found by the GIN index first, then those after the cursor sorted:
-                    // `offset 0` keeps the cursor out of the index scan, where a generic plan
-                    // would read every place after it from the index of places to intersect
-                    // them.
-                    q.push("select * from (select * from audit_events where chain_pos is not null and ")
-                        .push(side)
-                        .push_bind(project);
-                    narrow(&mut q, filter);
-                    q.push(" offset 0) side where chain_pos > ").push_bind(after_pos);
-                } else {
-                    q.push("select * from audit_events where chain_pos > ")
-                        .push_bind(after_pos)
-                        .push(" and ")
-                        .push(side)
-                        .push_bind(project);
-                    narrow(&mut q, filter);
-                }
+            for side in PROJECT_SIDES {
+                q.push("(select * from audit_events where chain_pos > ")
+                    .push_bind(after_pos)
+                    .push(" and ")
+                    .push(side)
+                    .push_bind(project);
+                narrow(&mut q, filter);
                 order_and_limit(&mut q, "chain_pos", limit);
-                q.push(")");
+                q.push(") union all ");
             }
+            // The events naming the project as a target, from its entries in chain order,
+            // each read from the one partition its time names.
+            q.push("(select e.* from audit_event_targets t cross join lateral (select * from audit_events e where e.occurred_at = t.occurred_at and e.chain_pos = t.chain_pos");
+            narrow(&mut q, filter);
+            q.push(") e where t.project = ")
+                .push_bind(project)
+                .push(" and t.chain_pos > ")
+                .push_bind(after_pos);
+            order_and_limit(&mut q, "t.chain_pos", limit);
+            q.push(")");
             q.push(") sides");
         }
     }

@@ -4,7 +4,10 @@
 use axum::body::Bytes;
 use chrono::SecondsFormat;
 use futures_util::{Stream, StreamExt, stream};
+use serde::Serialize;
+use serde::ser::SerializeMap;
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use super::Format;
 use crate::db::audit::Event;
@@ -164,54 +167,147 @@ fn neutralised(cell: &str) -> std::borrow::Cow<'_, str> {
 /// (`action`, `outcome`), to what (`target`), seen by whom (`observer`), why (`reason`). Each
 /// resource has an `id` and a `typeURI` of the CADF resource taxonomy; a field with no value
 /// is absent, never `null`; the broker's own fields travel in the `attachments`.
-fn cadf(e: &Event) -> Value {
-    let mut event = json!({
-        "typeURI": "http://schemas.dmtf.org/cloud/audit/1.0/event",
-        "eventType": "activity",
-        "id": e.id,
-        "eventTime": e.occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+/// `e` as a CADF event. Written as it lies (no copy of the event's JSON), members in the
+/// order a JSON object of them would put them (sorted by name), so the bytes are those of the
+/// same document built as a `Value`.
+fn cadf(e: &Event) -> CadfEvent<'_> {
+    CadfEvent {
         // CADF's own word for an action the broker does not know (a row written by hand).
-        "action": e.action.parse().map_or("unknown", Action::cadf),
-        "outcome": e.outcome,
-        "initiator": cadf_initiator(&e.initiator),
-        "target": cadf_target(e),
-        "observer": resource(cadf::BROKER, &named_id("observer", &e.observer), Some(&e.observer)),
-    });
-    if let Some(reason) = &e.reason {
-        event["reason"] = json!({"reasonType": cadf::REASON_TYPE, "reasonCode": reason});
+        action: e.action.parse().map_or("unknown", Action::cadf),
+        attachments: [Attachment {
+            content: Content {
+                action: &e.action,
+                chain_pos: e.chain_pos,
+                correlation_id: e.correlation_id.as_deref(),
+                details: NoNulls::of(&e.details),
+                hash: e.hash.as_deref().map(hex::encode),
+                image_id: e.image_id,
+                initiator: NoNulls::of(&e.initiator),
+                prev_hash: e.prev_hash.as_deref().map(hex::encode),
+                project_id: e.project_id.as_deref(),
+                request_id: e.request_id,
+                seq: e.seq,
+                share_id: e.share_id,
+                target: NoNulls::of(&e.target),
+            },
+            name: "glance-share-broker",
+            type_uri: "mime:application/json",
+        }],
+        event_time: e.occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+        event_type: "activity",
+        id: e.id,
+        initiator: cadf_initiator(&e.initiator),
+        observer: resource(cadf::BROKER, &named_id("observer", &e.observer), Some(&e.observer)),
+        outcome: &e.outcome,
+        reason: e.reason.as_deref().map(|reason| Reason {
+            reason_code: reason,
+            reason_type: cadf::REASON_TYPE,
+        }),
+        tags: [
+            ("correlation_id", e.correlation_id.clone()),
+            ("request_id", e.request_id.map(|id| id.to_string())),
+            ("share_id", e.share_id.map(|id| id.to_string())),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some(format!("{name}?value={}", value?)))
+        .collect(),
+        target: cadf_target(e),
+        type_uri: "http://schemas.dmtf.org/cloud/audit/1.0/event",
     }
-    let tags: Vec<String> = [
-        ("correlation_id", e.correlation_id.clone()),
-        ("request_id", e.request_id.map(|id| id.to_string())),
-        ("share_id", e.share_id.map(|id| id.to_string())),
-    ]
-    .into_iter()
-    .filter_map(|(name, value)| Some(format!("{name}?value={}", value?)))
-    .collect();
-    if !tags.is_empty() {
-        event["tags"] = json!(tags);
+}
+
+#[derive(Serialize)]
+struct CadfEvent<'a> {
+    action: &'static str,
+    attachments: [Attachment<'a>; 1],
+    #[serde(rename = "eventTime")]
+    event_time: String,
+    #[serde(rename = "eventType")]
+    event_type: &'static str,
+    id: Uuid,
+    initiator: Value,
+    observer: Value,
+    outcome: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<Reason<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tags: Vec<String>,
+    target: Value,
+    #[serde(rename = "typeURI")]
+    type_uri: &'static str,
+}
+
+#[derive(Serialize)]
+struct Reason<'a> {
+    #[serde(rename = "reasonCode")]
+    reason_code: &'a str,
+    #[serde(rename = "reasonType")]
+    reason_type: &'static str,
+}
+
+#[derive(Serialize)]
+struct Attachment<'a> {
+    content: Content<'a>,
+    name: &'static str,
+    #[serde(rename = "typeURI")]
+    type_uri: &'static str,
+}
+
+/// The event as stored (less what is null), for a reader who wants all of it.
+#[derive(Serialize)]
+struct Content<'a> {
+    action: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chain_pos: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correlation_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<NoNulls<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    initiator: Option<NoNulls<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prev_hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    project_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<Uuid>,
+    seq: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    share_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<NoNulls<'a>>,
+}
+
+/// A JSON value written without the object members that are `null`, at every depth: in CADF
+/// a field with no value is absent. (The NDJSON export keeps the stored content, which the
+/// hashes cover.)
+struct NoNulls<'a>(&'a Value);
+
+impl<'a> NoNulls<'a> {
+    /// `None` for `null` itself (a member left out).
+    fn of(value: &'a Value) -> Option<Self> {
+        (!value.is_null()).then_some(NoNulls(value))
     }
-    let content = without_nulls(json!({
-        "seq": e.seq,
-        "chain_pos": e.chain_pos,
-        "action": e.action,
-        "initiator": e.initiator,
-        "target": e.target,
-        "request_id": e.request_id,
-        "share_id": e.share_id,
-        "image_id": e.image_id,
-        "project_id": e.project_id,
-        "correlation_id": e.correlation_id,
-        "details": e.details,
-        "prev_hash": e.prev_hash.as_deref().map(hex::encode),
-        "hash": e.hash.as_deref().map(hex::encode),
-    }));
-    event["attachments"] = json!([{
-        "name": "glance-share-broker",
-        "typeURI": "mime:application/json",
-        "content": content,
-    }]);
-    event
+}
+
+impl Serialize for NoNulls<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Object(members) => {
+                let mut map = serializer.serialize_map(None)?;
+                for (name, value) in members.iter().filter(|(_, value)| !value.is_null()) {
+                    map.serialize_entry(name, &NoNulls(value))?;
+                }
+                map.end()
+            }
+            Value::Array(items) => serializer.collect_seq(items.iter().map(NoNulls)),
+            other => other.serialize(serializer),
+        }
+    }
 }
 
 /// The CADF resource types the broker names: entries of the taxonomy (DSP0262 annex A, as
@@ -297,21 +393,6 @@ fn cadf_target(e: &Event) -> Value {
         return resource(cadf::POLICY, &named_id("policy", path), Some(path));
     }
     resource(cadf::BROKER, &named_id("observer", &e.observer), Some(&e.observer))
-}
-
-/// `value` without the object members that are `null`, at every depth: in CADF a field with
-/// no value is absent. (The NDJSON export keeps the stored content, which the hashes cover.)
-fn without_nulls(value: Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k, without_nulls(v)))
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.into_iter().map(without_nulls).collect()),
-        other => other,
-    }
 }
 
 #[cfg(test)]
