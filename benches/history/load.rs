@@ -153,16 +153,12 @@ pub async fn load(pool: &PgPool, size: Size, connections: usize) -> Result<Loade
     let load = started.elapsed();
 
     let tail = Instant::now();
-    // `false`: a seal waited 2 s for the chain lock (its batch's own lock waits, on a
-    // machine this busy); nothing is lost, the next call goes on.
-    let mut tries = 0;
-    while !db::audit::seal_all(pool).await? {
-        tries += 1;
-        assert!(
-            tries < 30,
-            "the chain lock stays taken: something else seals this database"
-        );
-    }
+    // A seal may wait out its 2 s for the chain lock on a machine this busy; nothing is
+    // lost, the next try goes on.
+    assert!(
+        db::audit::seal_all_waiting(pool, 30).await?,
+        "the chain lock stays taken: something else seals this database"
+    );
     db::audit::checkpoint(pool, "history loader").await?;
     let seal_tail = tail.elapsed();
     let vacuuming = Instant::now();

@@ -15,7 +15,7 @@ pub mod verify;
 pub mod write;
 
 pub use self::read::{EventFilter, LogReader, batches, for_request, page, stream};
-pub use self::seal::{SEAL_BATCH, seal, seal_all};
+pub use self::seal::{SEAL_BATCH, seal, seal_all, seal_all_waiting};
 pub use self::state::state;
 pub use self::verify::{UNSEALED_GRACE_SECS, checkpoint, verify, verify_anchored};
 pub use self::write::{NewEvent, insert, insert_all};

@@ -44,3 +44,16 @@ pub async fn seal_all(pool: &PgPool) -> Result<bool, sqlx::Error> {
         }
     }
 }
+
+/// [`seal_all`], waiting out another sealer that holds the chain lock (each try waits 2 s for
+/// it) up to `tries` times: for a command that must leave nothing unsealed behind it (a
+/// verify reports on every event committed before it; `reconcile` seals its pass's events).
+/// `false` when the lock stayed taken every time.
+pub async fn seal_all_waiting(pool: &PgPool, tries: usize) -> Result<bool, sqlx::Error> {
+    for _ in 0..tries {
+        if seal_all(pool).await? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}

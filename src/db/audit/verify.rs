@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::archive;
 use super::read::{EventFilter, LogReader, digested};
-use super::seal::seal_all;
+use super::seal::{seal_all, seal_all_waiting};
 use crate::domain::audit::Walk;
 use crate::domain::{AnchorMismatch, ChainLink, ChainReport, CheckpointMismatch, UnsealedEvent};
 
@@ -88,12 +88,8 @@ const VERIFY_SEAL_TRIES: usize = 5;
 /// the auditor saw.
 pub async fn verify_anchored(pool: &PgPool, taken_by: &str, anchors: &[ChainLink]) -> Result<ChainReport, sqlx::Error> {
     // A verify reports on every event committed before it: it waits out a sealer that holds
-    // the chain lock (each try waits 2 s for it) a few times before reading what is sealed.
-    for _ in 0..VERIFY_SEAL_TRIES {
-        if seal_all(pool).await? {
-            break;
-        }
-    }
+    // the chain lock a few times before reading what is sealed.
+    seal_all_waiting(pool, VERIFY_SEAL_TRIES).await?;
     let mut archived = archive::prefix(pool).await?;
     let start = archived.as_ref().and_then(|a| a.head.clone());
     let after = start.as_ref().map_or(0, |head| head.chain_pos);
