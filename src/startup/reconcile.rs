@@ -31,12 +31,13 @@ pub(super) async fn reconcile(args: ReconcileArgs) -> anyhow::Result<()> {
     for finding in &findings {
         println!("{}", serde_json::to_string(finding)?);
     }
-    // The pass's audit events take their place in the chain before the command ends, even
-    // when a broker's sealer holds the chain lock meanwhile.
+    // The pass's audit events take their place in the chain before the command ends: once
+    // the background tasks have stopped (none writes after), even when a broker's sealer
+    // holds the chain lock meanwhile.
+    tasks.shutdown().await;
     if !db::audit::seal_all_waiting(&pool, 5).await? {
         tracing::warn!("the chain lock stayed taken: a running broker's sealer seals this pass's events");
     }
-    tasks.shutdown().await;
     let open = findings
         .iter()
         .filter(|f| f.state == crate::domain::drift::FindingState::Open)
