@@ -2,13 +2,14 @@
 //! sealer, checkpoints, the purge) is spawned on one [`Tasks`], which cancels them together
 //! and waits for them to end on shutdown, so none outlives the process's orderly stop. A pass
 //! of a task that panics is caught and counted ([`survive`]); the task goes on.
+//! [`on_cores_in_order`] runs CPU-bound work over a stream on the blocking threads.
 //! Imports nothing from the rest of the crate.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
-use futures_util::FutureExt;
+use futures_util::{FutureExt, Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -95,12 +96,57 @@ where
     }
 }
 
+/// `work` on each item of `items` (with its index), on the blocking threads, as many items at
+/// once as there are cores, the results in the items' order; an error item passes through.
+/// CPU-bound work on what a stream reads (digesting events, encoding them) then overlaps
+/// with reading the next items, and memory holds a few items.
+pub fn on_cores_in_order<T, U, E, W>(
+    items: impl Stream<Item = Result<T, E>> + Send + 'static,
+    work: W,
+) -> impl Stream<Item = Result<U, E>> + Send + 'static
+where
+    T: Send + 'static,
+    U: Send + 'static,
+    E: Send + 'static,
+    W: Fn(usize, T) -> U + Clone + Send + Sync + 'static,
+{
+    let at_once = std::thread::available_parallelism().map_or(2, |cores| cores.get());
+    items
+        .enumerate()
+        .map(move |(i, item)| {
+            let work = work.clone();
+            async move {
+                let item = item?;
+                Ok(tokio::task::spawn_blocking(move || work(i, item))
+                    .await
+                    .expect("work on the blocking threads does not panic"))
+            }
+        })
+        .buffered(at_once)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn work_on_the_cores_comes_back_in_order_and_errors_pass_through() {
+        let items = futures_util::stream::iter((0..40u64).map(|n| if n == 30 { Err(n) } else { Ok(n) }));
+        // Earlier items take longer, so they finish after later ones.
+        let out: Vec<Result<(usize, u64), u64>> = on_cores_in_order(items, |i, n| {
+            std::thread::sleep(Duration::from_millis(40 - n));
+            (i, n * 2)
+        })
+        .collect()
+        .await;
+        let expected: Vec<Result<(usize, u64), u64>> = (0..40u64)
+            .map(|n| if n == 30 { Err(n) } else { Ok((n as usize, n * 2)) })
+            .collect();
+        assert_eq!(out, expected);
+    }
 
     #[tokio::test]
     async fn a_pass_that_panics_is_a_failed_pass_and_the_loop_goes_on() {

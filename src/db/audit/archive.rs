@@ -359,14 +359,12 @@ async fn record(
     let Some(record) = record else {
         return refused("another archive was recorded meanwhile: nothing archived; run it again".to_owned());
     };
-    if let Some((chain_pos, _)) = &written.last {
+    if let Some((chain_pos, hash)) = &written.last {
         // The archived events' entries in the index of projects named at filing.
         sqlx::query("delete from audit_event_targets where chain_pos <= $1")
             .bind(chain_pos)
             .execute(&mut *tx)
             .await?;
-    }
-    if let Some((chain_pos, hash)) = &written.last {
         sqlx::query("insert into audit_checkpoints (id, chain_pos, hash, taken_by) values ($1, $2, $3, $4)")
             .bind(Uuid::new_v4())
             .bind(chain_pos)

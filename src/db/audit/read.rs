@@ -1,7 +1,7 @@
 //! Reading the log: sealed events, filtered, in chain order, in batches so memory stays
 //! constant; every read seals what has committed first, so the newest events are there.
 
-use futures_util::{Stream, StreamExt, TryStreamExt, stream};
+use futures_util::{Stream, TryStreamExt, stream};
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
@@ -10,6 +10,7 @@ use super::seal::seal_all;
 use crate::db::conditions::{and_if, order_and_limit};
 use crate::domain::audit::{Digested, Event};
 pub use crate::domain::filters::EventFilter;
+use crate::tasks::on_cores_in_order;
 
 impl FromRow<'_, PgRow> for Event {
     fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
@@ -122,11 +123,9 @@ async fn sealed_batch(
                 .push_bind(after_pos);
             narrow(&mut q, filter);
             order_and_limit(&mut q, "chain_pos", limit);
-            q.push(
-                ") page cross join lateral (select * from audit_events e \
-                 where e.occurred_at = page.occurred_at and e.chain_pos = page.chain_pos) e",
-            );
-            q.push(" order by page.chain_pos");
+            q.push(") page");
+            push_event_at(&mut q, "page");
+            q.push(") e order by page.chain_pos");
             return read_generic(pool, q).await;
         }
         None => {
@@ -147,7 +146,8 @@ async fn sealed_batch(
             }
             // The events naming the project as a target, from its entries in chain order,
             // each read from the one partition its time names.
-            q.push("(select e.* from audit_event_targets t cross join lateral (select * from audit_events e where e.occurred_at = t.occurred_at and e.chain_pos = t.chain_pos");
+            q.push("(select e.* from audit_event_targets t");
+            push_event_at(&mut q, "t");
             narrow(&mut q, filter);
             q.push(") e where t.project = ")
                 .push_bind(project)
@@ -160,6 +160,16 @@ async fn sealed_batch(
     }
     order_and_limit(&mut q, "chain_pos", limit);
     read_generic(pool, q).await
+}
+
+/// Adds the lateral read of the event whose place and time `at` (an alias) gives, from the
+/// one partition its time names, as `e`, its conditions left open for more.
+fn push_event_at(q: &mut QueryBuilder<'_, Postgres>, at: &str) {
+    q.push(" cross join lateral (select * from audit_events e where e.occurred_at = ")
+        .push(at)
+        .push(".occurred_at and e.chain_pos = ")
+        .push(at)
+        .push(".chain_pos");
 }
 
 /// Whether `filter` names a time range and nothing else.
@@ -274,16 +284,9 @@ pub fn digested(
     filter: EventFilter,
     after_pos: i64,
 ) -> impl Stream<Item = Result<Vec<Digested>, sqlx::Error>> + Send + 'static {
-    let at_once = std::thread::available_parallelism().map_or(2, |cores| cores.get());
-    batches(log, filter, after_pos)
-        .map(|batch| async move {
-            let batch = batch?;
-            let digest = move || batch.into_iter().map(Digested::from).collect();
-            Ok(tokio::task::spawn_blocking(digest)
-                .await
-                .expect("digesting events does not panic"))
-        })
-        .buffered(at_once)
+    on_cores_in_order(batches(log, filter, after_pos), |_, batch: Vec<Event>| {
+        batch.into_iter().map(Digested::from).collect()
+    })
 }
 
 /// [`batches`], one event at a time.

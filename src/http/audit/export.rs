@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::Format;
 use crate::db::audit::Event;
 use crate::domain::Action;
+use crate::tasks::on_cores_in_order;
 
 /// The columns of the CSV export, in order.
 const CSV_COLUMNS: [&str; 27] = [
@@ -57,17 +58,9 @@ pub(super) fn body(
         Format::Cadf => ("[".to_owned(), "]\n"),
         Format::Json | Format::Ndjson => (String::new(), ""),
     };
-    let at_once = std::thread::available_parallelism().map_or(2, |cores| cores.get());
-    let chunks = batches
-        .enumerate()
-        .map(move |(i, batch)| async move {
-            let events = batch?;
-            let chunk = tokio::task::spawn_blocking(move || encode(format, &events, i == 0))
-                .await
-                .expect("encoding events does not panic");
-            Ok(Bytes::from(chunk))
-        })
-        .buffered(at_once);
+    let chunks = on_cores_in_order(batches, move |i, events: Vec<Event>| {
+        Bytes::from(encode(format, &events, i == 0))
+    });
     stream::once(async move { Ok(Bytes::from(head)) })
         .chain(chunks)
         .chain(stream::once(async move { Ok(Bytes::from_static(tail.as_bytes())) }))
