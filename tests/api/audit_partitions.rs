@@ -679,6 +679,18 @@ async fn the_application_role_can_neither_archive_nor_record_an_archive() {
     )
     .await;
     refused(&mut conn, "delete from audit_archives", "permission denied").await;
+    // Nor write the index of projects named at filing: only sealing (as the owner) does, so
+    // a project's page can neither be given an event nor lose one through it.
+    app.file(&Uuid::new_v4().to_string(), &[PROJ_B]).await;
+    sealed(&app).await;
+    for sql in [
+        "insert into audit_event_targets (project, chain_pos, occurred_at) values ('forged', 1, now())",
+        "delete from audit_event_targets",
+        "update audit_event_targets set project = 'forged'",
+        "truncate audit_event_targets",
+    ] {
+        refused(&mut conn, sql, "permission denied").await;
+    }
 
     assert!(!file.exists());
     assert!(partition_names(&app.pool).await.contains(&first));
