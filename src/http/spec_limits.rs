@@ -14,6 +14,8 @@ use crate::domain::webhook::EVENTS;
 const IDEMPOTENCY_KEY: &str = "^[\\x21-\\x7E]{1,255}$";
 /// Free text (reasons, comments): anything but NUL, which Postgres text cannot store.
 const FREE_TEXT: &str = "^[^\\u0000]*$";
+/// Free text that is required: not blank either (the handlers trim it before they check).
+const REQUIRED_TEXT: &str = "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$";
 /// A webhook's description: no control characters but newline and tab.
 const DESCRIPTION: &str = "^[^\\u0000-\\u0008\\u000B-\\u001F\\u007F-\\u009F]*$";
 /// A target: a project id or name (at most 64 characters, `MAX_PROJECT_NAME_CHARS`), not
@@ -61,6 +63,11 @@ fn apply(doc: &mut Value) {
         return;
     };
     for (name, schema) in schemas.iter_mut() {
+        let required: Vec<String> = schema
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default();
         let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
             continue;
         };
@@ -86,7 +93,12 @@ fn apply(doc: &mut Value) {
                     property["uniqueItems"] = json!(true);
                 }
                 (_, "reason" | "comment") if property.get("maxLength").is_some() => {
-                    property["pattern"] = json!(FREE_TEXT);
+                    let text = if required.contains(field) {
+                        REQUIRED_TEXT
+                    } else {
+                        FREE_TEXT
+                    };
+                    property["pattern"] = json!(text);
                 }
                 _ => {}
             }
